@@ -1,0 +1,140 @@
+"""Models with a backbone/head split, so a learned prior can cover the backbone only.
+
+* CIFAR-style ResNets (He et al. 2016, 6n+2 layers, three stages of width w, 2w, 4w) for ``smoke``/``cpu``;
+* torchvision ResNet-50/101 for the ``paper`` profile.
+
+Every model takes uint8 images (N x 3 x H x W) and normalises them itself, so data stays uint8 in
+memory and checkpoints are self-contained.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+MEAN = (0.485, 0.456, 0.406)   # ImageNet statistics: one normalisation for source and downstream tasks
+STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """uint8 or [0, 1] float images -> standardised float."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return (x - self.mean) / self.std
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """Feature extractor of a CIFAR ResNet: ``depth`` = 6n + 2, widths (w, 2w, 4w); features = 4w.
+
+    ``forward_features`` also returns the stride-1 feature map (the low-level skip for DeepLabv3+).
+    """
+
+    def __init__(self, depth: int = 20, width: int = 16):
+        super().__init__()
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.normalize = Normalize()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages, c = [], width
+        for i, w in enumerate((width, 2 * width, 4 * width)):
+            blocks = [BasicBlock(c, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c = w
+        self.stages = nn.Sequential(*stages)
+        self.out_features = c
+        self.low_level_features = width
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def feature_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(low-level map after stage 1, final map)."""
+        x = self.stem(self.normalize(x))
+        low = self.stages[0](x)
+        return low, self.stages[2](self.stages[1](low))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.feature_maps(x)[1]).flatten(1)
+
+
+class TorchvisionBackbone(nn.Module):
+    """torchvision ResNet-50/101 without its ``fc``, taking uint8 images."""
+
+    def __init__(self, arch: str, weights: str | None = None):
+        super().__init__()
+        import torchvision
+        net = getattr(torchvision.models, arch)(weights=weights)
+        self.out_features = net.fc.in_features
+        self.low_level_features = 256
+        net.fc = nn.Identity()
+        self.normalize = Normalize()
+        self.net = net
+
+    def feature_maps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(self.normalize(x)))))
+        low = n.layer1(x)
+        return low, n.layer4(n.layer3(n.layer2(low)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.normalize(x))
+
+
+class Classifier(nn.Module):
+    """backbone -> linear head. Parameters are ordered backbone first, then head (the flat-vector order)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet8": lambda width=16, **_: CifarResNet(8, width),
+    "resnet14": lambda width=16, **_: CifarResNet(14, width),
+    "resnet20": lambda width=16, **_: CifarResNet(20, width),
+    "resnet32": lambda width=16, **_: CifarResNet(32, width),
+    "resnet50": lambda weights=None, **_: TorchvisionBackbone("resnet50", weights),
+    "resnet101": lambda weights=None, **_: TorchvisionBackbone("resnet101", weights),
+}
+
+
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    """A backbone by name (``width`` for CIFAR ResNets; ``weights`` for torchvision ones)."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(BACKBONES)}")
+    return BACKBONES[name](**kwargs)
+
+
+def build_classifier(name: str, num_classes: int, **kwargs) -> Classifier:
+    return Classifier(build_backbone(name, **kwargs), num_classes)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,106 @@
+"""Every size knob of the study, in one table: ``smoke`` (CI), ``cpu`` (the reported study), ``paper``.
+
+Notebooks take ``profile`` as a papermill parameter and read everything else from here, so the
+same notebook runs in seconds on ``smoke`` and hours on ``cpu`` without a fork.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+DEFAULT_PROFILE = "cpu"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Size knobs of one study profile (sizes are counts of images unless named otherwise)."""
+
+    name: str
+    # model
+    model: str                      # a name from repro.models.MODELS
+    width: int                      # base width of the CIFAR-style ResNet (ignored by torchvision models)
+    image_size: int                 # side of the square input, in pixels
+    # source pre-training (notebook 01)
+    source_dataset: str
+    source_train_n: int | None      # None = the whole split
+    source_val_n: int | None
+    source_epochs: int              # supervised pre-training epochs
+    ssl_epochs: int                 # SimCLR pre-training epochs
+    swag_epochs: int                # epochs of SWAG collection around the pre-trained solution
+    swag_snapshots: int             # snapshots taken over those epochs (>= swag_max_rank)
+    swag_max_rank: int              # K: deviations kept (largest rank any notebook uses)
+    batch_size: int
+    probe_n: int                    # images for linear probes (source and CIFAR-10) in notebook 01
+    # downstream (notebooks 02-08)
+    downstream_test_n: int | None   # test subset size (stratified); None = the whole test split
+    train_sizes: tuple[int, ...]    # downstream training-set sizes (log scale)
+    seeds: tuple[int, ...]
+    ranks: tuple[int, ...]          # rank ablation
+    scales: tuple[float, ...]       # prior-scale (lambda) grid
+    downstream_epochs: int
+    cycles: int                     # cyclical SG-MCMC cycles
+    bma_samples: int                # samples kept for the Bayesian model average
+    val_fraction: float             # held-out share of the downstream training data for tuning
+    geometry_random_directions: int
+    geometry_top_directions: int
+    segmentation_size: tuple[int, int]  # (height, width) for CamVid
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="smoke", model="resnet8", width=8, image_size=32,
+            source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
+            source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300,
+            downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
+            scales=(1.0, 1e2, 1e4), downstream_epochs=2, cycles=2, bma_samples=2, val_fraction=0.2,
+            geometry_random_directions=2, geometry_top_directions=2, segmentation_size=(45, 60),
+        ),
+        Profile(
+            name="cpu", model="resnet20", width=16, image_size=32,
+            source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
+            source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000,
+            downstream_test_n=5000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
+            ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6),
+            downstream_epochs=10, cycles=5, bma_samples=10, val_fraction=0.2,
+            geometry_random_directions=10, geometry_top_directions=5, segmentation_size=(90, 120),
+        ),
+        Profile(
+            name="paper", model="resnet50", width=64, image_size=224,
+            source_dataset="imagenet", source_train_n=None, source_val_n=None,
+            source_epochs=0, ssl_epochs=0, swag_epochs=1, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
+            downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
+            ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            downstream_epochs=30, cycles=4, bma_samples=10, val_fraction=0.2,
+            geometry_random_directions=10, geometry_top_directions=5, segmentation_size=(513, 513),
+        ),
+    )
+}
+
+KNOBS = tuple(f.name for f in fields(Profile))
+
+
+def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
+    """The profile called ``name`` (default: ``$REPRO_PROFILE`` or ``cpu``), with ``overrides`` applied."""
+    if isinstance(name, Profile):
+        profile = name
+    else:
+        name = name or os.environ.get("REPRO_PROFILE", DEFAULT_PROFILE)
+        if name not in PROFILES:
+            raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+        profile = PROFILES[name]
+    unknown = sorted(set(overrides) - set(KNOBS))
+    if unknown:
+        raise ValueError(f"unknown profile knob(s) {unknown}; valid knobs: {', '.join(KNOBS)}")
+    return replace(profile, **overrides)
+
+
+def results_dir(profile: str | Profile) -> Path:
+    """``results/<profile>/`` of the project (or under ``$REPRO_RESULTS_DIR``), created on demand."""
+    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
+    root = Path(os.environ.get("REPRO_RESULTS_DIR", Path(__file__).resolve().parents[1] / "results"))
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,179 @@
+"""SG-MCMC samplers (SGLD, SGHMC) as ``torch.optim.Optimizer``s, the cyclical schedule, and BMA prediction.
+
+Convention (posteriors library): the loss handed to ``backward`` is the *mean* minibatch NLL plus
+-log p(theta)/N, i.e. u(theta) = U(theta)/N with U the full negative log posterior. With learning rate
+eta and temperature T, the chain targets p(theta | data)^(1/T):
+
+    SGHMC:  v <- m v - eta grad u + sqrt(2 eta (1 - m) T / N) xi;   theta <- theta + v
+    SGLD:   the same with m = 0:  theta <- theta - eta grad u + sqrt(2 eta T / N) xi
+
+T = 1 is the true posterior; T = 0 is SGD (with momentum). Each param group may set ``noise=False``
+(the exploration phase of a cycle) to run noise-free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from .priors import Prior
+
+
+class SGHMC(Optimizer):
+    """Stochastic-gradient Hamiltonian Monte Carlo (Chen et al. 2014) in SGD-with-momentum form."""
+
+    def __init__(self, params: Iterable, lr: float, num_data: int, momentum: float = 0.9,
+                 temperature: float = 1.0, generator: torch.Generator | None = None):
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not num_data >= 1:
+            raise ValueError(f"num_data must be >= 1, got {num_data}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if not temperature >= 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum,
+                                      temperature=temperature, noise=True))
+        self.generator = generator
+
+    def _noise(self, params: Sequence[Tensor]) -> list[Tensor]:
+        # One draw for the whole group, split into views: no per-parameter RNG calls.
+        flat = torch.randn(sum(p.numel() for p in params), generator=self.generator,
+                           dtype=params[0].dtype, device=params[0].device)
+        return [n.view_as(p) for n, p in zip(flat.split([p.numel() for p in params]), params)]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            lr, m, T, N = group["lr"], group["momentum"], group["temperature"], group["num_data"]
+            noise_std = math.sqrt(2 * lr * (1 - m) * T / N) if group["noise"] else 0.0
+            if m:
+                bufs = []
+                for p in params:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    bufs.append(state["momentum_buffer"])
+                torch._foreach_mul_(bufs, m)
+                torch._foreach_add_(bufs, grads, alpha=-lr)
+                if noise_std:
+                    torch._foreach_add_(bufs, self._noise(params), alpha=noise_std)
+                torch._foreach_add_(params, bufs)
+            else:
+                torch._foreach_add_(params, grads, alpha=-lr)
+                if noise_std:
+                    torch._foreach_add_(params, self._noise(params), alpha=noise_std)
+        return loss
+
+
+class SGLD(SGHMC):
+    """Stochastic-gradient Langevin dynamics (Welling & Teh 2011): SGHMC without momentum."""
+
+    def __init__(self, params: Iterable, lr: float, num_data: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None):
+        super().__init__(params, lr=lr, num_data=num_data, momentum=0.0, temperature=temperature,
+                         generator=generator)
+
+
+SAMPLERS = {"sgd": None, "sgld": SGLD, "sghmc": SGHMC}
+
+
+@torch.no_grad()
+def add_prior_grad_(params: Sequence[Tensor], prior: Prior, num_data: int) -> Tensor:
+    """Add the gradient of -log p(theta)/N to ``p.grad`` of each parameter; returns log p(theta).
+
+    ``params`` must be in the prior's flat order. The gradient is closed-form (no autograd graph).
+    """
+    theta = torch.cat([p.reshape(-1) for p in params])
+    logp, grad = prior.log_prob_and_grad(theta)
+    pieces = [g.view_as(p) for g, p in zip(grad.split([p.numel() for p in params]), params)]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    torch._foreach_add_([p.grad for p in params], pieces, alpha=-1.0 / num_data)
+    return logp
+
+
+@dataclass(frozen=True)
+class CyclicalSchedule:
+    """Cosine cycles (Zhang et al. 2020, cSG-MCMC).
+
+    Within each cycle of ``ceil(total_steps / cycles)`` steps the learning rate falls from ``lr`` to 0
+    along a half cosine; the first ``explore_fraction`` of the cycle is noise-free exploration; samples
+    are collected at ``samples_per_cycle`` evenly spaced steps ending at the cycle's last step.
+    """
+
+    total_steps: int
+    cycles: int
+    lr: float
+    explore_fraction: float = 0.5
+    samples_per_cycle: int = 1
+
+    def __post_init__(self):
+        if self.cycles < 1 or self.total_steps < self.cycles:
+            raise ValueError(f"need 1 <= cycles <= total_steps, got cycles={self.cycles}, total_steps={self.total_steps}")
+        if not 0 <= self.explore_fraction < 1:
+            raise ValueError(f"explore_fraction must be in [0, 1), got {self.explore_fraction}")
+        sampling_steps = self.cycle_length - math.floor(self.explore_fraction * self.cycle_length)
+        if not 1 <= self.samples_per_cycle <= sampling_steps:
+            raise ValueError(f"samples_per_cycle must be in 1..{sampling_steps}, got {self.samples_per_cycle}")
+
+    @property
+    def cycle_length(self) -> int:
+        return math.ceil(self.total_steps / self.cycles)
+
+    def position(self, step: int) -> float:
+        """Where ``step`` (0-based) sits in its cycle, in [0, 1)."""
+        return (step % self.cycle_length) / self.cycle_length
+
+    def lr_at(self, step: int) -> float:
+        return 0.5 * self.lr * (math.cos(math.pi * self.position(step)) + 1)
+
+    def noise_at(self, step: int) -> bool:
+        return self.position(step) >= self.explore_fraction
+
+    def collect_at(self, step: int) -> bool:
+        """True where a sample is kept: the cycle's last step and evenly spaced steps before it."""
+        S = self.cycle_length
+        cycle_end = min((step // S + 1) * S, self.total_steps) - 1
+        spacing = max(1, (S - math.ceil(self.explore_fraction * S)) // self.samples_per_cycle)
+        back = cycle_end - step
+        return back >= 0 and back % spacing == 0 and back // spacing < self.samples_per_cycle
+
+    def apply(self, optimizer: Optimizer, step: int) -> None:
+        """Set lr and the noise flag of every param group for ``step``."""
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+            group["noise"] = self.noise_at(step)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(self.collect_at(t) for t in range(self.total_steps))
+
+
+@torch.inference_mode()
+def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = 512) -> Tensor:
+    """Bayesian model average: mean over samples of softmax(model(x)); ``states`` are state dicts."""
+    if not states:
+        raise ValueError("BMA needs at least one collected sample; none were collected")
+    was_training = model.training
+    model.eval()
+    total = None
+    for state in states:
+        model.load_state_dict(state)
+        probs = torch.cat([model(images[i:i + batch_size]).softmax(-1) for i in range(0, len(images), batch_size)])
+        total = probs if total is None else total.add_(probs)
+    model.train(was_training)
+    return total / len(states)

@@ -1,0 +1,167 @@
+"""Training loops shared by every notebook: seeded, resumable from atomic checkpoints, NaN-safe.
+
+A loop is (model, loss on a batch, batches per epoch, optimizer, per-step schedule); after each epoch
+the full state (model, optimizer, epoch, RNG) is written atomically, so an interrupted run resumes at
+the last finished epoch and gives the result an uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .priors import atomic_torch_save
+
+
+class DivergenceError(RuntimeError):
+    """The loss or the parameters became NaN/Inf: the run stops and records this reason."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; single-threaded CPU kernels are deterministic for a seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def flat_params(module: nn.Module) -> Tensor:
+    """The module's trainable parameters as one detached flat vector (the priors' order)."""
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters() if p.requires_grad])
+
+
+@torch.no_grad()
+def load_flat_(module: nn.Module, theta: Tensor) -> None:
+    """Write a flat vector back into the module's trainable parameters."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p, v in zip(params, theta.split([p.numel() for p in params])):
+        p.copy_(v.view_as(p))
+
+
+def check_finite(loss: Tensor, what: str = "loss") -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"{what} became {loss.item()} (non-finite)")
+
+
+def fit(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
+        epoch_batches: Callable[[int], Iterable[tuple]], optimizer: torch.optim.Optimizer, epochs: int,
+        lr_at: Callable[[int], float] | None = None, checkpoint: str | os.PathLike | None = None,
+        on_step: Callable[[int], None] | None = None, desc: str = "train",
+        extra_state: dict | None = None) -> dict:
+    """Train for ``epochs``, resuming from ``checkpoint`` if it exists. Returns {'loss': [...per epoch]}.
+
+    ``epoch_batches(epoch)`` yields the batches of one epoch (seed them by epoch for determinism);
+    ``lr_at(global_step)`` sets the learning rate before every step; ``on_step(global_step)`` runs after it.
+    ``extra_state`` maps names to objects with ``state_dict``/``load_state_dict`` (e.g. a SWAG collector)
+    checkpointed alongside the model.
+    """
+    extra_state = extra_state or {}
+    history: list[float] = []
+    start = step = 0
+    path = Path(checkpoint) if checkpoint else None
+    if path and path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, step, history = state["epoch"], state["step"], list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, obj in extra_state.items():
+            obj.load_state_dict(state["extra"][name])
+    model.train()
+    for epoch in tqdm(range(start, epochs), desc=desc, initial=start, total=epochs, leave=False):
+        total, count = 0.0, 0
+        for batch in epoch_batches(epoch):
+            if lr_at is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            check_finite(loss)
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(step)
+            total, count, step = total + loss.item(), count + 1, step + 1
+        history.append(total / max(count, 1))
+        if path:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "epoch": epoch + 1, "step": step, "history": history, "torch_rng": torch.get_rng_state(),
+                               "extra": {k: v.state_dict() for k, v in extra_state.items()}}, path)
+    return {"loss": history}
+
+
+def one_cycle(total_steps: int, peak_lr: float, warmup: float = 0.15) -> Callable[[int], float]:
+    """Linear warm-up to ``peak_lr`` then cosine decay to 0 (a one-cycle schedule)."""
+    up = max(1, int(warmup * total_steps))
+
+    def lr_at(step: int) -> float:
+        if step < up:
+            return peak_lr * (step + 1) / up
+        return 0.5 * peak_lr * (1 + math.cos(math.pi * min(1.0, (step - up) / max(1, total_steps - up))))
+    return lr_at
+
+
+def cross_entropy_loss(model: nn.Module, batch: tuple) -> Tensor:
+    x, y = batch
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Logits in eval mode, batched, without autograd."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out
+
+
+@torch.inference_mode()
+def features(backbone: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Backbone features of ``images`` in eval mode."""
+    return predict_logits(backbone, images, batch_size)
+
+
+@torch.no_grad()
+def update_bn(model: nn.Module, images: Tensor, batch_size: int = 256, max_batches: int = 20) -> None:
+    """Recompute BatchNorm running statistics (needed after parameters were sampled, e.g. from SWAG)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                                    # cumulative average over the batches
+    was_training = model.training
+    model.train()
+    for i in range(0, min(len(images), batch_size * max_batches), batch_size):
+        model(images[i:i + batch_size])
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.train(was_training)
+
+
+def linear_probe(train_feats: Tensor, train_y: Tensor, test_feats: Tensor, test_y: Tensor,
+                 weight_decay: float = 1e-4, steps: int = 100) -> float:
+    """Test accuracy of a multinomial logistic regression on frozen features (full-batch L-BFGS)."""
+    mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6
+    xtr, xte = (train_feats - mu) / sd, (test_feats - mu) / sd
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    head = nn.Linear(xtr.shape[1], num_classes)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.square().sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (head(xte).argmax(1) == test_y).float().mean().item()
