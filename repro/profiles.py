@@ -18,7 +18,7 @@ class Profile:
 
     name: str
     # model
-    model: str                      # a name from repro.models.MODELS
+    model: str                      # a name from repro.models.BACKBONES
     width: int                      # base width of the CIFAR-style ResNet (ignored by torchvision models)
     image_size: int                 # side of the square input, in pixels
     # source pre-training (notebook 01)
@@ -38,12 +38,14 @@ class Profile:
     seeds: tuple[int, ...]
     ranks: tuple[int, ...]          # rank ablation
     scales: tuple[float, ...]       # prior-scale (lambda) grid
-    downstream_epochs: int
+    downstream_steps: int           # SGD / SG-MCMC steps of one downstream run
     cycles: int                     # cyclical SG-MCMC cycles
     bma_samples: int                # samples kept for the Bayesian model average
     val_fraction: float             # held-out share of the downstream training data for tuning
     geometry_random_directions: int
     geometry_top_directions: int
+    geometry_points: int            # points on the t grid of each 1-D loss slice
+    geometry_test_n: int            # CIFAR-10 test images the slice losses are computed on
     segmentation_size: tuple[int, int]  # (height, width) for CamVid
 
 
@@ -55,8 +57,8 @@ PROFILES: dict[str, Profile] = {
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
             source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300,
             downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
-            scales=(1.0, 1e2, 1e4), downstream_epochs=2, cycles=2, bma_samples=2, val_fraction=0.2,
-            geometry_random_directions=2, geometry_top_directions=2, segmentation_size=(45, 60),
+            scales=(1.0, 1e2, 1e4), downstream_steps=12, cycles=2, bma_samples=2, val_fraction=0.2,
+            geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_size=(45, 60),
         ),
         Profile(
             name="cpu", model="resnet20", width=16, image_size=32,
@@ -64,8 +66,9 @@ PROFILES: dict[str, Profile] = {
             source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000,
             downstream_test_n=5000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6),
-            downstream_epochs=10, cycles=5, bma_samples=10, val_fraction=0.2,
-            geometry_random_directions=10, geometry_top_directions=5, segmentation_size=(90, 120),
+            downstream_steps=300, cycles=5, bma_samples=10, val_fraction=0.2,
+            geometry_random_directions=10, geometry_top_directions=5, geometry_points=17, geometry_test_n=2000,
+            segmentation_size=(90, 120),
         ),
         Profile(
             name="paper", model="resnet50", width=64, image_size=224,
@@ -73,8 +76,9 @@ PROFILES: dict[str, Profile] = {
             source_epochs=0, ssl_epochs=0, swag_epochs=1, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
-            downstream_epochs=30, cycles=4, bma_samples=10, val_fraction=0.2,
-            geometry_random_directions=10, geometry_top_directions=5, segmentation_size=(513, 513),
+            downstream_steps=5000, cycles=4, bma_samples=10, val_fraction=0.2,
+            geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000,
+            segmentation_size=(513, 513),
         ),
     )
 }

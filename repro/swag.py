@@ -55,9 +55,11 @@ class SWAG:
         start = self._slot % self.max_rank
         return torch.cat([self._dev[start:], self._dev[:start]]).T
 
-    def sample(self, scale: float = 1.0, rank: int | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """theta = mean + sqrt(scale/2) * (sqrt(diag) z1 + D_k z2 / sqrt(K-1))."""
-        return self.to_prior(scale=scale, rank=rank, eps=0.0).sample(1, generator)[0].to(self._dev.dtype)
+    def sample(self, scale: float = 1.0, rank: int | None = None, n: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """theta = mean + sqrt(scale/2) * (sqrt(diag) z1 + D_k z2 / sqrt(K-1)); ``n`` draws as rows (n x d)."""
+        draws = self.to_prior(scale=scale, rank=rank, eps=0.0).sample(n or 1, generator).to(self._dev.dtype)
+        return draws if n is not None else draws[0]
 
     def to_prior(self, scale: float = 1.0, rank: int | None = None, directions: str = "top",
                  eps: float = 1e-8) -> LowRankGaussianPrior:

@@ -147,21 +147,36 @@ def update_bn(model: nn.Module, images: Tensor, batch_size: int = 256, max_batch
     model.train(was_training)
 
 
-def linear_probe(train_feats: Tensor, train_y: Tensor, test_feats: Tensor, test_y: Tensor,
-                 weight_decay: float = 1e-4, steps: int = 100) -> float:
-    """Test accuracy of a multinomial logistic regression on frozen features (full-batch L-BFGS)."""
-    mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6
-    xtr, xte = (train_feats - mu) / sd, (test_feats - mu) / sd
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    head = nn.Linear(xtr.shape[1], num_classes)
+def fit_linear_head(feats: Tensor, labels: Tensor, num_classes: int | None = None,
+                    weight_decay: float = 1e-4, steps: int = 100) -> nn.Linear:
+    """Multinomial logistic regression on frozen features (full-batch L-BFGS), as an ``nn.Linear``.
+
+    Features are standardised for conditioning; the standardisation is folded back into the weights,
+    so the returned head applies to raw features.
+    """
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    x = (feats - mu) / sd
+    num_classes = num_classes or int(labels.max()) + 1
+    head = nn.Linear(x.shape[1], num_classes)
     opt = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.square().sum()
+        loss = nn.functional.cross_entropy(head(x), labels) + weight_decay * head.weight.square().sum()
         loss.backward()
         return loss
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
-        return (head(xte).argmax(1) == test_y).float().mean().item()
+        head.bias -= head.weight @ (mu / sd)
+        head.weight /= sd
+    return head
+
+
+def linear_probe(train_feats: Tensor, train_y: Tensor, test_feats: Tensor, test_y: Tensor,
+                 weight_decay: float = 1e-4, steps: int = 100) -> float:
+    """Test accuracy of a linear probe (see :func:`fit_linear_head`)."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    head = fit_linear_head(train_feats, train_y, num_classes, weight_decay, steps)
+    with torch.no_grad():
+        return (head(test_feats).argmax(1) == test_y).float().mean().item()

@@ -56,7 +56,8 @@ def test_samples_follow_the_swag_covariance(known):
     _, _, _, _, swag = known
     g = torch.Generator().manual_seed(1)
     prior = swag.to_prior(scale=1.0, eps=0.0)
-    x = torch.stack([swag.sample(scale=4.0, generator=g) for _ in range(4000)])
+    x = swag.sample(scale=4.0, n=4000, generator=g)
+    assert swag.sample(generator=g).shape == (D,)
     # SWAG sample covariance: scale * (diag/2 + D D^T/(2(K-1))); uses the standard deviation, not the variance
     expected = 4.0 * prior.covariance()
     emp = torch.cov(x.T)

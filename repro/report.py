@@ -1,0 +1,88 @@
+"""REPORT.md's summary table, generated from the claim CSVs the notebooks write (never typed by hand).
+
+Each claim notebook ends by writing ``results/<profile>/claims/<id>.csv`` with one row: claim, profile,
+verdict, finding (numbers with standard errors and seeds), evidence. ``python -m repro.report --profile cpu``
+rewrites the table between the ``<!-- claims:begin -->`` / ``<!-- claims:end -->`` markers of REPORT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .plots import save_table
+from .profiles import Profile, get_profile, results_dir
+
+REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
+VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "not testable here")
+
+# id -> (paper's statement and where, the reproduction report's finding, notebook)
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    "C1": ("test loss flatter along top SWAG directions than random filter-normalised ones (Fig 2a)",
+           "not tested", "02_loss_geometry"),
+    "C2": ("non-diagonal covariance matters; accuracy rises with rank then plateaus (Fig 2b)",
+           "not reproduced", "03_rank_ablation"),
+    "C3": ("prior scale λ has an interior optimum (Fig 2d)", "reproduced", "04_scale_sweep"),
+    "C4": ("(1) Bayes+learned > (2) SGD+learned > (3) SGD transfer > (4) Bayes+non-learned > (5) SGD+non-learned; "
+           "Bayes > MAP under the learned prior (Fig 2c, 3)",
+           "learned > non-learned reproduced; Bayes > SGD not reproduced", "05_five_way"),
+    "C5": ("SSL (SimCLR) priors transfer better than supervised (App B.2, Table 1)", "not tested", "05_five_way"),
+    "C6": ("learned priors most valuable at intermediate data sizes (§4.2)", "data efficiency reproduced", "05_five_way"),
+    "C7": ("Bayes+learned best NLL; Bayes+non-learned beats SGD transfer on NLL; SGD transfer miscalibrated (Fig 4b)",
+           "not tested", "06_calibration"),
+    "C8": ("advantage holds under distribution shift, CIFAR-10.1 (Fig 4a)", "not tested", "07_ood_shift"),
+    "C9": ("segmentation: learned prior + SGLD beats SGD transfer and non-learned prior in mIoU (Table 1)",
+           "not tested", "08_segmentation"),
+    "C10": ("BMA of 10 samples beats a deep ensemble of 10 SGD-transfer models (App B.3)", "not tested", "05_five_way"),
+}
+
+
+def record_claim(profile: str | Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
+    """Write a claim's verdict row (called by the last cell of each claim notebook)."""
+    if claim not in CLAIMS:
+        raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    profile = get_profile(profile)
+    row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence)])
+    save_table(row, profile, f"claims/{claim}")
+    return row
+
+
+def render_summary(profile: str | Profile = "cpu") -> str:
+    """The markdown summary table for ``profile`` from its claim CSVs."""
+    folder = results_dir(profile) / "claims"
+    name = get_profile(profile).name
+    lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
+             "|---|---|---|---|---|---|"]
+    for claim, (statement, other, notebook) in CLAIMS.items():
+        path = folder / f"{claim}.csv"
+        if path.exists():
+            row = pd.read_csv(path).iloc[0]
+            finding, verdict, evidence = row.finding, f"**{row.verdict}**", row.evidence
+        else:
+            finding, verdict, evidence = "—", "not yet tested", f"`notebooks/{notebook}.ipynb`"
+        lines.append(f"| {claim} | {statement} | {other} | {finding} | {verdict} | {evidence} |")
+    return "\n".join(lines)
+
+
+def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:
+    """Rewrite the summary table in REPORT.md; returns whether it changed."""
+    text = path.read_text()
+    new = re.sub(r"(<!-- claims:begin -->\n).*?(\n<!-- claims:end -->)",
+                 lambda m: m.group(1) + render_summary(profile) + m.group(2), text, flags=re.S)
+    path.write_text(new)
+    return new != text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu")
+    args = parser.parse_args(argv)
+    print("REPORT.md", "updated" if update_report(args.profile) else "already up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""A resumable experiment grid: run each setting once, one CSV row per finished run, safe to kill at any time.
+
+``run_grid`` calls ``fn(run)`` for every run whose key has no row yet and appends the returned metrics to a
+CSV. The CSV is rewritten whole to a temporary file and renamed over the old one after every run, so a
+reader (or a rerun after SIGKILL) sees either the old file or the new one, never a partial row. Runs that
+raise are recorded as ``failed: <Type>: <message>`` and the grid goes on; a rerun skips finished runs.
+The module knows nothing about models: a run is a study name and a set of JSON-able scalar settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+try:  # advisory lock so that two processes sharing a CSV do not lose each other's rows
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None
+
+__all__ = ["Run", "run_grid", "load_results", "completed_keys", "RESERVED_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+# Columns the runner writes itself; hyperparameters and metrics may not use these names.
+RESERVED_COLUMNS = ("study", "key", "status", "wall_time_s", "finished_at")
+# Read as text: a 12-hex key made only of digits must not become an integer (and lose leading zeros).
+_TEXT_COLUMNS = {"study": str, "key": str, "status": str, "finished_at": str}
+_SCALARS = (str, bool, int, float, type(None))
+
+
+def _scalar(name: str, value: Any, what: str) -> Any:
+    """``value`` as a plain Python scalar (numpy scalars and 0-d tensors are unwrapped), else ValueError."""
+    if type(value) in _SCALARS:
+        return value
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.float64, np.bool_, 0-d tensor
+        item = value.item()
+        if type(item) in _SCALARS:
+            return item
+    raise ValueError(f"{what} {name!r} must be a JSON-able scalar (str, int, float, bool or None), "
+                     f"got {type(value).__name__}: {value!r:.80}")
+
+
+@dataclass(frozen=True, init=False, eq=False, repr=False)
+class Run:
+    """One setting of a study: ``Run("rank_ablation", {"rank": 5, "seed": 0, ...})``.
+
+    Params are stored as sorted ``(name, value)`` pairs so the run is hashable; ``key`` is the first 12 hex
+    digits of the sha1 of canonical JSON of the study and params. Equality and hashing go through the key,
+    so ``1``, ``1.0`` and ``True`` are different settings (they are different JSON).
+    """
+
+    study: str
+    items: tuple[tuple[str, Any], ...]
+    key: str
+
+    def __init__(self, study: str, params: Mapping[str, Any]):
+        if not isinstance(study, str) or not study:
+            raise ValueError(f"study must be a non-empty string, got {study!r}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params must be a dict of name -> scalar, got {type(params).__name__}")
+        items = []
+        for name, value in params.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"hyperparameter names must be non-empty strings, got {name!r}")
+            if name in RESERVED_COLUMNS:
+                raise ValueError(f"hyperparameter {name!r} clashes with a column the runner writes: {RESERVED_COLUMNS}")
+            items.append((name, _scalar(name, value, "hyperparameter")))
+        items.sort(key=lambda kv: kv[0])
+        canonical = json.dumps({"study": study, "params": dict(items)}, sort_keys=True,
+                               separators=(",", ":"), ensure_ascii=True)
+        object.__setattr__(self, "study", study)
+        object.__setattr__(self, "items", tuple(items))
+        object.__setattr__(self, "key", hashlib.sha1(canonical.encode()).hexdigest()[:12])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters as a fresh dict (mutating it does not change the run)."""
+        return dict(self.items)
+
+    def __getitem__(self, name: str) -> Any:
+        return dict(self.items)[name]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"Run({self.study!r}, {self.params!r})  # key={self.key}"
+
+
+# ---------------------------------------------------------------------------------------------- CSV I/O
+
+def _cell(value: Any) -> str:
+    """CSV text of a scalar: repr for floats keeps every digit (and writes nan/inf), None is empty."""
+    if value is None:
+        return ""
+    if type(value) is float:
+        return repr(value)
+    return str(value)
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of the CSV as text, untouched (so a rewrite never changes existing cells)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [dict(r) for r in reader]
+            return list(reader.fieldnames or []), rows
+    except FileNotFoundError:
+        return [], []
+
+
+def _write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """Write the whole CSV to a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([r.get(c, "") for c in columns])
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not outlive the data on a crash
+        try:  # mkstemp makes 0600 files; keep the old file's mode or the usual 0644
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Exclusive flock on the CSV's folder for a read-modify-write (no lock file left behind)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # filesystems without flock on directories: single writer assumed
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files left by a writer killed mid-write (called under the lock, so none is in use)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _append_row(path: Path, row: dict[str, str]) -> None:
+    """Add ``row`` to the CSV, replacing an earlier row with the same key (a retried failure)."""
+    with _locked(path.parent):
+        columns, rows = _read_rows(path)
+        same = [r for r in rows if r.get("key") == row["key"]]
+        if row["status"] != "ok" and any(r.get("status") == "ok" for r in same):
+            return  # another process finished it meanwhile: keep its success
+        rows = [r for r in rows if r.get("key") != row["key"]] + [row]
+        columns = columns + [c for c in row if c not in columns]  # union, old order first
+        _write_rows(path, columns, rows)
+
+
+def load_results(csv_path: str | os.PathLike) -> pd.DataFrame:
+    """All rows of a results CSV (empty DataFrame when the file is missing or empty)."""
+    path = Path(csv_path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    header = _read_rows(path)[0]
+    return pd.read_csv(path, dtype={c: t for c, t in _TEXT_COLUMNS.items() if c in header})
+
+
+def completed_keys(csv_path: str | os.PathLike) -> set[str]:
+    """Keys of the runs recorded with status ``ok``."""
+    return {r["key"] for r in _read_rows(Path(csv_path))[1] if r.get("status") == "ok" and r.get("key")}
+
+
+# ---------------------------------------------------------------------------------------------- the grid
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip()
+    return f"{type(e).__name__}: {msg.splitlines()[0]}" if msg else type(e).__name__
+
+
+def _save_predictions(predictions: Any, path: Path) -> None:
+    """Save a dict of tensors/arrays atomically, as tensors so ``torch.load(weights_only=True)`` reads it."""
+    import torch  # lazy: the runner itself needs no torch
+
+    from .priors import atomic_torch_save
+
+    if not isinstance(predictions, Mapping):
+        raise TypeError(f"'predictions' must be a dict of tensors/arrays, got {type(predictions).__name__}")
+    out = {}
+    for k, v in predictions.items():
+        if isinstance(v, torch.Tensor):
+            v = v.detach().cpu()
+        elif type(v).__module__ == "numpy" and hasattr(v, "shape"):  # ndarray: pickled arrays need weights_only=False
+            v = torch.as_tensor(v)
+        out[str(k)] = v
+    atomic_torch_save(out, path)
+
+
+def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_path: str | os.PathLike, *,
+             predictions_dir: str | os.PathLike | None = None, desc: str | None = None,
+             retry_failed: bool = False) -> pd.DataFrame:
+    """Run ``fn`` on every run not yet in ``csv_path``; return the rows of all ``runs`` (old and new).
+
+    ``fn(run)`` returns a dict of scalar metrics, optionally with ``"predictions"``: a dict of tensors or
+    arrays saved atomically to ``predictions_dir/<key>.pt`` before the row is written (an ``ok`` row
+    therefore always has its file). Any Exception (e.g. ``DivergenceError``) is recorded as a failed row
+    and the grid continues; failed runs are retried only with ``retry_failed=True``.
+    KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
+    """
+    runs = list(dict.fromkeys(runs))  # collapse duplicates, keep first-seen order
+    for r in runs:
+        if not isinstance(r, Run):
+            raise TypeError(f"run_grid expects Run objects, got {type(r).__name__}")
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pred_dir = Path(predictions_dir) if predictions_dir is not None else None
+    with _locked(path.parent):
+        _remove_stale_temps(path)
+
+    rows = _read_rows(path)[1]
+    ok = {r["key"] for r in rows if r.get("status") == "ok"}
+    failed = {r["key"] for r in rows if r.get("status", "").startswith("failed")}
+    done = ok if retry_failed else ok | failed
+    todo = [r for r in runs if r.key not in done]
+
+    n_failed = 0
+    with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=desc or (runs[0].study if runs else None),
+              dynamic_ncols=True) as bar:
+        for run in todo:
+            params = run.params
+            t0 = time.perf_counter()
+            try:
+                result = dict(fn(run))
+                predictions = result.pop("predictions", None)
+                metrics = {}
+                for name, value in result.items():
+                    if name in RESERVED_COLUMNS or name in params:
+                        raise ValueError(f"metric {name!r} clashes with a hyperparameter or runner column")
+                    metrics[name] = _scalar(name, value, "metric")
+                if predictions is not None:
+                    if pred_dir is None:
+                        log.warning("run %s returned predictions but run_grid has no predictions_dir: not saved", run.key)
+                    else:
+                        _save_predictions(predictions, pred_dir / f"{run.key}.pt")
+                status = "ok"
+            except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
+                metrics, status = {}, f"failed: {_first_line(e)}"
+                n_failed += 1
+                log.warning("run %s %r %s", run.key, params, status, exc_info=True)
+            row = {"study": run.study, **params, **metrics, "key": run.key, "status": status,
+                   "wall_time_s": time.perf_counter() - t0,
+                   "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            _append_row(path, {k: _cell(v) for k, v in row.items()})
+            bar.update(1)
+            if n_failed:
+                bar.set_postfix(failed=n_failed)
+
+    df = load_results(path)
+    if df.empty:
+        return df
+    order = {r.key: i for i, r in enumerate(runs)}
+    df = df[df["key"].isin(order)]
+    return df.iloc[df["key"].map(order).argsort(kind="stable")].reset_index(drop=True)

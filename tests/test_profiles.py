@@ -1,0 +1,129 @@
+"""The profile table: complete, internally consistent, smoke strictly smaller than cpu; lookup errors are clear."""
+import dataclasses
+import math
+
+import pytest
+
+from repro import profiles
+from repro.models import BACKBONES
+from repro.profiles import KNOBS, PROFILES, Profile, get_profile, results_dir
+
+NAMES = ("smoke", "cpu", "paper")
+OPTIONAL = {f.name for f in dataclasses.fields(Profile) if "None" in str(f.type)}
+
+
+def test_profile_names():
+    assert tuple(PROFILES) == NAMES
+    assert all(p.name == name for name, p in PROFILES.items())
+    assert profiles.DEFAULT_PROFILE == "cpu"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_profile_has_every_knob(name):
+    values = dataclasses.asdict(PROFILES[name])
+    assert tuple(values) == KNOBS
+    for knob, value in values.items():
+        assert value is not None or knob in OPTIONAL, f"{name}.{knob} is None"
+        if isinstance(value, tuple):
+            assert len(value) > 0, f"{name}.{knob} is empty"
+
+
+def _size(value):
+    """A count knob as a number: None (= the whole split) is infinite, a tuple counts its entries."""
+    if value is None:
+        return math.inf
+    return value
+
+
+# knob -> how its size is measured. Every knob must be either here or in NOT_COUNTS (checked below), so a
+# new count knob cannot slip past the smoke < cpu check.
+COUNT_KNOBS = {
+    "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
+    "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size,
+    "downstream_test_n": _size, "train_sizes": len, "seeds": len, "ranks": len, "scales": len,
+    "downstream_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
+    "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size,
+    "segmentation_size": math.prod,
+}
+# names, a pixel size both CPU profiles share (32 px), a fraction
+NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction"}
+
+
+def test_every_knob_is_classified():
+    assert set(KNOBS) - set(COUNT_KNOBS) - NOT_COUNTS == set()
+    assert set(COUNT_KNOBS) | NOT_COUNTS <= set(KNOBS)
+
+
+@pytest.mark.parametrize("knob", [k for k in COUNT_KNOBS if k in KNOBS])
+def test_smoke_is_smaller_than_cpu(knob):
+    size = COUNT_KNOBS[knob]
+    smoke, cpu = getattr(PROFILES["smoke"], knob), getattr(PROFILES["cpu"], knob)
+    assert size(smoke) < size(cpu), f"{knob}: smoke {smoke} vs cpu {cpu}"
+
+
+def test_smoke_largest_train_size_is_smaller():
+    assert max(PROFILES["smoke"].train_sizes) < max(PROFILES["cpu"].train_sizes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rank_invariants(name):
+    p = PROFILES[name]
+    assert p.swag_snapshots >= p.swag_max_rank
+    assert max(p.ranks) <= p.swag_max_rank
+    assert min(p.ranks) >= 0
+    assert list(p.ranks) == sorted(set(p.ranks))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_other_invariants(name):
+    p = PROFILES[name]
+    assert p.model in BACKBONES
+    assert list(p.train_sizes) == sorted(set(p.train_sizes)) and min(p.train_sizes) > 0
+    assert len(set(p.seeds)) == len(p.seeds)
+    assert all(s >= 1 for s in p.scales)                       # lambda >= 1 (DESIGN section 1)
+    assert 0 < p.val_fraction < 1
+    assert 1 <= p.bma_samples and 1 <= p.cycles
+
+
+def test_unknown_profile_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        get_profile("huge")
+    assert "'huge'" in str(e.value)
+    assert "smoke, cpu, paper" in str(e.value)
+
+
+def test_unknown_knob_lists_valid_knobs():
+    with pytest.raises(ValueError) as e:
+        get_profile("smoke", epochs=3)
+    msg = str(e.value)
+    assert "epochs" in msg
+    for knob in KNOBS:
+        assert knob in msg
+
+
+def test_overrides_apply_without_touching_the_table():
+    p = get_profile("smoke", seeds=(7,), downstream_steps=1)
+    assert p.seeds == (7,) and p.downstream_steps == 1 and p.name == "smoke"
+    assert PROFILES["smoke"].seeds == (0, 1)
+    assert get_profile(p) is not None and get_profile(p).seeds == (7,)
+    assert get_profile(p, cycles=9).cycles == 9
+
+
+def test_env_var_picks_the_default(monkeypatch):
+    monkeypatch.setenv("REPRO_PROFILE", "smoke")
+    assert get_profile().name == "smoke"
+    assert get_profile("paper").name == "paper"                # an explicit name wins
+    monkeypatch.setenv("REPRO_PROFILE", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        get_profile()
+    monkeypatch.delenv("REPRO_PROFILE")
+    assert get_profile().name == "cpu"
+
+
+def test_results_dir_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "out"))
+    path = results_dir("smoke")
+    assert path == tmp_path / "out" / "smoke" and path.is_dir()
+    assert results_dir(get_profile("cpu", seeds=(0,))) == tmp_path / "out" / "cpu"
+    with pytest.raises(ValueError):
+        results_dir("bogus")

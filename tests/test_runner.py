@@ -1,0 +1,271 @@
+"""The resumable grid: skip finished runs, record failures, survive SIGKILL/SIGTERM, save predictions atomically."""
+import csv
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repro.runner import Run, completed_keys, load_results, run_grid
+from repro.train import DivergenceError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def counting(fn=None):
+    """Wrap ``fn`` (default: a metric from the params) and count its calls."""
+    calls = []
+
+    def wrapped(run):
+        calls.append(run.key)
+        return fn(run) if fn else {"acc": run["i"] / 10}
+    wrapped.calls = calls
+    return wrapped
+
+
+def raw_rows(path):
+    """Parse the CSV with the csv module and check that every row has exactly the header's fields."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    assert all(len(r) == len(header) for r in body), "partial or ragged row"
+    return header, body
+
+
+def no_temp_files(folder):
+    return [p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ------------------------------------------------------------------------------------------------ Run
+
+def test_run_key_is_stable_hashable_and_type_sensitive():
+    a = Run("s", {"lr": 0.1, "seed": 0, "approach": "learned"})
+    b = Run("s", {"approach": "learned", "seed": 0, "lr": 0.1})
+    assert a == b and hash(a) == hash(b) and a.key == b.key
+    assert a.key == "523af7db0b19"  # changing the canonical form would orphan every stored result
+    assert len({a, b}) == 1 and a.params == {"approach": "learned", "lr": 0.1, "seed": 0}
+    a.params["seed"] = 5  # a copy: the run is unchanged
+    assert a["seed"] == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.study = "t"
+    keys = {Run("s", {"x": v}).key for v in (1, 1.0, True, "1", None)} | {Run("t", {"x": 1}).key}
+    assert len(keys) == 6
+    assert Run("s", {"x": np.float64(0.5), "n": np.int64(3)}) == Run("s", {"x": 0.5, "n": 3})
+
+
+@pytest.mark.parametrize("bad", [[1, 2], {"a": 1}, torch.ones(2), np.zeros(3), object()])
+def test_non_scalar_param_raises_naming_it(bad):
+    with pytest.raises(ValueError, match="'rank'"):
+        Run("s", {"seed": 0, "rank": bad})
+    with pytest.raises(ValueError, match="'status'"):
+        Run("s", {"status": 1})
+
+
+# ------------------------------------------------------------------------------------------------ grid
+
+def test_finished_runs_are_skipped(tmp_path):
+    out = tmp_path / "r.csv"
+    runs = [Run("s", {"i": i}) for i in range(4)]
+    fn = counting()
+    df = run_grid(runs, fn, out)
+    assert len(fn.calls) == 4 and list(df["status"]) == ["ok"] * 4 and list(df["i"]) == [0, 1, 2, 3]
+    assert completed_keys(out) == {r.key for r in runs}
+
+    fn2 = counting()
+    more = runs + [Run("s", {"i": 4}), Run("s", {"i": 5})]
+    df = run_grid(more[::-1], fn2, out)  # rows come back in the order asked
+    assert sorted(fn2.calls) == sorted([more[4].key, more[5].key])
+    assert list(df["i"]) == [5, 4, 3, 2, 1, 0]
+    assert list(run_grid(runs[:2], fn2, out)["i"]) == [0, 1] and len(fn2.calls) == 2  # subset, no new calls
+
+    row = load_results(out).iloc[0]
+    assert row["study"] == "s" and row["wall_time_s"] >= 0 and "T" in row["finished_at"]
+
+
+def test_duplicates_collapsed(tmp_path):
+    fn = counting()
+    r = Run("s", {"i": 1, "seed": 0})
+    df = run_grid([r, r, Run("s", {"seed": 0, "i": 1})], fn, tmp_path / "r.csv")
+    assert len(fn.calls) == 1 and len(df) == 1
+
+
+def test_failed_run_is_recorded_and_grid_continues(tmp_path):
+    out = tmp_path / "r.csv"
+    runs = [Run("s", {"i": i, "lr": 0.5}) for i in range(4)]
+
+    def diverge(run):
+        if run["i"] == 1:
+            raise DivergenceError("loss became nan\nat step 7")
+        return {"acc": 0.9}
+    fn = counting(diverge)
+    df = run_grid(runs, fn, out)
+    assert len(fn.calls) == 4
+    assert list(df["status"]) == ["ok", "failed: DivergenceError: loss became nan", "ok", "ok"]
+    failed = df.iloc[1]
+    assert failed["i"] == 1 and failed["lr"] == 0.5 and pd.isna(failed["acc"])  # settings kept, no metrics
+    assert completed_keys(out) == {runs[i].key for i in (0, 2, 3)}
+
+    fn2 = counting()
+    run_grid(runs, fn2, out)
+    assert fn2.calls == []  # failures are not retried by default
+    df = run_grid(runs, fn2, out, retry_failed=True)
+    assert fn2.calls == [runs[1].key]
+    assert list(df["status"]) == ["ok"] * 4 and df["key"].is_unique and len(load_results(out)) == 4
+
+
+def test_keyboard_interrupt_propagates_with_nothing_half_written(tmp_path):
+    out = tmp_path / "r.csv"
+
+    def fn(run):
+        if run["i"] == 2:
+            raise KeyboardInterrupt
+        return {"acc": 1.0}
+    with pytest.raises(KeyboardInterrupt):
+        run_grid([Run("s", {"i": i}) for i in range(4)], fn, out)
+    _, body = raw_rows(out)
+    assert len(body) == 2 and no_temp_files(tmp_path)
+
+
+def test_column_union_and_metric_types(tmp_path):
+    out = tmp_path / "r.csv"
+    runs = [Run("s", {"i": 0}), Run("s", {"i": 1}), Run("s", {"i": 2, "extra": "x"}), Run("s", {"i": 3})]
+
+    def fn(run):
+        i = run["i"]
+        if i == 0:
+            return {"acc": torch.tensor(0.25)}  # 0-d tensor -> float
+        if i == 1:
+            return {"acc": np.float32(0.5), "nll": 1e-300}
+        if i == 2:
+            return {"acc": float("nan"), "ok_flag": True}
+        return {"acc": [1, 2]}  # not a scalar: recorded as a failure naming the metric
+    df = run_grid(runs, fn, out)
+    header, _ = raw_rows(out)
+    assert {"acc", "nll", "extra", "ok_flag"} <= set(header)
+    assert df["acc"].iloc[0] == 0.25 and df["acc"].iloc[1] == 0.5 and np.isnan(df["acc"].iloc[2])
+    assert df["nll"].iloc[1] == 1e-300 and pd.isna(df["nll"].iloc[0]) and pd.isna(df["extra"].iloc[0])
+    assert df["extra"].iloc[2] == "x"
+    assert df["status"].iloc[3].startswith("failed: ValueError: metric 'acc'")
+
+
+def test_load_results_missing_and_digit_keys(tmp_path):
+    assert load_results(tmp_path / "none.csv").empty and completed_keys(tmp_path / "none.csv") == set()
+    run = next(r for r in (Run("s", {"i": i}) for i in range(100_000)) if r.key.isdigit())
+    df = run_grid([run], counting(), tmp_path / "r.csv")
+    assert df["key"].iloc[0] == run.key  # an all-digit key stays text, leading zeros included
+
+
+# ------------------------------------------------------------------------------------------------ predictions
+
+def test_predictions_saved_atomically_and_loadable(tmp_path, monkeypatch):
+    out, pred = tmp_path / "r.csv", tmp_path / "pred"
+    probs = torch.softmax(torch.randn(5, 3), -1)
+
+    def fn(run):
+        return {"acc": 0.5, "predictions": {"probs": probs.requires_grad_(), "labels": np.arange(5)}}
+    r0 = Run("s", {"i": 0})
+    df = run_grid([r0], fn, out, predictions_dir=pred)
+    assert "predictions" not in df.columns and df["status"].iloc[0] == "ok"
+    saved = torch.load(pred / f"{r0.key}.pt", weights_only=True)
+    assert torch.equal(saved["probs"], probs.detach()) and torch.equal(saved["labels"], torch.arange(5))
+    assert no_temp_files(pred)
+
+    def broken_save(obj, f, *a, **k):  # a crash half-way through writing the file
+        with open(f, "wb") as h:
+            h.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    r1 = Run("s", {"i": 1})
+    df = run_grid([r1], fn, out, predictions_dir=pred)
+    assert df["status"].iloc[0] == "failed: OSError: disk full"
+    assert not (pred / f"{r1.key}.pt").exists() and no_temp_files(pred)
+
+
+# ------------------------------------------------------------------------------------------------ interruption
+
+CHILD = """
+import sys, time
+from repro.runner import Run, run_grid
+def fn(run):
+    time.sleep(float(sys.argv[2]))
+    return {"acc": run["i"] / 30}
+run_grid([Run("interrupt", {"i": i, "lr": 0.1}) for i in range(30)], fn, sys.argv[1])
+"""
+
+
+def interrupt_child(out, sig, sleep, min_rows, jitter=0.0, poll=0.005):
+    """Start the 30-run grid in a subprocess, wait for ``min_rows`` rows (+ up to ``jitter`` s), send ``sig``.
+
+    While waiting, every read of the CSV must parse with whole rows and never lose a row.
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(sleep)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, seen = time.monotonic() + 30, 0
+        while seen < min_rows:
+            assert proc.poll() is None, "child died early"
+            assert time.monotonic() < deadline, "child too slow"
+            if out.exists():  # what a reader sees at any instant is what SIGKILL at that instant leaves
+                n = len(raw_rows(out)[1])
+                assert n >= seen, f"rows went from {seen} to {n}: a reader saw a half-written file"
+                seen = n
+            time.sleep(poll)
+        time.sleep(random.uniform(0, jitter))  # land anywhere in the child's read-rewrite cycle
+        proc.send_signal(sig)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -sig
+
+
+def resume_and_check(out, n_runs=30, extra_rows=0):
+    header, body = raw_rows(out)  # no partial row
+    before = load_results(out)
+    mine = before[before["study"] == "interrupt"]
+    assert mine["key"].is_unique and (mine["status"] == "ok").all()
+    n_before = len(mine)
+    assert 5 <= n_before < n_runs, n_before
+    assert len(before) == n_before + extra_rows
+
+    fn = counting(lambda run: {"acc": run["i"] / 30})
+    runs = [Run("interrupt", {"i": i, "lr": 0.1}) for i in range(n_runs)]
+    df = run_grid(runs, fn, out)
+    assert len(fn.calls) == n_runs - n_before
+    assert sorted(df["key"]) == sorted(r.key for r in runs) and (df["status"] == "ok").all()
+    everything = load_results(out)
+    assert everything["key"].is_unique and len(everything) == n_runs + extra_rows
+    assert no_temp_files(out.parent)  # a temp file left by the killed writer is cleaned up
+    return everything
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_interrupted_grid_resumes_exactly_once(tmp_path, sig):
+    out = tmp_path / "grid.csv"
+    interrupt_child(out, sig, sleep=0.05, min_rows=5, jitter=0.05)
+    resume_and_check(out)
+
+
+def test_sigkill_while_rewriting_a_large_csv(tmp_path):
+    """With no sleep and 3000 foreign rows, the child spends its time rewriting the CSV: the kill lands mid-write."""
+    out = tmp_path / "grid.csv"
+    foreign = [{"study": "other", "i": str(i), "key": f"f{i:011d}", "status": "ok", "note": "a,b \"q\""}
+               for i in range(3000)]
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["study", "i", "key", "status", "note"])
+        w.writeheader()
+        w.writerows(foreign)
+    interrupt_child(out, signal.SIGKILL, sleep=0.0, min_rows=3008, jitter=0.05, poll=0.0)
+    everything = resume_and_check(out, extra_rows=3000)
+    other = everything[everything["study"] == "other"]
+    assert list(other["i"]) == list(range(3000)) and (other["note"] == 'a,b "q"').all()
