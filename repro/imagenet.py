@@ -3,12 +3,14 @@
 The paper does not pre-train on ImageNet itself; it starts from released weights:
 
 * **supervised**: torchvision's pre-trained ResNet-50/101 (``IMAGENET1K_V1``, the original torchvision
-  weights, 76.1 % / 77.4 % top-1), see :func:`torchvision_weights`, :func:`load_supervised_backbone`;
-* **SSL**: a SimCLR ResNet-50 checkpoint converted to PyTorch, see :func:`simclr_to_torchvision`,
-  :func:`load_simclr_backbone`.
+  weights, 76.1 % / 77.4 % top-1), see :func:`torchvision_weights`, :func:`load_supervised_backbone`,
+  :func:`load_supervised_classifier` (with the original 1000-way ``fc`` as head);
+* **SSL**: a SimCLR ResNet-50 checkpoint converted to PyTorch (path in ``$REPRO_SIMCLR_CHECKPOINT``, see
+  :func:`simclr_checkpoint`), see :func:`simclr_to_torchvision`, :func:`load_simclr_backbone`.
 
-SWAG is then fitted around those weights on ImageNet (:func:`imagenet_split`). Nothing here downloads
-anything until a function that needs the network (``load_supervised_backbone``) is called.
+SWAG is then fitted around those weights on ImageNet (:func:`imagenet_split`, :class:`SimCLRViews`;
+the pipeline is :func:`repro.pretrain.prepare`). Nothing here downloads anything until a function that
+needs the network (``load_supervised_backbone``, ``load_supervised_classifier``) is called.
 """
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import TorchvisionBackbone
+from .models import Classifier, TorchvisionBackbone
 
 ARCHS = ("resnet50", "resnet101")
+NUM_CLASSES = 1000
+# Where the SimCLR checkpoint is found (no official PyTorch release exists to download).
+SIMCLR_CHECKPOINT_ENV = "REPRO_SIMCLR_CHECKPOINT"
 
 # Wrappers seen around a ResNet-50's own keys in released checkpoints, stripped wherever they lead a key:
 # DataParallel / DDP (``module.``), Lightning and solo-learn (``model.``, ``backbone.``), torch.compile
@@ -51,6 +56,35 @@ def torchvision_weights(arch: str) -> str:
 def load_supervised_backbone(arch: str = "resnet50") -> TorchvisionBackbone:
     """torchvision's ImageNet-pre-trained ``arch`` as a backbone (downloads the weights on first use)."""
     return TorchvisionBackbone(arch, weights=torchvision_weights(arch))
+
+
+def load_supervised_classifier(arch: str = "resnet50") -> Classifier:
+    """torchvision's ImageNet-pre-trained ``arch`` as a :class:`~repro.models.Classifier`: the backbone plus
+    torchvision's original 1000-way ``fc`` as the head (downloads the weights on first use).
+
+    This is the supervised source model whose SWAG posterior gives the paper's supervised prior.
+    """
+    from torchvision.models import get_weight
+    state = get_weight(torchvision_weights(arch)).get_state_dict(progress=True)
+    backbone = TorchvisionBackbone(arch)
+    backbone.net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})  # strict
+    model = Classifier(backbone, state["fc.weight"].shape[0])
+    model.head.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+    return model
+
+
+def simclr_checkpoint() -> Path:
+    """The SimCLR ResNet-50 checkpoint named by ``$REPRO_SIMCLR_CHECKPOINT``; FileNotFoundError when unset or missing."""
+    value = os.environ.get(SIMCLR_CHECKPOINT_ENV)
+    how = (f"set {SIMCLR_CHECKPOINT_ENV} to a PyTorch conversion of the official SimCLR ResNet-50 (1x) "
+           f"checkpoint (e.g. from tonylins/simclr-converter); see repro.imagenet.simclr_to_torchvision")
+    if not value:
+        raise FileNotFoundError(f"the SSL prior of the paper profile needs a SimCLR checkpoint, but "
+                                f"{SIMCLR_CHECKPOINT_ENV} is not set: {how}")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{SIMCLR_CHECKPOINT_ENV}={value!r} does not name an existing file: {how}")
+    return path
 
 
 def _unwrap(obj) -> Mapping[str, Tensor]:
@@ -151,12 +185,53 @@ def imagenet_transform(train: bool, image_size: int = 224):
     return v2.Compose([*ops, v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
 
 
-def imagenet_split(root: str | os.PathLike, split: str, image_size: int = 224, train_transform: bool | None = None):
+class SimCLRViews:
+    """SimCLR's two views of ONE image (PIL or uint8 tensor) at ``size`` px: a uint8 2 x 3 x size x size tensor.
+
+    Each view is :func:`repro.ssl.simclr_augment`'s pipeline at ``size`` px (the same function the 32 px
+    CPU profiles use: random resized crop with scale 0.2-1, flip, colour jitter 0.4 with p = 0.8, grayscale
+    with p = 0.2), followed, when ``blur``, by SimCLR's ImageNet Gaussian blur (kernel 10 % of the side,
+    odd; sigma uniform in [0.1, 2.0]; p = 0.5), which comes last in SimCLR's ImageNet pipeline too. The
+    rest is kept from the CPU pipeline and differs from SimCLR's ImageNet recipe: crop scale from 0.2
+    (SimCLR: 0.08) and CIFAR-strength colour jitter without hue (SimCLR on ImageNet: 0.8/0.8/0.8/0.2).
+
+    A class (not a closure) so DataLoader workers can pickle it under any start method.
+    """
+
+    def __init__(self, size: int = 224, blur: bool = True):
+        self.size, self.blur = size, blur
+        self._built = None
+
+    def _build(self):
+        from torchvision.transforms import v2
+        from .ssl import simclr_augment
+        to_uint8 = v2.Compose([v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
+        kernel = int(0.1 * self.size) // 2 * 2 + 1
+        blur = v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5) if self.blur else None
+        return to_uint8, simclr_augment(self.size), blur
+
+    def __call__(self, image) -> Tensor:
+        if self._built is None:
+            self._built = self._build()
+        to_uint8, two_views, blur = self._built
+        views = two_views(to_uint8(image))
+        return torch.stack([blur(v) for v in views]) if blur is not None else views
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size, "blur": self.blur, "_built": None}
+
+    def __repr__(self) -> str:
+        return f"SimCLRViews(size={self.size}, blur={self.blur})"
+
+
+def imagenet_split(root: str | os.PathLike, split: str, image_size: int = 224, train_transform: bool | None = None,
+                   transform=None):
     """ImageNet-1k ``split`` ('train' or 'val') via torchvision.datasets.ImageNet, as (uint8 image, label).
 
     ``root`` must hold the official ``ILSVRC2012_devkit_t12.tar.gz`` and ``ILSVRC2012_img_{split}.tar``
     (or the ``meta.bin`` and ``{split}/`` folder torchvision extracts from them on first use).
-    The train split gets the RandomResizedCrop transform unless ``train_transform=False``.
+    The train split gets the RandomResizedCrop transform unless ``train_transform=False``; a ``transform``
+    (a callable on one PIL image, e.g. :class:`SimCLRViews`) replaces the standard one.
     """
     from torchvision.datasets import ImageNet
     from torchvision.datasets.imagenet import ARCHIVE_META, META_FILE
@@ -168,7 +243,8 @@ def imagenet_split(root: str | os.PathLike, split: str, image_size: int = 224, t
     if not extracted and not all((root / f).is_file() for f in needed):
         raise FileNotFoundError(f"ImageNet {split} split not found in {root}: it needs the official files "
                                 f"{' and '.join(needed)} (from image-net.org) in that folder")
-    transform = imagenet_transform(split == "train" if train_transform is None else train_transform, image_size)
+    if transform is None:
+        transform = imagenet_transform(split == "train" if train_transform is None else train_transform, image_size)
     try:
         return ImageNet(str(root), split=split, transform=transform)
     except RuntimeError as e:  # torchvision's message for a corrupted archive or meta file

@@ -5,25 +5,39 @@ Two kinds, as in the paper: ``supervised`` (cross-entropy on the source labels) 
 model; the saved prior is its marginal over the backbone. Every stage resumes from its checkpoint and
 is skipped when its artifact exists, so notebook 01 can be re-run or interrupted freely.
 
+Two sources, one pipeline (:func:`prepare`); only the model, the batches and the pre-training stage
+differ (:func:`_tiny_source`, :func:`_imagenet_source`):
+
+* ``smoke`` / ``cpu``: Tiny-ImageNet-32, the backbone pre-trained here from scratch;
+* ``paper``: ImageNet at 224 px and released weights, no pre-training (as the paper): torchvision's
+  ResNet-50/101 with its 1000-way ``fc`` (supervised), or a SimCLR ResNet-50 checkpoint
+  (``$REPRO_SIMCLR_CHECKPOINT``, SSL). Needs a GPU (``profile.device == 'cuda'``) and the ImageNet files
+  in ``<data dir>/imagenet``.
+
 Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt``
 (model at the SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal,
 deviations; float16 deviations to keep it small).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from . import data
+from . import data, imagenet
 from .models import Classifier, build_backbone
 from .priors import atomic_torch_save, load_prior, parameter_layout
 from .profiles import Profile, get_profile, results_dir
-from .ssl import SimCLR, simclr_augment, simclr_loss
+from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
 from .swag import SWAG
-from .train import cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, seed_everything, update_bn
+from .train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
+                    update_bn)
 
 KINDS = ("supervised", "ssl")
 
@@ -32,6 +46,10 @@ HYPERPARAMETERS = {
     "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, label_smoothing=0.0),
     "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, nt_xent_temperature=0.5),
 }
+# Epochs of fitting the SimCLR projection head on the frozen released backbone (paper profile, SSL).
+PROJECTOR_EPOCHS = 1
+# Unaugmented training images BatchNorm statistics are recomputed on at the SWA mean: this many batches.
+BN_BATCHES = 20
 
 
 @dataclass(frozen=True)
@@ -62,73 +80,190 @@ def source_splits(profile: Profile) -> tuple[data.Split, torch.Tensor, torch.Ten
     return train, tr, train.targets[tr], val, va
 
 
+def source_num_classes(profile: Profile) -> int:
+    if profile.source_dataset == "imagenet":
+        return imagenet.NUM_CLASSES
+    return data.DATASETS[profile.source_dataset].num_classes
+
+
 def build_source_model(profile: Profile, kind: str, num_classes: int) -> nn.Module:
+    """The source model's architecture (randomly initialised; the paper profile's weights come from
+    :func:`_imagenet_source` / the saved artifacts)."""
     backbone = build_backbone(profile.model, width=profile.width)
     return Classifier(backbone, num_classes) if check_kind(kind) == "supervised" else SimCLR(backbone)
 
 
-def _loss_and_transform(profile: Profile, kind: str):
+def _source_loss(kind: str) -> Callable[[nn.Module, tuple], Tensor]:
+    """The loss of the source task: pre-training and SWAG collection use the same one."""
     if kind == "supervised":
-        return cross_entropy_loss, data.train_transform(profile.source_dataset, profile.image_size)
+        return cross_entropy_loss
     T = HYPERPARAMETERS["ssl"]["nt_xent_temperature"]
-    return (lambda model, batch: simclr_loss(model, batch, T)), simclr_augment(profile.image_size)
+    return lambda model, batch: simclr_loss(model, batch, T)
 
 
-def _optimizer(model: nn.Module, hp: dict) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=hp["peak_lr"], momentum=hp["momentum"],
+def _frozen_backbone_simclr_loss(model: nn.Module, batch: tuple) -> Tensor:
+    """NT-Xent with the backbone frozen (eval mode, no gradient): fits the projection head only."""
+    views, _ = batch
+    model.backbone.train()                  # BatchNorm running statistics stay the released ones
+    with torch.no_grad():
+        h = model.backbone(views.flatten(0, 1))
+    z = model.projector(h).unflatten(0, (len(views), 2))
+    return nt_xent(z[:, 0], z[:, 1], HYPERPARAMETERS["ssl"]["nt_xent_temperature"])
+
+
+def _optimizer(params: Iterable[nn.Parameter], hp: dict) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=hp["peak_lr"], momentum=hp["momentum"],
                            weight_decay=hp["weight_decay"], nesterov=True)
 
 
-def prepare(profile: str | Profile, kind: str, seed: int = 0) -> SourceArtifacts:
-    """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths."""
-    profile = get_profile(profile)
-    out = artifacts(profile, kind)
-    if out.prior.exists():
-        return out
-    if profile.source_dataset not in data.DATASETS:
-        raise RuntimeError(f"profile {profile.name!r} pre-trains on {profile.source_dataset!r}, which is not "
-                           f"available here; the paper profile loads released weights instead")
-    ckpt_dir = results_dir(profile) / "checkpoints"
-    hp = HYPERPARAMETERS[kind]
+@dataclass
+class _Source:
+    """What differs between source datasets; :func:`prepare` does the rest (pre-training stage, SWAG, saving)."""
+    model: nn.Module                                  # initialised (seeded) source model, on the device
+    epoch_batches: Callable[[int], Iterable[tuple]]   # the batches of epoch e, seeded by e (full batches only)
+    steps_per_epoch: int
+    bn_images: Callable[[], Tensor]                   # unaugmented training images for the BatchNorm recomputation
+    pretrain_params: list[nn.Parameter]               # what the pre-training stage trains ...
+    pretrain_epochs: int                              # ... for this many epochs (0: nothing to train)
+    pretrain_loss: Callable[[nn.Module, tuple], Tensor]
+    pretrain_desc: str
+    meta: dict = field(default_factory=dict)          # source-specific entries of the prior's meta
+
+
+def _tiny_source(profile: Profile, kind: str, seed: int, device: torch.device) -> _Source:
+    """Tiny-ImageNet-32 (smoke / cpu): in-memory batches, backbone pre-trained here from scratch."""
     train, idx, labels, _, _ = source_splits(profile)
     images = train.images[idx]
-    loss_fn, transform = _loss_and_transform(profile, kind)
+    transform = (data.train_transform(profile.source_dataset, profile.image_size) if kind == "supervised"
+                 else simclr_augment(profile.image_size))
 
     def epoch_batches(epoch: int):
         return data.batches(images, labels, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch,
                             transform=transform, drop_last=True)
 
-    steps_per_epoch = len(images) // profile.batch_size
     seed_everything(seed)
-    model = build_source_model(profile, kind, train.num_classes)
+    model = build_source_model(profile, kind, train.num_classes).to(device)
     epochs = profile.source_epochs if kind == "supervised" else profile.ssl_epochs
+    return _Source(model, epoch_batches, len(images) // profile.batch_size,
+                   bn_images=lambda: images[: profile.batch_size * BN_BATCHES],
+                   pretrain_params=list(model.parameters()), pretrain_epochs=epochs, pretrain_loss=_source_loss(kind),
+                   pretrain_desc=f"pre-train {kind}", meta={"source_train_n": len(images), "epochs": epochs})
+
+
+def _loader_workers() -> int:
+    return os.cpu_count() or 0
+
+
+def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.device) -> _Source:
+    """ImageNet (paper): released weights, no pre-training; batches from a DataLoader over the train split.
+
+    * supervised: torchvision's ``profile.model`` (ResNet-50/101, ``IMAGENET1K_V1``) with its original
+      1000-way ``fc`` as the head (:func:`repro.imagenet.load_supervised_classifier`);
+    * ssl: ``SimCLR(load_simclr_backbone($REPRO_SIMCLR_CHECKPOINT))``. **Necessary deviation**: the released
+      SimCLR v1 PyTorch conversions carry no projection head, but SWAG runs on the SimCLR loss, which needs
+      one; so a fresh projector is first fitted for ``PROJECTOR_EPOCHS`` epoch(s) with the backbone frozen
+      (eval mode: its BatchNorm statistics stay the released ones; SGD over the projector only, one-cycle
+      at the SSL ``peak_lr``). That is the ``pretrained`` stage of this source; SWAG then runs on the SimCLR
+      loss over the whole model, as for the cpu profile. The views are :class:`repro.imagenet.SimCLRViews`
+      (the CPU pipeline at 224 px plus SimCLR's ImageNet blur).
+    """
+    if kind == "ssl":
+        checkpoint = imagenet.simclr_checkpoint()
+        if profile.model == "resnet101":
+            raise ValueError("the SimCLR authors released no ResNet-101: the paper's SSL prior is ResNet-50 only; "
+                             "use get_profile('paper', model='resnet50') for kind 'ssl'")
+    root, size, bs = data.data_dir() / "imagenet", profile.image_size, profile.batch_size
+    transform = imagenet.SimCLRViews(size) if kind == "ssl" else imagenet.imagenet_transform(True, size)
+    train = imagenet.imagenet_split(root, "train", image_size=size, transform=transform)
+    steps = len(train) // bs
+    if steps == 0:
+        raise ValueError(f"ImageNet train split in {root} has {len(train)} images, fewer than one batch of {bs}")
+    workers, pin = _loader_workers(), device.type == "cuda"
+
+    def epoch_batches(epoch: int):
+        return torch.utils.data.DataLoader(
+            train, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin,
+            generator=torch.Generator().manual_seed(seed * 1000 + epoch))   # order and worker seeds
+
+    def bn_images() -> Tensor:
+        plain = imagenet.imagenet_split(root, "train", image_size=size, train_transform=False)
+        idx = torch.randperm(len(plain), generator=torch.Generator().manual_seed(seed))[: bs * BN_BATCHES]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(plain, idx.tolist()), batch_size=bs,
+                                             num_workers=workers)
+        return torch.cat([x for x, _ in loader])
+
+    seed_everything(seed)
+    if kind == "supervised":   # nothing to pre-train: the released model already has its head
+        model = imagenet.load_supervised_classifier(profile.model).to(device)
+        params, epochs, loss, weights = [], 0, _source_loss(kind), "torchvision IMAGENET1K_V1"
+    else:
+        model = SimCLR(imagenet.load_simclr_backbone(checkpoint)).to(device)
+        params, epochs, loss, weights = (list(model.projector.parameters()), PROJECTOR_EPOCHS,
+                                         _frozen_backbone_simclr_loss, str(checkpoint))
+    meta = {"source_train_n": len(train), "epochs": 0, "weights": weights, "projector_epochs": epochs}
+    return _Source(model, epoch_batches, steps, bn_images, pretrain_params=params, pretrain_epochs=epochs,
+                   pretrain_loss=loss, pretrain_desc="fit the SimCLR projector", meta=meta)
+
+
+def prepare(profile: str | Profile, kind: str, seed: int = 0) -> SourceArtifacts:
+    """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
+
+    SWAG runs ``profile.swag_epochs`` epochs (a float below 1 means that fraction of an epoch, as the
+    paper's quarter epoch on ImageNet) at a constant learning rate and takes ``profile.swag_snapshots``
+    snapshots, every ``steps // swag_snapshots`` steps. Everything trains on ``profile.device``.
+    """
+    profile = get_profile(profile)
+    out = artifacts(profile, kind)
+    if out.prior.exists():
+        return out
+    device = resolve_device(profile.device, profile.name)
+    if profile.source_dataset == "imagenet":
+        source = _imagenet_source
+    elif profile.source_dataset in data.DATASETS:
+        source = _tiny_source
+    else:
+        raise ValueError(f"profile {profile.name!r} has unknown source dataset {profile.source_dataset!r}; "
+                         f"valid: imagenet, {', '.join(data.DATASETS)}")
+    ckpt_dir = results_dir(profile) / "checkpoints"
+    hp = HYPERPARAMETERS[kind]
+    src = source(profile, kind, seed, device)
+    model, steps_per_epoch = src.model, src.steps_per_epoch
     if not out.pretrained.exists():
-        opt = _optimizer(model, hp)
-        fit(model, loss_fn, epoch_batches, opt, epochs, lr_at=one_cycle(epochs * steps_per_epoch, hp["peak_lr"]),
-            checkpoint=ckpt_dir / f"{kind}_pretrain.ckpt", desc=f"pre-train {kind}")
+        if src.pretrain_epochs > 0:
+            opt = _optimizer(src.pretrain_params, hp)
+            fit(model, src.pretrain_loss, src.epoch_batches, opt, src.pretrain_epochs,
+                lr_at=one_cycle(src.pretrain_epochs * steps_per_epoch, hp["peak_lr"]),
+                checkpoint=ckpt_dir / f"{kind}_pretrain.ckpt", desc=src.pretrain_desc)
         atomic_torch_save(model.state_dict(), out.pretrained)
-    model.load_state_dict(torch.load(out.pretrained, weights_only=True))
+    model.load_state_dict(torch.load(out.pretrained, map_location="cpu", weights_only=True))
 
     # SWAG: constant learning rate around the pre-trained solution, evenly spaced snapshots.
     n_params = sum(p.numel() for p in model.parameters())
     swag = SWAG(n_params, max_rank=profile.swag_max_rank)
-    total = profile.swag_epochs * steps_per_epoch
+    total = int(profile.swag_epochs * steps_per_epoch)
+    if total < max(2, profile.swag_snapshots):
+        raise ValueError(f"SWAG has {total} steps ({profile.swag_epochs} epochs of {steps_per_epoch}) for "
+                         f"{profile.swag_snapshots} snapshots: raise swag_epochs or lower swag_snapshots")
     every = max(1, total // profile.swag_snapshots)
 
     def collect(step: int) -> None:
         if (step + 1) % every == 0 and swag.n < profile.swag_snapshots:
-            swag.collect(flat_params(model))
+            swag.collect(flat_params(model).cpu())
 
-    opt = _optimizer(model, hp)
-    fit(model, loss_fn, lambda e: epoch_batches(10_000 + e), opt, profile.swag_epochs, lr_at=lambda s: hp["swag_lr"],
-        checkpoint=ckpt_dir / f"{kind}_swag.ckpt", on_step=collect, desc=f"SWAG {kind}", extra_state={"swag": swag})
+    def swag_batches(epoch: int):   # the last epoch stops early when swag_epochs is fractional
+        return itertools.islice(src.epoch_batches(10_000 + epoch), min(steps_per_epoch, total - epoch * steps_per_epoch))
+
+    opt = _optimizer(model.parameters(), hp)
+    fit(model, _source_loss(kind), swag_batches, opt, math.ceil(total / steps_per_epoch),
+        lr_at=lambda s: hp["swag_lr"], checkpoint=ckpt_dir / f"{kind}_swag.ckpt", on_step=collect,
+        desc=f"SWAG {kind}", extra_state={"swag": swag})
 
     load_flat_(model, swag.mean.float())
-    update_bn(model, images[: profile.batch_size * 20])           # unaugmented training images
+    update_bn(model, src.bn_images())           # unaugmented training images
     atomic_torch_save(model.state_dict(), out.swa)
     backbone = model.backbone
     meta = {"kind": kind, "profile": profile.name, "model": profile.model, "width": profile.width,
-            "source_dataset": profile.source_dataset, "source_train_n": len(images), "epochs": epochs,
+            "source_dataset": profile.source_dataset, **src.meta,
             "swag_epochs": profile.swag_epochs, "swag_every_steps": every, "batch_size": profile.batch_size,
             "seed": seed, **hp}
     swag.save(out.prior, layout=parameter_layout(backbone), meta=meta, factor_dtype=torch.float16,
@@ -137,16 +272,15 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0) -> SourceArtifacts
 
 
 def load_source_model(profile: str | Profile, kind: str, which: str = "swa") -> nn.Module:
-    """The pre-trained (``which='pretrained'``) or SWA-mean (``'swa'``) source model."""
+    """The pre-trained (``which='pretrained'``) or SWA-mean (``'swa'``) source model (on the CPU)."""
     profile = get_profile(profile)
     out = artifacts(profile, kind)
     path = {"pretrained": out.pretrained, "swa": out.swa}[which]
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) "
                                 f"for profile {profile.name!r} first")
-    num_classes = data.DATASETS[profile.source_dataset].num_classes
-    model = build_source_model(profile, kind, num_classes)
-    model.load_state_dict(torch.load(path, weights_only=True))
+    model = build_source_model(profile, kind, source_num_classes(profile))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
 

@@ -21,6 +21,7 @@ class Profile:
     model: str                      # a name from repro.models.BACKBONES
     width: int                      # base width of the CIFAR-style ResNet (ignored by torchvision models)
     image_size: int                 # side of the square input, in pixels
+    device: str                     # "cpu" or "cuda": where the models train (cuda needs a GPU)
     # source pre-training (notebook 01)
     source_dataset: str
     source_train_n: int | None      # None = the whole split
@@ -53,7 +54,7 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile(
-            name="smoke", model="resnet8", width=8, image_size=32,
+            name="smoke", model="resnet8", width=8, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
             source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300,
             downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
@@ -61,7 +62,7 @@ PROFILES: dict[str, Profile] = {
             geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_size=(45, 60),
         ),
         Profile(
-            name="cpu", model="resnet20", width=16, image_size=32,
+            name="cpu", model="resnet20", width=16, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
             source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000,
             downstream_test_n=5000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
@@ -71,7 +72,7 @@ PROFILES: dict[str, Profile] = {
             segmentation_size=(90, 120),
         ),
         Profile(
-            name="paper", model="resnet50", width=64, image_size=224,
+            name="paper", model="resnet50", width=64, image_size=224, device="cuda",
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
             source_epochs=0, ssl_epochs=0, swag_epochs=1, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),

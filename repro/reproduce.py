@@ -12,23 +12,25 @@ import time
 from pathlib import Path
 
 from .profiles import PROFILES, get_profile, results_dir
+from .report import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-
-# claim -> notebooks it needs, in order (notebook 01 builds the priors every claim uses)
-CLAIMS: dict[str, tuple[str, ...]] = {
-    "C1": ("01_prior_fitting", "02_loss_geometry"),
-}
+PRIORS_NOTEBOOK = "01_prior_fitting"        # builds the priors every claim uses
 
 
 def notebooks_for(claims: list[str] | None) -> list[str]:
     """Notebooks to run for ``claims`` (all present notebooks when None), without repeats, in order."""
+    present = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
     if not claims:
-        return sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+        return present
     unknown = [c for c in claims if c not in CLAIMS]
     if unknown:
-        raise ValueError(f"unknown or not yet implemented claim id(s) {unknown}; valid: {', '.join(CLAIMS)}")
-    return sorted({nb for c in claims for nb in CLAIMS[c]})
+        raise ValueError(f"unknown claim id(s) {unknown}; valid: {', '.join(CLAIMS)}")
+    missing = [c for c in claims if CLAIMS[c][2] not in present]
+    if missing:
+        raise ValueError(f"claim(s) {missing} have no notebook yet; implemented: "
+                         f"{', '.join(c for c, v in CLAIMS.items() if v[2] in present)}")
+    return sorted({PRIORS_NOTEBOOK} | {CLAIMS[c][2] for c in claims})
 
 
 def run(profile: str, claims: list[str] | None = None) -> int:

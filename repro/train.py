@@ -44,6 +44,37 @@ def load_flat_(module: nn.Module, theta: Tensor) -> None:
         p.copy_(v.view_as(p))
 
 
+def resolve_device(device: str | torch.device, profile: str | None = None) -> torch.device:
+    """``device`` as a torch.device; one clear RuntimeError when it asks for CUDA and there is no GPU."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        who = f"profile {profile!r}" if profile else "this run"
+        raise RuntimeError(
+            f"{who} asks for device {str(device)!r}, but no GPU is available (torch.cuda.is_available() is "
+            f"False): the paper profile needs a GPU (ResNet-50/101 at 224 px on ImageNet). For a structural "
+            f"run on CPU, override the knob: get_profile('paper', device='cpu').")
+    return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's parameters (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def to_device(batch, device: torch.device):
+    """A tensor, or a tuple/list of tensors (and other items), on ``device``.
+
+    Returns ``batch`` itself when every tensor is already there (so CPU training is untouched);
+    copies are ``non_blocking`` (asynchronous from pinned memory).
+    """
+    if isinstance(batch, Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)) and any(isinstance(b, Tensor) and b.device != device for b in batch):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+
 def check_finite(loss: Tensor, what: str = "loss") -> None:
     if not torch.isfinite(loss):
         raise DivergenceError(f"{what} became {loss.item()} (non-finite)")
@@ -59,7 +90,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
     ``epoch_batches(epoch)`` yields the batches of one epoch (seed them by epoch for determinism);
     ``lr_at(global_step)`` sets the learning rate before every step; ``on_step(global_step)`` runs after it.
     ``extra_state`` maps names to objects with ``state_dict``/``load_state_dict`` (e.g. a SWAG collector)
-    checkpointed alongside the model.
+    checkpointed alongside the model. Batches are moved to the model's device (see :func:`to_device`).
     """
     extra_state = extra_state or {}
     history: list[float] = []
@@ -73,10 +104,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
         torch.set_rng_state(state["torch_rng"])
         for name, obj in extra_state.items():
             obj.load_state_dict(state["extra"][name])
+    device = model_device(model)
     model.train()
     for epoch in tqdm(range(start, epochs), desc=desc, initial=start, total=epochs, leave=False):
         total, count = 0.0, 0
         for batch in epoch_batches(epoch):
+            batch = to_device(batch, device)
             if lr_at is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step)
@@ -114,12 +147,13 @@ def cross_entropy_loss(model: nn.Module, batch: tuple) -> Tensor:
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
-    """Logits in eval mode, batched, without autograd."""
+    """Logits in eval mode, batched, without autograd; computed on the model's device, returned on the images'."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    device = model_device(model)
+    out = torch.cat([model(to_device(images[i:i + batch_size], device)) for i in range(0, len(images), batch_size)])
     model.train(was_training)
-    return out
+    return to_device(out, images.device)
 
 
 @torch.inference_mode()
@@ -140,8 +174,9 @@ def update_bn(model: nn.Module, images: Tensor, batch_size: int = 256, max_batch
         m.momentum = None                                    # cumulative average over the batches
     was_training = model.training
     model.train()
+    device = model_device(model)
     for i in range(0, min(len(images), batch_size * max_batches), batch_size):
-        model(images[i:i + batch_size])
+        model(to_device(images[i:i + batch_size], device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     model.train(was_training)

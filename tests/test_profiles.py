@@ -45,8 +45,8 @@ COUNT_KNOBS = {
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size,
     "segmentation_size": math.prod,
 }
-# names, a pixel size both CPU profiles share (32 px), a fraction
-NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction"}
+# names, a pixel size both CPU profiles share (32 px), a fraction, a device
+NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device"}
 
 
 def test_every_knob_is_classified():
@@ -83,6 +83,7 @@ def test_other_invariants(name):
     assert all(s >= 1 for s in p.scales)                       # lambda >= 1 (DESIGN section 1)
     assert 0 < p.val_fraction < 1
     assert 1 <= p.bma_samples and 1 <= p.cycles
+    assert p.device in ("cpu", "cuda") and (p.device == "cpu") == (name != "paper")
 
 
 def test_unknown_profile_lists_valid_names():

@@ -1,0 +1,37 @@
+"""The papermill batch: claim selection, and a failing cell stops it with a message naming notebook and cell."""
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from repro import reproduce
+
+
+def write_notebook(path, *sources):
+    nb = new_notebook(cells=[new_code_cell("profile = None")] + [new_code_cell(s) for s in sources])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_claims_select_their_notebooks():
+    assert reproduce.notebooks_for(["C1"]) == ["01_prior_fitting", "02_loss_geometry"]
+    with pytest.raises(ValueError, match=r"unknown claim id\(s\) \['C42'\]; valid: C1, C2"):
+        reproduce.notebooks_for(["C42"])
+
+
+def test_failing_cell_exits_nonzero_naming_notebook_and_cell(tmp_path, monkeypatch, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_fine.ipynb", "x = 1")
+    write_notebook(notebooks / "02_broken.ipynb", "y = 2", "raise RuntimeError('boom in cell')")
+    write_notebook(notebooks / "03_never.ipynb", "z = 3")
+    monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    assert reproduce.run("smoke") == 1
+    err = capsys.readouterr().err
+    assert "notebook 02_broken failed in cell" in err and "RuntimeError: boom in cell" in err
+    out_dir = tmp_path / "results" / "smoke" / "notebooks"
+    assert (out_dir / "01_fine.ipynb").exists()
+    partial = nbformat.read(out_dir / "02_broken.ipynb", as_version=4)       # kept for inspection
+    assert any(o.get("ename") == "RuntimeError" for c in partial.cells for o in c.get("outputs", []))
+    assert not (out_dir / "03_never.ipynb").exists()
