@@ -104,7 +104,7 @@ def _source_loss(kind: str) -> Callable[[nn.Module, tuple], Tensor]:
 def _frozen_backbone_simclr_loss(model: nn.Module, batch: tuple) -> Tensor:
     """NT-Xent with the backbone frozen (eval mode, no gradient): fits the projection head only."""
     views, _ = batch
-    model.backbone.train()                  # BatchNorm running statistics stay the released ones
+    model.backbone.eval()                  # BatchNorm running statistics stay the released ones
     with torch.no_grad():
         h = model.backbone(views.flatten(0, 1))
     z = model.projector(h).unflatten(0, (len(views), 2))

@@ -28,7 +28,7 @@ class Profile:
     source_val_n: int | None
     source_epochs: int              # supervised pre-training epochs
     ssl_epochs: int                 # SimCLR pre-training epochs
-    swag_epochs: int                # epochs of SWAG collection around the pre-trained solution
+    swag_epochs: float              # epochs of SWAG collection around the pre-trained solution (may be < 1)
     swag_snapshots: int             # snapshots taken over those epochs (>= swag_max_rank)
     swag_max_rank: int              # K: deviations kept (largest rank any notebook uses)
     batch_size: int
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             name="paper", model="resnet50", width=64, image_size=224, device="cuda",
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
-            source_epochs=0, ssl_epochs=0, swag_epochs=1, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
+            source_epochs=0, ssl_epochs=0, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
             downstream_steps=5000, cycles=4, bma_samples=10, val_fraction=0.2,
