@@ -1,0 +1,73 @@
+"""Downstream runs on the smoke profile: determinism, divergence handling in a grid, and input errors."""
+import math
+
+import pytest
+import torch
+
+from repro import pretrain, transfer
+from repro.profiles import get_profile
+from repro.runner import Run, load_results, run_grid
+from repro.train import DivergenceError
+
+P = get_profile("smoke")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def smoke_priors(tmp_path_factory, data_available):
+    """Smoke priors in a temporary results folder (about 10 s), shared by the module."""
+    folder = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPRO_RESULTS_DIR", str(folder))
+        for kind in pretrain.KINDS:
+            pretrain.prepare(P, kind)
+        yield folder
+
+
+def params(approach="bayes_learned", **kw):
+    return transfer.default_params(P, approach, scale=1e6, steps=6, **kw)
+
+
+def test_same_seed_gives_bit_identical_results():
+    a, b = (transfer.run_transfer(P, params()) for _ in range(2))
+    assert all(a[k] == b[k] for k in ("accuracy", "nll", "ece"))
+    assert torch.equal(a["predictions"]["probs"], b["predictions"]["probs"])
+    c = transfer.run_transfer(P, params(seed=1))
+    assert not torch.equal(a["predictions"]["probs"], c["predictions"]["probs"])
+
+
+@pytest.mark.parametrize("approach", sorted(transfer.APPROACHES))
+def test_every_approach_runs_and_reports_probabilities(approach):
+    out = transfer.run_transfer(P, params(approach))
+    probs = out["predictions"]["probs"].float()
+    assert probs.shape == (P.downstream_test_n, 10)
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-2)
+    assert 0 <= out["accuracy"] <= 1 and math.isfinite(out["nll"])
+    assert out["samples_collected"] == (P.bma_samples if transfer.APPROACHES[approach].bayes else 1)
+
+
+def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
+    runs = [Run("t", params("map_nonlearned", lr=1e6)), Run("t", params("map_nonlearned"))]
+    df = run_grid(runs, lambda r: transfer.run_transfer(P, r.params), tmp_path / "grid.csv")
+    assert df.status.iloc[0].startswith("failed: DivergenceError:") and df.status.iloc[1] == "ok"
+    assert len(load_results(tmp_path / "grid.csv")) == 2
+    with pytest.raises(DivergenceError):
+        transfer.run_transfer(P, params("map_nonlearned", lr=1e6))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(approach="bayes_magic"), "unknown approach 'bayes_magic'; valid approaches: bayes_learned"),
+    (dict(dataset="mnist"), "unknown downstream dataset 'mnist'; valid: cifar10, fashion-mnist"),
+    (dict(n_train=10**6), r"n_train must be in 1\.\.50000"),
+    (dict(temperature=-1.0), "temperature must be >= 0"),
+    (dict(scale=0.0), "scale must be > 0"),
+    (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
+    (dict(split="train"), "split must be 'val' or 'test'"),
+])
+def test_bad_run_parameters(change, message):
+    with pytest.raises(ValueError, match=message):
+        transfer.run_transfer(P, params() | change)
+
+
+def test_unknown_parameter_names_are_refused():
+    with pytest.raises(ValueError, match=r"unknown run parameter\(s\) \['lambda'\]"):
+        transfer.default_params(P, "map_learned", **{"lambda": 3.0})
