@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,8 +36,17 @@ class Prior:
         """log p(theta), differentiable with autograd."""
         return self.log_prob_and_grad(theta)[0]
 
-    def log_prob_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """(log p(theta), d log p / d theta) in closed form, without autograd: the training hot path."""
+    def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
+        """(log p(theta), d log p / d theta) in closed form, without autograd: the training hot path.
+
+        ``without_diagonal=True`` leaves out the term -diag(precision) (theta - mean) of :meth:`diagonal`,
+        which a sampler then integrates implicitly (see :class:`repro.samplers.SGHMC`).
+        """
+        raise NotImplementedError
+
+    def diagonal(self) -> tuple[Tensor, Tensor]:
+        """(mean, precision) of the diagonal part of the precision matrix, P = diag(precision) - R with R
+        positive semi-definite: the stiff part of the prior (tiny SWAG variances) that explicit steps cannot take."""
         raise NotImplementedError
 
     def _check(self, theta: Tensor) -> Tensor:
@@ -56,11 +65,15 @@ class IsotropicGaussianPrior(Prior):
             raise ValueError(f"mean has shape {tuple(mean.shape)}, expected ({dim},)")
         self.dim, self.variance, self.mean = dim, float(variance), mean
 
-    def log_prob_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+    def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
         r = self._check(theta) if self.mean is None else self._check(theta) - self.mean
-        grad = r / -self.variance
+        grad = torch.zeros_like(r) if without_diagonal else r / -self.variance
         logp = -0.5 * (r.dot(r) / self.variance + self.dim * (math.log(self.variance) + LOG_2PI))
         return logp, grad
+
+    def diagonal(self) -> tuple[Tensor, Tensor]:
+        mean = self.mean if self.mean is not None else torch.zeros(self.dim)
+        return mean, torch.full_like(mean, 1 / self.variance)
 
     def log_prob(self, theta: Tensor) -> Tensor:
         r = self._check(theta) if self.mean is None else self._check(theta) - self.mean
@@ -125,16 +138,20 @@ class LowRankGaussianPrior(Prior):
         return D @ V[:, -k:].flip(1).to(D.dtype)
 
     @torch.no_grad()
-    def log_prob_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+    def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
         r = self._check(theta) - self.mean
         ra = r * self.inv_a
         quad = r.dot(ra)
-        if self.rank:
-            t = self._Wt @ r
-            s = torch.cholesky_solve(t[:, None], self._chol)[:, 0]
-            quad = quad - t.dot(s)
-            ra = ra.sub_(s @ self._Wt)                          # ra is ours: update in place
-        return self._const - 0.5 * quad, ra.neg_()
+        if not self.rank:
+            return self._const - 0.5 * quad, (torch.zeros_like(r) if without_diagonal else ra.neg_())
+        t = self._Wt @ r
+        s = torch.cholesky_solve(t[:, None], self._chol)[:, 0]
+        quad = quad - t.dot(s)
+        correction = s @ self._Wt                               # + W C^-1 W^T r: the low-rank part
+        return self._const - 0.5 * quad, (correction if without_diagonal else correction.sub_(ra))
+
+    def diagonal(self) -> tuple[Tensor, Tensor]:
+        return self.mean, self.inv_a
 
     def log_prob(self, theta: Tensor) -> Tensor:
         r = self._check(theta) - self.mean
@@ -179,9 +196,14 @@ class ComposedPrior(Prior):
         self.sizes = [p.dim for p in self.parts]
         self.dim = sum(self.sizes)
 
-    def log_prob_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        pieces = [p.log_prob_and_grad(t) for p, t in zip(self.parts, self._check(theta).split(self.sizes))]
+    def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
+        pieces = [p.log_prob_and_grad(t, without_diagonal)
+                  for p, t in zip(self.parts, self._check(theta).split(self.sizes))]
         return sum(lp for lp, _ in pieces), torch.cat([g for _, g in pieces])
+
+    def diagonal(self) -> tuple[Tensor, Tensor]:
+        means, precisions = zip(*(p.diagonal() for p in self.parts))
+        return torch.cat(means), torch.cat(precisions)
 
     def log_prob(self, theta: Tensor) -> Tensor:
         return sum(p.log_prob(t) for p, t in zip(self.parts, self._check(theta).split(self.sizes)))
@@ -337,7 +359,3 @@ def import_authors_prior(prefix: str | os.PathLike, **kwargs) -> LowRankGaussian
                              f"{tuple(diag.shape)}, covmat {tuple(rows.shape)} (expected (d,), (d,), (K, d))")
     return LowRankGaussianPrior(mean, diag.clamp_min(torch.finfo(diag.dtype).tiny), rows.T.contiguous(), **kwargs)
 
-
-def flat_parameters(params: Iterable[Tensor]) -> Tensor:
-    """Concatenate parameters into one detached flat vector."""
-    return torch.cat([p.detach().reshape(-1) for p in params])

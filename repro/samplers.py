@@ -9,6 +9,16 @@ eta and temperature T, the chain targets p(theta | data)^(1/T):
 
 T = 1 is the true posterior; T = 0 is SGD (with momentum). Each param group may set ``noise=False``
 (the exploration phase of a cycle) to run noise-free.
+
+A learned SWAG prior has tiny variances in many coordinates (1e-9 and below), i.e. a precision that an
+explicit step can only take with eta < 2 N a_min. Given ``prior=``, the optimiser adds the prior's
+low-rank gradient explicitly and integrates its stiff diagonal part implicitly (a proximal step):
+
+    theta' = mu + (theta + v - mu) / (1 + eta p / N),   p = diagonal precision,
+
+which is stable for any eta, has the same fixed point as gradient descent on the posterior at T = 0,
+and at T > 0 leaves the stationary variance of a diagonal Gaussian at (T / p) / (1 + eta p / (2N))
+(explicit Euler: (T / p) / (1 - eta p / (2N))): the same O(eta) accuracy, without the blow-up.
 """
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ class SGHMC(Optimizer):
     """Stochastic-gradient Hamiltonian Monte Carlo (Chen et al. 2014) in SGD-with-momentum form."""
 
     def __init__(self, params: Iterable, lr: float, num_data: int, momentum: float = 0.9,
-                 temperature: float = 1.0, generator: torch.Generator | None = None):
+                 temperature: float = 1.0, generator: torch.Generator | None = None, prior: Prior | None = None):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not num_data >= 1:
@@ -39,6 +49,18 @@ class SGHMC(Optimizer):
         super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum,
                                       temperature=temperature, noise=True))
         self.generator = generator
+        self.prior, self.log_prior = prior, None
+        if prior is not None:
+            if len(self.param_groups) != 1:
+                raise ValueError("an optimiser with a prior takes one parameter group (the prior's flat order)")
+            params = self.param_groups[0]["params"]
+            if sum(p.numel() for p in params) != prior.dim:
+                raise ValueError(f"the prior covers {prior.dim} parameters, the optimiser has "
+                                 f"{sum(p.numel() for p in params)}")
+            mean, precision = prior.diagonal()
+            sizes = [p.numel() for p in params]
+            self._mu = [m.view_as(p) for m, p in zip(mean.to(params[0].dtype).split(sizes), params)]
+            self._precision = [q.view_as(p) for q, p in zip(precision.to(params[0].dtype).split(sizes), params)]
 
     def _noise(self, params: Sequence[Tensor]) -> list[Tensor]:
         # One draw for the whole group, split into views: no per-parameter RNG calls.
@@ -53,7 +75,11 @@ class SGHMC(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            if self.prior is not None:
+                params = group["params"]
+                self.log_prior = add_prior_grad_(params, self.prior, group["num_data"], without_diagonal=True)
+            else:
+                params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
@@ -68,13 +94,24 @@ class SGHMC(Optimizer):
                     bufs.append(state["momentum_buffer"])
                 torch._foreach_mul_(bufs, m)
                 torch._foreach_add_(bufs, grads, alpha=-lr)
-                if noise_std:
-                    torch._foreach_add_(bufs, self._noise(params), alpha=noise_std)
-                torch._foreach_add_(params, bufs)
+                moves = bufs
             else:
-                torch._foreach_add_(params, grads, alpha=-lr)
-                if noise_std:
-                    torch._foreach_add_(params, self._noise(params), alpha=noise_std)
+                moves = torch._foreach_mul(grads, -lr)
+            if noise_std:
+                torch._foreach_add_(moves, self._noise(params), alpha=noise_std)
+            if self.prior is None:
+                torch._foreach_add_(params, moves)
+                continue
+            # implicit step for the diagonal prior term: theta' = mu + (theta + v - mu) / (1 + lr p / N)
+            new = torch._foreach_add(params, moves)
+            torch._foreach_sub_(new, self._mu)
+            shrink = torch._foreach_mul(self._precision, lr / N)
+            torch._foreach_add_(shrink, 1.0)
+            torch._foreach_div_(new, shrink)
+            torch._foreach_add_(new, self._mu)
+            if m:                                                # the momentum is the move actually made
+                torch._foreach_copy_(bufs, torch._foreach_sub(new, params))
+            torch._foreach_copy_(params, new)
         return loss
 
 
@@ -82,22 +119,19 @@ class SGLD(SGHMC):
     """Stochastic-gradient Langevin dynamics (Welling & Teh 2011): SGHMC without momentum."""
 
     def __init__(self, params: Iterable, lr: float, num_data: int, temperature: float = 1.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, prior: Prior | None = None):
         super().__init__(params, lr=lr, num_data=num_data, momentum=0.0, temperature=temperature,
-                         generator=generator)
-
-
-SAMPLERS = {"sgd": None, "sgld": SGLD, "sghmc": SGHMC}
+                         generator=generator, prior=prior)
 
 
 @torch.no_grad()
-def add_prior_grad_(params: Sequence[Tensor], prior: Prior, num_data: int) -> Tensor:
+def add_prior_grad_(params: Sequence[Tensor], prior: Prior, num_data: int, without_diagonal: bool = False) -> Tensor:
     """Add the gradient of -log p(theta)/N to ``p.grad`` of each parameter; returns log p(theta).
 
     ``params`` must be in the prior's flat order. The gradient is closed-form (no autograd graph).
     """
     theta = torch.cat([p.reshape(-1) for p in params])
-    logp, grad = prior.log_prob_and_grad(theta)
+    logp, grad = prior.log_prob_and_grad(theta, without_diagonal)
     pieces = [g.view_as(p) for g, p in zip(grad.split([p.numel() for p in params]), params)]
     for p in params:
         if p.grad is None:

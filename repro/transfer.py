@@ -33,7 +33,7 @@ from .models import Classifier, build_backbone
 from .pretrain import load_source_model, load_source_prior
 from .priors import ComposedPrior, IsotropicGaussianPrior, Prior
 from .profiles import Profile, get_profile
-from .samplers import SAMPLERS, CyclicalSchedule, add_prior_grad_, bma_probs
+from .samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
 from .train import DivergenceError, check_finite, seed_everything
 
 
@@ -138,6 +138,9 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
             raise ValueError(f"{key} must be > {lo}, got {p[key]}")
     if p["temperature"] < 0:
         raise ValueError(f"temperature must be >= 0, got {p['temperature']}")
+    valid_samplers = ("sgld", "sghmc") if a.bayes else ("sgd",)
+    if p["sampler"] not in valid_samplers:
+        raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(valid_samplers)}, got {p['sampler']!r}")
     seed_everything(p["seed"] * 1000 + p["member"])
     x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
     model, prior = build_model_and_prior(profile, p, num_classes=int(data.DATASETS[p["dataset"]].num_classes))
@@ -147,8 +150,11 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
         opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
     else:
         gen = torch.Generator().manual_seed(p["seed"] * 7919 + p["member"])
-        opt = SAMPLERS["sghmc"](params, lr=p["lr"], num_data=N, momentum=p["momentum"],
-                                temperature=p["temperature"] if a.bayes else 0.0, generator=gen)
+        if a.bayes and p["sampler"] == "sgld":
+            opt = SGLD(params, lr=p["lr"], num_data=N, temperature=p["temperature"], generator=gen, prior=prior)
+        else:                                                   # MAP: SGHMC at T = 0, i.e. SGD with momentum
+            opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"],
+                        temperature=p["temperature"] if a.bayes else 0.0, generator=gen, prior=prior)
     schedule = CyclicalSchedule(p["steps"], p["cycles"], p["lr"], p["explore_fraction"] if a.bayes else 0.0,
                                 samples_per_cycle=max(1, p["bma_samples"] // p["cycles"]))
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
@@ -167,9 +173,9 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
             loss = nn.functional.cross_entropy(model(xb), yb)
             check_finite(loss, "training loss")
             loss.backward()
+            opt.step()                                          # adds the prior (stiff diagonal: implicit)
             if prior is not None:
-                check_finite(add_prior_grad_(params, prior, N), "prior log-density")
-            opt.step()
+                check_finite(opt.log_prior, "prior log-density")
             if a.bayes and schedule.collect_at(step):
                 samples.append({k: v.clone() for k, v in model.state_dict().items()})
             step += 1

@@ -28,17 +28,19 @@ def problem():
     return X, y, mean, cov
 
 
-def run_chains(problem, make_optimizer, temperature, steps=3000):
+def run_chains(problem, make_optimizer, temperature, steps=3000, implicit=False):
+    """Explicit: the prior's gradient is added to the loss gradient. Implicit: the optimiser owns the prior."""
     X, y, _, _ = problem
     w = torch.zeros(CHAINS, DIM, dtype=torch.float64, requires_grad=True)
-    opt = make_optimizer([w], temperature)
     prior = IsotropicGaussianPrior(CHAINS * DIM, PRIOR_VAR)
+    opt = make_optimizer([w], temperature, prior) if implicit else make_optimizer([w], temperature)
     for _ in range(steps):
         opt.zero_grad()
         # mean NLL per chain, summed over chains (chains are independent); prior added in closed form
         nll = ((X @ w.T - y[:, None]) ** 2 / (2 * NOISE_VAR)).mean(0).sum()
         nll.backward()
-        add_prior_grad_([w], prior, N_DATA)
+        if not implicit:
+            add_prior_grad_([w], prior, N_DATA)
         opt.step()
     return w.detach()
 
@@ -53,17 +55,18 @@ def assert_moments(samples, mean, cov):
 
 
 SAMPLERS = {
-    "sgld": lambda params, T: SGLD(params, lr=1e-2, num_data=N_DATA, temperature=T,
-                                   generator=torch.Generator().manual_seed(1)),
-    "sghmc": lambda params, T: SGHMC(params, lr=2e-3, num_data=N_DATA, momentum=0.9, temperature=T,
-                                     generator=torch.Generator().manual_seed(2)),
+    "sgld": lambda params, T, prior=None: SGLD(params, lr=1e-2, num_data=N_DATA, temperature=T, prior=prior,
+                                               generator=torch.Generator().manual_seed(1)),
+    "sghmc": lambda params, T, prior=None: SGHMC(params, lr=2e-3, num_data=N_DATA, momentum=0.9, temperature=T,
+                                                 prior=prior, generator=torch.Generator().manual_seed(2)),
 }
 
 
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit-prior", "implicit-prior"])
 @pytest.mark.parametrize("name", SAMPLERS)
-def test_temperature_one_samples_the_posterior(problem, name):
+def test_temperature_one_samples_the_posterior(problem, name, implicit):
     _, _, mean, cov = problem
-    assert_moments(run_chains(problem, SAMPLERS[name], 1.0), mean, cov)
+    assert_moments(run_chains(problem, SAMPLERS[name], 1.0, implicit=implicit), mean, cov)
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -79,6 +82,49 @@ def test_temperature_zero_is_gradient_descent(problem):
     _, _, mean, _ = problem
     w = run_chains(problem, lambda p, T: SGLD(p, lr=5e-2, num_data=N_DATA, temperature=T), 0.0, steps=2000)
     assert torch.allclose(w, mean.expand_as(w), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_implicit_prior_step_is_stable_where_explicit_steps_blow_up(name):
+    """Prior precision p = 1e6 with lr p / N = 250: explicit Euler diverges; the implicit step samples
+    N(mu, T/p) up to its known discretisation factor, (T/p) / (1 + h/2) with h = lr p / N for SGLD."""
+    chains, N, T, lr = 20_000, 40, 1.0, 1e-2
+    mu = torch.linspace(-1, 1, chains, dtype=torch.float64)
+    prior = IsotropicGaussianPrior(chains, 1e-6, mean=mu)
+    w = torch.nn.Parameter(torch.zeros(chains, dtype=torch.float64))
+    explicit = SGLD([torch.nn.Parameter(torch.zeros(chains, dtype=torch.float64))], lr=lr, num_data=N, temperature=T)
+    for _ in range(20):
+        add_prior_grad_(explicit.param_groups[0]["params"], prior, N)
+        explicit.step()
+        explicit.zero_grad(set_to_none=False)
+    assert explicit.param_groups[0]["params"][0].abs().max() > 1e10          # diverged
+    make = {"sgld": lambda: SGLD([w], lr=lr, num_data=N, temperature=T, prior=prior,
+                                 generator=torch.Generator().manual_seed(3)),
+            "sghmc": lambda: SGHMC([w], lr=lr, num_data=N, momentum=0.9, temperature=T, prior=prior,
+                                   generator=torch.Generator().manual_seed(4))}[name]
+    opt = make()
+    for _ in range(200):
+        opt.zero_grad(set_to_none=False)
+        opt.step()
+    r = (w.detach() - mu) / math.sqrt(1e-6 * T)              # standardised by the exact prior scale
+    assert torch.isfinite(r).all() and r.mean().abs() < 4 / math.sqrt(chains)
+    if name == "sgld":
+        h = lr * 1e6 / N
+        assert r.var().item() == pytest.approx(1 / (1 + h / 2), rel=4 * math.sqrt(2 / chains))
+    else:
+        assert 0 < r.var().item() < 1                           # over-damped by the implicit step, never inflated
+
+
+def test_implicit_prior_at_zero_temperature_finds_the_map(problem):
+    _, _, mean, _ = problem
+    w = run_chains(problem, lambda p, T, prior: SGLD(p, lr=5e-2, num_data=N_DATA, temperature=T, prior=prior),
+                   0.0, steps=2000, implicit=True)
+    assert torch.allclose(w, mean.expand_as(w), atol=1e-6)
+
+
+def test_prior_must_cover_the_parameters():
+    with pytest.raises(ValueError, match="the prior covers 3 parameters, the optimiser has 2"):
+        SGLD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, num_data=1, prior=IsotropicGaussianPrior(3, 1.0))
 
 
 def test_noise_flag_turns_noise_off():

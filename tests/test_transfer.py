@@ -62,6 +62,7 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     (dict(scale=0.0), "scale must be > 0"),
     (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
     (dict(split="train"), "split must be 'val' or 'test'"),
+    (dict(sampler="adam"), "approach 'bayes_learned' takes sampler sgld or sghmc, got 'adam'"),
 ])
 def test_bad_run_parameters(change, message):
     with pytest.raises(ValueError, match=message):
