@@ -68,7 +68,7 @@ PROFILES: dict[str, Profile] = {
             downstream_test_n=5000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6),
             downstream_steps=300, cycles=5, bma_samples=10, val_fraction=0.2,
-            geometry_random_directions=10, geometry_top_directions=5, geometry_points=17, geometry_test_n=2000,
+            geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000,
             segmentation_size=(90, 120),
         ),
         Profile(
