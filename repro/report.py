@@ -68,11 +68,33 @@ def render_summary(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
+def render_source(profile: str | Profile = "cpu") -> str:
+    """Notebook 01's backbones: source accuracy and linear-probe accuracies (mean ± SD over SWAG samples)."""
+    path = results_dir(profile) / "prior_fitting" / "source_evaluation.csv"
+    if not path.exists():
+        return "_Not yet run on this profile._"
+    df = pd.read_csv(path)
+    lines = ["| backbone | state | source val acc (head) | source linear probe acc | CIFAR-10 linear probe acc |",
+             "|---|---|---|---|---|"]
+    fmt = lambda x: "—" if pd.isna(x) else f"{x:.3f}"
+    for kind, g in df.groupby("kind", sort=False):
+        samples = g[g.state.str.startswith("swag_sample")]
+        for _, r in g[~g.state.str.startswith("swag_sample")].iterrows():
+            lines.append(f"| {kind} | {r.state} | {fmt(r.source_acc)} | {fmt(r.probe_source_acc)} | {fmt(r.probe_cifar10_acc)} |")
+        sd = lambda c: "—" if samples[c].isna().all() else f"{samples[c].mean():.3f} ± {samples[c].std():.3f}"
+        lines.append(f"| {kind} | {len(samples)} SWAG samples (scale 1) | {sd('source_acc')} | {sd('probe_source_acc')} | — |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"claims": render_summary, "source": render_source}
+
+
 def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:
-    """Rewrite the summary table in REPORT.md; returns whether it changed."""
-    text = path.read_text()
-    new = re.sub(r"(<!-- claims:begin -->\n).*?(\n<!-- claims:end -->)",
-                 lambda m: m.group(1) + render_summary(profile) + m.group(2), text, flags=re.S)
+    """Rewrite every generated block (``<!-- name:begin -->`` ... ``<!-- name:end -->``) of REPORT.md."""
+    text = new = path.read_text()
+    for name, render in BLOCKS.items():
+        new = re.sub(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)",
+                     lambda m: m.group(1) + render(profile) + m.group(2), new, flags=re.S)
     path.write_text(new)
     return new != text
 

@@ -122,8 +122,10 @@ finding = (f"loss increase at |t| = {T_STAR}: SSL prior top-{int(r.n_top)} {r.to
            f"random-{int(r.n_random)} {r.random_mean:.3f} ± {r.random_se:.3f} (Welch p = {r.welch_p:.2g}); "
            f"supervised prior {s.top_mean:.3f} ± {s.top_se:.3f} vs {s.random_mean:.3f} ± {s.random_se:.3f} "
            f"(p = {s.welch_p:.2g}); ± = SE over directions")
-record_claim(P, "C1", verdict, finding,
-             "[02](notebooks/02_loss_geometry.ipynb), `geometry/c1_tests.csv`, ![](results/{0}/figures/02_loss_slices.png)".format(P.name))"""),
+out = f"results/{P.name}"
+record_claim(P, "C1", verdict, finding, f"[notebook]({out}/notebooks/02_loss_geometry.ipynb) · "
+             f"[CSV]({out}/geometry/c1_tests.csv) · [curves]({out}/geometry/loss_slices.csv) · "
+             f"[figure]({out}/figures/02_loss_slices.png)")"""),
 ]
 
 if __name__ == "__main__":
