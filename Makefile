@@ -7,7 +7,7 @@ PROFILE ?= cpu
 CLAIMS ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup reproduce test unit notebooks bench lab clean-smoke
+.PHONY: setup reproduce test unit bench lab
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -31,7 +31,7 @@ unit: setup
 	$(PY) -m pytest tests
 
 bench: setup
-	$(PY) -m repro.bench prior
+	$(PY) -m repro.bench all
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,8 +1,14 @@
-"""Benchmarks (not timed tests). ``python -m repro.bench prior`` times the prior's log-prob + gradient.
+"""Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma]``.
 
-The learned prior is evaluated once per Bayes step, so it must cost little next to the network:
-closed-form Woodbury gradient versus ``torch.distributions.LowRankMultivariateNormal`` + autograd on
-the same covariance.
+* ``step``: one training step of the ``cpu`` profile's model for SGD, SGD + learned rank-20 prior (MAP),
+  SGLD + prior and SGHMC + prior (median over interleaved steps after warm-up), and the ratio to SGD;
+* ``prior``: the learned prior's log-prob + gradient versus ``torch.distributions.LowRankMultivariateNormal``
+  + autograd on the same covariance, at ResNet-20/18/50 sizes;
+* ``loader``: images/s the in-memory pipeline (augmentation included) delivers, versus the model's
+  training throughput;
+* ``bma``: evaluation throughput of a 10-sample Bayesian model average.
+
+Results go to ``results/bench/bench.csv`` (one row per measurement) and are printed as a table.
 """
 from __future__ import annotations
 
@@ -15,7 +21,11 @@ import pandas as pd
 import torch
 from torch.distributions import LowRankMultivariateNormal
 
-from .priors import LowRankGaussianPrior
+from . import data
+from .models import build_classifier
+from .priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from .profiles import get_profile, results_root
+from .samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
 
@@ -65,17 +75,94 @@ def bench_prior(ranks=(20,), repeats: int = 5, dims: dict[str, int] = PRIOR_DIMS
     return pd.DataFrame(rows)
 
 
+def _cpu_model_and_batch(profile: str = "cpu"):
+    P = get_profile(profile)
+    torch.manual_seed(0)
+    model = build_classifier(P.model, 10, width=P.width)
+    x = torch.randint(0, 256, (P.batch_size, 3, P.image_size, P.image_size), dtype=torch.uint8)
+    y = torch.randint(0, 10, (P.batch_size,))
+    return P, model, x, y
+
+
+def bench_step(profile: str = "cpu", steps: int = 25, warmup: int = 3, rank: int = 20) -> pd.DataFrame:
+    """Median time of one training step per optimiser, steps interleaved so drift hits all alike."""
+    P, model, x, y = _cpu_model_and_batch(profile)
+    params = list(model.parameters())
+    d_backbone = sum(p.numel() for p in model.backbone.parameters())
+    g = torch.Generator().manual_seed(1)
+    mean = torch.cat([p.detach().reshape(-1) for p in model.backbone.parameters()])
+    learned = LowRankGaussianPrior(mean, torch.rand(d_backbone, generator=g) * 1e-5 + 1e-7,
+                                   torch.randn(d_backbone, rank, generator=g) * 1e-2, scale=1e3, rank=rank)
+    prior = ComposedPrior([learned, IsotropicGaussianPrior(sum(p.numel() for p in model.head.parameters()), 1.0)])
+    N = 5000
+    optimisers = {
+        "sgd": torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4),
+        "sgd+prior (MAP)": SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=0.0, prior=prior),
+        "sgld+prior": SGLD(params, lr=1e-3, num_data=N, temperature=1.0, prior=prior),
+        "sghmc+prior": SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=1.0, prior=prior),
+    }
+    times: dict[str, list[float]] = {k: [] for k in optimisers}
+    model.train()
+    for i in range(warmup + steps):
+        for name, opt in optimisers.items():
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=False)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["sgd"])
+    return pd.DataFrame([dict(benchmark="step", variant=k, value=1e3 * statistics.median(v), unit="ms/step",
+                              ratio_to_sgd=statistics.median(v) / base, batch_size=P.batch_size,
+                              images_per_s=P.batch_size / statistics.median(v)) for k, v in times.items()])
+
+
+def bench_loader(profile: str = "cpu", n: int = 5000) -> pd.DataFrame:
+    """Images/s of data.batches with the training augmentation, over an in-memory CIFAR-10 subset."""
+    P = get_profile(profile)
+    train = data.load("cifar10", "train")
+    x, y = train.images[:n], train.targets[:n]
+    transform = data.train_transform("cifar10", P.image_size)
+    t0 = time.perf_counter()
+    count = sum(len(xb) for xb, _ in data.batches(x, y, P.batch_size, shuffle=True, seed=0, transform=transform))
+    return pd.DataFrame([dict(benchmark="loader", variant="batches + RandomCrop/Flip (v2)", value=count / (time.perf_counter() - t0),
+                              unit="images/s")])
+
+
+def bench_bma(profile: str = "cpu", samples: int = 10, n: int = 2000) -> pd.DataFrame:
+    """Images/s of a BMA over ``samples`` state dicts (each image evaluated by every sample)."""
+    P, model, _, _ = _cpu_model_and_batch(profile)
+    states = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(samples)]
+    images = torch.randint(0, 256, (n, 3, P.image_size, P.image_size), dtype=torch.uint8)
+    t = median_time(lambda: bma_probs(model, states, images), repeats=3)
+    return pd.DataFrame([dict(benchmark="bma", variant=f"{samples} samples", value=samples * n / t,
+                              unit="image-evaluations/s")])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["prior"], help="which benchmark")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[20])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma"])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    if args.what == "prior":
-        df = bench_prior(ranks=tuple(args.ranks), repeats=args.repeats)
-        print(df.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    parts = {"step": bench_step, "loader": bench_loader, "bma": bench_bma,
+             "prior": lambda: bench_prior(ranks=tuple(args.ranks), repeats=args.repeats).assign(benchmark="prior")}
+    frames = []
+    for name, fn in parts.items():
+        if args.what in ("all", name):
+            frames.append(fn())
+            print(frames[-1].to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+    df = pd.concat(frames, ignore_index=True)
+    if args.what == "all":
+        step = df[df.benchmark == "step"].set_index("variant")
+        loader = df.loc[df.benchmark == "loader", "value"].iloc[0]
+        print(f"loader / model training throughput: {loader / step.loc['sgd', 'images_per_s']:.1f}x")
+    out = results_root() / "bench" / "bench.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -102,10 +102,14 @@ def get_profile(name: str | Profile | None = None, **overrides) -> Profile:
     return replace(profile, **overrides)
 
 
+def results_root() -> Path:
+    """The project's ``results/`` folder, or ``$REPRO_RESULTS_DIR``."""
+    return Path(os.environ.get("REPRO_RESULTS_DIR", Path(__file__).resolve().parents[1] / "results"))
+
+
 def results_dir(profile: str | Profile) -> Path:
-    """``results/<profile>/`` of the project (or under ``$REPRO_RESULTS_DIR``), created on demand."""
+    """``results/<profile>/`` (see :func:`results_root`), created on demand."""
     name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    root = Path(os.environ.get("REPRO_RESULTS_DIR", Path(__file__).resolve().parents[1] / "results"))
-    path = root / name
+    path = results_root() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
