@@ -164,7 +164,8 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
     step, epoch = 0, 0
     model.train()
     while step < p["steps"]:
-        for xb, yb in data.batches(x, y, batch_size, shuffle=True, seed=p["seed"] * 100_003 + epoch,
+        # ensemble members share the data subset (seed) but not the batch order or initialisation (member)
+        for xb, yb in data.batches(x, y, batch_size, shuffle=True, seed=(p["seed"] * 1000 + p["member"]) * 100_003 + epoch,
                                    transform=transform, drop_last=True):
             if step >= p["steps"]:
                 break
