@@ -64,7 +64,8 @@ def render_summary(profile: str | Profile = "cpu") -> str:
             finding, verdict, evidence = row.finding, f"**{row.verdict}**", row.evidence
         else:
             finding, verdict, evidence = "—", "not yet tested", f"`notebooks/{notebook}.ipynb`"
-        lines.append(f"| {claim} | {statement} | {other} | {finding} | {verdict} | {evidence} |")
+        cells = (claim, statement, other, finding, verdict, evidence)
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")   # a | would split a cell
     return "\n".join(lines)
 
 
