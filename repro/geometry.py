@@ -16,6 +16,7 @@ from scipy import stats
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .metrics import standard_error
 from .priors import LowRankGaussianPrior
 from .train import flat_params, load_flat_, predict_logits
 
@@ -93,9 +94,8 @@ def flatness_test(increase: pd.DataFrame) -> dict:
     rnd = increase.loc[increase.direction_type == "random", "increase"].to_numpy()
     welch = stats.ttest_ind(top, rnd, equal_var=False, alternative="less")
     mw = stats.mannwhitneyu(top, rnd, alternative="less")
-    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
-    return dict(top_mean=float(top.mean()), top_se=se(top), n_top=len(top),
-                random_mean=float(rnd.mean()), random_se=se(rnd), n_random=len(rnd),
+    return dict(top_mean=float(top.mean()), top_se=standard_error(top), n_top=len(top),
+                random_mean=float(rnd.mean()), random_se=standard_error(rnd), n_random=len(rnd),
                 welch_t=float(welch.statistic), welch_p=float(welch.pvalue), mannwhitney_p=float(mw.pvalue))
 
 
