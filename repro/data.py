@@ -22,7 +22,6 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,8 @@ import PIL.Image
 import torch
 from torch import Tensor
 from tqdm import tqdm
+
+from .files import atomic_file
 
 __all__ = [
     "DATASETS", "DatasetInfo", "Split", "data_dir", "cache_dir", "load", "clear_memory_cache",
@@ -272,16 +273,8 @@ def _decode_entries(path: Path, data: np.ndarray, offsets: np.ndarray, names, de
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
     # temp file + rename: a crashed or concurrent writer never leaves a half-written cache file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.save(f, arr)
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -539,16 +532,8 @@ def pack_npz(path: str | Path, images: np.ndarray, targets: np.ndarray, classes:
                   offsets=np.asarray(offsets, np.int64), classes=np.asarray(list(classes)),
                   names=np.asarray(list(names)), **{k: np.asarray(v) for k, v in extra.items()})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object, so numpy does not append ".npz"
-            (np.savez_compressed if "masks" in arrays else np.savez)(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:  # a file object, so numpy does not append ".npz"
+        (np.savez_compressed if "masks" in arrays else np.savez)(f, **arrays)
     return path
 
 

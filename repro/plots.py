@@ -1,13 +1,13 @@
 """Figures and tables the notebooks show and save under ``results/<profile>/``."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+
+from .files import atomic_file
 
 from .profiles import Profile, results_dir
 
@@ -17,11 +17,8 @@ sns.set_theme(context="notebook", style="whitegrid")
 def save_table(df: pd.DataFrame, profile: str | Profile, name: str) -> Path:
     """Write ``results/<profile>/<name>.csv`` atomically (temp file + rename)."""
     path = results_dir(profile) / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path, "w", newline="", encoding="utf-8") as f:
+        df.to_csv(f, index=False)
     return path
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .files import atomic_file
 
 FORMAT_VERSION = 1
 LOG_2PI = math.log(2 * math.pi)
@@ -244,16 +245,8 @@ def transfer_prior(backbone_prior: Prior, head_dim: int, head_variance: float) -
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def save_prior(path: str | os.PathLike, mean: Tensor, diag: Tensor, factor: Tensor, *,

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +22,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
+
+from .files import atomic_file
 
 try:  # advisory lock so that two processes sharing a CSV do not lose each other's rows
     import fcntl
@@ -126,23 +127,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 def _write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
     """Write the whole CSV to a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(columns)
-            for r in rows:
-                w.writerow([r.get(c, "") for c in columns])
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not outlive the data on a crash
-        try:  # mkstemp makes 0600 files; keep the old file's mode or the usual 0644
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([r.get(c, "") for c in columns])
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ Learned-mean approaches put N(0, head_var I) on the new head. The deep ensemble 
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 

@@ -178,9 +178,12 @@ def test_predictions_saved_atomically_and_loadable(tmp_path, monkeypatch):
     assert torch.equal(saved["probs"], probs.detach()) and torch.equal(saved["labels"], torch.arange(5))
     assert no_temp_files(pred)
 
-    def broken_save(obj, f, *a, **k):  # a crash half-way through writing the file
-        with open(f, "wb") as h:
-            h.write(b"PK\x03\x04 partial")
+    def broken_save(obj, f, *a, **k):  # a crash half-way through writing the file (a path or a file object)
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 partial")
+        else:
+            with open(f, "wb") as h:
+                h.write(b"PK\x03\x04 partial")
         raise OSError("disk full")
     monkeypatch.setattr(torch, "save", broken_save)
     r1 = Run("s", {"i": 1})
