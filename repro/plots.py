@@ -49,3 +49,79 @@ def loss_slices(curves: pd.DataFrame) -> plt.Figure:
                      hue_order=["top", "random"])
         ax.set(title=f"{kind} prior", xlabel="t (filter-normalised step)", ylabel="CIFAR-10 test loss")
     return fig
+
+
+def _errorbars(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str, labels: dict | None = None) -> None:
+    """Mean ± SE over seeds of ``y`` against ``x``, one line per ``hue`` value."""
+    for name, g in df.groupby(hue, sort=False):
+        s = g.groupby(x)[y].agg(["mean", "sem"]).reset_index()
+        ax.errorbar(s[x], s["mean"], yerr=s["sem"].fillna(0), marker="o", capsize=3,
+                    label=(labels or {}).get(name, name))
+
+
+def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
+    """Fig 2b: test accuracy of Bayes + learned prior against rank; the isotropic learned-mean prior as a band."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    learned = rows[rows.approach == "bayes_learned"]
+    _errorbars(ax, learned, "rank", "accuracy", "approach", labels)
+    iso = rows[rows.approach == "bayes_isotropic"].accuracy
+    if len(iso):
+        m, se = iso.mean(), iso.sem() if len(iso) > 1 else 0.0
+        ax.axhline(m, color="gray", ls="--", label=(labels or {}).get("bayes_isotropic", "isotropic"))
+        ax.axhspan(m - se, m + se, color="gray", alpha=0.2)
+    ax.set(xscale="symlog", xlabel="rank k of the low-rank part (0 = diagonal only)", ylabel="test accuracy",
+           title="Rank ablation (mean ± SE over seeds)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: dict | None = None,
+                  xscale: str = "log", **scale_kw) -> plt.Figure:
+    """Test accuracy and NLL against ``x``, one line per approach (mean ± SE over seeds): Fig 2d for x = lambda."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, metric in zip(axes, ("accuracy", "nll")):
+        _errorbars(ax, rows, x, metric, "approach", labels)
+        ax.set_xscale(xscale, **scale_kw)
+        ax.set(xlabel=xlabel, ylabel=f"test {metric}")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{title} (mean ± SE over seeds)")
+    return fig
+
+
+def data_efficiency(rows: pd.DataFrame, labels: dict | None = None, metric: str = "accuracy") -> plt.Figure:
+    """Fig 3: ``metric`` against training-set size, one panel per (dataset, prior kind), one line per approach."""
+    panels = [(ds, kind) for ds in dict.fromkeys(rows.dataset) for kind in dict.fromkeys(rows.prior_kind) if kind != "none"
+              and ((rows.dataset == ds) & (rows.prior_kind == kind)).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False, sharey=False)
+    for ax, (ds, kind) in zip(axes[0], panels):
+        sub = rows[(rows.dataset == ds) & rows.prior_kind.isin([kind, "none"])]
+        _errorbars(ax, sub, "n_train", metric, "approach", labels)
+        ax.set(xscale="log", xlabel="training images", ylabel=f"test {metric}", title=f"{ds}, {kind} prior")
+    axes[0][0].legend(fontsize="small")
+    return fig
+
+
+def reliability(bins: pd.DataFrame, by: str = "approach", labels: dict | None = None) -> plt.Figure:
+    """Reliability diagrams (accuracy against confidence per bin), one panel per ``by`` value; below the
+    diagonal = over-confident."""
+    groups = list(dict.fromkeys(bins[by]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.3), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], groups):
+        b = bins[(bins[by] == name) & (bins["count"] > 0)]
+        width = (b.bin_upper - b.bin_lower).where(lambda w: w > 0, 0.02)
+        ax.bar(b.bin_lower, b.accuracy, width=width, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=(labels or {}).get(name, name))
+    axes[0][0].set_ylabel("accuracy in bin")
+    return fig
+
+
+def shift_cells(cells: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
+    """Accuracy under each corruption against severity, one line per approach (mean ± SE over seeds)."""
+    names = list(dict.fromkeys(cells.corruption))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names):
+        _errorbars(ax, cells[cells.corruption == name], "severity", "cell_accuracy", "approach", labels)
+        ax.set(title=name, xlabel="severity", ylabel="test accuracy")
+    axes[0][0].legend(fontsize="x-small")
+    return fig

@@ -310,7 +310,7 @@ def evaluate_source(profile: str | Profile, kind: str, n_samples: int = 5, seed:
     src_x, src_y, val_x, val_y = train.images[probe_idx], train.targets[probe_idx], val.images[va], val.targets[va]
     c_train, c_test = data.load("cifar10", "train"), data.load("cifar10", "test")
     ci = data.stratified_subset(c_train.targets, min(profile.probe_n, len(c_train)), seed=0)
-    ct = data.stratified_subset(c_test.targets, profile.downstream_test_n or len(c_test), seed=0)
+    ct = data.stratified_subset(c_test.targets, min(profile.probe_test_n or len(c_test), len(c_test)), seed=0)
 
     def row(name: str, model: nn.Module, cifar: bool) -> dict:
         bb = model.backbone

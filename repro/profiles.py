@@ -33,6 +33,7 @@ class Profile:
     swag_max_rank: int              # K: deviations kept (largest rank any notebook uses)
     batch_size: int
     probe_n: int                    # images for linear probes (source and CIFAR-10) in notebook 01
+    probe_test_n: int | None        # CIFAR-10 test images the notebook-01 probe is scored on (None = all)
     # downstream (notebooks 02-08)
     downstream_test_n: int | None   # test subset size (stratified); None = the whole test split
     train_sizes: tuple[int, ...]    # downstream training-set sizes (log scale)
@@ -40,8 +41,13 @@ class Profile:
     ranks: tuple[int, ...]          # rank ablation
     scales: tuple[float, ...]       # prior-scale (lambda) grid
     downstream_steps: int           # SGD / SG-MCMC steps of one downstream run
+    downstream_batch_size: int
+    study_n: int                    # training-set size of tuning and of the rank and scale studies
+    lr_grid: tuple[float, ...]      # learning rates tried on the validation split
+    factor_grid: tuple[float, ...]  # multipliers of weight decay, head variance and alpha tried on validation
     cycles: int                     # cyclical SG-MCMC cycles
     bma_samples: int                # samples kept for the Bayesian model average
+    temperatures: tuple[float, ...] # temperature ablation of Bayes + learned prior (1 = true posterior, 0 = no noise)
     val_fraction: float             # held-out share of the downstream training data for tuning
     geometry_random_directions: int
     geometry_top_directions: int
@@ -56,28 +62,31 @@ PROFILES: dict[str, Profile] = {
         Profile(
             name="smoke", model="resnet8", width=8, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
-            source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300,
+            source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
-            scales=(1.0, 1e2, 1e4), downstream_steps=12, cycles=2, bma_samples=2, val_fraction=0.2,
+            scales=(1.0, 1e2, 1e4), downstream_steps=12, downstream_batch_size=32, study_n=100,
+            lr_grid=(0.03,), factor_grid=(1.0,), cycles=2, bma_samples=2, temperatures=(1.0, 0.0), val_fraction=0.2,
             geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_size=(45, 60),
         ),
         Profile(
             name="cpu", model="resnet20", width=16, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
-            source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000,
-            downstream_test_n=5000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
-            ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6),
-            downstream_steps=300, cycles=5, bma_samples=10, val_fraction=0.2,
+            source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000, probe_test_n=5000,
+            downstream_test_n=2000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
+            ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
+            downstream_steps=200, downstream_batch_size=64, study_n=1000,
+            lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=5, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000,
             segmentation_size=(90, 120),
         ),
         Profile(
             name="paper", model="resnet50", width=64, image_size=224, device="cuda",
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
-            source_epochs=0, ssl_epochs=0, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000,
+            source_epochs=0, ssl_epochs=0, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000, probe_test_n=None,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
-            downstream_steps=5000, cycles=4, bma_samples=10, val_fraction=0.2,
+            downstream_steps=5000, downstream_batch_size=16, study_n=1000,
+            lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=4, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000,
             segmentation_size=(513, 513),
         ),

@@ -51,6 +51,15 @@ def record_claim(profile: str | Profile, claim: str, verdict: str, finding: str,
     return row
 
 
+def evidence(profile: str | Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
+    """The evidence cell of a claim row: links to the executed notebook, CSVs and figures under results/<profile>/."""
+    out = f"results/{get_profile(profile).name}"
+    links = [f"[notebook]({out}/notebooks/{notebook}.ipynb)"]
+    links += [f"[{Path(t).name}]({out}/{t}.csv)" for t in tables]
+    links += [f"[figure]({out}/figures/{f}.png)" for f in figures]
+    return " · ".join(links)
+
+
 def render_summary(profile: str | Profile = "cpu") -> str:
     """The markdown summary table for ``profile`` from its claim CSVs."""
     folder = results_dir(profile) / "claims"
@@ -87,7 +96,40 @@ def render_source(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "source": render_source}
+def render_tuning(profile: str | Profile = "cpu") -> str:
+    """The tuned hyperparameters (notebook 03 writes ``transfer/tuning.csv``) and the fixed ones of every run."""
+    path = results_dir(profile) / "transfer" / "tuning.csv"
+    if not path.exists():
+        return "_Not yet run on this profile._"
+    df = pd.read_csv(path)
+    cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha") if c in df]
+    lines = ["| approach | prior | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in df.itertuples():
+        cells = ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
+        lines.append(f"| {r.approach} | {r.prior_kind} | " + " | ".join(cells) + " |")
+    p = get_profile(profile)
+    lines.append(f"\nFixed for every run: {p.downstream_steps} steps, batch {p.downstream_batch_size}, momentum 0.9, "
+                 f"Bayes: SGHMC at T = 1, {p.cycles} cosine cycles (first half of each noise-free), {p.bma_samples} "
+                 f"samples in the BMA; MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} images.")
+    return "\n".join(lines)
+
+
+def render_compute(profile: str | Profile = "cpu") -> str:
+    """Runs and recorded single-thread wall time of the transfer grid, by split and approach."""
+    path = results_dir(profile) / "transfer" / "runs.csv"
+    if not path.exists():
+        return "_Not yet run on this profile._"
+    df = pd.read_csv(path)
+    g = df.groupby(["split", "approach"]).agg(runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
+                                              mean_s=("wall_time_s", "mean"), total_h=("wall_time_s", lambda s: s.sum() / 3600))
+    lines = ["| split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |" for (sp, a), r in g.iterrows()]
+    lines.append(f"| **all** | | **{len(df)}** | {int((df.status != 'ok').sum())} | {df.wall_time_s.mean():.0f} | "
+                 f"**{df.wall_time_s.sum() / 3600:.2f}** |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"claims": render_summary, "source": render_source, "tuning": render_tuning, "compute": render_compute}
 
 
 def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:

@@ -209,9 +209,39 @@ def _save_predictions(predictions: Any, path: Path) -> None:
     atomic_torch_save(out, path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(folder: Path, key: str) -> bool:
+    """Take ``key`` for this process (an O_EXCL file holding our pid); a dead holder's claim is taken over."""
+    path = folder / key
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            pid = int(path.read_text() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid and pid != os.getpid() and not _alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return _claim(folder, key)
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_path: str | os.PathLike, *,
              predictions_dir: str | os.PathLike | None = None, desc: str | None = None,
-             retry_failed: bool = False) -> pd.DataFrame:
+             retry_failed: bool = False, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
     """Run ``fn`` on every run not yet in ``csv_path``; return the rows of all ``runs`` (old and new).
 
     ``fn(run)`` returns a dict of scalar metrics, optionally with ``"predictions"``: a dict of tensors or
@@ -219,6 +249,10 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     therefore always has its file). Any Exception (e.g. ``DivergenceError``) is recorded as a failed row
     and the grid continues; failed runs are retried only with ``retry_failed=True``.
     KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
+
+    ``shared=True`` lets several processes work through the same grid: each run is claimed (a file holding
+    the pid in ``.<csv name>.claims/``) before it starts, so no two processes run it; a process returns only
+    when every run has a row, taking over the runs of a process that died.
     """
     runs = list(dict.fromkeys(runs))  # collapse duplicates, keep first-seen order
     for r in runs:
@@ -227,46 +261,71 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pred_dir = Path(predictions_dir) if predictions_dir is not None else None
+    claims = path.parent / f".{path.name}.claims"
+    if shared:
+        claims.mkdir(exist_ok=True)
     with _locked(path.parent):
         _remove_stale_temps(path)
 
-    rows = _read_rows(path)[1]
-    ok = {r["key"] for r in rows if r.get("status") == "ok"}
-    failed = {r["key"] for r in rows if r.get("status", "").startswith("failed")}
-    done = ok if retry_failed else ok | failed
-    todo = [r for r in runs if r.key not in done]
+    def finished() -> set[str]:
+        rows = _read_rows(path)[1]
+        ok = {r["key"] for r in rows if r.get("status") == "ok"}
+        failed = {r["key"] for r in rows if r.get("status", "").startswith("failed")}
+        return ok if retry_failed else ok | failed
 
+    def execute(run: Run) -> bool:
+        params = run.params
+        t0 = time.perf_counter()
+        try:
+            result = dict(fn(run))
+            predictions = result.pop("predictions", None)
+            metrics = {}
+            for name, value in result.items():
+                if name in RESERVED_COLUMNS or name in params:
+                    raise ValueError(f"metric {name!r} clashes with a hyperparameter or runner column")
+                metrics[name] = _scalar(name, value, "metric")
+            if predictions is not None:
+                if pred_dir is None:
+                    log.warning("run %s returned predictions but run_grid has no predictions_dir: not saved", run.key)
+                else:
+                    _save_predictions(predictions, pred_dir / f"{run.key}.pt")
+            status = "ok"
+        except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
+            metrics, status = {}, f"failed: {_first_line(e)}"
+            log.warning("run %s %r %s", run.key, params, status, exc_info=True)
+        row = {"study": run.study, **params, **metrics, "key": run.key, "status": status,
+               "wall_time_s": time.perf_counter() - t0,
+               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _append_row(path, {k: _cell(v) for k, v in row.items()})
+        return status == "ok"
+
+    done = finished()
+    todo = [r for r in runs if r.key not in done]
     n_failed = 0
     with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=desc or (runs[0].study if runs else None),
               dynamic_ncols=True) as bar:
-        for run in todo:
-            params = run.params
-            t0 = time.perf_counter()
-            try:
-                result = dict(fn(run))
-                predictions = result.pop("predictions", None)
-                metrics = {}
-                for name, value in result.items():
-                    if name in RESERVED_COLUMNS or name in params:
-                        raise ValueError(f"metric {name!r} clashes with a hyperparameter or runner column")
-                    metrics[name] = _scalar(name, value, "metric")
-                if predictions is not None:
-                    if pred_dir is None:
-                        log.warning("run %s returned predictions but run_grid has no predictions_dir: not saved", run.key)
-                    else:
-                        _save_predictions(predictions, pred_dir / f"{run.key}.pt")
-                status = "ok"
-            except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
-                metrics, status = {}, f"failed: {_first_line(e)}"
-                n_failed += 1
-                log.warning("run %s %r %s", run.key, params, status, exc_info=True)
-            row = {"study": run.study, **params, **metrics, "key": run.key, "status": status,
-                   "wall_time_s": time.perf_counter() - t0,
-                   "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            _append_row(path, {k: _cell(v) for k, v in row.items()})
-            bar.update(1)
-            if n_failed:
-                bar.set_postfix(failed=n_failed)
+        while todo:
+            waiting = []
+            for run in todo:
+                if shared:
+                    if run.key in finished():
+                        bar.update(1)
+                        continue
+                    if not _claim(claims, run.key):
+                        waiting.append(run)       # another process is on it
+                        continue
+                try:
+                    n_failed += not execute(run)
+                finally:
+                    if shared:
+                        with contextlib.suppress(OSError):
+                            (claims / run.key).unlink()
+                bar.update(1)
+                if n_failed:
+                    bar.set_postfix(failed=n_failed)
+            todo = waiting
+            if todo:
+                time.sleep(poll_s)
 
     df = load_results(path)
     if df.empty:

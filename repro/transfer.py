@@ -20,6 +20,7 @@ Learned-mean approaches put N(0, head_var I) on the new head. The deep ensemble 
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from .pretrain import load_source_model, load_source_prior
 from .priors import ComposedPrior, IsotropicGaussianPrior, Prior
 from .profiles import Profile, get_profile
 from .samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
+from .shift import ShiftSet, shift_set
 from .train import DivergenceError, check_finite, seed_everything
 
 
@@ -66,10 +68,11 @@ def default_params(profile: Profile, approach: str, **overrides) -> dict:
     """Every hyperparameter of a run, with the profile's defaults; ``overrides`` win."""
     a = check_approach(approach)
     p = dict(approach=approach, prior_kind="ssl" if a.init == "pretrained" else "none",
-             rank=profile.swag_max_rank, scale=1e3, head_var=1.0, alpha=1.0, weight_decay=5e-4,
+             rank=profile.swag_max_rank, scale=1e3, head_var=1.0, alpha=1e-2 if a.prior == "isotropic_mean" else 1.0,
+             weight_decay=5e-4,
              dataset="cifar10", n_train=profile.train_sizes[0], seed=0, split="test",
              sampler="sghmc" if a.bayes else "sgd", temperature=1.0 if a.bayes else 0.0,
-             lr=0.05, momentum=0.9, steps=profile.downstream_steps, batch_size=profile.batch_size,
+             lr=0.03, momentum=0.9, steps=profile.downstream_steps, batch_size=profile.downstream_batch_size,
              cycles=profile.cycles if a.bayes else 1, bma_samples=profile.bma_samples if a.bayes else 1,
              explore_fraction=0.5, member=0)
     unknown = sorted(set(overrides) - set(p))
@@ -183,7 +186,20 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
     train_time = time.perf_counter() - t0
-    probs = bma_probs(model, samples if a.bayes else [model.state_dict()], ex)
-    metrics = classification_metrics(probs, ey)
-    return {**metrics, "n_train_used": N, "n_eval": len(ey), "samples_collected": len(samples) if a.bayes else 1,
-            "train_time_s": train_time, "predictions": {"probs": probs.half(), "labels": ey}}
+    states = samples if a.bayes else [model.state_dict()]
+    probs = bma_probs(model, states, ex)
+    out = {**classification_metrics(probs, ey), "n_train_used": N, "n_eval": len(ey),
+           "samples_collected": len(states), "train_time_s": train_time}
+    predictions = {"probs": probs.half(), "labels": ey}
+    if p["dataset"] == "cifar10" and p["split"] == "test":     # C8: the same models on the shifted test set
+        shifted = _shift_set(profile.name)
+        shift_probs = bma_probs(model, states, shifted.images)
+        out |= {f"shift_{k}": v for k, v in classification_metrics(shift_probs, shifted.labels).items()}
+        out["shift_set"] = shifted.name
+        predictions |= {"shift_probs": shift_probs.half(), "shift_labels": shifted.labels, "shift_cell": shifted.cell}
+    return out | {"predictions": predictions}
+
+
+@functools.lru_cache(maxsize=2)
+def _shift_set(profile_name: str) -> ShiftSet:
+    return shift_set(profile_name)

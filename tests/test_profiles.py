@@ -39,11 +39,12 @@ def _size(value):
 # new count knob cannot slip past the smoke < cpu check.
 COUNT_KNOBS = {
     "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
-    "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size,
+    "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
     "downstream_test_n": _size, "train_sizes": len, "seeds": len, "ranks": len, "scales": len,
     "downstream_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size,
-    "segmentation_size": math.prod,
+    "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
+    "factor_grid": len, "temperatures": len,
 }
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device
 NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device"}

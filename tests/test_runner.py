@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.runner import Run, completed_keys, load_results, run_grid
+from repro.runner import Run, _append_row, completed_keys, load_results, run_grid
 from repro.train import DivergenceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,3 +272,58 @@ def test_sigkill_while_rewriting_a_large_csv(tmp_path):
     everything = resume_and_check(out, extra_rows=3000)
     other = everything[everything["study"] == "other"]
     assert list(other["i"]) == list(range(3000)) and (other["note"] == 'a,b "q"').all()
+
+
+# ------------------------------------------------------------------------------------- shared grids
+
+SHARED_CHILD = r"""
+import os, sys, time
+from repro.runner import Run, run_grid
+out, log = sys.argv[1], sys.argv[2]
+def fn(run):
+    with open(log, "a") as f:
+        f.write(f"{run['i']} {os.getpid()}\n")
+    time.sleep(0.05)
+    return {"acc": run["i"] / 10}
+run_grid([Run("shared", {"i": i}) for i in range(24)], fn, out, shared=True, poll_s=0.05)
+"""
+
+
+def test_two_processes_share_a_grid_and_run_each_setting_once(tmp_path):
+    out, log = tmp_path / "grid.csv", tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", SHARED_CHILD, str(out), str(log)], env=env) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    calls = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(int(i) for i, _ in calls) == list(range(24))       # every setting exactly once
+    assert len({pid for _, pid in calls}) == 2                         # and both processes did work
+    df = load_results(out)
+    assert len(df) == 24 and df["key"].is_unique and (df["status"] == "ok").all()
+    assert not any((tmp_path / ".grid.csv.claims").iterdir())          # claims released
+
+
+def test_shared_grid_waits_for_a_live_claim_and_takes_over_a_dead_one(tmp_path):
+    out = tmp_path / "grid.csv"
+    runs = [Run("shared", {"i": i}) for i in range(3)]
+    claims = tmp_path / ".grid.csv.claims"
+    claims.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (claims / runs[0].key).write_text(str(live.pid))   # another process is running run 0
+    (claims / runs[1].key).write_text(str(dead.pid))   # a process that died while running run 1
+    calls = []
+
+    def fn(run):
+        calls.append(run["i"])
+        if len(calls) == 2:   # meanwhile the live process finishes run 0 and releases its claim
+            _append_row(out, {"study": "shared", "i": "0", "acc": "0.5", "key": runs[0].key, "status": "ok"})
+            (claims / runs[0].key).unlink()
+        return {"acc": run["i"] / 10}
+
+    try:
+        df = run_grid(runs, fn, out, shared=True, poll_s=0.01)
+    finally:
+        live.kill()
+    assert sorted(calls) == [1, 2]                     # run 0 was never run here, run 1 was taken over
+    assert list(df["i"]) == [0, 1, 2] and list(df["acc"]) == [0.5, 0.1, 0.2]

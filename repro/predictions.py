@@ -1,0 +1,65 @@
+"""Analyses of the test predictions the transfer grid saves per run (notebooks 05-07 need no retraining).
+
+Each finished run of ``repro.studies`` has ``transfer/predictions/<key>.pt`` with ``probs`` (float16, [N, C]) and
+``labels`` on the clean test subset, and, for CIFAR-10 test runs, ``shift_probs``, ``shift_labels`` and
+``shift_cell`` on the shift set of :mod:`repro.shift`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .metrics import accuracy, nll, reliability_bins
+from .profiles import Profile, results_dir
+from .shift import CELLS
+
+def predictions_dir(profile: str | Profile) -> Path:
+    return results_dir(profile) / "transfer" / "predictions"
+
+
+def load_predictions(profile: str | Profile, key: str) -> dict:
+    """The saved predictions of one finished run."""
+    path = predictions_dir(profile) / f"{key}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions for run {key} at {path}: rerun its study")
+    return torch.load(path, weights_only=True)
+
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows.status == "ok"]
+
+
+def confidence_gaps(profile: str | Profile, rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``confidence`` (mean top-class probability) and ``overconfidence`` (confidence - accuracy)."""
+    rows = _ok(rows).copy()
+    conf = [load_predictions(profile, k)["probs"].float().max(dim=1).values.mean().item() for k in rows.key]
+    return rows.assign(confidence=conf, overconfidence=lambda d: d.confidence - d.accuracy)
+
+
+def pooled_reliability(profile: str | Profile, rows: pd.DataFrame, by: list[str], n_bins: int = 15) -> pd.DataFrame:
+    """Reliability-diagram bins per group of ``by``, pooling the test predictions of the group's runs (seeds)."""
+    out = []
+    for group, g in _ok(rows).groupby(by, sort=False):
+        preds = [load_predictions(profile, k) for k in g.key]
+        bins = reliability_bins(torch.cat([p["probs"].float() for p in preds]), torch.cat([p["labels"] for p in preds]),
+                                n_bins=n_bins)
+        out.append(bins.assign(**dict(zip(by, group if isinstance(group, tuple) else (group,)))))
+    return pd.concat(out, ignore_index=True)
+
+
+def shift_by_cell(profile: str | Profile, rows: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy and NLL of every run on every (corruption, severity) cell of the shift set (one row each)."""
+    out = []
+    for _, r in _ok(rows).iterrows():
+        p = load_predictions(profile, r.key)
+        if "shift_probs" not in p:
+            continue
+        probs, labels, cell = p["shift_probs"].float(), p["shift_labels"], p["shift_cell"]
+        for i in cell.unique().tolist():
+            m = cell == i
+            name, severity = CELLS[i] if i >= 0 else ("cifar10.1", 0)
+            out.append({**r.to_dict(), "corruption": name, "severity": severity,
+                        "cell_accuracy": accuracy(probs[m], labels[m]), "cell_nll": nll(probs[m], labels[m])})
+    return pd.DataFrame(out)

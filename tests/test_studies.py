@@ -1,0 +1,87 @@
+"""The tuning protocol and the scale-grid extension, on a fake grid whose answers are known."""
+import math
+
+import pandas as pd
+import pytest
+
+from repro import studies
+from repro.profiles import get_profile
+
+
+class FakeGrid:
+    """Stands in for run_settings: accuracy is a known function of the settings; records every setting asked for."""
+
+    def __init__(self, accuracy):
+        self.accuracy, self.asked = accuracy, []
+
+    def __call__(self, profile, settings, desc=None):
+        rows = []
+        for s in settings:
+            p = studies.default_params(get_profile(profile), **s)
+            self.asked.append(p)
+            rows.append({**p, "accuracy": self.accuracy(p), "nll": 1.0, "status": "ok"})
+        return pd.DataFrame(rows)
+
+
+P = get_profile("cpu")
+
+
+def peaked(at: float, width: float = 1.0):
+    return lambda p: 0.9 - 0.05 * (math.log10(p["scale"]) - math.log10(at)) ** 2 / width
+
+
+@pytest.mark.parametrize("best, expected_grid", [
+    (1e3, P.scales),                                            # interior: no extension
+    (1e9, P.scales + (1e8, 1e9, 1e10)),                         # at the top edge: a decade at a time, until interior
+    (1e20, P.scales + (1e8, 1e9, 1e10)),                        # ... at most MAX_EXTENSIONS decades
+    (1e-2, (1e-3, 1e-2, 1e-1) + P.scales),                      # the same at the bottom
+])
+def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_grid):
+    fake = FakeGrid(peaked(best))
+    monkeypatch.setattr(studies, "run_settings", fake)
+    rows, grid = studies.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    assert grid == pytest.approx(sorted(expected_grid))
+    assert sorted(rows.scale.unique()) == pytest.approx(sorted(expected_grid))
+
+
+def test_best_breaks_accuracy_ties_by_nll():
+    df = pd.DataFrame({"accuracy": [0.5, 0.7, 0.7], "nll": [0.1, 0.9, 0.8], "lr": [1, 2, 3], "status": "ok"})
+    assert studies._best(df).lr == 3
+    with pytest.raises(RuntimeError, match="every tuning run failed"):
+        studies._best(df.assign(status="failed: X"))
+
+
+def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeypatch):
+    optimum = {"lr": 0.1, "weight_decay": 5e-5, "alpha": 10.0, "head_var": 0.1, "scale": 1e5}
+
+    def accuracy(p):   # separable, maximal at `optimum`; other widths for the isotropic-mean prior and for Bayes
+        target = dict(optimum, alpha=1e-3 if p["approach"].endswith("isotropic") else optimum["alpha"])
+        if p["approach"].startswith("bayes"):
+            target |= {"scale": 1e2, "alpha": target["alpha"] / 100}
+        return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items())
+
+    fake = FakeGrid(accuracy)
+    monkeypatch.setattr(studies, "run_settings", fake)
+    assert studies.tuned(P, "sgd_transfer", "ssl") == {"lr": 0.1, "weight_decay": pytest.approx(5e-5)}
+    assert studies.tuned(P, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
+    assert studies.tuned(P, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
+    assert studies.tuned(P, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
+    # Bayes: the MAP winners, then its own prior width (alpha grid extended below MAP's factor grid)
+    assert studies.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)}
+    assert studies.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)}
+    assert studies.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)}
+    assert {p["split"] for p in fake.asked} == {"val"}
+    assert {p["approach"] for p in fake.asked} == {"sgd_transfer", "map_nonlearned", "map_learned", "map_isotropic",
+                                                   "bayes_nonlearned", "bayes_isotropic", "bayes_learned"}
+    assert {(p["n_train"], p["dataset"], p["seed"]) for p in fake.asked} == {(P.study_n, "cifar10", P.seeds[0])}
+    s = studies.setting(P, "bayes_learned", "ssl", n_train=100, seed=2)
+    assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e2,
+                 "head_var": pytest.approx(0.1), "n_train": 100, "seed": 2}
+    p = studies.default_params(P, **s)
+    assert p["split"] == "test" and p["temperature"] == 1.0 and p["bma_samples"] == P.bma_samples
+
+
+def test_unknown_stage_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        studies.main(["--profile", "smoke", "--stages", "C2,nope"])
+    assert "unknown stage(s) ['nope']" in capsys.readouterr().err
