@@ -115,6 +115,59 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (Chen et al. 2017): 1x1, three dilated 3x3 and an image-pooling branch."""
+
+    def __init__(self, c_in: int, c_out: int, rates: tuple[int, int, int]):
+        super().__init__()
+        self.branches = nn.ModuleList([_conv_bn_relu(c_in, c_out)] + [_conv_bn_relu(c_in, c_out, 3, r) for r in rates])
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1, bias=False), nn.ReLU())
+        self.project = _conv_bn_relu(c_out * (len(rates) + 2), c_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.image_pool(x).expand(-1, -1, *x.shape[-2:])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+class DeepLabDecoder(nn.Module):
+    """The new parameters of DeepLabv3+ (Chen et al. 2018): ASPP on the final map, a decoder that upsamples it to the
+    low-level skip (reduced by a 1x1 conv), two 3x3 convs and a 1x1 classifier."""
+
+    def __init__(self, c_high: int, c_low: int, num_classes: int, channels: int, rates: tuple[int, int, int]):
+        super().__init__()
+        self.aspp = ASPP(c_high, channels, rates)
+        self.reduce = _conv_bn_relu(c_low, max(8, channels // 4))
+        self.fuse = nn.Sequential(_conv_bn_relu(channels + max(8, channels // 4), channels, 3),
+                                  _conv_bn_relu(channels, channels, 3))
+        self.classify = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        high = nn.functional.interpolate(self.aspp(high), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classify(self.fuse(torch.cat([high, self.reduce(low)], dim=1)))
+
+
+class DeepLabV3Plus(nn.Module):
+    """backbone (with ``feature_maps``) -> :class:`DeepLabDecoder` -> logits at the input resolution.
+
+    Like :class:`Classifier`, parameters are ordered backbone first, then ``head`` (the decoder and ASPP): the learned
+    prior covers the backbone, a zero-mean isotropic prior the head.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, channels: int = 64, rates: tuple[int, int, int] = (2, 4, 6)):
+        super().__init__()
+        self.backbone = backbone
+        self.head = DeepLabDecoder(backbone.out_features, backbone.low_level_features, num_classes, channels, rates)
+
+    def forward(self, x: Tensor) -> Tensor:
+        low, high = self.backbone.feature_maps(x)
+        return nn.functional.interpolate(self.head(low, high), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet8": lambda width=16, **_: CifarResNet(8, width),
     "resnet14": lambda width=16, **_: CifarResNet(14, width),

@@ -125,3 +125,26 @@ def shift_cells(cells: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
         ax.set(title=name, xlabel="severity", ylabel="test accuracy")
     axes[0][0].legend(fontsize="x-small")
     return fig
+
+
+# CamVid class colours of the SegNet tutorial (void = black)
+CAMVID_COLOURS = [(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
+                  (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0)]
+
+
+def segmentation_examples(images, masks, predictions: dict) -> plt.Figure:
+    """Rows: test images; columns: image, ground truth, then one predicted map per entry of ``predictions``."""
+    import numpy as np
+
+    palette = np.array(CAMVID_COLOURS, dtype=np.uint8)
+    cols = ["image", "ground truth"] + list(predictions)
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(2.2 * len(cols), 1.8 * len(images)), squeeze=False)
+    for i in range(len(images)):
+        panels = [images[i].permute(1, 2, 0).numpy(), palette[masks[i].numpy()]]
+        panels += [palette[np.minimum(p[i].numpy(), len(palette) - 1)] for p in predictions.values()]
+        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+            ax.imshow(panel)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j].replace(" (", "\n("), fontsize="small")
+    return fig

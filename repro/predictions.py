@@ -15,13 +15,13 @@ from .metrics import accuracy, nll, reliability_bins
 from .profiles import Profile, results_dir
 from .shift import CELLS
 
-def predictions_dir(profile: str | Profile) -> Path:
-    return results_dir(profile) / "transfer" / "predictions"
+def predictions_dir(profile: str | Profile, study: str = "transfer") -> Path:
+    return results_dir(profile) / study / "predictions"
 
 
-def load_predictions(profile: str | Profile, key: str) -> dict:
-    """The saved predictions of one finished run."""
-    path = predictions_dir(profile) / f"{key}.pt"
+def load_predictions(profile: str | Profile, key: str, study: str = "transfer") -> dict:
+    """The saved predictions of one finished run of ``study`` (``transfer`` or ``segmentation``)."""
+    path = predictions_dir(profile, study) / f"{key}.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no predictions for run {key} at {path}: rerun its study")
     return torch.load(path, weights_only=True)

@@ -199,7 +199,8 @@ class CyclicalSchedule:
 
 @torch.inference_mode()
 def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = 512) -> Tensor:
-    """Bayesian model average: mean over samples of softmax(model(x)); ``states`` are state dicts."""
+    """Bayesian model average: mean over samples of softmax(model(x)) over the class dimension (dim 1: [N, C] for
+    classification, [N, C, H, W] for segmentation); ``states`` are state dicts."""
     if not states:
         raise ValueError("BMA needs at least one collected sample; none were collected")
     was_training = model.training
@@ -207,7 +208,7 @@ def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_si
     total = None
     for state in states:
         model.load_state_dict(state)
-        probs = torch.cat([model(images[i:i + batch_size]).softmax(-1) for i in range(0, len(images), batch_size)])
+        probs = torch.cat([model(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
         total = probs if total is None else total.add_(probs)
     model.train(was_training)
     return total / len(states)

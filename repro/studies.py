@@ -59,11 +59,13 @@ def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | N
 
 # ------------------------------------------------------------------------------------------------- tuning
 
-def _best(df: pd.DataFrame) -> pd.Series:
+def _best(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+    """The finished row with the highest ``metric`` (ties: lower NLL where there is one)."""
     ok = df[df.status == "ok"]
     if ok.empty:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
-    return ok.sort_values(["accuracy", "nll"], ascending=[False, True], kind="stable").iloc[0]
+    keys = [metric] + (["nll"] if "nll" in ok else [])
+    return ok.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0]
 
 
 def _val(profile: Profile, approach: str, kind: str, **kw) -> dict:
@@ -71,26 +73,27 @@ def _val(profile: Profile, approach: str, kind: str, **kw) -> dict:
                 seed=profile.seeds[0], dataset="cifar10", **kw)
 
 
-def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str) -> dict:
+def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str,
+           run: Callable = None) -> dict:
     """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``; return ``base``
-    with the winner."""
+    with the winner. ``run`` runs a list of settings (default: this module's transfer grid)."""
     if values is None:
         default = base.get(name, default_params(profile, base["approach"])[name])
         values = [default * f for f in profile.factor_grid]
-    rows = run_settings(profile, [base | {name: v} for v in values], desc=desc)
+    rows = (run or run_settings)(profile, [base | {name: v} for v in values], desc=desc)
     return base | {name: float(_best(rows)[name])}
 
 
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str,
-          seeds: Iterable[int] | None = None) -> tuple[pd.DataFrame, list[float]]:
+          seeds: Iterable[int] | None = None, run: Callable = None, metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
     """Runs of ``base`` over ``name`` (every seed per value), the grid extended a decade at a time while the best
-    mean accuracy is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final grid."""
+    mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final grid."""
     seeds = list(seeds or [base.get("seed", profile.seeds[0])])
     grid = sorted(grid)
     added = {"low": 0, "high": 0}
     while True:
-        rows = run_settings(profile, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
-        score = rows[rows.status == "ok"].groupby(name).accuracy.mean()
+        rows = (run or run_settings)(profile, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
+        score = rows[rows.status == "ok"].groupby(name)[metric].mean()
         best = score.idxmax() if not score.empty else None
         if best == grid[-1] and added["high"] < MAX_EXTENSIONS:
             grid.append(grid[-1] * 10)

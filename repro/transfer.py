@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -104,14 +105,16 @@ def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, spl
     return rgb(train.images[idx]), train.targets[idx], rgb(test.images[te]), test.targets[te]
 
 
-def build_model_and_prior(profile: Profile, p: dict, num_classes: int) -> tuple[Classifier, Prior | None]:
-    """The downstream classifier (initialised per the approach) and the prior over all its parameters."""
-    a = check_approach(p["approach"])
+def build_model_and_prior(profile: Profile, p: dict, num_classes: int, approach: Approach | None = None,
+                          wrap: Callable[[nn.Module, int], nn.Module] = Classifier) -> tuple[nn.Module, Prior | None]:
+    """The downstream model ``wrap(backbone, num_classes)`` (a backbone initialised per the approach, then a new
+    ``head``) and the prior over all its parameters (backbone first, then head)."""
+    a = approach or check_approach(p["approach"])
     if a.init == "pretrained":
         backbone = load_source_model(profile, p["prior_kind"], "swa").backbone
     else:
         backbone = build_backbone(profile.model, width=profile.width)
-    model = Classifier(backbone, num_classes)
+    model = wrap(backbone, num_classes)
     d_backbone = sum(q.numel() for q in backbone.parameters())
     d_head = sum(q.numel() for q in model.head.parameters())
     head = IsotropicGaussianPrior(d_head, p["head_var"])
@@ -126,15 +129,8 @@ def build_model_and_prior(profile: Profile, p: dict, num_classes: int) -> tuple[
     return model, None                                          # weight decay in the optimiser
 
 
-def run_transfer(profile: str | Profile, params: dict) -> dict:
-    """Train one downstream run and evaluate it. Returns metrics and ``predictions`` (eval probabilities).
-
-    The loss is the mean minibatch cross-entropy plus -log p(theta)/N (N = training images), the
-    temperature convention of :mod:`repro.samplers`; MAP runs use T = 0 (SGD with momentum).
-    """
-    profile = get_profile(profile)
-    p = dict(params)
-    a = check_approach(p["approach"])
+def check_params(p: dict, a: Approach) -> None:
+    """One clear error for an out-of-range run parameter."""
     for key, lo in (("scale", 0), ("head_var", 0), ("alpha", 0)):
         if not p[key] > lo:
             raise ValueError(f"{key} must be > {lo}, got {p[key]}")
@@ -143,9 +139,16 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
     valid_samplers = ("sgld", "sghmc") if a.bayes else ("sgd",)
     if p["sampler"] not in valid_samplers:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(valid_samplers)}, got {p['sampler']!r}")
-    seed_everything(p["seed"] * 1000 + p["member"])
-    x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
-    model, prior = build_model_and_prior(profile, p, num_classes=int(data.DATASETS[p["dataset"]].num_classes))
+
+
+def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
+                  transform, loss_fn) -> tuple[list[dict], float]:
+    """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
+
+    The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch) plus -log p(theta)/N, the temperature
+    convention of :mod:`repro.samplers`; MAP runs use T = 0 (SGD with momentum). Returns the states to predict
+    with (the collected samples, or the final state) and the training wall time.
+    """
     N = len(x)
     params = [q for q in model.parameters() if q.requires_grad]
     if a.prior == "weight_decay":
@@ -159,7 +162,6 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
                         temperature=p["temperature"] if a.bayes else 0.0, generator=gen, prior=prior)
     schedule = CyclicalSchedule(p["steps"], p["cycles"], p["lr"], p["explore_fraction"] if a.bayes else 0.0,
                                 samples_per_cycle=max(1, p["bma_samples"] // p["cycles"]))
-    transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
     batch_size = min(p["batch_size"], N)
     samples: list[dict] = []
     t0 = time.perf_counter()
@@ -173,7 +175,7 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
                 break
             schedule.apply(opt, step)
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss = loss_fn(model(xb), yb)
             check_finite(loss, "training loss")
             loss.backward()
             opt.step()                                          # adds the prior (stiff diagonal: implicit)
@@ -185,10 +187,22 @@ def run_transfer(profile: str | Profile, params: dict) -> dict:
         epoch += 1
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
-    train_time = time.perf_counter() - t0
-    states = samples if a.bayes else [model.state_dict()]
+    return (samples if a.bayes else [model.state_dict()]), time.perf_counter() - t0
+
+
+def run_transfer(profile: str | Profile, params: dict) -> dict:
+    """Train one downstream run and evaluate it. Returns metrics and ``predictions`` (eval probabilities)."""
+    profile = get_profile(profile)
+    p = dict(params)
+    a = check_approach(p["approach"])
+    check_params(p, a)
+    seed_everything(p["seed"] * 1000 + p["member"])
+    x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
+    model, prior = build_model_and_prior(profile, p, num_classes=int(data.DATASETS[p["dataset"]].num_classes))
+    transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
+    states, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
     probs = bma_probs(model, states, ex)
-    out = {**classification_metrics(probs, ey), "n_train_used": N, "n_eval": len(ey),
+    out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
     predictions = {"probs": probs.half(), "labels": ey}
     if p["dataset"] == "cifar10" and p["split"] == "test":     # C8: the same models on the shifted test set

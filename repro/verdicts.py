@@ -284,3 +284,26 @@ def shift_verdict(df: pd.DataFrame, shift_name: str) -> tuple[pd.DataFrame, str,
                                                             for _, r in acc.iterrows())
                + "; shift NLL " + ", ".join(f"{r.comparison}: Δ = {r.mean_diff:+.3f} (p = {r.p:.2g})" for _, r in nll_.iterrows()))
     return table, verdict, finding
+
+
+# ----------------------------------------------------------------------------------------- C9: segmentation
+
+def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
+    """C9 rule (CamVid test mIoU, pairs = seeds): reproduced if SGLD with the supervised learned prior beats both SGD
+    transfer and SGLD with the non-learned prior (p < ALPHA each); partially if it beats one of them, or if only the
+    SSL learned prior beats both; otherwise not reproduced."""
+    rows = []
+    for kind in ("supervised", "ssl"):
+        for ref in ("sgd_transfer", "bayes_nonlearned"):
+            rows.append({"prior": kind, "comparison": f"SGLD + {kind} learned > {ref}",
+                         **compare(df, {"approach": "bayes_learned", "prior_kind": kind},
+                                   {"approach": ref, "prior_kind": "supervised"}, metric="miou")})
+    table = pd.DataFrame(rows)
+    sup, ssl = [significant(r) for _, r in table.iloc[:2].iterrows()], [significant(r) for _, r in table.iloc[2:].iterrows()]
+    verdict = ("reproduced" if all(sup) else
+               "partially reproduced" if any(sup) or all(ssl) else "not reproduced")
+    s = summarize(ok(df), ["approach", "prior_kind"], ["miou"])
+    means = "; ".join(f"{r.approach} ({r.prior_kind}) {r.miou_mean:.3f} ± {r.miou_se:.3f}" for r in s.itertuples())
+    finding = (f"CamVid test mIoU: {means}; " + "; ".join(f"{r.comparison}: {_diff(r)}" for _, r in table.iterrows())
+               + f"; {ok(df).seed.nunique()} seeds")
+    return table, verdict, finding

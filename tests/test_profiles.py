@@ -44,10 +44,11 @@ COUNT_KNOBS = {
     "downstream_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
-    "factor_grid": len, "temperatures": len,
+    "factor_grid": len, "temperatures": len, "segmentation_steps": _size, "segmentation_batch_size": _size,
+    "decoder_channels": _size,
 }
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device
-NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device"}
+NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates"}
 
 
 def test_every_knob_is_classified():
