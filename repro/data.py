@@ -406,16 +406,22 @@ def train_transform(dataset_name: str, size: int | Sequence[int] = 32) -> Callab
     :func:`as_rgb`). CamVid: random crop of ``size`` (padded with 0 / ignore if larger) + flip,
     applied jointly to ``(tv_tensors.Image, tv_tensors.Mask)``; :func:`batches` does the wrapping.
     """
-    from torchvision import tv_tensors
     from torchvision.transforms import v2
 
     if dataset_name not in DATASETS:
         raise ValueError(f"unknown dataset {dataset_name!r}; valid names: {', '.join(DATASETS)}")
     if DATASETS[dataset_name].task == "segmentation":
-        fill = {tv_tensors.Image: 0, tv_tensors.Mask: DATASETS[dataset_name].ignore_index}
-        return v2.Compose([v2.RandomCrop(_hw(size), pad_if_needed=True, fill=fill),
-                           v2.RandomHorizontalFlip()])
+        return segmentation_transform(size, DATASETS[dataset_name].ignore_index)
     return v2.Compose([v2.RandomCrop(_hw(size), padding=4), v2.RandomHorizontalFlip()])
+
+
+def segmentation_transform(size: int | Sequence[int], ignore_index: int) -> Callable:
+    """Joint random crop of ``size`` (image padded with 0, mask with ``ignore_index``) + horizontal flip."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+    return v2.Compose([v2.RandomCrop(_hw(size), pad_if_needed=True, fill=fill), v2.RandomHorizontalFlip()])
 
 
 def as_rgb(images: Tensor, size: int = 32) -> Tensor:

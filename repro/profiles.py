@@ -53,7 +53,8 @@ class Profile:
     geometry_top_directions: int
     geometry_points: int            # points on the t grid of each 1-D loss slice
     geometry_test_n: int            # CIFAR-10 test images the slice losses are computed on
-    segmentation_size: tuple[int, int]  # (height, width) for CamVid
+    segmentation_dataset: str       # "camvid" (Cityscapes / VOC stand-in) or "voc" (Pascal VOC 2012, paper profile)
+    segmentation_size: tuple[int, int]  # (height, width) the segmentation images are resized to
     segmentation_steps: int         # SGD / SGLD steps of one segmentation run
     segmentation_batch_size: int
     decoder_channels: int           # width of the DeepLabv3+ ASPP and decoder
@@ -70,7 +71,7 @@ PROFILES: dict[str, Profile] = {
             downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), downstream_steps=12, downstream_batch_size=32, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=2, bma_samples=2, temperatures=(1.0, 0.0), val_fraction=0.2,
-            geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_size=(45, 60),
+            geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_dataset="camvid", segmentation_size=(45, 60),
             segmentation_steps=6, segmentation_batch_size=4, decoder_channels=16, aspp_rates=(1, 2, 3),
         ),
         Profile(
@@ -82,7 +83,7 @@ PROFILES: dict[str, Profile] = {
             downstream_steps=200, downstream_batch_size=64, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=5, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000,
-            segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
+            segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
             decoder_channels=32, aspp_rates=(2, 4, 6),
         ),
         Profile(
@@ -94,7 +95,7 @@ PROFILES: dict[str, Profile] = {
             downstream_steps=5000, downstream_batch_size=16, study_n=1000,
             lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=4, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000,
-            segmentation_size=(513, 513), segmentation_steps=30000, segmentation_batch_size=16,
+            segmentation_dataset="voc", segmentation_size=(513, 513), segmentation_steps=30000, segmentation_batch_size=16,
             decoder_channels=256, aspp_rates=(6, 12, 18),
         ),
     )

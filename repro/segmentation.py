@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import data
+from . import data, imagenet
 from .metrics import iou_per_class
 from .models import DeepLabV3Plus
 from .predictions import predictions_dir
@@ -40,7 +40,6 @@ from .studies import _best, sweep
 from .train import seed_everything
 from .transfer import Approach, build_model_and_prior, check_params, fit_or_sample
 
-DATASET = "camvid"
 APPROACHES: dict[str, Approach] = {
     "sgd_transfer": Approach("weight_decay", "pretrained", False),
     "bayes_nonlearned": Approach("isotropic", "pretrained", True),
@@ -76,11 +75,30 @@ def default_params(profile: Profile, approach: str, **overrides) -> dict:
     return p | overrides
 
 
+# dataset -> (classes, ignore index, class names)
+DATASETS = {"camvid": (11, data.CAMVID_IGNORE, data.CAMVID_CLASSES),
+            "voc": (imagenet.VOC_CLASSES, imagenet.VOC_IGNORE, [f"class{i}" for i in range(imagenet.VOC_CLASSES)])}
+
+
 @functools.lru_cache(maxsize=4)
-def camvid(profile_name: str, split: str) -> tuple[Tensor, Tensor]:
-    """CamVid ``split`` resized to the profile's ``segmentation_size`` (images antialiased, masks nearest)."""
-    s = data.load(DATASET, split)
-    return data.resize_segmentation(s.images, s.targets, get_profile(profile_name).segmentation_size)
+def load_split(profile_name: str, split: str) -> tuple[Tensor, Tensor]:
+    """The profile's segmentation ``split`` resized to ``segmentation_size`` (images antialiased, masks nearest).
+
+    CamVid has train / val / test. VOC 2012 has no public test masks: its 'val' is the test split and the last
+    20 % of 'train' (``split='val'``) is held out for tuning.
+    """
+    profile = get_profile(profile_name)
+    if profile.segmentation_dataset == "camvid":
+        s = data.load("camvid", split)
+        return data.resize_segmentation(s.images, s.targets, profile.segmentation_size)
+    if profile.segmentation_dataset == "voc":
+        root = data.data_dir() / "voc"
+        if split == "test":
+            return imagenet.voc_split(root, "val", profile.segmentation_size)
+        x, y = imagenet.voc_split(root, "train", profile.segmentation_size)
+        cut = int(len(x) * (1 - profile.val_fraction))
+        return (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
+    raise ValueError(f"unknown segmentation dataset {profile.segmentation_dataset!r}; valid: {', '.join(DATASETS)}")
 
 
 def _model(profile: Profile):
@@ -88,15 +106,15 @@ def _model(profile: Profile):
                                                        rates=profile.aspp_rates)
 
 
-def evaluate(probs: Tensor, masks: Tensor) -> dict:
+def evaluate(probs: Tensor, masks: Tensor, dataset: str = "camvid") -> dict:
     """Pixel accuracy, mIoU and per-class IoU (void pixels ignored; classes absent from a split are NaN)."""
-    info = data.DATASETS[DATASET]
+    num_classes, ignore, names = DATASETS[dataset]
     pred = probs.argmax(1)
-    valid = masks != info.ignore_index
-    ious = iou_per_class(pred, masks, info.num_classes, ignore_index=info.ignore_index)
+    valid = masks != ignore
+    ious = iou_per_class(pred, masks, num_classes, ignore_index=ignore)
     out = {"pixel_accuracy": float((pred[valid] == masks[valid]).double().mean()),
            "miou": float(torch.nanmean(ious))}
-    return out | {f"iou_{name.lower()}": float(v) for name, v in zip(data.CAMVID_CLASSES, ious)}
+    return out | {f"iou_{name.lower()}": float(v) for name, v in zip(names, ious)}
 
 
 def run_segmentation(profile: str | Profile, params: dict) -> dict:
@@ -108,15 +126,15 @@ def run_segmentation(profile: str | Profile, params: dict) -> dict:
     if p["split"] not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {p['split']!r}")
     seed_everything(p["seed"] * 1000 + p["member"])
-    x, y = camvid(profile.name, "train")
-    ex, ey = camvid(profile.name, p["split"])
-    info = data.DATASETS[DATASET]
-    model, prior = build_model_and_prior(profile, p, info.num_classes, approach=a, wrap=_model(profile))
-    loss = functools.partial(nn.functional.cross_entropy, ignore_index=info.ignore_index)
-    transform = data.train_transform(DATASET, profile.segmentation_size)
+    x, y = load_split(profile.name, "train")
+    ex, ey = load_split(profile.name, p["split"])
+    num_classes, ignore, _ = DATASETS[profile.segmentation_dataset]
+    model, prior = build_model_and_prior(profile, p, num_classes, approach=a, wrap=_model(profile))
+    loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
+    transform = data.segmentation_transform(profile.segmentation_size, ignore)
     states, train_time = fit_or_sample(model, prior, a, p, x, y, transform, loss)
     probs = bma_probs(model, states, ex, batch_size=16)
-    return {**evaluate(probs, ey), "samples_collected": len(states), "train_time_s": train_time,
+    return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,
             "predictions": {"pred": probs[:EXAMPLES].argmax(1).to(torch.uint8), "images": ex[:EXAMPLES],
                             "masks": ey[:EXAMPLES]}}
 

@@ -12,3 +12,16 @@ def data_available():
             data.load(name, split)
     except FileNotFoundError as e:
         pytest.skip(f"data not available (set REPRO_DATA_DIR): {e}")
+
+
+@pytest.fixture(scope="session")
+def smoke_priors_dir(tmp_path_factory, data_available):
+    """A results folder with the smoke profile's priors (about 10 s, built once per session)."""
+    from repro import pretrain
+
+    folder = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPRO_RESULTS_DIR", str(folder))
+        for kind in pretrain.KINDS:
+            pretrain.prepare("smoke", kind)
+    return folder

@@ -48,7 +48,8 @@ COUNT_KNOBS = {
     "decoder_channels": _size,
 }
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device
-NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates"}
+NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates",
+              "segmentation_dataset"}
 
 
 def test_every_knob_is_classified():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from repro import data, pretrain, segmentation
+from repro import segmentation
 from repro.models import DeepLabV3Plus, build_backbone
 from repro.profiles import get_profile
 
@@ -40,19 +40,9 @@ def test_bad_names_are_refused():
         segmentation.default_params(P, "sgd_transfer", n_train=10)
 
 
-@pytest.fixture(scope="module")
-def smoke_priors(tmp_path_factory, data_available):
-    folder = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REPRO_RESULTS_DIR", str(folder))
-        for kind in pretrain.KINDS:
-            pretrain.prepare(P, kind)
-        yield folder
-
-
 @pytest.mark.parametrize("approach", list(segmentation.APPROACHES))
-def test_every_approach_runs_on_camvid(smoke_priors, monkeypatch, approach):
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors))
+def test_every_approach_runs_on_camvid(smoke_priors_dir, monkeypatch, approach):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
     p = segmentation.default_params(P, approach, prior_kind="ssl" if approach == "map_learned" else "supervised")
     out = segmentation.run_segmentation(P, p)
     assert 0 <= out["miou"] <= 1 and out["samples_collected"] == (P.bma_samples if approach.startswith("bayes") else 1)
@@ -60,3 +50,49 @@ def test_every_approach_runs_on_camvid(smoke_priors, monkeypatch, approach):
     assert pred.shape == (segmentation.EXAMPLES, *P.segmentation_size) and int(pred.max()) < 11
     again = segmentation.run_segmentation(P, p)
     assert again["miou"] == out["miou"]                              # deterministic
+
+
+def fake_voc(root, n=3, size=(20, 30)):
+    """A VOC 2012 layout with ``n`` tiny images (masks with classes 0/15 and void 255), as torchvision reads it."""
+    import numpy as np
+    from PIL import Image
+
+    base = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    names = [f"2012_{i:06d}" for i in range(n)]
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((*size, 3), 40 * i, dtype=np.uint8)).save(base / "JPEGImages" / f"{name}.jpg")
+        mask = np.zeros(size, dtype=np.uint8)
+        mask[:, size[1] // 2:] = 15
+        mask[0] = 255
+        Image.fromarray(mask, mode="L").save(base / "SegmentationClass" / f"{name}.png")
+    for split in ("train", "val"):
+        (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names))
+
+
+def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monkeypatch):
+    from repro import imagenet
+
+    fake_voc(tmp_path / "voc")
+    x, y = imagenet.voc_split(tmp_path / "voc", "train", (10, 15))
+    assert x.shape == (3, 3, 10, 15) and x.dtype == torch.uint8 and y.shape == (3, 10, 15)
+    assert set(y.unique().tolist()) == {0, 15, 255}                 # nearest resize keeps labels and void
+    monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path))
+    paper = get_profile("paper", segmentation_size=(10, 15), val_fraction=0.34)
+    segmentation.load_split.cache_clear()
+    monkeypatch.setattr(segmentation, "get_profile", lambda name: paper)
+    try:
+        assert len(segmentation.load_split("paper", "train")[0]) == 1 and len(segmentation.load_split("paper", "val")[0]) == 2
+        assert len(segmentation.load_split("paper", "test")[0]) == 3
+    finally:
+        segmentation.load_split.cache_clear()
+    probs = torch.nn.functional.one_hot(y.clamp(max=20), 21).permute(0, 3, 1, 2).float()
+    assert segmentation.evaluate(probs, y, "voc")["miou"] == pytest.approx(1.0)   # void rows ignored
+
+
+def test_missing_voc_says_where_and_how(tmp_path):
+    from repro import imagenet
+
+    with pytest.raises(FileNotFoundError, match="Pascal VOC 2012 not found under .*VOCSegmentation"):
+        imagenet.voc_split(tmp_path / "nowhere", "train", (10, 10))

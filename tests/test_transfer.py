@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from repro import pretrain, transfer
+from repro import transfer
 from repro.profiles import get_profile
 from repro.runner import Run, load_results, run_grid
 from repro.train import DivergenceError
@@ -13,14 +13,11 @@ P = get_profile("smoke")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def smoke_priors(tmp_path_factory, data_available):
-    """Smoke priors in a temporary results folder (about 10 s), shared by the module."""
-    folder = tmp_path_factory.mktemp("results")
+def smoke_priors(smoke_priors_dir):
+    """Every test here reads the smoke priors of the session's results folder."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REPRO_RESULTS_DIR", str(folder))
-        for kind in pretrain.KINDS:
-            pretrain.prepare(P, kind)
-        yield folder
+        mp.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
+        yield smoke_priors_dir
 
 
 def params(approach="bayes_learned", **kw):
