@@ -7,7 +7,7 @@ PROFILE ?= cpu
 CLAIMS ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup reproduce test unit bench lab
+.PHONY: setup reproduce studies test unit bench lab
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,13 @@ setup: $(VENV)/.installed
 ## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped).
 reproduce: setup
 	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS))
+
+## The downstream grids of notebooks 03-08 with two single-threaded background workers (resumable; logs below).
+studies: setup
+	mkdir -p results/$(PROFILE)
+	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.studies --profile $(PROFILE) --worker $$w \
+		> results/$(PROFILE)/studies_$$w.log 2>&1 & done
+	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
 
 ## Unit tests, then every notebook on the smoke profile through nbval.
 test: setup

@@ -27,6 +27,7 @@ width sweep was added before the rest of the grid ran. The runs made under the f
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -73,21 +74,21 @@ def _val(profile: Profile, approach: str, kind: str, **kw) -> dict:
                 seed=profile.seeds[0], dataset="cifar10", **kw)
 
 
-def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str,
-           run: Callable = None) -> dict:
+def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str) -> dict:
     """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``; return ``base``
-    with the winner. ``run`` runs a list of settings (default: this module's transfer grid)."""
+    with the winner."""
     if values is None:
         default = base.get(name, default_params(profile, base["approach"])[name])
         values = [default * f for f in profile.factor_grid]
-    rows = (run or run_settings)(profile, [base | {name: v} for v in values], desc=desc)
+    rows = run_settings(profile, [base | {name: v} for v in values], desc=desc)
     return base | {name: float(_best(rows)[name])}
 
 
-def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str,
-          seeds: Iterable[int] | None = None, run: Callable = None, metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
+def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
+          run: Callable | None = None, metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
     """Runs of ``base`` over ``name`` (every seed per value), the grid extended a decade at a time while the best
-    mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final grid."""
+    mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final grid.
+    ``run`` runs a list of settings (default: the transfer grid; :mod:`repro.segmentation` passes its own)."""
     seeds = list(seeds or [base.get("seed", profile.seeds[0])])
     grid = sorted(grid)
     added = {"low": 0, "high": 0}
@@ -106,8 +107,20 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
 
 
 def tuned(profile: str | Profile, approach: str, kind: str = "ssl") -> dict:
-    """The hyperparameters of ``approach`` chosen on the validation split (see the module docstring)."""
-    profile = get_profile(profile)
+    """The hyperparameters of ``approach`` chosen on the validation split (see the module docstring).
+
+    Cached per process: once its runs exist the answer cannot change (``run_grid`` returns only when every run of
+    a stage has a row, whichever process ran it).
+    """
+    return dict(_tuned(get_profile(profile), approach, kind))
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(profile: Profile, approach: str, kind: str) -> tuple[tuple[str, float], ...]:
+    return tuple(_tune(profile, approach, kind).items())
+
+
+def _tune(profile: Profile, approach: str, kind: str) -> dict:
     a = check_approach(approach)
     if a.prior == "weight_decay":
         s = _stage(profile, _val(profile, "sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd/{kind}: lr")
@@ -210,10 +223,16 @@ def ensemble_metrics(profile: str | Profile, kind: str = "ssl") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _segmentation(profile: Profile) -> pd.DataFrame:
+    from .segmentation import segmentation_study   # imports this module: load it only when the stage runs
+
+    return segmentation_study(profile)
+
+
+# In the order a worker runs them by default (notebook 08's grid last).
 STAGES: dict[str, Callable[[Profile], object]] = {
-    "C3": scale_study, "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
-    "C10": deep_ensemble,
-    "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),
+    "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation, "C10": deep_ensemble,
+    "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": _segmentation,
 }
 # Worker orders for the tuning families: two processes start on independent families.
 TUNE_ORDERS = (

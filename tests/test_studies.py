@@ -8,6 +8,13 @@ from repro import studies
 from repro.profiles import get_profile
 
 
+@pytest.fixture(autouse=True)
+def fresh_tuning_cache():
+    studies._tuned.cache_clear()
+    yield
+    studies._tuned.cache_clear()
+
+
 class FakeGrid:
     """Stands in for run_settings: accuracy is a known function of the settings; records every setting asked for."""
 
