@@ -69,8 +69,11 @@ def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
         m, se = iso.mean(), iso.sem() if len(iso) > 1 else 0.0
         ax.axhline(m, color="gray", ls="--", label=(labels or {}).get("bayes_isotropic", "isotropic"))
         ax.axhspan(m - se, m + se, color="gray", alpha=0.2)
+    ranks = sorted(learned["rank"].unique())
     ax.set(xscale="symlog", xlabel="rank k of the low-rank part (0 = diagonal only)", ylabel="test accuracy",
            title="Rank ablation (mean ± SE over seeds)")
+    ax.set_xticks(ranks, [str(k) for k in ranks])
+    ax.minorticks_off()
     ax.legend(fontsize="small")
     return fig
 
