@@ -36,7 +36,7 @@ from .predictions import predictions_dir
 from .profiles import Profile, get_profile, results_dir
 from .runner import Run, run_grid
 from .samplers import bma_probs
-from .studies import _best, sweep
+from .studies import best_row, sweep
 from .train import seed_everything
 from .transfer import Approach, build_model_and_prior, check_params, fit_or_sample
 
@@ -157,14 +157,14 @@ def _tuned(profile_name: str, approach: str, kind: str) -> tuple[tuple[str, floa
     val = dict(split="val", seed=profile.seeds[0])
     lr_rows = run_settings(profile, [dict(approach="sgd_transfer", lr=lr, **val) for lr in profile.lr_grid],
                            desc="tune segmentation: lr")
-    lr = float(_best(lr_rows, "miou").lr)
+    lr = float(best_row(lr_rows, "miou").lr)
     if approach == "sgd_transfer":
         return (("lr", lr),)
     name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if approach == "bayes_nonlearned" else ("scale", WIDTH_GRID)
     base = dict(approach=approach, prior_kind=kind, lr=lr, **val)
     rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", run=run_settings,
                     metric="miou")
-    return (("lr", lr), (name, float(_best(rows, "miou")[name])))
+    return (("lr", lr), (name, float(best_row(rows, "miou")[name])))
 
 
 def tuned(profile: str | Profile, approach: str, kind: str = "supervised") -> dict:

@@ -60,7 +60,7 @@ def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | N
 
 # ------------------------------------------------------------------------------------------------- tuning
 
-def _best(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
     """The finished row with the highest ``metric`` (ties: lower NLL where there is one)."""
     ok = df[df.status == "ok"]
     if ok.empty:
@@ -81,7 +81,7 @@ def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | No
         default = base.get(name, default_params(profile, base["approach"])[name])
         values = [default * f for f in profile.factor_grid]
     rows = run_settings(profile, [base | {name: v} for v in values], desc=desc)
-    return base | {name: float(_best(rows)[name])}
+    return base | {name: float(best_row(rows)[name])}
 
 
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
@@ -132,7 +132,7 @@ def _tune(profile: Profile, approach: str, kind: str) -> dict:
         name = "scale" if a.prior == "learned" else "alpha"
         grid = profile.scales if name == "scale" else [s[name] * f for f in profile.factor_grid]
         rows, _ = sweep(profile, s, name, grid, f"tune {approach}/{kind}: {name}")
-        return {k: v for k, v in s.items() if k in ("lr", "scale", "head_var", "alpha")} | {name: float(_best(rows)[name])}
+        return {k: v for k, v in s.items() if k in ("lr", "scale", "head_var", "alpha")} | {name: float(best_row(rows)[name])}
     if a.prior == "isotropic":
         s = _stage(profile, _val(profile, "map_nonlearned", "none"), "lr", profile.lr_grid, "tune non-learned: lr")
         s = _stage(profile, s, "alpha", None, "tune non-learned: alpha")
@@ -143,7 +143,7 @@ def _tune(profile: Profile, approach: str, kind: str) -> dict:
         return {k: s[k] for k in ("lr", "alpha")}
     rows, _ = sweep(profile, _val(profile, "map_learned", kind, lr=lr), "scale", profile.scales,
                     f"tune map_learned/{kind}: scale")
-    s = _val(profile, "map_learned", kind, lr=lr, scale=float(_best(rows).scale))
+    s = _val(profile, "map_learned", kind, lr=lr, scale=float(best_row(rows).scale))
     s = _stage(profile, s, "head_var", None, f"tune learned/{kind}: head var")
     return {k: s[k] for k in ("lr", "scale", "head_var")}
 

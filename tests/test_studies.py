@@ -53,9 +53,9 @@ def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_gr
 
 def test_best_breaks_accuracy_ties_by_nll():
     df = pd.DataFrame({"accuracy": [0.5, 0.7, 0.7], "nll": [0.1, 0.9, 0.8], "lr": [1, 2, 3], "status": "ok"})
-    assert studies._best(df).lr == 3
+    assert studies.best_row(df).lr == 3
     with pytest.raises(RuntimeError, match="every tuning run failed"):
-        studies._best(df.assign(status="failed: X"))
+        studies.best_row(df.assign(status="failed: X"))
 
 
 def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeypatch):
