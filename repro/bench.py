@@ -79,8 +79,9 @@ def _cpu_model_and_batch(profile: str = "cpu"):
     P = get_profile(profile)
     torch.manual_seed(0)
     model = build_classifier(P.model, 10, width=P.width)
-    x = torch.randint(0, 256, (P.batch_size, 3, P.image_size, P.image_size), dtype=torch.uint8)
-    y = torch.randint(0, 10, (P.batch_size,))
+    # the downstream batch: the priors and samplers only ever run in downstream training
+    x = torch.randint(0, 256, (P.downstream_batch_size, 3, P.image_size, P.image_size), dtype=torch.uint8)
+    y = torch.randint(0, 10, (P.downstream_batch_size,))
     return P, model, x, y
 
 
@@ -113,8 +114,8 @@ def bench_step(profile: str = "cpu", steps: int = 25, warmup: int = 3, rank: int
                 times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["sgd"])
     return pd.DataFrame([dict(benchmark="step", variant=k, value=1e3 * statistics.median(v), unit="ms/step",
-                              ratio_to_sgd=statistics.median(v) / base, batch_size=P.batch_size,
-                              images_per_s=P.batch_size / statistics.median(v)) for k, v in times.items()])
+                              ratio_to_sgd=statistics.median(v) / base, batch_size=len(x),
+                              images_per_s=len(x) / statistics.median(v)) for k, v in times.items()])
 
 
 def bench_loader(profile: str = "cpu", n: int = 5000) -> pd.DataFrame:
@@ -124,7 +125,7 @@ def bench_loader(profile: str = "cpu", n: int = 5000) -> pd.DataFrame:
     x, y = train.images[:n], train.targets[:n]
     transform = data.train_transform("cifar10", P.image_size)
     t0 = time.perf_counter()
-    count = sum(len(xb) for xb, _ in data.batches(x, y, P.batch_size, shuffle=True, seed=0, transform=transform))
+    count = sum(len(xb) for xb, _ in data.batches(x, y, P.downstream_batch_size, shuffle=True, seed=0, transform=transform))
     return pd.DataFrame([dict(benchmark="loader", variant="batches + RandomCrop/Flip (v2)", value=count / (time.perf_counter() - t0),
                               unit="images/s")])
 

@@ -122,6 +122,45 @@ def test_implicit_prior_at_zero_temperature_finds_the_map(problem):
     assert torch.allclose(w, mean.expand_as(w), atol=1e-6)
 
 
+def _quadratic_chain(shapes, steps, generator_seed=5, resume_at=None):
+    """SGHMC with a learned-style prior on f(theta) = |theta - 1|^2 / 2 over parameters of ``shapes``; returns the
+    final theta flattened. ``resume_at``: move the optimiser state to a fresh optimiser at that step."""
+    from repro.priors import LowRankGaussianPrior
+
+    d = sum(math.prod(s) for s in shapes)
+    g = torch.Generator().manual_seed(0)
+    prior = LowRankGaussianPrior(torch.randn(d, generator=g, dtype=torch.float64),
+                                 torch.rand(d, generator=g, dtype=torch.float64) + 0.1,
+                                 torch.randn(d, 3, generator=g, dtype=torch.float64), scale=2.0, rank=2)
+    params = [torch.zeros(s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    make = lambda: SGHMC(params, lr=1e-2, num_data=10, momentum=0.9, prior=prior,
+                         generator=torch.Generator().manual_seed(generator_seed))
+    opt = make()
+    for t in range(steps):
+        if t == resume_at:
+            state, rng = opt.state_dict(), opt.generator.get_state()
+            opt = make()
+            opt.load_state_dict(state)
+            opt.generator.set_state(rng)
+        opt.zero_grad()
+        sum(((p - 1) ** 2).sum() / 2 for p in params).backward()
+        opt.step()
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def test_prior_step_on_many_parameters_equals_one_flat_parameter():
+    # The flat-vector step must split and write back in the prior's order: one (12,) parameter is the reference.
+    one = _quadratic_chain([(12,)], steps=50)
+    many = _quadratic_chain([(2, 3), (4,), (1, 2)], steps=50)
+    assert torch.allclose(one, many, rtol=0, atol=1e-12)
+    assert not torch.allclose(one, torch.zeros_like(one))
+
+
+def test_momentum_survives_a_state_dict_round_trip():
+    assert torch.equal(_quadratic_chain([(2, 3), (6,)], steps=40),
+                       _quadratic_chain([(2, 3), (6,)], steps=40, resume_at=20))
+
+
 def test_prior_must_cover_the_parameters():
     with pytest.raises(ValueError, match="the prior covers 3 parameters, the optimiser has 2"):
         SGLD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, num_data=1, prior=IsotropicGaussianPrior(3, 1.0))
