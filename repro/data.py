@@ -154,6 +154,12 @@ def _source_files(name: str, split: str, root: Path) -> list[Path]:
     return [root / name / f"{split}.npz"]
 
 
+def available(name: str, split: str, root: str | Path | None = None) -> bool:
+    """Whether every source file of ``name``/``split`` is in the data directory (``load`` would find it)."""
+    _check_name_split(name, split)
+    return all(f.is_file() for f in _source_files(name, split, Path(root) if root is not None else data_dir()))
+
+
 def _missing(path: Path, name: str, root: Path) -> FileNotFoundError:
     where = (f"data directory {root} does not exist" if not root.is_dir()
              else f"file not found: {path}")

@@ -115,17 +115,21 @@ def render_tuning(profile: str | Profile = "cpu") -> str:
 
 
 def render_compute(profile: str | Profile = "cpu") -> str:
-    """Runs and recorded single-thread wall time of the transfer grid, by split and approach."""
-    path = results_dir(profile) / "transfer" / "runs.csv"
-    if not path.exists():
+    """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by split and approach."""
+    frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
+              if (path := results_dir(profile) / study / "runs.csv").exists()]
+    if not frames:
         return "_Not yet run on this profile._"
-    df = pd.read_csv(path)
-    g = df.groupby(["split", "approach"]).agg(runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
-                                              mean_s=("wall_time_s", "mean"), total_h=("wall_time_s", lambda s: s.sum() / 3600))
-    lines = ["| split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |", "|---|---|---|---|---|---|"]
-    lines += [f"| {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |" for (sp, a), r in g.iterrows()]
-    lines.append(f"| **all** | | **{len(df)}** | {int((df.status != 'ok').sum())} | {df.wall_time_s.mean():.0f} | "
-                 f"**{df.wall_time_s.sum() / 3600:.2f}** |")
+    df = pd.concat(frames, ignore_index=True)
+    g = df.groupby(["study", "split", "approach"]).agg(
+        runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
+        mean_s=("wall_time_s", "mean"), total_h=("wall_time_s", lambda s: s.sum() / 3600))
+    lines = ["| grid | split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {st} | {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |"
+              for (st, sp, a), r in g.iterrows()]
+    lines += [f"| **{st}** | | | **{len(d)}** | {int((d.status != 'ok').sum())} | {d.wall_time_s.mean():.0f} | "
+              f"**{d.wall_time_s.sum() / 3600:.2f}** |" for st, d in df.groupby("study", sort=False)]
     return "\n".join(lines)
 
 

@@ -61,7 +61,7 @@ class ShiftSet:
 
 
 def cifar101_available() -> bool:
-    return all((data.data_dir() / "cifar10.1" / f).is_file() for f in data._C101_FILES)
+    return data.available("cifar10.1", "test")
 
 
 def shift_set(profile: str | Profile) -> ShiftSet:

@@ -45,9 +45,11 @@ def test_cifar101_is_used_when_its_files_are_present(tmp_path, monkeypatch):
     folder = tmp_path / "cifar10.1"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    np.save(folder / "cifar10.1_v6_data.npy", rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
-    np.save(folder / "cifar10.1_v6_labels.npy", rng.integers(0, 10, 20).astype(np.int64))
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path))
+    np.save(folder / "cifar10.1_v6_data.npy", rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    assert not shift.cifar101_available()              # half of the pair is not enough
+    np.save(folder / "cifar10.1_v6_labels.npy", rng.integers(0, 10, 20).astype(np.int64))
+    assert shift.cifar101_available()
     data.clear_memory_cache()
     try:
         s = shift.shift_set("smoke")
