@@ -79,11 +79,11 @@ def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
 
 
 def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: dict | None = None,
-                  xscale: str = "log", **scale_kw) -> plt.Figure:
-    """Test accuracy and NLL against ``x``, one line per approach (mean ± SE over seeds): Fig 2d for x = lambda."""
+                  xscale: str = "log", by: str = "approach", **scale_kw) -> plt.Figure:
+    """Test accuracy and NLL against ``x``, one line per ``by`` value (mean ± SE over seeds): Fig 2d for x = lambda."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, metric in zip(axes, ("accuracy", "nll")):
-        _errorbars(ax, rows, x, metric, "approach", labels)
+        _errorbars(ax, rows, x, metric, by, labels)
         ax.set_xscale(xscale, **scale_kw)
         ax.set(xlabel=xlabel, ylabel=f"test {metric}")
     axes[0].legend(fontsize="small")

@@ -198,10 +198,14 @@ def five_way(profile: str | Profile, dataset: str = "cifar10", kinds: Iterable[s
 
 
 def temperature_ablation(profile: str | Profile, kind: str = "ssl") -> pd.DataFrame:
-    """Bayes + learned prior at ``study_n`` over the profile's temperatures (the authors' code ran at T ~ 0)."""
+    """Bayes + learned prior at ``study_n`` over the profile's temperatures (the authors' code ran at T ~ 0), at the
+    prior width tuned for Bayes at T = 1 and at the (wider) one tuned for MAP: the authors' regime is cyclical SGD
+    with snapshot ensembling (T ~ 0) at a MAP-like width."""
     profile = get_profile(profile)
-    return run_settings(profile, [setting(profile, "bayes_learned", kind, n_train=profile.study_n, seed=s, temperature=t)
-                                  for t in profile.temperatures for s in profile.seeds], desc="temperature ablation")
+    scales = dict.fromkeys([tuned(profile, "bayes_learned", kind)["scale"], tuned(profile, "map_learned", kind)["scale"]])
+    return run_settings(profile, [setting(profile, "bayes_learned", kind, n_train=profile.study_n, seed=s, temperature=t,
+                                          scale=lam) for lam in scales for t in profile.temperatures for s in profile.seeds],
+                        desc="temperature ablation")
 
 
 def deep_ensemble(profile: str | Profile, kind: str = "ssl") -> pd.DataFrame:
