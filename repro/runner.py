@@ -202,7 +202,7 @@ def _save_predictions(predictions: Any, path: Path) -> None:
     out = {}
     for k, v in predictions.items():
         if isinstance(v, torch.Tensor):
-            v = v.detach().cpu()
+            v = v.detach().cpu().clone()   # a slice would otherwise drag its whole base storage into the file
         elif type(v).__module__ == "numpy" and hasattr(v, "shape"):  # ndarray: pickled arrays need weights_only=False
             v = torch.as_tensor(v)
         out[str(k)] = v

@@ -192,6 +192,16 @@ def test_predictions_saved_atomically_and_loadable(tmp_path, monkeypatch):
     assert not (pred / f"{r1.key}.pt").exists() and no_temp_files(pred)
 
 
+def test_a_saved_slice_does_not_carry_its_base_storage(tmp_path):
+    big = torch.zeros(1000, 100, dtype=torch.uint8)            # 100 kB; the run keeps 2 rows of it (200 B)
+    r = Run("s", {"i": 0})
+    run_grid([r], lambda run: {"acc": 0.5, "predictions": {"first": big[:2]}}, tmp_path / "r.csv",
+             predictions_dir=tmp_path / "pred")
+    f = tmp_path / "pred" / f"{r.key}.pt"
+    assert torch.load(f, weights_only=True)["first"].untyped_storage().nbytes() == 200
+    assert f.stat().st_size < 10_000
+
+
 # ------------------------------------------------------------------------------------------------ interruption
 
 CHILD = """

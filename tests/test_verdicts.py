@@ -80,6 +80,7 @@ def test_data_efficiency_verdict_wants_the_largest_gain_in_the_middle():
     flat_end[("bayes_learned", "ssl")] = [0.50, 0.55, 0.62, 0.67]                    # gains .15 .07 .02 0
     table, verdict, finding = verdicts.data_efficiency_verdict(five_way_rows(flat_end))
     assert verdict == "not reproduced" and "largest at n = 100" in finding
+    assert "vs n = 100:" not in finding and "vs n = 5000:" in finding        # never compared with itself
     g = table[(table.reference == "sgd_transfer") & (table.n_train == 100)].iloc[0]
     assert g.gain_mean == pytest.approx(0.15)
 
