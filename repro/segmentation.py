@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
@@ -32,11 +31,9 @@ from torch import Tensor, nn
 from . import data, imagenet
 from .metrics import iou_per_class
 from .models import DeepLabV3Plus
-from .predictions import predictions_dir
-from .profiles import Profile, get_profile, results_dir
-from .runner import Run, run_grid
+from .profiles import Profile, get_profile
 from .samplers import bma_probs
-from .studies import best_row, sweep
+from .studies import best_row, run_study, sweep
 from .train import seed_everything
 from .transfer import Approach, build_model_and_prior, check_params, fit_or_sample
 
@@ -139,16 +136,9 @@ def run_segmentation(profile: str | Profile, params: dict) -> dict:
                             "masks": ey[:EXAMPLES]}}
 
 
-def grid_csv(profile: str | Profile) -> Path:
-    return results_dir(profile) / STUDY / "runs.csv"
-
-
 def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
     """Run (or read back) segmentation settings (``default_params`` overrides); one row per setting, in order."""
-    profile = get_profile(profile)
-    runs = [Run(STUDY, default_params(profile, **s)) for s in settings]
-    return run_grid(runs, lambda r: run_segmentation(profile, r.params), grid_csv(profile),
-                    predictions_dir=predictions_dir(profile, STUDY), desc=desc, shared=True)
+    return run_study(profile, STUDY, settings, default_params, run_segmentation, desc)
 
 
 @functools.lru_cache(maxsize=None)

@@ -46,16 +46,23 @@ FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", 
 MAX_EXTENSIONS = 3
 
 
-def grid_csv(profile: str | Profile) -> Path:
-    return results_dir(profile) / STUDY / "runs.csv"
+def grid_csv(profile: str | Profile, study: str = STUDY) -> Path:
+    return results_dir(profile) / study / "runs.csv"
+
+
+def run_study(profile: str | Profile, study: str, settings: Iterable[dict], defaults: Callable[..., dict],
+              run: Callable[[Profile, dict], dict], desc: str | None = None) -> pd.DataFrame:
+    """Run (or read back) every setting of ``study``'s shared grid; each setting is ``defaults`` overrides and runs as
+    ``run(profile, params)``. One row per setting, in order."""
+    profile = get_profile(profile)
+    runs = [Run(study, defaults(profile, **s)) for s in settings]
+    return run_grid(runs, lambda r: run(profile, r.params), grid_csv(profile, study),
+                    predictions_dir=predictions_dir(profile, study), desc=desc, shared=True)
 
 
 def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
-    """Run (or read back) every setting; each is ``default_params`` overrides. One row per setting, in order."""
-    profile = get_profile(profile)
-    runs = [Run(STUDY, default_params(profile, **s)) for s in settings]
-    return run_grid(runs, lambda r: run_transfer(profile, r.params), grid_csv(profile),
-                    predictions_dir=predictions_dir(profile), desc=desc, shared=True)
+    """Run (or read back) transfer settings (``default_params`` overrides); one row per setting, in order."""
+    return run_study(profile, STUDY, settings, default_params, run_transfer, desc)
 
 
 # ------------------------------------------------------------------------------------------------- tuning
