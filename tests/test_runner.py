@@ -210,17 +210,17 @@ from repro.runner import Run, run_grid
 def fn(run):
     time.sleep(float(sys.argv[2]))
     return {"acc": run["i"] / 30}
-run_grid([Run("interrupt", {"i": i, "lr": 0.1}) for i in range(30)], fn, sys.argv[1])
+run_grid([Run("interrupt", {"i": i, "lr": 0.1}) for i in range(int(sys.argv[3]))], fn, sys.argv[1])
 """
 
 
-def interrupt_child(out, sig, sleep, min_rows, jitter=0.0, poll=0.005):
-    """Start the 30-run grid in a subprocess, wait for ``min_rows`` rows (+ up to ``jitter`` s), send ``sig``.
+def interrupt_child(out, sig, sleep, min_rows, jitter=0.0, poll=0.005, n_runs=30):
+    """Start an ``n_runs`` grid in a subprocess, wait for ``min_rows`` rows (+ up to ``jitter`` s), send ``sig``.
 
     While waiting, every read of the CSV must parse with whole rows and never lose a row.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(sleep)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(sleep), str(n_runs)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, seen = time.monotonic() + 30, 0
@@ -270,7 +270,10 @@ def test_interrupted_grid_resumes_exactly_once(tmp_path, sig):
 
 
 def test_sigkill_while_rewriting_a_large_csv(tmp_path):
-    """With no sleep and 3000 foreign rows, the child spends its time rewriting the CSV: the kill lands mid-write."""
+    """With no sleep and 3000 foreign rows, the child spends its time rewriting the CSV: the kill lands mid-write.
+
+    A rewrite can take ~2 ms on a fast machine, so the grid is long (200 runs) for the kill to land before its end.
+    """
     out = tmp_path / "grid.csv"
     foreign = [{"study": "other", "i": str(i), "key": f"f{i:011d}", "status": "ok", "note": "a,b \"q\""}
                for i in range(3000)]
@@ -278,8 +281,8 @@ def test_sigkill_while_rewriting_a_large_csv(tmp_path):
         w = csv.DictWriter(f, fieldnames=["study", "i", "key", "status", "note"])
         w.writeheader()
         w.writerows(foreign)
-    interrupt_child(out, signal.SIGKILL, sleep=0.0, min_rows=3008, jitter=0.05, poll=0.0)
-    everything = resume_and_check(out, extra_rows=3000)
+    interrupt_child(out, signal.SIGKILL, sleep=0.0, min_rows=3008, jitter=0.05, poll=0.0, n_runs=200)
+    everything = resume_and_check(out, n_runs=200, extra_rows=3000)
     other = everything[everything["study"] == "other"]
     assert list(other["i"]) == list(range(3000)) and (other["note"] == 'a,b "q"').all()
 
