@@ -7,7 +7,7 @@ PROFILE ?= cpu
 CLAIMS ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup reproduce studies test unit bench lab
+.PHONY: setup reproduce studies test unit bench bench-grid lab
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +39,10 @@ unit: setup
 
 bench: setup
 	$(PY) -m repro.bench all
+
+## Re-time a sample of PROFILE's recorded grids with the current code; project the grids' CPU-hours (minutes).
+bench-grid: setup
+	$(PY) -m repro.bench grid --profile $(PROFILE)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -1,4 +1,4 @@
-"""Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma]``.
+"""Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma|grid]``.
 
 * ``step``: one training step of the ``cpu`` profile's model for SGD, SGD + learned rank-20 prior (MAP),
   SGLD + prior and SGHMC + prior (median over interleaved steps after warm-up), and the ratio to SGD;
@@ -6,16 +6,21 @@
   + autograd on the same covariance, at ResNet-20/18/50 sizes;
 * ``loader``: images/s the in-memory pipeline (augmentation included) delivers, versus the model's
   training throughput;
-* ``bma``: evaluation throughput of a 10-sample Bayesian model average.
+* ``bma``: evaluation throughput of a 10-sample Bayesian model average;
+* ``grid`` (not part of ``all``; minutes): re-time a stratified sample of a profile's *recorded* downstream grids with
+  the current code, two single-thread workers as in ``make studies``, and project what the whole grid would cost now.
 
-Results go to ``results/bench/bench.csv`` (one row per measurement) and are printed as a table.
+Results go to ``results/bench/bench.csv`` (one row per measurement; ``grid``: ``results/bench/grid_<profile>.csv``
+and, per re-run run, ``grid_<profile>_runs.csv``) and are printed as a table.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import time
 from typing import Callable
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -24,7 +29,8 @@ from torch.distributions import LowRankMultivariateNormal
 from . import data
 from .models import build_classifier
 from .priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
-from .profiles import get_profile, results_root
+from .profiles import Profile, get_profile, results_root
+from .runner import load_results
 from .samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
@@ -140,14 +146,111 @@ def bench_bma(profile: str = "cpu", samples: int = 10, n: int = 2000) -> pd.Data
                               unit="image-evaluations/s")])
 
 
+GRID_STUDIES = ("transfer", "segmentation")
+
+
+def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
+    """``key -> (study, params)`` of every run the profile's notebooks read, tuning included.
+
+    The study stages are replayed with ``run_grid`` intercepted: the grids must already be recorded (nothing runs).
+    """
+    from . import studies
+    P = get_profile(profile)
+    needed: dict[str, tuple[str, dict]] = {}
+    read_back = studies.run_grid
+
+    def record(runs, fn, csv_path, **kw):
+        done = set(load_results(csv_path).get("key", []))
+        missing = [r for r in runs if r.key not in done]
+        if missing:
+            raise RuntimeError(f"{len(missing)} run(s) of {csv_path} are not recorded (e.g. {dict(missing[0].params)}); "
+                               f"run the grid first: make studies PROFILE={P.name}")
+        needed.update({r.key: (r.study, dict(r.params)) for r in runs})
+        return read_back(runs, fn, csv_path, **kw)
+
+    with mock.patch.object(studies, "run_grid", record):
+        for approach, kind in studies.TUNE_ORDERS[0]:
+            studies.tuned(P, approach, kind)
+        for stage in studies.STAGES.values():
+            stage(P)
+    return needed
+
+
+GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}   # compared between a recorded run and its re-run
+
+
+def _retime(task: tuple[str, str, dict]) -> tuple[float, float]:
+    """(wall time, headline metric) of one run with the current code, single-threaded like a ``make studies``
+    worker; nothing is saved."""
+    from .segmentation import run_segmentation
+    from .transfer import run_transfer
+    profile, study, params = task
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    out = {"transfer": run_transfer, "segmentation": run_segmentation}[study](profile, params)
+    return time.perf_counter() - t0, out[GRID_METRIC[study]]
+
+
+def bench_grid(profile: str = "cpu", per_group: int = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, re-run runs): recorded versus projected CPU-hours of the profile's downstream grids, per (study,
+    split, approach), and each re-run run's recorded and new time and metric.
+
+    ``per_group`` recorded runs of each group are re-run with the current code; projected hours = the group's run
+    count x the sample's mean re-timed wall time. ``max_metric_diff``: the largest |accuracy (mIoU for segmentation)
+    of a recorded run - that of its re-run| (same seed; differences are float rounding amplified by training).
+    Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many spawned processes, else in this one.
+    """
+    from tqdm.auto import tqdm
+
+    from .studies import grid_csv
+    P = get_profile(profile)
+    needed = required_runs(P)
+    rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_STUDIES if grid_csv(P, s).exists()], ignore_index=True)
+    rows["group"] = rows.study + " · " + rows.split + " · " + rows.approach
+    rows.loc[~rows.key.isin(needed), "group"] = rows.study + " · superseded"
+    live = rows[~rows.group.str.endswith("superseded")]
+    sample = live.sample(frac=1.0, random_state=0).groupby("group").head(per_group)
+    tasks = [(P.name, needed[k][0], needed[k][1]) for k in sample.key]
+    if workers > 1:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            retimed = list(tqdm(pool.imap(_retime, tasks), total=len(tasks), desc="re-time"))
+    else:
+        retimed = [_retime(t) for t in tqdm(tasks, desc="re-time")]
+    sample = sample.assign(recorded_metric=[row[GRID_METRIC[row.study]] for _, row in sample.iterrows()],
+                           retimed_s=[t for t, _ in retimed], retimed_metric=[m for _, m in retimed])
+    sample["metric_abs_diff"] = (sample.retimed_metric - sample.recorded_metric).abs()
+    out = rows.groupby("group").agg(runs=("key", "size"), recorded_h=("wall_time_s", "sum"))
+    out["recorded_h"] /= 3600
+    per = sample.groupby("group").agg(sampled=("key", "size"), recorded_sample_s=("wall_time_s", "mean"),
+                                      retimed_sample_s=("retimed_s", "mean"), max_metric_diff=("metric_abs_diff", "max"))
+    out = out.join(per)
+    out["projected_h"] = out.runs * out.retimed_sample_s / 3600        # NaN for superseded groups: not re-run
+    out = out.reset_index()
+    total = out[~out.group.str.endswith("superseded")][["runs", "recorded_h", "projected_h"]].sum()
+    summary = pd.concat([out, pd.DataFrame([{"group": "total (read by the notebooks)", **total}])], ignore_index=True)
+    runs = sample[["group", "key", "wall_time_s", "retimed_s", "recorded_metric", "retimed_metric", "metric_abs_diff"]]
+    return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma", "grid"])
     parser.add_argument("--ranks", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", default="cpu", help="grid: whose recorded grids to re-time")
+    parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.what == "grid":
+        summary, runs = bench_grid(args.profile, args.per_group)
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        out = results_root() / "bench" / f"grid_{get_profile(args.profile).name}.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(out, index=False)
+        runs.to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
+        print(f"wrote {out} and {out.stem}_runs.csv")
+        return
     parts = {"step": bench_step, "loader": bench_loader, "bma": bench_bma,
              "prior": lambda: bench_prior(ranks=tuple(args.ranks), repeats=args.repeats).assign(benchmark="prior")}
     frames = []

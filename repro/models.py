@@ -8,10 +8,12 @@ memory and checkpoints are self-contained.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 MEAN = (0.485, 0.456, 0.406)   # ImageNet statistics: one normalisation for source and downstream tasks
 STD = (0.229, 0.224, 0.225)
@@ -176,6 +178,50 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": lambda weights=None, **_: TorchvisionBackbone("resnet50", weights),
     "resnet101": lambda weights=None, **_: TorchvisionBackbone("resnet101", weights),
 }
+
+
+# Evaluation batch: at 128 CIFAR-sized images a ResNet-20's activations stay in cache; at 512 they spill and a
+# single-thread forward pass costs 1.7x more per image (measured on the project's machine; see README, Performance).
+EVAL_BATCH_SIZE = 128
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d folded into the convolution it follows.
+
+    The same function in eval mode up to float rounding (BN is then a per-channel affine map of the conv's output,
+    absorbed into its weight and bias by ``torch.nn.utils.fusion.fuse_conv_bn_eval``), and 2-11 % faster to evaluate
+    on CPU (one or two threads). Pairs are found by structure: consecutive (Conv2d, BatchNorm2d) in an ``nn.Sequential`` and
+    ``conv<i>``/``bn<i>`` attributes of one module — in every model here (CIFAR and torchvision ResNets, the
+    segmentation head) such a BN is applied directly to that conv's output. ``model`` itself is left untouched.
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in list(folded.modules()):
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+                    module[i], module[i + 1] = fuse_conv_bn_eval(module[i], module[i + 1]), nn.Identity()
+        for name, conv in list(module.named_children()):
+            bn = getattr(module, "bn" + name[4:], None) if name.startswith("conv") else None
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, "bn" + name[4:], nn.Identity())
+    return folded
+
+
+class _ChannelsLast(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:                 # images (N x C x H x W); anything else passes through
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def for_evaluation(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` computing the same function, faster: BatchNorm folded into the convolutions
+    (:func:`fold_batchnorm`) and channels-last input, which makes oneDNN's CPU convolutions 15-30 % faster here.
+
+    Evaluation only: training stays in the default layout, so a recorded run reproduces bit for bit. (Channels-last
+    *training* changes the rounding, and that alone moved one from-scratch SGHMC run on Fashion-MNIST from 0.51 to
+    0.22 test accuracy; ``python -m repro.bench grid`` compares re-runs with the recorded results.)
+    """
+    return nn.Sequential(_ChannelsLast(), fold_batchnorm(model))
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:

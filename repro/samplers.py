@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from .models import EVAL_BATCH_SIZE, for_evaluation
 from .priors import Prior
 
 
@@ -218,17 +219,15 @@ class CyclicalSchedule:
 
 
 @torch.inference_mode()
-def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = 512) -> Tensor:
+def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
     """Bayesian model average: mean over samples of softmax(model(x)) over the class dimension (dim 1: [N, C] for
     classification, [N, C, H, W] for segmentation); ``states`` are state dicts."""
     if not states:
         raise ValueError("BMA needs at least one collected sample; none were collected")
-    was_training = model.training
-    model.eval()
     total = None
     for state in states:
         model.load_state_dict(state)
-        probs = torch.cat([model(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
+        net = for_evaluation(model)                     # an eval-mode copy: BN folded, channels-last
+        probs = torch.cat([net(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
         total = probs if total is None else total.add_(probs)
-    model.train(was_training)
     return total / len(states)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .models import EVAL_BATCH_SIZE, for_evaluation
 from .priors import atomic_torch_save
 
 
@@ -146,18 +147,15 @@ def cross_entropy_loss(model: nn.Module, batch: tuple) -> Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+def predict_logits(model: nn.Module, images: Tensor, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
     """Logits in eval mode, batched, without autograd; computed on the model's device, returned on the images'."""
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    out = torch.cat([model(to_device(images[i:i + batch_size], device)) for i in range(0, len(images), batch_size)])
-    model.train(was_training)
+    net, device = for_evaluation(model), model_device(model)     # an eval-mode copy: BN folded, channels-last
+    out = torch.cat([net(to_device(images[i:i + batch_size], device)) for i in range(0, len(images), batch_size)])
     return to_device(out, images.device)
 
 
 @torch.inference_mode()
-def features(backbone: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+def features(backbone: nn.Module, images: Tensor, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
     """Backbone features of ``images`` in eval mode."""
     return predict_logits(backbone, images, batch_size)
 

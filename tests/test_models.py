@@ -6,8 +6,8 @@ from PIL import Image
 
 from repro import imagenet
 from repro.imagenet import imagenet_split, imagenet_transform, load_simclr_backbone, simclr_to_torchvision
-from repro.models import (BACKBONES, Classifier, CifarResNet, TorchvisionBackbone, build_backbone, build_classifier,
-                          count_parameters)
+from repro.models import (BACKBONES, Classifier, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
+                          build_classifier, count_parameters, fold_batchnorm, for_evaluation)
 from repro.priors import check_layout, parameter_layout
 
 
@@ -116,6 +116,52 @@ def test_torchvision_resnet50_backbone():
     assert feats.shape == (1, 2048)
     assert low.shape == (1, 256, 16, 16) and final.shape == (1, 2048, 2, 2)
     torch.testing.assert_close(final.mean((2, 3)), feats)   # forward = global pool of the final map
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation with BatchNorm folded into the convolutions
+# ------------------------------------------------------------------------------------------------
+
+def random_batchnorm_(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial running statistics and affine parameters, so that folding has something to get wrong."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(c, generator=g))
+                m.bias.copy_(torch.randn(c, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("make, size", [
+    (lambda: build_classifier("resnet8", 10, width=8), (32, 32)),
+    (lambda: DeepLabV3Plus(CifarResNet(8, 8), 12, channels=16, rates=(1, 2, 3)), (45, 60)),
+    (lambda: TorchvisionBackbone("resnet50", weights=None), (64, 64)),
+], ids=["cifar-classifier", "deeplab", "resnet50"])
+def test_fold_batchnorm_is_the_same_function_in_eval_mode(make, size):
+    model = random_batchnorm_(make()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())   # every BN follows a conv here
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+    x = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        # float rounding only: 50 random-BN layers of ResNet-50 amplify it, so the tolerance scales with the output
+        for fast in (folded, for_evaluation(model)):
+            torch.testing.assert_close(fast(x), expected, rtol=1e-3, atol=1e-4 * expected.abs().max().item())
+
+
+def test_fold_batchnorm_leaves_a_batchnorm_that_does_not_follow_a_conv():
+    model = random_batchnorm_(torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()))
+    folded = fold_batchnorm(model)
+    assert isinstance(folded[0], torch.nn.BatchNorm2d)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model.eval()(x))
 
 
 # ------------------------------------------------------------------------------------------------
