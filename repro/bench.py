@@ -146,9 +146,6 @@ def bench_bma(profile: str = "cpu", samples: int = 10, n: int = 2000) -> pd.Data
                               unit="image-evaluations/s")])
 
 
-GRID_STUDIES = ("transfer", "segmentation")
-
-
 def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
     """``key -> (study, params)`` of every run the profile's notebooks read, tuning included.
 
@@ -169,14 +166,12 @@ def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
         return read_back(runs, fn, csv_path, **kw)
 
     with mock.patch.object(studies, "run_grid", record):
-        for approach, kind in studies.TUNE_ORDERS[0]:
-            studies.tuned(P, approach, kind)
-        for stage in studies.STAGES.values():
-            stage(P)
+        studies.run_profile(P)
     return needed
 
 
-GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}   # compared between a recorded run and its re-run
+# The downstream grids, each with the metric compared between a recorded run and its re-run.
+GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}
 
 
 def _retime(task: tuple[str, str, dict]) -> tuple[float, float]:
@@ -205,10 +200,10 @@ def bench_grid(profile: str = "cpu", per_group: int = 2, workers: int = 2) -> tu
     from .studies import grid_csv
     P = get_profile(profile)
     needed = required_runs(P)
-    rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_STUDIES if grid_csv(P, s).exists()], ignore_index=True)
-    rows["group"] = rows.study + " · " + rows.split + " · " + rows.approach
-    rows.loc[~rows.key.isin(needed), "group"] = rows.study + " · superseded"
-    live = rows[~rows.group.str.endswith("superseded")]
+    rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_METRIC if grid_csv(P, s).exists()], ignore_index=True)
+    read = rows.key.isin(needed)
+    rows["group"] = (rows.study + " · " + rows.split + " · " + rows.approach).where(read, rows.study + " · superseded")
+    live = rows[read]
     sample = live.sample(frac=1.0, random_state=0).groupby("group").head(per_group)
     tasks = [(P.name, needed[k][0], needed[k][1]) for k in sample.key]
     if workers > 1:
@@ -226,8 +221,9 @@ def bench_grid(profile: str = "cpu", per_group: int = 2, workers: int = 2) -> tu
     out = out.join(per)
     out["projected_h"] = out.runs * out.retimed_sample_s / 3600        # NaN for superseded groups: not re-run
     out = out.reset_index()
-    total = out[~out.group.str.endswith("superseded")][["runs", "recorded_h", "projected_h"]].sum()
-    summary = pd.concat([out, pd.DataFrame([{"group": "total (read by the notebooks)", **total}])], ignore_index=True)
+    total = {"group": "total (read by the notebooks)", "runs": len(live), "recorded_h": live.wall_time_s.sum() / 3600,
+             "projected_h": out.projected_h.sum()}
+    summary = pd.concat([out, pd.DataFrame([total])], ignore_index=True)
     runs = sample[["group", "key", "wall_time_s", "retimed_s", "recorded_metric", "retimed_metric", "metric_abs_diff"]]
     return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"])
 

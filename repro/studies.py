@@ -256,6 +256,14 @@ TUNE_ORDERS = (
 )
 
 
+def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES)) -> None:
+    """Every tuning family (in ``worker``'s order), then each of ``stages``: a profile's downstream grids."""
+    for approach, kind in TUNE_ORDERS[worker]:
+        print(approach, kind, tuned(profile, approach, kind), flush=True)
+    for stage in stages:
+        STAGES[stage](profile)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.studies", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None)
@@ -268,10 +276,7 @@ def main(argv=None) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
-    for approach, kind in TUNE_ORDERS[args.worker]:
-        print(approach, kind, tuned(profile, approach, kind), flush=True)
-    for stage in stages:
-        STAGES[stage](profile)
+    run_profile(profile, args.worker, stages)
 
 
 if __name__ == "__main__":
