@@ -8,10 +8,11 @@
   training throughput;
 * ``bma``: evaluation throughput of a 10-sample Bayesian model average;
 * ``grid`` (not part of ``all``; minutes): re-time a stratified sample of a profile's *recorded* downstream grids with
-  the current code, two single-thread workers as in ``make studies``, and project what the whole grid would cost now.
+  the current code, two single-thread workers as in ``make studies``, and project what the whole grid would cost now;
+  ``grid --all`` re-times every run (hours, resumable) and so measures it.
 
 Results go to ``results/bench/bench.csv`` (one row per measurement; ``grid``: ``results/bench/grid_<profile>.csv``
-and, per re-run run, ``grid_<profile>_runs.csv``) and are printed as a table.
+and, per re-timed run, the re-time grid ``grid_<profile>_runs.csv``) and are printed as a table.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import multiprocessing
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 from unittest import mock
 
@@ -30,7 +32,7 @@ from . import data
 from .models import build_classifier
 from .priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .profiles import Profile, get_profile, results_root
-from .runner import load_results
+from .runner import Run, load_results, run_grid
 from .samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
@@ -172,60 +174,91 @@ def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
 
 # The downstream grids, each with the metric compared between a recorded run and its re-run.
 GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}
+RETIME_STUDY = "retime"      # the re-time grid: one row per re-run recorded run, keyed by the recorded run's key
 
 
-def _retime(task: tuple[str, str, dict]) -> tuple[float, float]:
-    """(wall time, headline metric) of one run with the current code, single-threaded like a ``make studies``
-    worker; nothing is saved."""
+def retime_csv(profile: str | Profile) -> Path:
+    """``results/bench/grid_<profile>_runs.csv``: the re-time grid (a ``run_grid`` CSV, so resumable)."""
+    return results_root() / "bench" / f"grid_{get_profile(profile).name}_runs.csv"
+
+
+def _retime(profile: str, study: str, params: dict) -> dict:
+    """The headline metric and the process CPU time of one recorded run re-run with the current code; nothing of
+    the run is saved (the runner records the wall time)."""
     from .segmentation import run_segmentation
     from .transfer import run_transfer
-    profile, study, params = task
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     out = {"transfer": run_transfer, "segmentation": run_segmentation}[study](profile, params)
-    return time.perf_counter() - t0, out[GRID_METRIC[study]]
+    return {"retimed_metric": out[GRID_METRIC[study]], "cpu_time_s": time.process_time() - c0}
 
 
-def bench_grid(profile: str = "cpu", per_group: int = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, re-run runs): recorded versus projected CPU-hours of the profile's downstream grids, per (study,
-    split, approach), and each re-run run's recorded and new time and metric.
+def _retime_worker(job: tuple[str, dict[str, tuple[str, dict]], list[str]]) -> None:
+    """One worker of the re-time grid, single-threaded like a ``make studies`` worker; workers share the CSV."""
+    profile, needed, keys = job
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_grid([Run(RETIME_STUDY, {"run_key": k}) for k in keys], lambda r: _retime(profile, *needed[r["run_key"]]),
+                 retime_csv(profile), desc="re-time", shared=True)
+    finally:
+        torch.set_num_threads(threads)
 
-    ``per_group`` recorded runs of each group are re-run with the current code; projected hours = the group's run
-    count x the sample's mean re-timed wall time. ``max_metric_diff``: the largest |accuracy (mIoU for segmentation)
-    of a recorded run - that of its re-run| (same seed; differences are float rounding amplified by training).
-    Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many spawned processes, else in this one.
+
+def bench_grid(profile: str = "cpu", per_group: int | None = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, re-timed runs): recorded versus re-timed CPU-hours of the profile's downstream grids, per (study,
+    split, approach), and each re-timed run's recorded and new time and metric.
+
+    ``per_group`` recorded runs of each group (``None``: every run) are re-run with the current code in the re-time
+    grid (:func:`retime_csv`), which resumes: a run re-timed before is not re-run, so a killed re-time of the whole
+    profile picks up where it stopped (delete the CSV after changing the code). Runs go in a random order, so a
+    partial re-time is a random sample of every group. Projected hours = the group's run count x the mean re-timed
+    wall time (with every run re-timed: their sum); ``cpu_projected_h`` likewise from process CPU time.
+    ``max_metric_diff``: the largest |accuracy (mIoU for segmentation) of a recorded run - that of its re-run|.
+    Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many
+    spawned processes, else in this one.
     """
-    from tqdm.auto import tqdm
-
     from .studies import grid_csv
     P = get_profile(profile)
     needed = required_runs(P)
     rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_METRIC if grid_csv(P, s).exists()], ignore_index=True)
     read = rows.key.isin(needed)
     rows["group"] = (rows.study + " · " + rows.split + " · " + rows.approach).where(read, rows.study + " · superseded")
-    live = rows[read]
-    sample = live.sample(frac=1.0, random_state=0).groupby("group").head(per_group)
-    tasks = [(P.name, needed[k][0], needed[k][1]) for k in sample.key]
+    retimed = load_results(retime_csv(P))
+    have = set(retimed.run_key[retimed.status == "ok"]) if not retimed.empty else set()
+    live = rows[read].sample(frac=1.0, random_state=0)
+    live = pd.concat([live[live.key.isin(have)], live[~live.key.isin(have)]])   # runs re-timed before count first
+    sample = live if per_group is None else live.groupby("group").head(per_group)
+    job = (P.name, {k: needed[k] for k in sample.key}, list(sample.key))
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            retimed = list(tqdm(pool.imap(_retime, tasks), total=len(tasks), desc="re-time"))
+            pool.map(_retime_worker, [job] * workers)
     else:
-        retimed = [_retime(t) for t in tqdm(tasks, desc="re-time")]
-    sample = sample.assign(recorded_metric=[row[GRID_METRIC[row.study]] for _, row in sample.iterrows()],
-                           retimed_s=[t for t, _ in retimed], retimed_metric=[m for _, m in retimed])
-    sample["metric_abs_diff"] = (sample.retimed_metric - sample.recorded_metric).abs()
+        _retime_worker(job)
+    retimed = load_results(retime_csv(P))
+    retimed = retimed[retimed.status == "ok"].rename(columns={"wall_time_s": "retimed_s", "cpu_time_s": "retimed_cpu_s"})
+    done = live.merge(retimed[["run_key", "retimed_s", "retimed_cpu_s", "retimed_metric"]], left_on="key",
+                      right_on="run_key")
+    done["recorded_metric"] = [row[GRID_METRIC[row.study]] for _, row in done.iterrows()]
+    done["metric_abs_diff"] = (done.retimed_metric - done.recorded_metric).abs()
     out = rows.groupby("group").agg(runs=("key", "size"), recorded_h=("wall_time_s", "sum"))
     out["recorded_h"] /= 3600
-    per = sample.groupby("group").agg(sampled=("key", "size"), recorded_sample_s=("wall_time_s", "mean"),
-                                      retimed_sample_s=("retimed_s", "mean"), max_metric_diff=("metric_abs_diff", "max"))
+    per = done.groupby("group").agg(retimed=("key", "size"), recorded_sample_s=("wall_time_s", "mean"),
+                                    retimed_sample_s=("retimed_s", "mean"), retimed_cpu_s=("retimed_cpu_s", "mean"),
+                                    max_metric_diff=("metric_abs_diff", "max"))
     out = out.join(per)
     out["projected_h"] = out.runs * out.retimed_sample_s / 3600        # NaN for superseded groups: not re-run
+    out["cpu_projected_h"] = out.runs * out.retimed_cpu_s / 3600
     out = out.reset_index()
+    is_live = ~out.group.str.endswith("superseded")
     total = {"group": "total (read by the notebooks)", "runs": len(live), "recorded_h": live.wall_time_s.sum() / 3600,
-             "projected_h": out.projected_h.sum()}
+             "retimed": len(done), "max_metric_diff": done.metric_abs_diff.max(),
+             # NaN until every group has a re-timed run
+             "projected_h": out.projected_h[is_live].sum(skipna=False),
+             "cpu_projected_h": out.cpu_projected_h[is_live].sum(skipna=False)}
     summary = pd.concat([out, pd.DataFrame([total])], ignore_index=True)
-    runs = sample[["group", "key", "wall_time_s", "retimed_s", "recorded_metric", "retimed_metric", "metric_abs_diff"]]
-    return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"])
+    runs = done[["group", "key", "wall_time_s", "retimed_s", "retimed_cpu_s", "recorded_metric", "retimed_metric",
+                 "metric_abs_diff"]]
+    return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"], ignore_index=True)
 
 
 def main(argv=None) -> None:
@@ -235,17 +268,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", default="cpu", help="grid: whose recorded grids to re-time")
     parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
+    parser.add_argument("--all", action="store_true", help="grid: re-time every run (hours; resumes where it stopped)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.what == "grid":
-        summary, runs = bench_grid(args.profile, args.per_group)
+        summary, _ = bench_grid(args.profile, None if args.all else args.per_group)
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         out = results_root() / "bench" / f"grid_{get_profile(args.profile).name}.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
         summary.to_csv(out, index=False)
-        runs.to_csv(out.with_name(out.stem + "_runs.csv"), index=False)
-        print(f"wrote {out} and {out.stem}_runs.csv")
+        print(f"wrote {out} (re-timed runs: {retime_csv(args.profile)})")
         return
     parts = {"step": bench_step, "loader": bench_loader, "bma": bench_bma,
              "prior": lambda: bench_prior(ranks=tuple(args.ranks), repeats=args.repeats).assign(benchmark="prior")}

@@ -45,8 +45,10 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        # In place on fresh BN/conv outputs (BN's backward needs its input, not its output): the same numbers without
+        # two activation-sized allocations per block (relu and add are memory-bound: ~20 % of the CPU time).
+        out = torch.relu_(self.bn1(self.conv1(x)))
+        return torch.relu_(self.bn2(self.conv2(out)).add_(self.shortcut(x)))
 
 
 class CifarResNet(nn.Module):
@@ -61,7 +63,7 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
         n = (depth - 2) // 6
         self.normalize = Normalize()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         stages, c = [], width
         for i, w in enumerate((width, 2 * width, 4 * width)):
             blocks = [BasicBlock(c, w, 1 if i == 0 else 2)] + [BasicBlock(w, w, 1) for _ in range(n - 1)]
@@ -119,7 +121,7 @@ class Classifier(nn.Module):
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=dilation * (kernel // 2), dilation=dilation, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU())
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class ASPP(nn.Module):
@@ -128,7 +130,7 @@ class ASPP(nn.Module):
     def __init__(self, c_in: int, c_out: int, rates: tuple[int, int, int]):
         super().__init__()
         self.branches = nn.ModuleList([_conv_bn_relu(c_in, c_out)] + [_conv_bn_relu(c_in, c_out, 3, r) for r in rates])
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1, bias=False), nn.ReLU())
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1, bias=False), nn.ReLU(inplace=True))
         self.project = _conv_bn_relu(c_out * (len(rates) + 2), c_out)
 
     def forward(self, x: Tensor) -> Tensor:

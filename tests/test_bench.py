@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from repro import bench
+from repro.runner import Run, load_results
 
 
 def test_prior_benchmark_agrees_with_lowrank_mvn():
@@ -17,30 +18,64 @@ def test_step_benchmark_covers_every_optimiser():
     assert (df.value > 0).all() and df.ratio_to_sgd.iloc[0] == 1.0
 
 
-def test_grid_projection_is_run_count_times_mean_retimed_time(tmp_path, monkeypatch):
+RECORDED = ([("test", "bayes_learned", f"b{i}", t, 0.5) for i, t in enumerate((100.0, 110.0, 120.0))]
+            + [("val", "map_learned", f"m{i}", t, 0.6) for i, t in enumerate((40.0, 50.0))]
+            + [("test", "map_learned", "old", 999.0, 0.7)])                  # recorded, read by no stage
+RETIMED = {"b0": (60.0, 58.0, 0.52), "b1": (62.0, 60.0, 0.5), "b2": (64.0, 61.0, 0.5),   # wall s, CPU s, accuracy
+           "m0": (20.0, 19.0, 0.6), "m1": (22.0, 21.0, 0.6)}
+
+
+@pytest.fixture
+def recorded_grid(tmp_path, monkeypatch):
+    """A recorded transfer grid of 6 runs (5 read by the studies) and the re-time grid's CSV path."""
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     grid = tmp_path / "smoke" / "transfer" / "runs.csv"
     grid.parent.mkdir(parents=True)
-    rows = ([("test", "bayes_learned", f"b{i}", t, 0.5) for i, t in enumerate((100.0, 110.0, 120.0))]
-            + [("val", "map_learned", f"m{i}", t, 0.6) for i, t in enumerate((40.0, 50.0))]
-            + [("test", "map_learned", "old", 999.0, 0.7)])                  # recorded, read by no stage
-    pd.DataFrame(rows, columns=["split", "approach", "key", "wall_time_s", "accuracy"]).assign(
+    pd.DataFrame(RECORDED, columns=["split", "approach", "key", "wall_time_s", "accuracy"]).assign(
         study="transfer", status="ok").to_csv(grid, index=False)
-    monkeypatch.setattr(bench, "required_runs", lambda p: {k: ("transfer", {"approach": a}) for _, a, k, *_ in rows[:5]})
-    monkeypatch.setattr(bench, "_retime", lambda task: {"bayes_learned": (60.0, 0.52),
-                                                        "map_learned": (20.0, 0.6)}[task[2]["approach"]])
+    monkeypatch.setattr(bench, "required_runs", lambda p: {k: ("transfer", {"key": k}) for _, _, k, *_ in RECORDED[:5]})
+    return bench.retime_csv("smoke")
+
+
+def write_retimed(path, keys):
+    """Re-time rows as ``run_grid`` writes them, with the times of RETIMED."""
+    pd.DataFrame([dict(study=bench.RETIME_STUDY, run_key=k, retimed_metric=RETIMED[k][2], cpu_time_s=RETIMED[k][1],
+                       key=Run(bench.RETIME_STUDY, {"run_key": k}).key, status="ok", wall_time_s=RETIMED[k][0])
+                  for k in keys]).to_csv(path, index=False)
+
+
+def test_grid_projection_is_run_count_times_mean_retimed_time(recorded_grid, monkeypatch):
+    recorded_grid.parent.mkdir(parents=True)
+    write_retimed(recorded_grid, RETIMED)
+    monkeypatch.setattr(bench, "_retime", lambda *a: pytest.fail("a re-timed run was re-run"))
     df, runs = bench.bench_grid("smoke", per_group=2, workers=1)
+    # the sample is 2 runs per group, but every run re-timed so far counts
+    assert len(runs) == 5 and np.allclose(runs.metric_abs_diff, (runs.retimed_metric - runs.recorded_metric).abs())
     df = df.set_index("group")
-    assert len(runs) == 4 and set(runs.key) <= {"b0", "b1", "b2", "m0", "m1"}
-    assert np.allclose(runs.metric_abs_diff, (runs.retimed_metric - runs.recorded_metric).abs())
     bayes, val, old = df.loc["transfer · test · bayes_learned"], df.loc["transfer · val · map_learned"], df.loc[
         "transfer · superseded"]
-    assert (bayes.runs, bayes.sampled) == (3, 2) and np.isclose(bayes.recorded_h, 330 / 3600)
+    assert (bayes.runs, bayes.retimed) == (3, 3) and np.isclose(bayes.recorded_h, 330 / 3600)
     assert np.isclose(bayes.max_metric_diff, 0.02) and val.max_metric_diff == 0
-    assert np.isclose(bayes.projected_h, 3 * 60 / 3600) and np.isclose(val.projected_h, 2 * 20 / 3600)
+    assert np.isclose(bayes.projected_h, 186 / 3600) and np.isclose(val.projected_h, 42 / 3600)
+    assert np.isclose(bayes.cpu_projected_h, 179 / 3600) and np.isclose(val.cpu_projected_h, 40 / 3600)
     assert old.runs == 1 and np.isclose(old.recorded_h, 999 / 3600) and np.isnan(old.projected_h)
     total = df.loc["total (read by the notebooks)"]
-    assert total.runs == 5 and np.isclose(total.recorded_h, 420 / 3600) and np.isclose(total.projected_h, 220 / 3600)
+    assert total.runs == 5 and np.isclose(total.recorded_h, 420 / 3600) and np.isclose(total.projected_h, 228 / 3600)
+
+
+def test_grid_retime_resumes_and_projects_from_a_partial_sample(recorded_grid, monkeypatch):
+    recorded_grid.parent.mkdir(parents=True)
+    write_retimed(recorded_grid, ["b0", "b1"])                               # a re-time killed after two runs
+    calls = []
+    monkeypatch.setattr(bench, "_retime", lambda profile, study, p: calls.append(p["key"]) or
+                        {"retimed_metric": RETIMED[p["key"]][2], "cpu_time_s": RETIMED[p["key"]][1]})
+    df, runs = bench.bench_grid("smoke", per_group=1, workers=1)
+    assert calls == ["m0"] or calls == ["m1"]                                # only the group with no re-timed run
+    df = df.set_index("group")
+    assert df.loc["transfer · test · bayes_learned"].retimed == 2            # both earlier ones count
+    assert np.isclose(df.loc["transfer · test · bayes_learned"].projected_h, 3 * 61 / 3600)
+    assert df.loc["transfer · val · map_learned"].retimed == 1
+    assert set(load_results(recorded_grid).run_key) == {"b0", "b1", calls[0]}
 
 
 def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch):

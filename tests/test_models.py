@@ -6,7 +6,7 @@ from PIL import Image
 
 from repro import imagenet
 from repro.imagenet import imagenet_split, imagenet_transform, load_simclr_backbone, simclr_to_torchvision
-from repro.models import (BACKBONES, Classifier, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
+from repro.models import (BACKBONES, BasicBlock, Classifier, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
                           build_classifier, count_parameters, fold_batchnorm, for_evaluation)
 from repro.priors import check_layout, parameter_layout
 
@@ -290,3 +290,36 @@ def test_imagenet_transforms_give_uint8_224():
         assert type(out) is torch.Tensor and out.dtype == torch.uint8 and out.shape == (3, 224, 224)
     out = imagenet_transform(False)(img)
     assert out[:, 112, 112].tolist() == [10, 200, 30]
+
+
+@pytest.mark.parametrize("c_in, c_out, stride", [(8, 8, 1), (8, 16, 2)])
+def test_basic_block_is_relu_of_bn_conv_plus_shortcut_with_the_same_gradients(c_in, c_out, stride):
+    """The in-place block equals relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x)) written out of place with
+    torch.nn.functional, in training mode, bit for bit, and so do its parameter and input gradients."""
+    F = torch.nn.functional
+    torch.manual_seed(0)
+    block = BasicBlock(c_in, c_out, stride).train()
+    x = torch.randn(4, c_in, 8, 8, requires_grad=True)
+
+    def bn(t, m):
+        return F.batch_norm(t, None, None, m.weight, m.bias, training=True, eps=m.eps)
+
+    def reference(x):
+        h = F.relu(bn(F.conv2d(x, block.conv1.weight, stride=stride, padding=1), block.bn1))
+        h = bn(F.conv2d(h, block.conv2.weight, padding=1), block.bn2)
+        if len(block.shortcut):
+            conv, norm = block.shortcut
+            short = bn(F.conv2d(x, conv.weight, stride=stride), norm)
+        else:
+            short = x
+        return F.relu(h + short)
+
+    grads = []
+    for f in (block, reference):
+        out = f(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([out.detach()] + [t.grad.clone() for t in (x, *block.parameters())])
+        x.grad = None
+        block.zero_grad(set_to_none=True)
+    for mine, ref in zip(*grads):
+        assert torch.equal(mine, ref)
