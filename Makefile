@@ -41,8 +41,9 @@ bench: setup
 	$(PY) -m repro.bench all
 
 ## Re-time a sample of PROFILE's recorded grids with the current code; project the grids' CPU-hours (minutes).
+## ALL=1 re-times every run (hours; resumes where it stopped).
 bench-grid: setup
-	$(PY) -m repro.bench grid --profile $(PROFILE)
+	$(PY) -m repro.bench grid --profile $(PROFILE) $(if $(ALL),--all)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
