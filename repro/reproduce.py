@@ -2,11 +2,15 @@
 
 Executed notebooks go to ``results/<profile>/notebooks/``. Finished work inside a notebook (priors, runs)
 is cached by ``repro`` itself, so re-running is cheap. A failing notebook stops the batch with a non-zero
-exit naming the notebook and cell; its partially executed copy is kept for inspection.
+exit naming the notebook and cell; its partially executed copy is kept for inspection. Every execution appends
+its wall and CPU time (the kernel's, all threads and loader workers included) to ``notebooks/timings.csv``.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
+import resource
 import sys
 import time
 from pathlib import Path
@@ -16,6 +20,23 @@ from .report import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PRIORS_NOTEBOOK = "01_prior_fitting"        # builds the priors every claim uses
+TIMING_FIELDS = ["notebook", "profile", "started_at", "wall_s", "cpu_s", "ok"]
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children: the papermill kernels once they are shut down."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _log_timing(path: Path, row: dict) -> None:
+    """Append one execution's row; the log keeps every run, so a cheap cached re-run never hides a full one."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TIMING_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def notebooks_for(claims: list[str] | None) -> list[str]:
@@ -43,15 +64,22 @@ def run(profile: str, claims: list[str] | None = None) -> int:
     for i, name in enumerate(names, 1):
         out = out_dir / f"{name}.ipynb"
         print(f"[{i}/{len(names)}] {name} (profile {profile}) ...", flush=True)
-        t0 = time.time()
+        started, t0, cpu0 = datetime.datetime.now(datetime.timezone.utc), time.time(), _children_cpu_s()
+        error = None
         try:
             pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, parameters={"profile": profile},
                                 cwd=str(NOTEBOOK_DIR), progress_bar=False)
         except pm.PapermillExecutionError as e:
-            print(f"FAILED: notebook {name} failed in cell {e.cell_index} (execution count {e.exec_count}): "
-                  f"{e.ename}: {e.evalue}\n  partially executed notebook kept at {out}", file=sys.stderr)
+            error = e
+        wall, cpu = time.time() - t0, _children_cpu_s() - cpu0
+        _log_timing(out_dir / "timings.csv", {"notebook": name, "profile": profile,
+                                              "started_at": started.isoformat(timespec="seconds"),
+                                              "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "ok": error is None})
+        if error is not None:
+            print(f"FAILED: notebook {name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+                  f"{error.ename}: {error.evalue}\n  partially executed notebook kept at {out}", file=sys.stderr)
             return 1
-        print(f"[{i}/{len(names)}] {name} done in {time.time() - t0:.0f} s -> {out}", flush=True)
+        print(f"[{i}/{len(names)}] {name} done in {wall:.0f} s wall, {cpu:.0f} s CPU -> {out}", flush=True)
     return 0
 
 

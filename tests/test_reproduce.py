@@ -1,5 +1,6 @@
 """The papermill batch: claim selection, and a failing cell stops it with a message naming notebook and cell."""
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -35,3 +36,23 @@ def test_failing_cell_exits_nonzero_naming_notebook_and_cell(tmp_path, monkeypat
     partial = nbformat.read(out_dir / "02_broken.ipynb", as_version=4)       # kept for inspection
     assert any(o.get("ename") == "RuntimeError" for c in partial.cells for o in c.get("outputs", []))
     assert not (out_dir / "03_never.ipynb").exists()
+    log = pd.read_csv(out_dir / "timings.csv")
+    assert list(zip(log.notebook, log.ok)) == [("01_fine", True), ("02_broken", False)]
+
+
+def test_each_execution_logs_its_wall_and_kernel_cpu_time(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    # one notebook burns ~1.5 s of CPU in its kernel, the other sleeps 1.5 s: only the first may show it as CPU time
+    write_notebook(notebooks / "01_burn.ipynb", "import time\nt = time.process_time()\n"
+                                                "while time.process_time() - t < 1.5:\n    pass")
+    write_notebook(notebooks / "02_sleep.ipynb", "import time\ntime.sleep(1.5)")
+    monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    assert reproduce.run("smoke") == 0 and reproduce.run("smoke") == 0
+    log = pd.read_csv(tmp_path / "results" / "smoke" / "notebooks" / "timings.csv")
+    assert list(log.notebook) == ["01_burn", "02_sleep"] * 2 and log.ok.all()     # appended, not overwritten
+    burn, sleep = log[log.notebook == "01_burn"], log[log.notebook == "02_sleep"]
+    assert (sleep.wall_s >= 1.5).all() and (burn.wall_s >= 1.5).all()
+    # kernel start-up costs the same CPU in both; the 1.5 s burnt must show on top of it
+    assert (burn.cpu_s.to_numpy() - sleep.cpu_s.to_numpy() > 1.2).all()
