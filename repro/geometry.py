@@ -6,6 +6,12 @@ are filter-normalised (Li et al. 2018, ``tomgoldstein/loss-landscape`` ``net_plo
 (output-channel slice) of v is rescaled to the norm of the matching filter of theta, and 1-D parameters
 (BatchNorm weights/biases, biases) get a zero direction (their ``ignore='biasbn'`` option), so that
 scale-invariant reparametrisations do not favour one kind of direction over the other.
+
+Two ways to treat BatchNorm along a slice (``BN_MODES``): ``frozen`` keeps the running statistics of theta (eval
+mode, as in Li et al.); ``reestimated`` recomputes them at every point on a fixed subset of downstream training
+images. A filter followed by BatchNorm is scale-invariant, so the radial part of a direction (along the filter
+itself, :func:`radial_share`) changes the loss only through statistics that no longer match the weights; with
+frozen statistics such a direction looks sharp for that reason alone.
 """
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ from tqdm.auto import tqdm
 
 from .metrics import standard_error
 from .priors import LowRankGaussianPrior
-from .train import flat_params, load_flat_, predict_logits
+from .profiles import Profile
+from .train import flat_params, load_flat_, predict_logits, update_bn
+
+BN_MODES = ("frozen", "reestimated")
 
 
 def filter_normalize(direction: Tensor, theta: Tensor, shapes: list[tuple[int, ...]]) -> Tensor:
@@ -32,6 +41,21 @@ def filter_normalize(direction: Tensor, theta: Tensor, shapes: list[tuple[int, .
         v, w = v.view(shape[0], -1), w.view(shape[0], -1)
         out.append((v * (w.norm(dim=1, keepdim=True) / (v.norm(dim=1, keepdim=True) + 1e-10))).reshape(-1))
     return torch.cat(out)
+
+
+def radial_share(direction: Tensor, theta: Tensor, shapes: list[tuple[int, ...]]) -> float:
+    """Share of the squared norm of ``direction`` (over multi-dimensional weights) that lies along the filters of
+    theta: sum over filters f of (v_f . w_f)^2 / |w_f|^2, divided by sum_f |v_f|^2. A random direction has a share
+    of about 1 / fan-in; a pure rescaling of every filter has share 1."""
+    along = total = 0.0
+    sizes = [int(np.prod(s)) for s in shapes]
+    for v, w, shape in zip(direction.double().split(sizes), theta.double().split(sizes), shapes):
+        if len(shape) <= 1:
+            continue
+        v, w = v.view(shape[0], -1), w.view(shape[0], -1)
+        along += ((v * w).sum(1).square() / w.square().sum(1).clamp_min(1e-300)).sum().item()
+        total += v.square().sum().item()
+    return along / total if total > 0 else float("nan")
 
 
 def top_directions(prior: LowRankGaussianPrior, k: int) -> Tensor:
@@ -48,36 +72,46 @@ def random_directions(dim: int, n: int, seed: int) -> Tensor:
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def slice_losses(model: nn.Module, module: nn.Module, direction: Tensor, ts: np.ndarray,
-                 images: Tensor, labels: Tensor) -> list[float]:
+                 images: Tensor, labels: Tensor, bn_images: Tensor | None = None) -> list[float]:
     """Mean cross-entropy of ``model`` on (images, labels) at module parameters theta + t * direction.
 
-    BatchNorm statistics stay those of theta (eval mode), as in Li et al.
+    ``bn_images=None``: BatchNorm statistics stay those of theta (eval mode, as in Li et al.); otherwise they are
+    recomputed on ``bn_images`` at every point (in order, so the result is deterministic). Parameters and
+    statistics are restored afterwards.
     """
     theta = flat_params(module)
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
     losses = []
     try:
         for t in ts:
             load_flat_(module, theta + float(t) * direction)
+            if bn_images is not None:
+                update_bn(model, bn_images, max_batches=len(bn_images))
             losses.append(nn.functional.cross_entropy(predict_logits(model, images), labels).item())
     finally:
         load_flat_(module, theta)
+        model.load_state_dict(buffers, strict=False)
     return losses
 
 
 def loss_slices(model: nn.Module, module: nn.Module, prior: LowRankGaussianPrior, images: Tensor, labels: Tensor,
-                n_top: int, n_random: int, ts: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Every slice's losses: columns direction_type (top / random), direction (index), t, loss."""
+                n_top: int, n_random: int, ts: np.ndarray, seed: int = 0, bn_images: Tensor | None = None) -> pd.DataFrame:
+    """Every slice's losses: columns direction_type (top / random), direction (index), t, loss, and the direction's
+    ``radial_share`` (after filter normalisation) and ``cos_theta`` (cosine of the raw direction with theta)."""
     theta = flat_params(module)
     shapes = [tuple(p.shape) for p in module.parameters() if p.requires_grad]
     dirs = [("top", i, v) for i, v in enumerate(top_directions(prior, n_top))]
     dirs += [("random", i, v) for i, v in enumerate(random_directions(len(theta), n_random, seed))]
     rows = []
-    for kind, i, v in tqdm(dirs, desc="loss slices", leave=False):
-        v = filter_normalize(v.to(theta.dtype), theta, shapes)
-        for t, loss in zip(ts, slice_losses(model, module, v, ts, images, labels)):
-            rows.append(dict(direction_type=kind, direction=i, t=float(t), loss=loss))
+    for kind, i, raw in tqdm(dirs, desc="loss slices", leave=False):
+        raw = raw.to(theta.dtype)
+        v = filter_normalize(raw, theta, shapes)
+        info = dict(radial_share=radial_share(v, theta, shapes),
+                    cos_theta=float(raw.double().dot(theta.double()) / (raw.double().norm() * theta.double().norm())))
+        for t, loss in zip(ts, slice_losses(model, module, v, ts, images, labels, bn_images)):
+            rows.append(dict(direction_type=kind, direction=i, t=float(t), loss=loss, **info))
     return pd.DataFrame(rows)
 
 
@@ -89,37 +123,87 @@ def loss_increase(curves: pd.DataFrame, t_star: float) -> pd.DataFrame:
 
 
 def flatness_test(increase: pd.DataFrame) -> dict:
-    """Pre-registered C1 test: increase along top directions < along random ones (one-sided Welch t-test)."""
+    """C1's comparison: loss increase along top directions against random ones. One-sided Welch t-tests both ways
+    (``welch_p``: top flatter, the claim; ``welch_p_sharper``: top sharper, the reversal) and Mann-Whitney U."""
     top = increase.loc[increase.direction_type == "top", "increase"].to_numpy()
     rnd = increase.loc[increase.direction_type == "random", "increase"].to_numpy()
     welch = stats.ttest_ind(top, rnd, equal_var=False, alternative="less")
+    sharper = stats.ttest_ind(top, rnd, equal_var=False, alternative="greater")
     mw = stats.mannwhitneyu(top, rnd, alternative="less")
     return dict(top_mean=float(top.mean()), top_se=standard_error(top), n_top=len(top),
                 random_mean=float(rnd.mean()), random_se=standard_error(rnd), n_random=len(rnd),
-                welch_t=float(welch.statistic), welch_p=float(welch.pvalue), mannwhitney_p=float(mw.pvalue))
+                welch_t=float(welch.statistic), welch_p=float(welch.pvalue), welch_p_sharper=float(sharper.pvalue),
+                mannwhitney_p=float(mw.pvalue))
 
 
-def c1_slices(profile, kind: str = "ssl", seed: int = 0) -> pd.DataFrame:
+def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int = 0) -> pd.DataFrame:
     """Notebook 02's experiment: CIFAR-10 test-loss slices around the SWA mean of the ``kind`` backbone.
 
     A linear head is fitted on frozen CIFAR-10 features (``probe_n`` training images), then only the
-    backbone is perturbed (the head stays fixed), as in the paper.
+    backbone is perturbed (the head stays fixed), as in the paper. With ``bn='reestimated'`` the BatchNorm
+    statistics are recomputed on ``geometry_bn_n`` CIFAR-10 training images (a fixed stratified subset, no
+    augmentation) at theta before the head is fitted, and again at every point of every slice.
     """
     from . import data
     from .models import Classifier
     from .pretrain import load_source_model, load_source_prior
-    from .profiles import get_profile
     from .train import features, fit_linear_head
 
-    profile = get_profile(profile)
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")
     train, test = data.load("cifar10", "train"), data.load("cifar10", "test")
     tr = data.stratified_subset(train.targets, min(profile.probe_n, len(train)), seed=0)
     te = data.stratified_subset(test.targets, profile.geometry_test_n, seed=0)
+    bn_images = None
+    if bn == "reestimated":
+        bn_images = train.images[data.stratified_subset(train.targets, profile.geometry_bn_n, seed=2)]
     backbone = load_source_model(profile, kind, "swa").backbone
     model = Classifier(backbone, 10)
+    if bn_images is not None:
+        update_bn(model, bn_images, max_batches=len(bn_images))
     model.head = fit_linear_head(features(backbone, train.images[tr]), train.targets[tr], 10)
     prior = load_source_prior(profile, kind)
     ts = np.linspace(-1.0, 1.0, profile.geometry_points)
     curves = loss_slices(model, backbone, prior, test.images[te], test.targets[te],
-                         profile.geometry_top_directions, profile.geometry_random_directions, ts, seed)
-    return curves.assign(kind=kind)
+                         profile.geometry_top_directions, profile.geometry_random_directions, ts, seed, bn_images)
+    return curves.assign(kind=kind, bn=bn)
+
+
+# --------------------------------------------------------------------------------- C1's pre-registered rule
+
+PRIMARY = ("ssl", "reestimated")       # (prior kind, BatchNorm mode) of C1's primary test
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def c1_verdict(tests: pd.DataFrame, t_star: float, alpha: float = 0.05) -> tuple[pd.DataFrame, str]:
+    """C1's word from the flatness tests at ``t_star`` of every (kind, bn) pair, Holm-adjusted within each direction.
+
+    reproduced: the primary test (:data:`PRIMARY`) finds top directions flatter; not reproduced: it finds them
+    sharper (the claim reversed); partially reproduced: neither, but another (kind, bn) pair finds them flatter;
+    inconclusive: no significant difference anywhere in the family.
+    """
+    fam = tests[np.isclose(tests.t_star, t_star)].copy()
+    fam["p_flatter_holm"] = holm(fam.welch_p.tolist())
+    fam["p_sharper_holm"] = holm(fam.welch_p_sharper.tolist())
+    primary = fam[(fam.kind == PRIMARY[0]) & (fam.bn == PRIMARY[1])]
+    if len(primary) != 1:
+        raise ValueError(f"C1's family has no primary test {PRIMARY}: {fam[['kind', 'bn']].values.tolist()}")
+    p = primary.iloc[0]
+    if p.p_flatter_holm < alpha:
+        word = "reproduced"
+    elif p.p_sharper_holm < alpha:
+        word = "not reproduced"
+    elif (fam.p_flatter_holm < alpha).any():
+        word = "partially reproduced"
+    else:
+        word = "inconclusive"
+    return fam, word

@@ -39,15 +39,41 @@ def spectrum(sv: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def probes_by_epoch(probes: pd.DataFrame, matched: int | None = None) -> plt.Figure:
+    """Linear-probe accuracy of every pre-training epoch (source and CIFAR-10), one line per kind."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, col, title in zip(axes, ["probe_source_acc", "probe_cifar10_acc"], ["source probe", "CIFAR-10 probe"]):
+        sns.lineplot(probes, x="epoch", y=col, hue="kind", marker="o", ax=ax)
+        ax.set(title=f"{title} by pre-training epoch", ylabel="accuracy")
+        if matched is not None:
+            ax.axvline(matched, color="grey", ls=":", label=f"matched supervised epoch ({matched})")
+    axes[1].legend()
+    return fig
+
+
+def snapshot_norms(norms: pd.DataFrame) -> plt.Figure:
+    """||θ|| of the backbone at every SWAG snapshot relative to the start of SWAG (filter-norm drift)."""
+    rel = norms.assign(relative=norms.norm / norms.groupby("kind").norm.transform("first"))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sns.lineplot(rel, x="snapshot", y="relative", hue="kind", marker="o", ax=ax)
+    ax.set(xlabel="SWAG snapshot (0 = start of SWAG)", ylabel="||θ|| / ||θ_0||", title="Backbone norm during SWAG")
+    return fig
+
+
 def loss_slices(curves: pd.DataFrame) -> plt.Figure:
-    """Fig 2a: test loss along top singular vs random filter-normalised directions, one panel per kind."""
+    """Fig 2a: test loss along top singular vs random filter-normalised directions; a panel per kind (columns) and
+    BatchNorm mode (rows, when the curves have a ``bn`` column)."""
     kinds = list(dict.fromkeys(curves["kind"]))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.4), squeeze=False, sharey=True)
-    for ax, kind in zip(axes[0], kinds):
-        sub = curves[curves.kind == kind]
-        sns.lineplot(sub, x="t", y="loss", hue="direction_type", errorbar="se", ax=ax,
-                     hue_order=["top", "random"])
-        ax.set(title=f"{kind} prior", xlabel="t (filter-normalised step)", ylabel="CIFAR-10 test loss")
+    modes = list(dict.fromkeys(curves["bn"])) if "bn" in curves else [None]
+    fig, axes = plt.subplots(len(modes), len(kinds), figsize=(5 * len(kinds), 3.4 * len(modes)), squeeze=False)
+    for row, mode in zip(axes, modes):
+        for ax, kind in zip(row, kinds):
+            sub = curves[(curves.kind == kind) & ((curves.bn == mode) if mode else True)]
+            sns.lineplot(sub, x="t", y="loss", hue="direction_type", errorbar="se", ax=ax,
+                         hue_order=["top", "random"])
+            ax.set(title=f"{kind} prior" + (f", BatchNorm {mode}" if mode else ""),
+                   xlabel="t (filter-normalised step)", ylabel="CIFAR-10 test loss")
+    fig.tight_layout()
     return fig
 
 

@@ -14,14 +14,26 @@ differ (:func:`_tiny_source`, :func:`_imagenet_source`):
   (``$REPRO_SIMCLR_CHECKPOINT``, SSL). Needs a GPU (``profile.device == 'cuda'``) and the ImageNet files
   in ``<data dir>/imagenet``.
 
+Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``supervised_matched`` (claim C5): the
+supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
+(:mod:`repro.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
+
+SWAG protocol (version 2): a burn-in of ``profile.swag_burnin_epochs`` at the constant SWAG learning rate, then
+``profile.swag_epochs`` of collection. Version 1 collected right after the one-cycle schedule had annealed the
+learning rate to 0, so the chain was still moving away from the checkpoint while it was averaged (the SWA mean came
+out worse than the checkpoint). Every prior file stores its fitting protocol and a hash of it
+(:func:`protocol_hash`); downstream runs are keyed on that hash, so a run made with another prior is never reused.
+
 Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt``
 (model at the SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal,
-deviations; float16 deviations to keep it small).
+deviations; float16 deviations to keep it small). Per-epoch pre-training states: ``results/<profile>/checkpoints/
+{kind}_epochs/epoch_NNN.pt`` (not committed: the probes by epoch, computed from them, are).
 """
 from __future__ import annotations
 
-import itertools
-import math
+import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +44,19 @@ from torch import Tensor, nn
 
 from . import data, imagenet
 from .models import Classifier, build_backbone
-from .priors import atomic_torch_save, load_prior, parameter_layout
+from .priors import atomic_torch_save, load_prior, parameter_layout, prior_meta
 from .profiles import Profile, get_profile, results_dir
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
-from .swag import SWAG
+from .swag import fit_swag
 from .train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
                     update_bn)
 
-KINDS = ("supervised", "ssl")
+MATCHED = "supervised_matched"
+KINDS = ("supervised", "ssl", MATCHED)
+# Version of the SWAG fitting protocol (see the module docstring); part of every prior's protocol hash.
+PROTOCOL_VERSION = 2
 
-# Hyperparameters of the source task, recorded in every prior file.
+# Hyperparameters of the source task, recorded in every prior file (``supervised_matched`` uses ``supervised``'s).
 HYPERPARAMETERS = {
     "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, label_smoothing=0.0),
     "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, nt_xent_temperature=0.5),
@@ -64,6 +79,49 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown prior kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return kind
+
+
+def base_kind(kind: str) -> str:
+    """The pre-training loss of ``kind``: the quality-matched prior is a supervised backbone."""
+    return "supervised" if check_kind(kind) == MATCHED else kind
+
+
+def source_kinds(profile: Profile) -> tuple[str, ...]:
+    """The kinds a profile fits: the quality-matched prior needs a backbone pre-trained here, epoch by epoch, so the
+    paper profile (released weights) has ``supervised`` and ``ssl`` only."""
+    return KINDS if profile.source_dataset != "imagenet" else KINDS[:2]
+
+
+def epoch_state(profile: str | Profile, kind: str, epoch: int) -> Path:
+    """Where pre-training saves the model state after ``epoch`` epochs (1-based)."""
+    return results_dir(profile) / "checkpoints" / f"{check_kind(kind)}_epochs" / f"epoch_{epoch:03d}.pt"
+
+
+def protocol_hash(protocol: dict) -> str:
+    """12 hex digits of the sha1 of the protocol's canonical JSON: the identity of a prior's fitting protocol."""
+    canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=16)
+def _stored_protocol(path: Path, mtime_ns: int) -> str:
+    return prior_meta(path).get("protocol_hash", "v1")       # priors fitted before protocol hashes: "v1"
+
+
+def prior_protocol(profile: str | Profile, kind: str) -> str:
+    """The protocol hash stored in the ``kind`` prior of ``profile`` (what downstream runs are keyed on)."""
+    path = artifacts(profile, kind).prior
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (python -m repro.reproduce --claims C1) first")
+    return _stored_protocol(path, path.stat().st_mtime_ns)
+
+
+def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
+    """One clear error when the prior on disk is not the one a run was keyed on."""
+    found = prior_protocol(profile, kind)
+    if found != expected:
+        raise ValueError(f"the {kind!r} prior on disk has protocol {found}, but this run was keyed on {expected}: "
+                         f"it belongs to another prior and is not re-run with this one")
 
 
 def artifacts(profile: str | Profile, kind: str) -> SourceArtifacts:
@@ -90,12 +148,12 @@ def build_source_model(profile: Profile, kind: str, num_classes: int) -> nn.Modu
     """The source model's architecture (randomly initialised; the paper profile's weights come from
     :func:`_imagenet_source` / the saved artifacts)."""
     backbone = build_backbone(profile.model, width=profile.width)
-    return Classifier(backbone, num_classes) if check_kind(kind) == "supervised" else SimCLR(backbone)
+    return Classifier(backbone, num_classes) if base_kind(kind) == "supervised" else SimCLR(backbone)
 
 
 def _source_loss(kind: str) -> Callable[[nn.Module, tuple], Tensor]:
     """The loss of the source task: pre-training and SWAG collection use the same one."""
-    if kind == "supervised":
+    if base_kind(kind) == "supervised":
         return cross_entropy_loss
     T = HYPERPARAMETERS["ssl"]["nt_xent_temperature"]
     return lambda model, batch: simclr_loss(model, batch, T)
@@ -134,7 +192,7 @@ def _tiny_source(profile: Profile, kind: str, seed: int, device: torch.device) -
     """Tiny-ImageNet-32 (smoke / cpu): in-memory batches, backbone pre-trained here from scratch."""
     train, idx, labels, _, _ = source_splits(profile)
     images = train.images[idx]
-    transform = (data.train_transform(profile.source_dataset, profile.image_size) if kind == "supervised"
+    transform = (data.train_transform(profile.source_dataset, profile.image_size) if base_kind(kind) == "supervised"
                  else simclr_augment(profile.image_size))
 
     def epoch_batches(epoch: int):
@@ -143,7 +201,8 @@ def _tiny_source(profile: Profile, kind: str, seed: int, device: torch.device) -
 
     seed_everything(seed)
     model = build_source_model(profile, kind, train.num_classes).to(device)
-    epochs = profile.source_epochs if kind == "supervised" else profile.ssl_epochs
+    # the quality-matched prior trains nothing: its state is an epoch of the supervised pre-training
+    epochs = {"supervised": profile.source_epochs, "ssl": profile.ssl_epochs, MATCHED: 0}[kind]
     return _Source(model, epoch_batches, len(images) // profile.batch_size,
                    bn_images=lambda: images[: profile.batch_size * BN_BATCHES],
                    pretrain_params=list(model.parameters()), pretrain_epochs=epochs, pretrain_loss=_source_loss(kind),
@@ -205,17 +264,26 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
                    pretrain_loss=loss, pretrain_desc="fit the SimCLR projector", meta=meta)
 
 
-def prepare(profile: str | Profile, kind: str, seed: int = 0) -> SourceArtifacts:
+def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
+            stop_after_pretraining: bool = False) -> SourceArtifacts:
     """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
 
-    SWAG runs ``profile.swag_epochs`` epochs (a float below 1 means that fraction of an epoch, as the
-    paper's quarter epoch on ImageNet) at a constant learning rate and takes ``profile.swag_snapshots``
-    snapshots, every ``steps // swag_snapshots`` steps. Everything trains on ``profile.device``.
+    Pre-training saves the model state after every epoch (:func:`epoch_state`). ``supervised_matched`` starts from
+    the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.source_quality.matched_epoch`) instead.
+    SWAG then runs ``profile.swag_burnin_epochs`` of burn-in and ``profile.swag_epochs`` of collection (a float
+    below 1 means that fraction of an epoch, as the paper's quarter epoch on ImageNet) at a constant learning rate,
+    taking ``profile.swag_snapshots`` snapshots, one every ``collection steps // swag_snapshots`` steps, and records
+    the norm of the backbone at every snapshot (the filter-norm drift). Everything trains on ``profile.device``.
+    ``stop_after_pretraining`` returns once ``{kind}_pretrained.pt`` exists (to pre-train ahead of SWAG).
     """
     profile = get_profile(profile)
     out = artifacts(profile, kind)
     if out.prior.exists():
         return out
+    if kind not in source_kinds(profile):
+        raise ValueError(f"profile {profile.name!r} fits the kinds {', '.join(source_kinds(profile))}, not {kind!r}")
+    if (kind == MATCHED) != (from_epoch is not None):
+        raise ValueError(f"from_epoch is the supervised epoch the {MATCHED!r} prior starts from, and only it takes one")
     device = resolve_device(profile.device, profile.name)
     if profile.source_dataset == "imagenet":
         source = _imagenet_source
@@ -225,49 +293,50 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0) -> SourceArtifacts
         raise ValueError(f"profile {profile.name!r} has unknown source dataset {profile.source_dataset!r}; "
                          f"valid: imagenet, {', '.join(data.DATASETS)}")
     ckpt_dir = results_dir(profile) / "checkpoints"
-    hp = HYPERPARAMETERS[kind]
+    hp = HYPERPARAMETERS[base_kind(kind)]
     src = source(profile, kind, seed, device)
     model, steps_per_epoch = src.model, src.steps_per_epoch
-    if not out.pretrained.exists():
-        if src.pretrain_epochs > 0:
+    if not out.pretrained.exists():   # stage 1: the backbone (its own artifact, so it can be built ahead of SWAG)
+        if kind == MATCHED:
+            state = epoch_state(profile, "supervised", from_epoch)
+            if not state.exists():
+                raise FileNotFoundError(f"{state} does not exist: pre-train the supervised backbone first "
+                                        f"(prepare(profile, 'supervised'))")
+            model.load_state_dict(torch.load(state, map_location="cpu", weights_only=True))
+        elif src.pretrain_epochs > 0:
             opt = _optimizer(src.pretrain_params, hp)
             fit(model, src.pretrain_loss, src.epoch_batches, opt, src.pretrain_epochs,
                 lr_at=one_cycle(src.pretrain_epochs * steps_per_epoch, hp["peak_lr"]),
-                checkpoint=ckpt_dir / f"{kind}_pretrain.ckpt", desc=src.pretrain_desc)
+                checkpoint=ckpt_dir / f"{kind}_pretrain.ckpt", desc=src.pretrain_desc,
+                on_epoch=lambda e: atomic_torch_save(model.state_dict(), epoch_state(profile, kind, e)))
         atomic_torch_save(model.state_dict(), out.pretrained)
+    if stop_after_pretraining:
+        return out
     model.load_state_dict(torch.load(out.pretrained, map_location="cpu", weights_only=True))
 
-    # SWAG: constant learning rate around the pre-trained solution, evenly spaced snapshots.
-    n_params = sum(p.numel() for p in model.parameters())
-    swag = SWAG(n_params, max_rank=profile.swag_max_rank)
-    total = int(profile.swag_epochs * steps_per_epoch)
-    if total < max(2, profile.swag_snapshots):
-        raise ValueError(f"SWAG has {total} steps ({profile.swag_epochs} epochs of {steps_per_epoch}) for "
-                         f"{profile.swag_snapshots} snapshots: raise swag_epochs or lower swag_snapshots")
-    every = max(1, total // profile.swag_snapshots)
-
-    def collect(step: int) -> None:
-        if (step + 1) % every == 0 and swag.n < profile.swag_snapshots:
-            swag.collect(flat_params(model).cpu())
-
-    def swag_batches(epoch: int):   # the last epoch stops early when swag_epochs is fractional
-        return itertools.islice(src.epoch_batches(10_000 + epoch), min(steps_per_epoch, total - epoch * steps_per_epoch))
-
-    opt = _optimizer(model.parameters(), hp)
-    fit(model, _source_loss(kind), swag_batches, opt, math.ceil(total / steps_per_epoch),
-        lr_at=lambda s: hp["swag_lr"], checkpoint=ckpt_dir / f"{kind}_swag.ckpt", on_step=collect,
-        desc=f"SWAG {kind}", extra_state={"swag": swag})
+    # SWAG: burn-in, then collection, at a constant learning rate around the pre-trained solution.
+    d_backbone = sum(p.numel() for p in model.backbone.parameters())    # the backbone comes first in the flat order
+    start_norm = flat_params(model.backbone).norm().item()
+    swag, norms = fit_swag(
+        model, _source_loss(kind), lambda e: src.epoch_batches(10_000 + e), _optimizer(model.parameters(), hp),
+        steps_per_epoch, hp["swag_lr"], burnin_steps=int(profile.swag_burnin_epochs * steps_per_epoch),
+        collect_steps=int(profile.swag_epochs * steps_per_epoch), snapshots=profile.swag_snapshots,
+        max_rank=profile.swag_max_rank, checkpoint=ckpt_dir / f"{kind}_swag.ckpt", desc=f"SWAG {kind}",
+        norm_of=lambda theta: theta[:d_backbone].norm().item())
 
     load_flat_(model, swag.mean.float())
     update_bn(model, src.bn_images())           # unaugmented training images
     atomic_torch_save(model.state_dict(), out.swa)
-    backbone = model.backbone
-    meta = {"kind": kind, "profile": profile.name, "model": profile.model, "width": profile.width,
-            "source_dataset": profile.source_dataset, **src.meta,
-            "swag_epochs": profile.swag_epochs, "swag_every_steps": every, "batch_size": profile.batch_size,
-            "seed": seed, **hp}
-    swag.save(out.prior, layout=parameter_layout(backbone), meta=meta, factor_dtype=torch.float16,
-              first=sum(p.numel() for p in backbone.parameters()))
+    protocol = {"version": PROTOCOL_VERSION, "kind": kind, "profile": profile.name, "model": profile.model,
+                "width": profile.width, "image_size": profile.image_size, "source_dataset": profile.source_dataset,
+                **src.meta, "from_epoch": from_epoch, "swag_burnin_epochs": profile.swag_burnin_epochs,
+                "swag_epochs": profile.swag_epochs, "swag_snapshots": profile.swag_snapshots,
+                "swag_max_rank": profile.swag_max_rank, "batch_size": profile.batch_size,
+                "seed": seed, **hp}
+    meta = {**protocol, "protocol_hash": protocol_hash(protocol), "start_norm": start_norm,
+            "snapshot_norms": norms}
+    swag.save(out.prior, layout=parameter_layout(model.backbone), meta=meta, factor_dtype=torch.float16,
+              first=d_backbone)
     return out
 
 
@@ -290,48 +359,3 @@ def load_source_prior(profile: str | Profile, kind: str, **kwargs):
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) first")
     return load_prior(path, **kwargs)
-
-
-def evaluate_source(profile: str | Profile, kind: str, n_samples: int = 5, seed: int = 0) -> "pd.DataFrame":
-    """One row per model state (pre-trained, SWA mean, ``n_samples`` SWAG draws at scale 1).
-
-    Columns: ``source_acc`` (the supervised head on the source val split; NaN for SSL),
-    ``probe_source_acc`` (linear probe on frozen features, source train subset -> source val),
-    ``probe_cifar10_acc`` (linear probe CIFAR-10 train subset -> test subset; pre-trained and SWA only).
-    Samples replace the backbone by a draw from the learned prior, keep the rest at the SWA mean, and
-    recompute BatchNorm statistics.
-    """
-    import pandas as pd
-    from .train import features, linear_probe, predict_logits
-
-    profile = get_profile(profile)
-    train, _, _, val, va = source_splits(profile)
-    probe_idx = data.stratified_subset(train.targets, min(profile.probe_n, len(train)), seed=1)
-    src_x, src_y, val_x, val_y = train.images[probe_idx], train.targets[probe_idx], val.images[va], val.targets[va]
-    c_train, c_test = data.load("cifar10", "train"), data.load("cifar10", "test")
-    ci = data.stratified_subset(c_train.targets, min(profile.probe_n, len(c_train)), seed=0)
-    ct = data.stratified_subset(c_test.targets, min(profile.probe_test_n or len(c_test), len(c_test)), seed=0)
-
-    def row(name: str, model: nn.Module, cifar: bool) -> dict:
-        bb = model.backbone
-        r = {"kind": kind, "state": name,
-             "source_acc": float("nan"), "probe_source_acc": linear_probe(features(bb, src_x), src_y, features(bb, val_x), val_y),
-             "probe_cifar10_acc": float("nan")}
-        if kind == "supervised":
-            r["source_acc"] = (predict_logits(model, val_x).argmax(1) == val_y).float().mean().item()
-        if cifar:
-            r["probe_cifar10_acc"] = linear_probe(features(bb, c_train.images[ci]), c_train.targets[ci],
-                                                  features(bb, c_test.images[ct]), c_test.targets[ct])
-        return r
-
-    rows = [row("pretrained", load_source_model(profile, kind, "pretrained"), True)]
-    swa = load_source_model(profile, kind, "swa")
-    rows.append(row("swa_mean", swa, True))
-    prior = load_source_prior(profile, kind, scale=1.0, eps=0.0)
-    g = torch.Generator().manual_seed(seed)
-    for i in range(n_samples):
-        model = load_source_model(profile, kind, "swa")
-        load_flat_(model.backbone, prior.sample(1, generator=g)[0])
-        update_bn(model, src_x)
-        rows.append(row(f"swag_sample_{i}", model, False))
-    return pd.DataFrame(rows)

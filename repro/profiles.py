@@ -28,6 +28,7 @@ class Profile:
     source_val_n: int | None
     source_epochs: int              # supervised pre-training epochs
     ssl_epochs: int                 # SimCLR pre-training epochs
+    swag_burnin_epochs: float       # epochs at the SWAG learning rate before the first snapshot (stationarity)
     swag_epochs: float              # epochs of SWAG collection around the pre-trained solution (may be < 1)
     swag_snapshots: int             # snapshots taken over those epochs (>= swag_max_rank)
     swag_max_rank: int              # K: deviations kept (largest rank any notebook uses)
@@ -53,6 +54,7 @@ class Profile:
     geometry_top_directions: int
     geometry_points: int            # points on the t grid of each 1-D loss slice
     geometry_test_n: int            # CIFAR-10 test images the slice losses are computed on
+    geometry_bn_n: int              # CIFAR-10 training images BatchNorm statistics are re-estimated on along a slice
     segmentation_dataset: str       # "camvid" (Cityscapes / VOC stand-in) or "voc" (Pascal VOC 2012, paper profile)
     segmentation_size: tuple[int, int]  # (height, width) the segmentation images are resized to
     segmentation_steps: int         # SGD / SGLD steps of one segmentation run
@@ -67,34 +69,34 @@ PROFILES: dict[str, Profile] = {
         Profile(
             name="smoke", model="resnet8", width=8, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
-            source_epochs=1, ssl_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
+            source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), downstream_steps=12, downstream_batch_size=32, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=2, bma_samples=2, temperatures=(1.0, 0.0), val_fraction=0.2,
-            geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, segmentation_dataset="camvid", segmentation_size=(45, 60),
+            geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, geometry_bn_n=128, segmentation_dataset="camvid", segmentation_size=(45, 60),
             segmentation_steps=6, segmentation_batch_size=4, decoder_channels=16, aspp_rates=(1, 2, 3),
         ),
         Profile(
             name="cpu", model="resnet20", width=16, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
-            source_epochs=12, ssl_epochs=8, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000, probe_test_n=5000,
+            source_epochs=12, ssl_epochs=12, swag_burnin_epochs=1, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000, probe_test_n=5000,
             downstream_test_n=2000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             downstream_steps=200, downstream_batch_size=64, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=5, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
-            geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000,
+            geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000, geometry_bn_n=2048,
             segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
             decoder_channels=32, aspp_rates=(2, 4, 6),
         ),
         Profile(
             name="paper", model="resnet50", width=64, image_size=224, device="cuda",
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
-            source_epochs=0, ssl_epochs=0, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000, probe_test_n=None,
+            source_epochs=0, ssl_epochs=0, swag_burnin_epochs=0.1, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000, probe_test_n=None,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
             downstream_steps=5000, downstream_batch_size=16, study_n=1000,
             lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=4, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
-            geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000,
+            geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000, geometry_bn_n=5120,
             segmentation_dataset="voc", segmentation_size=(513, 513), segmentation_steps=30000, segmentation_batch_size=16,
             decoder_channels=256, aspp_rates=(6, 12, 18),
         ),

@@ -16,7 +16,7 @@ from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
-VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "not testable here")
+VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive", "not testable here")
 
 # id -> (paper's statement and where, the reproduction report's finding, notebook)
 CLAIMS: dict[str, tuple[str, str, str]] = {
@@ -79,20 +79,52 @@ def render_summary(profile: str | Profile = "cpu") -> str:
 
 
 def render_source(profile: str | Profile = "cpu") -> str:
-    """Notebook 01's backbones: source accuracy and linear-probe accuracies (mean ± SD over SWAG samples)."""
-    path = results_dir(profile) / "prior_fitting" / "source_evaluation.csv"
-    if not path.exists():
+    """Notebook 01's backbones: checkpoint, SWA mean and SWAG draws (mean ± SD) on every score, the stationarity
+    check, the protocol hash of each prior, and the SSL and supervised probes by epoch with the matched epoch."""
+    folder = results_dir(profile) / "prior_fitting"
+    if not (folder / "source_evaluation.csv").exists():
         return "_Not yet run on this profile._"
-    df = pd.read_csv(path)
-    lines = ["| backbone | state | source val acc (head) | source linear probe acc | CIFAR-10 linear probe acc |",
-             "|---|---|---|---|---|"]
+    df = pd.read_csv(folder / "source_evaluation.csv")
+    check = pd.read_csv(folder / "swa_check.csv").set_index("kind") if (folder / "swa_check.csv").exists() else None
+    cols = ["source_acc", "probe_source_acc", "probe_cifar10_acc"]
+    lines = ["| prior | state | source val acc (head) | source linear probe | CIFAR-10 linear probe | SWA mean ≥ checkpoint |",
+             "|---|---|---|---|---|---|"]
     fmt = lambda x: "—" if pd.isna(x) else f"{x:.3f}"
     for kind, g in df.groupby("kind", sort=False):
         samples = g[g.state.str.startswith("swag_sample")]
+        ok = "—" if check is None or kind not in check.index else ("yes" if check.loc[kind, "swa_ok"] else "**no**")
         for _, r in g[~g.state.str.startswith("swag_sample")].iterrows():
-            lines.append(f"| {kind} | {r.state} | {fmt(r.source_acc)} | {fmt(r.probe_source_acc)} | {fmt(r.probe_cifar10_acc)} |")
+            lines.append(f"| {kind} | {r.state} | " + " | ".join(fmt(r[c]) for c in cols)
+                         + f" | {ok if r.state == 'swa_mean' else ''} |")
         sd = lambda c: "—" if samples[c].isna().all() else f"{samples[c].mean():.3f} ± {samples[c].std():.3f}"
-        lines.append(f"| {kind} | {len(samples)} SWAG samples (scale 1) | {sd('source_acc')} | {sd('probe_source_acc')} | — |")
+        lines.append(f"| {kind} | {len(samples)} SWAG draws (scale 1) | " + " | ".join(sd(c) for c in cols) + " | |")
+    if (folder / "probes_by_epoch.csv").exists():
+        probes = pd.read_csv(folder / "probes_by_epoch.csv")
+        lines.append("\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{0}/prior_fitting/probes_by_epoch.csv), "
+                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(get_profile(profile).name))
+        wide = probes.pivot(index="kind", columns="epoch", values="probe_cifar10_acc")
+        lines.append("| prior | " + " | ".join(f"ep {e}" for e in wide.columns) + " |")
+        lines.append("|---|" + "---|" * len(wide.columns))
+        lines += [f"| {k} | " + " | ".join(fmt(v) for v in row) + " |" for k, row in wide.iterrows()]
+    return "\n".join(lines)
+
+
+def render_geometry(profile: str | Profile = "cpu") -> str:
+    """C1's flatness tests in both BatchNorm modes, and the mean radial share of each kind of direction."""
+    folder = results_dir(profile) / "geometry"
+    if not (folder / "c1_tests.csv").exists():
+        return "_Not yet run on this profile._"
+    tests = pd.read_csv(folder / "c1_tests.csv")
+    if "bn" not in tests:
+        return "_Run before the BatchNorm variants existed: re-run notebook 02._"
+    radial = (pd.read_csv(folder / "directions.csv").groupby(["kind", "direction_type"]).radial_share.mean()
+              if (folder / "directions.csv").exists() else None)
+    lines = ["| prior | BatchNorm | \\|t\\| | increase, top directions | increase, random directions | Welch p (top flatter) | "
+             "Welch p (top sharper) | radial share top / random |", "|---|---|---|---|---|---|---|---|"]
+    for r in tests.itertuples():
+        share = "—" if radial is None else f"{radial[r.kind]['top']:.3f} / {radial[r.kind]['random']:.4f}"
+        lines.append(f"| {r.kind} | {r.bn} | {r.t_star:g} | {r.top_mean:.3f} ± {r.top_se:.3f} | "
+                     f"{r.random_mean:.3f} ± {r.random_se:.3f} | {r.welch_p:.2g} | {r.welch_p_sharper:.2g} | {share} |")
     return "\n".join(lines)
 
 
@@ -133,7 +165,8 @@ def render_compute(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "source": render_source, "tuning": render_tuning, "compute": render_compute}
+BLOCKS = {"claims": render_summary, "source": render_source, "geometry": render_geometry, "tuning": render_tuning,
+          "compute": render_compute}
 
 
 def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:

@@ -36,12 +36,13 @@ import torch
 
 from .metrics import classification_metrics
 from .predictions import load_predictions, predictions_dir
+from .pretrain import prior_protocol
 from .profiles import Profile, get_profile, results_dir
 from .runner import Run, run_grid
 from .transfer import check_approach, default_params, run_transfer
 
 STUDY = "transfer"     # the grid lives in results/<profile>/transfer/
-KINDS = ("ssl", "supervised")
+KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")
 MAX_EXTENSIONS = 3
 
@@ -55,9 +56,16 @@ def run_study(profile: str | Profile, study: str, settings: Iterable[dict], defa
     """Run (or read back) every setting of ``study``'s shared grid; each setting is ``defaults`` overrides and runs as
     ``run(profile, params)``. One row per setting, in order."""
     profile = get_profile(profile)
-    runs = [Run(study, defaults(profile, **s)) for s in settings]
+    runs = [Run(study, keyed_on_prior(profile, defaults(profile, **s))) for s in settings]
     return run_grid(runs, lambda r: run(profile, r.params), grid_csv(profile, study),
                     predictions_dir=predictions_dir(profile, study), desc=desc, shared=True)
+
+
+def keyed_on_prior(profile: Profile, params: dict) -> dict:
+    """``params`` plus the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
+    made with another prior has another key and is never read back for this one (see :mod:`repro.pretrain`)."""
+    kind = params.get("prior_kind", "none")
+    return params if kind == "none" else params | {"prior_protocol": prior_protocol(profile, kind)}
 
 
 def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
@@ -249,8 +257,10 @@ STAGES: dict[str, Callable[[Profile], object]] = {
 TUNE_ORDERS = (
     [("sgd_transfer", "ssl"), ("map_learned", "ssl"), ("bayes_learned", "ssl"), ("map_isotropic", "ssl"),
      ("bayes_isotropic", "ssl"), ("map_nonlearned", "none"), ("bayes_nonlearned", "none"),
-     ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised")],
-    [("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
+     ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
+     ("sgd_transfer", "supervised_matched"), ("map_learned", "supervised_matched"), ("bayes_learned", "supervised_matched")],
+    [("sgd_transfer", "supervised_matched"), ("map_learned", "supervised_matched"), ("bayes_learned", "supervised_matched"),
+     ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
      ("map_nonlearned", "none"), ("bayes_nonlearned", "none"), ("sgd_transfer", "ssl"), ("map_learned", "ssl"),
      ("bayes_learned", "ssl"), ("map_isotropic", "ssl"), ("bayes_isotropic", "ssl")],
 )

@@ -7,12 +7,16 @@ deviation* sqrt(diag) (the authors' code uses the variance there).
 """
 from __future__ import annotations
 
+import itertools
+import math
 import os
+from typing import Callable, Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .priors import LowRankGaussianPrior, atomic_torch_save, deviation_singular_values, load_prior, save_prior
+from .train import fit, flat_params
 
 
 class SWAG:
@@ -102,4 +106,45 @@ class SWAG:
         atomic_torch_save(self.state_dict(), path)
 
 
-__all__ = ["SWAG", "load_prior"]
+class _Trace(list):
+    """A list of floats that :func:`repro.train.fit` checkpoints with the model."""
+
+    def state_dict(self) -> dict:
+        return {"values": torch.tensor(self, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self[:] = state["values"].tolist()
+
+
+def fit_swag(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
+             epoch_batches: Callable[[int], Iterable[tuple]], optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+             lr: float, burnin_steps: int, collect_steps: int, snapshots: int, max_rank: int,
+             checkpoint: str | os.PathLike | None = None, desc: str = "SWAG",
+             norm_of: Callable[[Tensor], float] = lambda theta: theta.norm().item()) -> tuple[SWAG, list[float]]:
+    """SGD at the constant ``lr``: ``burnin_steps`` without snapshots (so the chain is stationary), then
+    ``collect_steps`` with ``snapshots`` evenly spaced ones, one every ``collect_steps // snapshots`` steps.
+
+    Returns the collector and ``norm_of(theta)`` at every snapshot. Resumable through ``checkpoint``
+    (see :func:`repro.train.fit`); ``epoch_batches(e)`` yields the batches of SWAG epoch e.
+    """
+    if collect_steps < max(2, snapshots):
+        raise ValueError(f"SWAG collects over {collect_steps} steps for {snapshots} snapshots: "
+                         f"collect longer or take fewer snapshots")
+    swag, norms = SWAG(sum(p.numel() for p in model.parameters() if p.requires_grad), max_rank=max_rank), _Trace()
+    total, every = burnin_steps + collect_steps, max(1, collect_steps // snapshots)
+
+    def collect(step: int) -> None:
+        if step >= burnin_steps and (step - burnin_steps + 1) % every == 0 and swag.n < snapshots:
+            theta = flat_params(model).cpu()
+            swag.collect(theta)
+            norms.append(norm_of(theta))
+
+    def batches(epoch: int):   # the last epoch stops early when the length is not a whole number of epochs
+        return itertools.islice(epoch_batches(epoch), min(steps_per_epoch, total - epoch * steps_per_epoch))
+
+    fit(model, loss_fn, batches, optimizer, math.ceil(total / steps_per_epoch), lr_at=lambda s: lr,
+        checkpoint=checkpoint, on_step=collect, desc=desc, extra_state={"swag": swag, "norms": norms})
+    return swag, list(norms)
+
+
+__all__ = ["SWAG", "fit_swag", "load_prior"]

@@ -85,11 +85,13 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
         epoch_batches: Callable[[int], Iterable[tuple]], optimizer: torch.optim.Optimizer, epochs: int,
         lr_at: Callable[[int], float] | None = None, checkpoint: str | os.PathLike | None = None,
         on_step: Callable[[int], None] | None = None, desc: str = "train",
-        extra_state: dict | None = None) -> dict:
+        extra_state: dict | None = None, on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train for ``epochs``, resuming from ``checkpoint`` if it exists. Returns {'loss': [...per epoch]}.
 
     ``epoch_batches(epoch)`` yields the batches of one epoch (seed them by epoch for determinism);
-    ``lr_at(global_step)`` sets the learning rate before every step; ``on_step(global_step)`` runs after it.
+    ``lr_at(global_step)`` sets the learning rate before every step; ``on_step(global_step)`` runs after it;
+    ``on_epoch(epochs_done)`` runs after each epoch, before its checkpoint is written (so a resumed run never
+    skips it).
     ``extra_state`` maps names to objects with ``state_dict``/``load_state_dict`` (e.g. a SWAG collector)
     checkpointed alongside the model. Batches are moved to the model's device (see :func:`to_device`).
     """
@@ -123,6 +125,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, tuple], Tensor],
                 on_step(step)
             total, count, step = total + loss.item(), count + 1, step + 1
         history.append(total / max(count, 1))
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
         if path:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "epoch": epoch + 1, "step": step, "history": history, "torch_rng": torch.get_rng_state(),

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from . import data
 from .metrics import classification_metrics
 from .models import Classifier, build_backbone
-from .pretrain import load_source_model, load_source_prior
+from .pretrain import check_protocol, load_source_model, load_source_prior
 from .priors import ComposedPrior, IsotropicGaussianPrior, Prior
 from .profiles import Profile, get_profile
 from .samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
@@ -110,6 +110,8 @@ def build_model_and_prior(profile: Profile, p: dict, num_classes: int, approach:
     """The downstream model ``wrap(backbone, num_classes)`` (a backbone initialised per the approach, then a new
     ``head``) and the prior over all its parameters (backbone first, then head)."""
     a = approach or check_approach(p["approach"])
+    if "prior_protocol" in p:                 # keyed on a prior (repro.studies.keyed_on_prior): it must be this one
+        check_protocol(profile, p["prior_kind"], p["prior_protocol"])
     if a.init == "pretrained":
         backbone = load_source_model(profile, p["prior_kind"], "swa").backbone
     else:

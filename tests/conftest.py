@@ -22,6 +22,7 @@ def smoke_priors_dir(tmp_path_factory, data_available):
     folder = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPRO_RESULTS_DIR", str(folder))
-        for kind in pretrain.KINDS:
+        for kind in ("supervised", "ssl"):
             pretrain.prepare("smoke", kind)
+        pretrain.prepare("smoke", pretrain.MATCHED, from_epoch=1)
     return folder

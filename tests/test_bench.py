@@ -78,8 +78,12 @@ def test_grid_retime_resumes_and_projects_from_a_partial_sample(recorded_grid, m
     assert set(load_results(recorded_grid).run_key) == {"b0", "b1", calls[0]}
 
 
-def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch):
+def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch, smoke_priors_dir):
+    import shutil
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="run notebook 01"):     # runs are keyed on the priors: none yet
+        bench.required_runs("smoke")
+    shutil.copytree(smoke_priors_dir / "smoke" / "priors", tmp_path / "smoke" / "priors")
     with pytest.raises(RuntimeError, match="not recorded.*make studies PROFILE=smoke"):
         bench.required_runs("smoke")
     assert not list(tmp_path.rglob("runs.csv"))                              # and it ran nothing

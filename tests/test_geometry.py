@@ -34,3 +34,71 @@ def test_loss_increase_and_one_sided_test():
     result = flatness_test(inc)
     assert result["top_mean"] == pytest.approx(0.10) and result["random_mean"] == pytest.approx(2.5)
     assert result["welch_p"] < 0.05 and result["n_top"] == 3 and result["n_random"] == 4
+
+
+def test_radial_share_by_hand():
+    from repro.geometry import radial_share
+    shapes = [(2, 2), (3,)]
+    theta = torch.tensor([3.0, 4.0, 1.0, 0.0, 9.0, 9.0, 9.0])
+    assert radial_share(theta, theta, shapes) == pytest.approx(1.0)                   # rescaling every filter
+    assert radial_share(torch.tensor([-4.0, 3.0, 0.0, 2.0, 1.0, 1.0, 1.0]), theta, shapes) == pytest.approx(0.0)
+    # filter 1: v = (3, 4) + (-4, 3) -> along 25 of |v|^2 = 50; filter 2: v = (1, 1) -> along 1 of 2; 1-D part ignored
+    v = torch.tensor([-1.0, 7.0, 1.0, 1.0, 5.0, 5.0, 5.0])
+    assert radial_share(v, theta, shapes) == pytest.approx((25 + 1) / (50 + 2))
+
+
+def _bn_model():
+    from repro.models import Classifier, build_backbone
+    torch.manual_seed(0)
+    return Classifier(build_backbone("resnet8", width=4), 10)
+
+
+def test_slices_with_batchnorm_reestimated_are_deterministic_and_restore_the_model():
+    from repro.geometry import slice_losses
+    from repro.train import flat_params
+    model = _bn_model()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (64,), generator=g)
+    bn_images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=g)
+    module = model.backbone
+    direction = torch.randn(flat_params(module).numel(), generator=g) * 0.05
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ts = np.array([-1.0, 0.0, 1.0])
+    first = slice_losses(model, module, direction, ts, images, labels, bn_images)
+    second = slice_losses(model, module, direction, ts, images, labels, bn_images)
+    frozen = slice_losses(model, module, direction, ts, images, labels)
+    assert first == second                                       # bit for bit
+    assert first != frozen                                       # the statistics were recomputed
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics restored
+
+
+def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
+    """A flatness-test table at t* = 0.5 with the given one-sided p-values per (kind, bn)."""
+    rows = []
+    for kind in ("ssl", "supervised"):
+        for bn in ("frozen", "reestimated"):
+            rows.append(dict(kind=kind, bn=bn, t_star=0.5, welch_p=flatter.get((kind, bn), 0.5),
+                             welch_p_sharper=sharper.get((kind, bn), 0.5)))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("flatter, sharper, word", [
+    ({("ssl", "reestimated"): 0.001}, {}, "reproduced"),
+    ({}, {("ssl", "reestimated"): 0.001}, "not reproduced"),
+    ({("supervised", "frozen"): 0.001}, {}, "partially reproduced"),
+    ({}, {}, "inconclusive"),
+    # 0.02 alone passes at 5 % but not after Holm over the family of 4 (0.02 x 4 = 0.08)
+    ({("ssl", "reestimated"): 0.02}, {}, "inconclusive"),
+])
+def test_c1_rule(flatter, sharper, word):
+    from repro.geometry import c1_verdict
+    family, verdict = c1_verdict(_tests(flatter, sharper), 0.5)
+    assert verdict == word and len(family) == 4
+
+
+def test_holm_by_hand():
+    from repro.geometry import holm
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from repro import data, imagenet, pretrain
+from repro import swag as swag_module
 from repro.models import Classifier, CifarResNet, TorchvisionBackbone
 from repro.priors import load_prior
 from repro.profiles import get_profile
@@ -42,8 +43,14 @@ def _check_prior(out, profile, kind, backbone: nn.Module) -> dict:
     assert raw["factor"].dtype == torch.float16
     assert raw["factor"].shape == (_count_params(backbone), profile.swag_max_rank)
     meta = raw["meta"]
-    assert {k: meta[k] for k in pretrain.HYPERPARAMETERS[kind]} == pretrain.HYPERPARAMETERS[kind]
+    hp = pretrain.HYPERPARAMETERS[pretrain.base_kind(kind)]
+    assert {k: meta[k] for k in hp} == hp
     assert meta["kind"] == kind and meta["profile"] == profile.name
+    assert meta["version"] == pretrain.PROTOCOL_VERSION and meta["swag_burnin_epochs"] == profile.swag_burnin_epochs
+    assert len(meta["snapshot_norms"]) == profile.swag_snapshots and meta["start_norm"] > 0
+    protocol = {k: v for k, v in meta.items() if k not in ("protocol_hash", "start_norm", "snapshot_norms",
+                                                           "swag_snapshots_collected")}
+    assert meta["protocol_hash"] == pretrain.protocol_hash(protocol)
     assert meta["swag_snapshots"] == profile.swag_snapshots and meta["batch_size"] == profile.batch_size
     assert meta["source_dataset"] == profile.source_dataset and meta["swag_epochs"] == profile.swag_epochs
     return meta
@@ -55,7 +62,7 @@ def _fail(*args, **kwargs):
 
 # --------------------------------------------------------------------------------------------- smoke profile
 
-@pytest.mark.parametrize("kind", pretrain.KINDS)
+@pytest.mark.parametrize("kind", ["supervised", "ssl"])
 def test_smoke_prepare_artifacts_and_skip(kind, results, tiny_imagenet, monkeypatch):
     profile = get_profile("smoke")
     out = pretrain.prepare("smoke", kind)
@@ -71,13 +78,41 @@ def test_smoke_prepare_artifacts_and_skip(kind, results, tiny_imagenet, monkeypa
     # a second call finds the prior and trains nothing
     before = out.prior.stat().st_mtime_ns
     monkeypatch.setattr(pretrain, "fit", _fail)
+    monkeypatch.setattr(swag_module, "fit", _fail)
     assert pretrain.prepare("smoke", kind) == out
     assert out.prior.stat().st_mtime_ns == before
+    # one state per pre-training epoch; the last is the pre-trained checkpoint
+    epochs = profile.source_epochs if kind == "supervised" else profile.ssl_epochs
+    states = [pretrain.epoch_state("smoke", kind, e) for e in range(1, epochs + 2)]
+    assert [p.exists() for p in states] == [True] * epochs + [False]
+    last, final = torch.load(states[epochs - 1], weights_only=True), torch.load(out.pretrained, weights_only=True)
+    assert all(torch.equal(last[k], final[k]) for k in final)
+
+
+def test_smoke_quality_matched_prior_starts_from_the_chosen_supervised_epoch(results, tiny_imagenet):
+    profile = get_profile("smoke")
+    with pytest.raises(ValueError, match="from_epoch is the supervised epoch"):
+        pretrain.prepare(profile, pretrain.MATCHED)
+    with pytest.raises(FileNotFoundError, match="pre-train the supervised backbone first"):
+        pretrain.prepare(profile, pretrain.MATCHED, from_epoch=1)
+    pretrain.prepare(profile, "supervised")
+    out = pretrain.prepare(profile, pretrain.MATCHED, from_epoch=1)
+    start = torch.load(pretrain.epoch_state(profile, "supervised", 1), weights_only=True)
+    matched = torch.load(out.pretrained, weights_only=True)
+    assert all(torch.equal(matched[k], start[k]) for k in start)
+    model = pretrain.load_source_model(profile, pretrain.MATCHED)
+    assert isinstance(model, Classifier)
+    meta = _check_prior(out, profile, pretrain.MATCHED, model.backbone)
+    assert meta["from_epoch"] == 1
+    # a different protocol from the full-strength supervised prior: runs on the two never share a key
+    assert pretrain.prior_protocol(profile, pretrain.MATCHED) != pretrain.prior_protocol(profile, "supervised")
+    with pytest.raises(ValueError, match="only it takes one"):
+        pretrain.prepare(profile, "ssl", from_epoch=1)
 
 
 def test_smoke_interrupted_swag_resumes(tmp_path, tiny_imagenet, monkeypatch):
     """SWAG over 2 epochs killed after its first: the resumed run saves the prior an uninterrupted run saves."""
-    profile = get_profile("smoke", swag_epochs=2)
+    profile = get_profile("smoke", swag_epochs=2, swag_burnin_epochs=0)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "reference"))
     reference = torch.load(pretrain.prepare(profile, "supervised").prior, weights_only=True)
 
@@ -94,6 +129,7 @@ def test_smoke_interrupted_swag_resumes(tmp_path, tiny_imagenet, monkeypatch):
         return real_fit(model, loss_fn, epoch_batches, *args, desc=desc, **kwargs)
 
     monkeypatch.setattr(pretrain, "fit", fit_killed_in_second_swag_epoch)
+    monkeypatch.setattr(swag_module, "fit", fit_killed_in_second_swag_epoch)
     with pytest.raises(KeyboardInterrupt):
         pretrain.prepare(profile, "supervised")
     out = pretrain.artifacts(profile, "supervised")
@@ -106,6 +142,7 @@ def test_smoke_interrupted_swag_resumes(tmp_path, tiny_imagenet, monkeypatch):
         return real_fit(model, lambda m, b: steps.append(1) or loss_fn(m, b), *args, **kwargs)
 
     monkeypatch.setattr(pretrain, "fit", counting_fit)
+    monkeypatch.setattr(swag_module, "fit", counting_fit)
     resumed = torch.load(pretrain.prepare(profile, "supervised").prior, weights_only=True)
     assert len(steps) == profile.source_train_n // profile.batch_size    # only the second SWAG epoch ran
     for key in ("mean", "diag", "factor"):
@@ -135,7 +172,7 @@ class FakeImageNet(torch.utils.data.Dataset):
 
 def _paper(**overrides):
     knobs = dict(device="cpu", model="resnet8", width=4, image_size=32, batch_size=4, swag_epochs=0.6,
-                 swag_snapshots=3, swag_max_rank=2)
+                 swag_burnin_epochs=0, swag_snapshots=3, swag_max_rank=2)
     return get_profile("paper", **{**knobs, **overrides})
 
 
@@ -191,6 +228,7 @@ def _spy_fit(monkeypatch):
         return real_fit(model, loss, epoch_batches, optimizer, epochs, *args, desc=desc, **kwargs)
 
     monkeypatch.setattr(pretrain, "fit", spy)
+    monkeypatch.setattr(swag_module, "fit", spy)
     return stages
 
 
@@ -210,7 +248,7 @@ def test_paper_supervised_structure(fake_paper, monkeypatch):
     model = pretrain.load_source_model(profile, "supervised")
     assert model.head.out_features == imagenet.NUM_CLASSES
     meta = _check_prior(out, profile, "supervised", model.backbone)
-    assert meta["source_train_n"] == N_FAKE and meta["epochs"] == 0 and meta["swag_every_steps"] == 2
+    assert meta["source_train_n"] == N_FAKE and meta["epochs"] == 0
     assert meta["weights"] == "torchvision IMAGENET1K_V1" and int(0.6 * steps_per_epoch) == 6
     # the supervised prior covers the backbone, not the 1000-way head
     assert load_prior(out.prior).dim == _count_params(model.backbone) < _count_params(model)
@@ -250,8 +288,18 @@ def test_paper_whole_swag_epochs_and_too_few_steps(fake_paper, monkeypatch):
     stages = _spy_fit(monkeypatch)
     pretrain.prepare(_paper(swag_epochs=2, swag_snapshots=4), "supervised")
     assert [(s["epochs"], s["steps"]) for s in stages] == [(2, 20)]
-    with pytest.raises(ValueError, match="SWAG has 1 steps"):
+    with pytest.raises(ValueError, match="SWAG collects over 1 steps for 3 snapshots"):
         pretrain.prepare(_paper(swag_epochs=0.1), "ssl")
+
+
+def test_paper_burn_in_runs_before_the_collection(fake_paper, monkeypatch):
+    """0.5 epoch of burn-in (5 steps) then 0.6 epoch of collection (6 steps, a snapshot every 2): 11 steps in
+    2 epochs; the backbone's norm is recorded at the start and at each of the 3 snapshots."""
+    stages = _spy_fit(monkeypatch)
+    out = pretrain.prepare(_paper(swag_burnin_epochs=0.5), "supervised")
+    assert [(s["desc"], s["epochs"], s["steps"]) for s in stages] == [("SWAG supervised", 2, 11)]
+    meta = load_prior(out.prior).meta
+    assert meta["swag_burnin_epochs"] == 0.5 and len(meta["snapshot_norms"]) == 3
 
 
 def test_paper_needs_a_gpu(results, monkeypatch):
@@ -259,7 +307,10 @@ def test_paper_needs_a_gpu(results, monkeypatch):
     monkeypatch.setattr(imagenet, "imagenet_split", _fail)
     monkeypatch.setattr(imagenet, "load_supervised_classifier", _fail)
     assert get_profile("paper").device == "cuda"
-    for kind in pretrain.KINDS:
+    assert pretrain.source_kinds(get_profile("paper")) == ("supervised", "ssl")
+    with pytest.raises(ValueError, match="fits the kinds supervised, ssl"):
+        pretrain.prepare("paper", pretrain.MATCHED, from_epoch=1)
+    for kind in pretrain.source_kinds(get_profile("paper")):
         with pytest.raises(RuntimeError, match="the paper profile needs a GPU") as e:
             pretrain.prepare("paper", kind)
         assert "device='cpu'" in str(e.value)

@@ -42,14 +42,14 @@ COUNT_KNOBS = {
     "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
     "downstream_test_n": _size, "train_sizes": len, "seeds": len, "ranks": len, "scales": len,
     "downstream_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
-    "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size,
+    "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
     "factor_grid": len, "temperatures": len, "segmentation_steps": _size, "segmentation_batch_size": _size,
     "decoder_channels": _size,
 }
-# names, a pixel size both CPU profiles share (32 px), a fraction, a device
+# names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch)
 NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates",
-              "segmentation_dataset"}
+              "segmentation_dataset", "swag_burnin_epochs"}
 
 
 def test_every_knob_is_classified():

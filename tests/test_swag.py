@@ -99,3 +99,59 @@ def test_bad_inputs():
         SWAG(3).collect(torch.zeros(4))
     with pytest.raises(ValueError, match="at least 2 snapshots"):
         SWAG(3).to_prior()
+
+
+# ------------------------------------------------------------------------- fit_swag: burn-in, then collection
+
+class _Point(torch.nn.Module):
+    def __init__(self, start: torch.Tensor):
+        super().__init__()
+        self.theta = torch.nn.Parameter(start.clone())
+
+
+def _ar1_swag(burnin: int, start: float, steps: int = 6000, snapshots: int = 600, seed: int = 0):
+    """SGD at lr 1/2 on the loss |theta - x_b|^2 / 2 with x_b ~ N(m, S) iid: theta' = theta/2 + x_b/2, an AR(1) chain
+    whose stationary law is N(m, S/3) (variance S (1/2)^2 / (1 - (1/2)^2)). Snapshots every 10 steps are nearly
+    independent (autocorrelation 2^-10)."""
+    from repro.swag import fit_swag
+    g = torch.Generator().manual_seed(seed)
+    m = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64)
+    S = torch.linspace(0.5, 2.0, 8, dtype=torch.float64)
+    model = _Point(torch.full((8,), start, dtype=torch.float64))
+    per_epoch = 100
+
+    def epoch_batches(epoch):
+        return [(m + S.sqrt() * torch.randn(8, generator=g, dtype=torch.float64),) for _ in range(per_epoch)]
+
+    swag, norms = fit_swag(model, lambda mod, b: 0.5 * (mod.theta - b[0]).square().sum(), epoch_batches,
+                           torch.optim.SGD(model.parameters(), lr=0.5), per_epoch, lr=0.5, burnin_steps=burnin,
+                           collect_steps=steps, snapshots=snapshots, max_rank=5)
+    return m, S / 3, swag, norms
+
+
+def test_fit_swag_burn_in_comes_before_the_first_snapshot_and_recovers_the_stationary_gaussian():
+    m, var, swag, norms = _ar1_swag(burnin=100, start=50.0)
+    n = swag.n
+    assert n == 600 and len(norms) == 600
+    # mean and variance of the stationary law, within 4 Monte-Carlo standard errors
+    assert torch.all((swag.mean - m).abs() < 4 * (var / n).sqrt())
+    assert torch.all((swag.diag - var).abs() < 4 * var * np.sqrt(2 / n))
+    # the first snapshot is already stationary: its norm is that of a draw near m, not of the start (50 * sqrt(8))
+    assert norms[0] < 10
+
+
+def test_fit_swag_without_burn_in_is_biased_by_the_start():
+    """The same chain started far away with no burn-in: the first snapshot (after 10 steps) still carries
+    2^-10 of the start in every coordinate: from 1e6 that is ~1000, ~1.6 in the mean of 600 snapshots."""
+    m, var, biased, _ = _ar1_swag(burnin=0, start=1e6)
+    assert (biased.mean - m).abs().max() > 4 * (var / biased.n).sqrt().max()
+    m, var, burnt, _ = _ar1_swag(burnin=100, start=1e6)
+    assert torch.all((burnt.mean - m).abs() < 4 * (var / burnt.n).sqrt())
+
+
+def test_fit_swag_refuses_too_few_collection_steps():
+    from repro.swag import fit_swag
+    model = _Point(torch.zeros(2))
+    with pytest.raises(ValueError, match="collects over 3 steps for 5 snapshots"):
+        fit_swag(model, lambda mod, b: mod.theta.sum(), lambda e: [], torch.optim.SGD(model.parameters(), lr=0.1),
+                 10, lr=0.1, burnin_steps=0, collect_steps=3, snapshots=5, max_rank=2)

@@ -70,3 +70,29 @@ def test_bad_run_parameters(change, message):
 def test_unknown_parameter_names_are_refused():
     with pytest.raises(ValueError, match=r"unknown run parameter\(s\) \['lambda'\]"):
         transfer.default_params(P, "map_learned", **{"lambda": 3.0})
+
+
+def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp_path, monkeypatch):
+    """A run records the protocol hash of the prior it starts from: after the prior is refitted under another
+    protocol, the same setting has another key (the old row is not read back), and the old run cannot run."""
+    import shutil
+    from repro import pretrain, studies
+    from repro.priors import save_prior
+
+    results = tmp_path / "results"
+    shutil.copytree(studies.results_dir(P) / "priors", results / "smoke" / "priors")
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(results))
+    setting = params("map_learned")
+    keyed = studies.keyed_on_prior(P, setting)
+    assert keyed["prior_protocol"] == pretrain.prior_protocol(P, "ssl") != "v1"
+    assert "prior_protocol" not in studies.keyed_on_prior(P, params("map_nonlearned", prior_kind="none"))
+    old_run = Run("transfer", keyed)
+
+    path = pretrain.artifacts(P, "ssl").prior                 # refit "under another protocol": same tensors, new hash
+    raw = torch.load(path, weights_only=True)
+    meta = raw["meta"] | {"protocol_hash": "0123456789ab"}
+    save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
+    new_run = Run("transfer", studies.keyed_on_prior(P, setting))
+    assert new_run.key != old_run.key and new_run["prior_protocol"] == "0123456789ab"
+    with pytest.raises(ValueError, match="keyed on .* not re-run with this one"):
+        transfer.run_transfer(P, old_run.params)

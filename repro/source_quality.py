@@ -1,0 +1,124 @@
+"""How good a source backbone is (notebook 01): linear probes, the SWAG checks, the quality-matched epoch (C5).
+
+Every state of a backbone is scored the same way, so that numbers compare across kinds, epochs and SWAG draws:
+
+* ``source_acc``: the supervised head on the source val split (NaN for SSL, which has no head);
+* ``probe_source_acc``: a linear probe on frozen features, source train subset -> source val;
+* ``probe_cifar10_acc``: a linear probe, CIFAR-10 train subset (``probe_n``) -> CIFAR-10 test subset (``probe_test_n``).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from . import data, pretrain
+from .profiles import Profile
+from .train import features, linear_probe, load_flat_, predict_logits, update_bn
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """The fixed image sets every state is scored on."""
+    source_x: Tensor
+    source_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    cifar_x: Tensor
+    cifar_y: Tensor
+    cifar_test_x: Tensor
+    cifar_test_y: Tensor
+
+
+@functools.lru_cache(maxsize=2)
+def probe_data(profile: Profile) -> ProbeData:
+    train, _, _, val, va = pretrain.source_splits(profile)
+    probe = data.stratified_subset(train.targets, min(profile.probe_n, len(train)), seed=1)
+    c_train, c_test = data.load("cifar10", "train"), data.load("cifar10", "test")
+    ci = data.stratified_subset(c_train.targets, min(profile.probe_n, len(c_train)), seed=0)
+    ct = data.stratified_subset(c_test.targets, min(profile.probe_test_n or len(c_test), len(c_test)), seed=0)
+    return ProbeData(train.images[probe], train.targets[probe], val.images[va], val.targets[va],
+                     c_train.images[ci], c_train.targets[ci], c_test.images[ct], c_test.targets[ct])
+
+
+def score(model: nn.Module, kind: str, d: ProbeData) -> dict[str, float]:
+    """``source_acc``, ``probe_source_acc`` and ``probe_cifar10_acc`` of one source model (see the module docstring)."""
+    bb = model.backbone
+    out = {"source_acc": float("nan"),
+           "probe_source_acc": linear_probe(features(bb, d.source_x), d.source_y, features(bb, d.val_x), d.val_y),
+           "probe_cifar10_acc": linear_probe(features(bb, d.cifar_x), d.cifar_y, features(bb, d.cifar_test_x),
+                                             d.cifar_test_y)}
+    if pretrain.base_kind(kind) == "supervised":
+        out["source_acc"] = (predict_logits(model, d.val_x).argmax(1) == d.val_y).float().mean().item()
+    return out
+
+
+def evaluate_source(profile: Profile, kind: str, n_samples: int = 5, seed: int = 0) -> pd.DataFrame:
+    """One row per model state: the pre-trained checkpoint, the SWA mean, ``n_samples`` SWAG draws at scale 1.
+
+    A draw replaces the backbone by a sample of the learned prior, keeps the head at the SWA mean, and recomputes the
+    BatchNorm statistics on the source probe images (unaugmented).
+    """
+    d = probe_data(profile)
+    rows = [{"kind": kind, "state": "pretrained", **score(pretrain.load_source_model(profile, kind, "pretrained"), kind, d)},
+            {"kind": kind, "state": "swa_mean", **score(pretrain.load_source_model(profile, kind, "swa"), kind, d)}]
+    prior = pretrain.load_source_prior(profile, kind, scale=1.0, eps=0.0)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n_samples):
+        model = pretrain.load_source_model(profile, kind, "swa")
+        load_flat_(model.backbone, prior.sample(1, generator=g)[0])
+        update_bn(model, d.source_x)
+        rows.append({"kind": kind, "state": f"swag_sample_{i}", **score(model, kind, d)})
+    return pd.DataFrame(rows)
+
+
+def swa_check(evaluation: pd.DataFrame) -> pd.DataFrame:
+    """Per kind: checkpoint, SWA mean and mean of the SWAG draws on the source val metric (the head for supervised
+    backbones, the source probe for SSL) and the CIFAR-10 probe; ``swa_ok`` says whether the SWA mean is at least as
+    good as the checkpoint on both (the stationarity criterion of the SWAG protocol)."""
+    rows = []
+    for kind, g in evaluation.groupby("kind", sort=False):
+        metric = "source_acc" if pretrain.base_kind(kind) == "supervised" else "probe_source_acc"
+        state = g.state.where(~g.state.str.startswith("swag_sample"), "swag_samples")
+        m = g.assign(state=state).groupby("state")[[metric, "probe_cifar10_acc"]].mean()
+        row = {"kind": kind, "source_metric": metric}
+        for st in ("pretrained", "swa_mean", "swag_samples"):
+            row[f"source_{st}"], row[f"cifar10_{st}"] = m.loc[st, metric], m.loc[st, "probe_cifar10_acc"]
+        row["swa_ok"] = bool(row["source_swa_mean"] >= row["source_pretrained"]
+                             and row["cifar10_swa_mean"] >= row["cifar10_pretrained"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
+    """The scores of the pre-training state after every epoch (from :func:`repro.pretrain.epoch_state`)."""
+    d, rows, epoch = probe_data(profile), [], 1
+    while (path := pretrain.epoch_state(profile, kind, epoch)).exists():
+        model = pretrain.build_source_model(profile, kind, pretrain.source_num_classes(profile))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        rows.append({"kind": kind, "epoch": epoch, **score(model, kind, d)})
+        epoch += 1
+    if not rows:
+        raise FileNotFoundError(f"no per-epoch states of {kind!r} in {path.parent}: pre-train it first "
+                                f"(repro.pretrain.prepare({profile.name!r}, {kind!r}))")
+    return pd.DataFrame(rows)
+
+
+def matched_epoch(probes: pd.DataFrame) -> int:
+    """The supervised epoch whose CIFAR-10 probe is closest to the final SSL backbone's (ties: the later epoch)."""
+    ssl, sup = probes[probes.kind == "ssl"], probes[probes.kind == "supervised"]
+    if ssl.empty or sup.empty:
+        raise ValueError("matched_epoch needs the probes by epoch of both the 'ssl' and the 'supervised' backbone")
+    target = ssl.sort_values("epoch").probe_cifar10_acc.iloc[-1]
+    gap = (sup.probe_cifar10_acc - target).abs()
+    return int(sup.loc[gap == gap.min(), "epoch"].max())
+
+
+def snapshot_norms(profile: Profile, kind: str) -> pd.DataFrame:
+    """The backbone's norm ||θ|| at the start of SWAG (snapshot 0) and at every snapshot: the filter-norm drift."""
+    meta = pretrain.load_source_prior(profile, kind).meta
+    norms = [meta["start_norm"], *meta["snapshot_norms"]]
+    return pd.DataFrame({"kind": kind, "snapshot": range(len(norms)), "norm": norms})
