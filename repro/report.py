@@ -14,9 +14,9 @@ import pandas as pd
 
 from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
+from .verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
-VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "not testable here")
 
 # id -> (paper's statement and where, the reproduction report's finding, notebook)
 CLAIMS: dict[str, tuple[str, str, str]] = {
