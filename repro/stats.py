@@ -5,14 +5,17 @@ Every comparison of two arms is made on per-image outcomes (correct or not, per-
 size ``k``, seed ``s`` and image ``i``. The effect is the mean of ``d``: the mean over sizes of the per-size mean
 differences (each size weighs the same; sizes are a fixed factor, never pooled as if they were more seeds).
 
-Its standard error comes from a *crossed* bootstrap: seeds and test images are resampled independently (the same
-image draw for every seed and size, since all share the test images), so both the seed-to-seed noise and the sampling
-noise of the finite test set count. With S seeds the bootstrap shrinks the seed part of the variance by (S - 1)/S;
-that part is added back. The reference distribution is Student's t with Welch-Satterthwaite degrees of freedom from
-the seed part (S - 1 df) and the image part (N - 1 df): with few seeds and a seed-dominated variance it is the paired
-t-test on per-seed means, with an image-dominated variance it tends to the normal. The crossed bootstrap counts the
-seed x image interaction twice, so the SE errs on the large side. With N = 1 (run-level metrics only, e.g. mIoU) the
-procedure reduces to the paired t-test over seeds.
+Its standard error counts both sources of noise with a paired bootstrap over seeds and test images: seeds are
+resampled within each size (a seed's runs at different sizes are different runs) and images once for all sizes and
+seeds (they share the test images). The seed part (per-size means of resampled seeds; the (S - 1)/S shrinkage of
+resampling S seeds undone) and the image part (means over resampled images) each contain the seed x image
+interaction once, so a plain crossed ("pigeonhole") bootstrap counts it twice (Owen 2007): the interaction is estimated
+by the two-way ANOVA residual mean square and counted once, and the seed and image components net of it are floored at
+zero (so identical per-seed results cannot make the SE smaller than the test set's own noise). The reference distribution is Student's t with Welch-Satterthwaite degrees of
+freedom of these parts (S - 1 per size, N - 1, (S - 1)(N - 1)): with a seed-dominated variance it is the paired t-test
+on per-seed means (2 df per size at 3 seeds), with an image-dominated one it tends to the normal. With N = 1
+(run-level metrics only, e.g. mIoU) the procedure reduces to the paired t-test over seeds; with one seed, to the
+binomial standard error of the test set.
 
 A comparison's ``outcome`` is ``effect`` (Holm-adjusted one-sided p < ALPHA in the claimed direction), ``reversed``
 (the same in the opposite direction), ``equivalent`` (two one-sided tests against +-``MARGINS[metric]``, fixed before
@@ -38,18 +41,18 @@ Outcomes = Mapping[str, Mapping[str, np.ndarray]]     # run key -> metric -> per
 
 
 @functools.lru_cache(maxsize=16)
-def _weights(n_seeds: int, n_images: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap counts (B, S) over seeds and (B, N) over images; fixed by ``seed`` (the same draw for every call)."""
+def _weights(n_sizes: int, n_seeds: int, n_images: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap counts (K, B, S) over seeds, drawn per size, and (B, N) over images; fixed by ``seed``."""
     rng = np.random.default_rng(seed)
-    ws = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot).astype(np.float64)
+    ws = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=(n_sizes, n_boot)).astype(np.float64)
     wi = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=n_boot).astype(np.float64)
     return ws, wi
 
 
 def satterthwaite(parts: Sequence[float], dfs: Sequence[float]) -> float:
-    """Welch-Satterthwaite degrees of freedom of a sum of independent variance estimates."""
+    """Welch-Satterthwaite degrees of freedom of a signed sum of independent variance estimates."""
     num = sum(parts) ** 2
-    den = sum(v * v / f for v, f in zip(parts, dfs) if f > 0 and v > 0)
+    den = sum(v * v / f for v, f in zip(parts, dfs) if f > 0 and v != 0)
     return float(num / den) if den > 0 else math.inf
 
 
@@ -102,25 +105,39 @@ def paired_bootstrap(d: np.ndarray, n_boot: int | None = None, seed: int = 0, le
         raise ValueError(f"d must be a finite (K, S, N) array, got shape {d.shape}")
     k, s, n = d.shape
     n_boot = n_boot or N_BOOT                                 # read at call time (the simulator tests lower it)
-    e = d.mean(0)                                             # (S, N): sizes averaged (equal weights)
-    mean = float(e.mean())
-    ws, wi = _weights(s, n, n_boot, seed)
-    crossed = np.einsum("bs,sn,bn->b", ws, e, wi, optimize=True) / (s * n)
-    seed_only = ws @ e.mean(1) / s
-    image_only = wi @ e.mean(0) / n
-    var_seed = float(seed_only.var(ddof=1)) * s / (s - 1) if s > 1 else 0.0
-    var_image = float(image_only.var(ddof=1))
-    var = float(crossed.var(ddof=1)) + (float(seed_only.var(ddof=1)) / (s - 1) if s > 1 else 0.0)
-    se = math.sqrt(max(var, 0.0))
+    mean = float(d.mean())
+    ws, wi = _weights(k, s, n, n_boot, seed)
+    seed_means = d.mean(2)                                    # (K, S)
+    v_seed = (np.einsum("kbs,ks->kb", ws, seed_means) / s).var(axis=1, ddof=1) * (s / (s - 1) if s > 1 else 0.0)
+    v_image = float((wi @ d.mean((0, 1)) / n).var(ddof=1)) if n > 1 else 0.0
+    if s > 1 and n > 1:                                       # seed x image interaction, counted in both parts
+        resid = d - seed_means[:, :, None] - d.mean(1, keepdims=True) + d.mean((1, 2), keepdims=True)
+        twice = (resid ** 2).sum((1, 2)) / ((s - 1) * (n - 1)) / (s * n)
+    else:
+        twice = np.zeros(k)
+    # variance components, each floored at zero (a negative estimate, e.g. seeds that agree more closely than the
+    # images' own noise allows, must not shrink the SE below the test set's sampling noise)
+    r_df, both = (s - 1) * (n - 1), float(twice.sum() / k ** 2)
+    parts, dfs = [float(t / k ** 2) for t in twice], [r_df] * k            # interaction, counted once
+    for vs, t in zip(v_seed, twice):
+        if vs > t:                                                         # seed component
+            parts += [float(vs / k ** 2), float(-t / k ** 2)]
+            dfs += [s - 1, r_df]
+    if v_image > both:                                                     # image component
+        parts += [v_image] + [float(-t / k ** 2) for t in twice]
+        dfs += [n - 1] + [r_df] * k
+    var = max(float(sum(parts)), 0.0)
+    se = math.sqrt(var)
+    df = satterthwaite(parts, dfs)
+    var_seed = float(v_seed.sum() / k ** 2)
     se = 0.0 if se < 1e-12 else se                           # rounding of an exactly constant difference
-    df = satterthwaite([var_seed, var_image], [s - 1, n - 1])
     if s < 2 and n < 2:
         se, df = float("nan"), float("nan")
     half = stats.t.ppf(0.5 + level / 2, df) * se if se > 0 else 0.0
     flip = {"greater": "less", "less": "greater", "two-sided": "two-sided"}[alternative]
     return {"mean_diff": mean, "se_diff": se, "df": df, "ci_low": mean - half, "ci_high": mean + half,
             "p": t_test(mean, se, df, alternative), "p_reverse": t_test(mean, se, df, flip),
-            "p_tost": tost(mean, se, df, margin), "se_seed": math.sqrt(var_seed), "se_image": math.sqrt(var_image),
+            "p_tost": tost(mean, se, df, margin), "se_seed": math.sqrt(var_seed), "se_image": math.sqrt(v_image),
             "n_seeds": s, "n_images": n, "n_sizes": k}
 
 
@@ -151,10 +168,9 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
 
 def select(df: pd.DataFrame, **query) -> pd.DataFrame:
     """Finished rows whose columns equal ``query``."""
-    df = ok(df)
-    mask = np.ones(len(df), dtype=bool)
+    mask = (df.status == "ok").to_numpy(copy=True) if "status" in df else np.ones(len(df), dtype=bool)
     for k, v in query.items():
-        mask &= (df[k] == v).to_numpy()
+        mask &= df[k].to_numpy() == v
     return df[mask]
 
 
@@ -163,28 +179,31 @@ def stacked(df: pd.DataFrame, specs: Sequence[dict], on: Sequence[str] = ("seed"
     """Per spec, a (K, S, N) array of ``metric`` over the (size, seed) cells every spec has (N = 1 without per-image
     outcomes for every run), the specs' mean run-level metric, and the K levels (sizes; ``[None]`` if ``on`` is seeds)."""
     on = list(on)
-    frames = [select(df, **s).drop_duplicates(on).set_index(on) for s in specs]
-    common = frames[0].index
-    for f in frames[1:]:
-        common = common.intersection(f.index)
+    tables = []
+    for spec in specs:                        # plain dicts: this runs thousands of times in the simulator tests
+        sub = select(df, **spec)
+        cols = [sub[c].to_numpy() for c in on] + [sub[metric].to_numpy(dtype=float),
+                                                  sub["key"].to_numpy() if "key" in sub else np.full(len(sub), None)]
+        recs: dict = {}
+        for row in zip(*cols):
+            recs.setdefault(row[0] if len(on) == 1 else tuple(row[:len(on)]), row[len(on):])
+        tables.append(recs)
+    common = set(tables[0]).intersection(*tables[1:])
     if len(on) == 1:
         levels, seeds = [None], sorted(common)
     else:
-        cells = set(common)
-        levels = sorted({c[0] for c in cells})
-        seeds = sorted(s for s in {c[1] for c in cells} if all((lv, s) in cells for lv in levels))
+        levels = sorted({c[0] for c in common})
+        seeds = sorted(s for s in {c[1] for c in common} if all((lv, s) in common for lv in levels))
     if not seeds:
         raise ValueError(f"no runs common to {specs}")
     idx = [s if lv is None else (lv, s) for lv in levels for s in seeds]
-    sets = [f.loc[idx] for f in frames]
-    per_image = outcomes is not None and all("key" in r and all(k in outcomes and metric in outcomes[k] for k in r.key)
-                                             for r in sets)
+    sets = [[t[i] for i in idx] for t in tables]           # per spec: (metric, key) per cell
+    per_image = outcomes is not None and all(k in outcomes and metric in outcomes[k] for r in sets for _, k in r)
     arrays = []
     for r in sets:
-        vals = ([np.asarray(outcomes[k][metric], dtype=float) for k in r.key] if per_image
-                else [np.array([v], dtype=float) for v in r[metric]])
-        arrays.append(np.stack(vals).reshape(len(levels), len(seeds), -1))
-    return arrays, [float(r[metric].mean()) for r in sets], levels
+        vals = [np.asarray(outcomes[k][metric], dtype=float) for _, k in r] if per_image else [[m] for m, _ in r]
+        arrays.append(np.asarray(vals, dtype=float).reshape(len(levels), len(seeds), -1))
+    return arrays, [float(np.mean([m for m, _ in r])) for r in sets], levels
 
 
 def contrast(df: pd.DataFrame, terms: Sequence[tuple[dict, float]], on: Sequence[str] = ("seed",),

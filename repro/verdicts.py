@@ -262,7 +262,8 @@ def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) 
     at every interior size is reversed (negative) or equivalent to 0 (TOST); else inconclusive. The same analysis
     against (4) Bayes + non-learned is reported (not part of the verdict)."""
     d = df[df.dataset == "cifar10"]
-    tables = {ref: _family(_size_gain_tests(d, ref, outcomes)) for ref in ("sgd_transfer", "bayes_nonlearned")}
+    tables = {ref: _family(_size_gain_tests(d, ref, outcomes)) for ref in ("sgd_transfer", "bayes_nonlearned")
+              if ref == "sgd_transfer" or not select(d, approach=ref).empty}
     table = pd.concat(tables.values(), ignore_index=True)
     t = tables["sgd_transfer"]
     sizes = sorted(t.n_train.unique())
@@ -277,13 +278,13 @@ def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) 
         g = x[x.comparison.str.endswith("> 0")]
         return ", ".join(f"n={r.n_train}: {100 * r.mean_diff:+.1f} pt ({r.outcome})" for r in g.itertuples())
 
-    n4 = tables["bayes_nonlearned"]
-    peak = n4[n4.comparison.str.contains(r"> gain")]
     finding = (_regime(select(d, **_with_kind("bayes_learned", "ssl")), "SSL prior, CIFAR-10") +
                f"gain of (1) over (3): {curve(t)}; interior vs ends: " +
-               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in t[t.comparison.str.contains(r"> gain")].itertuples()) +
-               f". Gain of (1) over (4) Bayes + non-learned (not the verdict): {curve(n4)}; " +
-               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in peak.itertuples()))
+               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in t[t.comparison.str.contains(r"> gain")].itertuples()))
+    if "bayes_nonlearned" in tables:
+        n4 = tables["bayes_nonlearned"]
+        finding += (f". Gain of (1) over (4) Bayes + non-learned (not the verdict): {curve(n4)}; " +
+                    "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in n4[n4.comparison.str.contains(r"> gain")].itertuples()))
     return table, verdict, finding
 
 

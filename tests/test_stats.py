@@ -47,6 +47,24 @@ def test_sizes_are_averaged_not_pooled_as_seeds():
     assert r["n_sizes"] == 2 and r["p"] == 0.0
 
 
+def test_se_matches_the_spread_of_the_effect_over_repeated_experiments():
+    # crossed design with known components: seed (per size), image (shared), interaction; the SE must match the
+    # standard deviation of the estimated effect across independent experiments, and the 95% CI must cover
+    rng = np.random.default_rng(11)
+    k, s, n, reps = 2, 3, 400, 300
+    means, ses, cover = [], [], 0
+    for _ in range(reps):
+        d = (0.02 + rng.normal(0, 0.01, (k, s, 1)) + rng.normal(0, 0.2, (1, 1, n))
+             + rng.normal(0, 0.5, (k, s, n)))
+        r = stats.paired_bootstrap(d, n_boot=300)
+        means.append(r["mean_diff"]), ses.append(r["se_diff"])
+        cover += r["ci_low"] <= 0.02 <= r["ci_high"]
+    truth = np.sqrt(0.01 ** 2 / (k * s) + 0.2 ** 2 / n + 0.5 ** 2 / (k * s * n))
+    assert np.std(means) == pytest.approx(truth, rel=0.12)
+    assert np.sqrt(np.mean(np.square(ses))) == pytest.approx(truth, rel=0.1)
+    assert 0.92 <= cover / reps <= 0.99
+
+
 def test_tost_is_the_larger_of_two_one_sided_t_tests():
     x = np.array([0.003, -0.002, 0.004, 0.001, 0.0, 0.002])
     m = 0.01
