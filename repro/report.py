@@ -185,7 +185,20 @@ def render_amendment(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "amendment": render_amendment, "source": render_source, "priors": render_priors,
+def render_simulation(profile: str | Profile = "cpu") -> str:
+    """How often each claim's rule returns each word on simulated results (``python -m repro.simulate --out ...``)."""
+    path = results_dir(profile) / "claims" / "simulation.csv"
+    if not path.exists():
+        return "_Not yet simulated for this profile._"
+    df = pd.read_csv(path)
+    lines = ["| claim | true effect (accuracy points) | simulations | " + " | ".join(VERDICTS) + " |",
+             "|---|---|---|" + "---|" * len(VERDICTS)]
+    lines += [f"| {r['claim']} | {r['effect_points']:+g} | {r['simulations']} | "
+              + " | ".join(f"{r[v]:.1%}" for v in VERDICTS) + " |" for _, r in df.iterrows()]
+    return "\n".join(lines)
+
+
+BLOCKS = {"claims": render_summary, "amendment": render_amendment, "simulation": render_simulation, "source": render_source, "priors": render_priors,
           "tuning": render_tuning, "compute": render_compute}
 
 

@@ -134,12 +134,28 @@ def rates(claim: str, delta: float, n_sims: int = 100, seed: int = 0, n_boot: in
     return pd.Series(words).value_counts(normalize=True).reindex(verdicts.VERDICTS, fill_value=0.0)
 
 
+#: What ``main`` simulates: claim -> effects (0 = null; negative = the claimed effect reversed).
+DELTAS = {"C2": (0.0, 0.03, 0.05, -0.05), "C10": (0.0, 0.03, 0.05, -0.05), "C3": (0.0, 0.05, -0.05),
+          "C6": (0.0, 0.05, -0.05), "C4": (0.0, 0.02, -0.02), "C5": (0.0, 0.02, -0.02)}
+
+
+def table(sims: int = 100, null_sims: int = 200) -> pd.DataFrame:
+    """Each claim's rate of each verdict word at each effect of :data:`DELTAS`."""
+    return pd.DataFrame([{"claim": c, "effect_points": 100 * d, "simulations": null_sims if d == 0 else sims,
+                          **rates(c, d, null_sims if d == 0 else sims, seed=1).round(3)}
+                         for c, deltas in DELTAS.items() for d in deltas])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.simulate", description=__doc__.splitlines()[0])
-    parser.add_argument("--sims", type=int, default=200)
+    parser.add_argument("--sims", type=int, default=100)
+    parser.add_argument("--null-sims", type=int, default=200)
+    parser.add_argument("--out", default=None, help="CSV to write (REPORT.md reads results/cpu/claims/simulation.csv)")
     args = parser.parse_args(argv)
-    out = [{"claim": c, "delta": d, **rates(c, d, args.sims)} for c in CLAIMS for d in (0.0, 0.02, 0.03, -0.02)]
-    print(pd.DataFrame(out).to_string(index=False))
+    df = table(args.sims, args.null_sims)
+    print(df.to_string(index=False))
+    if args.out:
+        df.to_csv(args.out, index=False)
 
 
 if __name__ == "__main__":
