@@ -272,7 +272,8 @@ def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) 
     full = any(all(o == "effect" for o in shown[m]) for m in interior)
     part = any(shown[m][0] == "effect" and "effect" in shown[m][1:] for m in interior)
     absent = all(shown[m][0] in ("reversed", "equivalent") for m in interior)
-    verdict = "reproduced" if full else "partially reproduced" if part else "not reproduced" if absent else "inconclusive"
+    verdict = ("inconclusive" if not interior else     # fewer than 3 sizes: no intermediate size to test
+               "reproduced" if full else "partially reproduced" if part else "not reproduced" if absent else "inconclusive")
 
     def curve(x: pd.DataFrame) -> str:
         g = x[x.comparison.str.endswith("> 0")]

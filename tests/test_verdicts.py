@@ -111,6 +111,8 @@ def test_data_efficiency_verdict_wants_a_positive_gain_peaking_in_the_middle():
     negative = dict(ORDERED)
     negative[("bayes_learned", "ssl")] = [x - 0.1 for x in ORDERED[("sgd_transfer", "ssl")]]   # every gain -0.1
     assert verdicts.data_efficiency_verdict(five_way_rows(negative))[1] == "not reproduced"
+    two_sizes = five_way_rows(ORDERED).query("n_train <= 300")                        # no intermediate size
+    assert verdicts.data_efficiency_verdict(two_sizes)[1] == "inconclusive"
 
 
 def test_ssl_vs_supervised_is_inconclusive_without_a_quality_matched_prior():
