@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import accuracy, nll, reliability_bins
+from .metrics import NLL_EPS, accuracy, nll, reliability_bins
 from .profiles import Profile, results_dir
 from .shift import CELLS
 
@@ -29,6 +30,37 @@ def load_predictions(profile: str | Profile, key: str, study: str = "transfer") 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows.status == "ok"]
+
+
+def per_image(probs: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
+    """Per-image ``accuracy`` (0/1), ``nll`` (-log p(true), floored at NLL_EPS) and ``overconfidence`` (top-class
+    probability - correct) of [N, C] probabilities: their means are the run's metrics (statistics in repro.stats)."""
+    p = probs.float()
+    conf, pred = p.max(dim=1)
+    correct = pred.eq(labels).double()
+    p_true = p.gather(1, labels.long().unsqueeze(1)).squeeze(1).double().clamp_min(NLL_EPS)
+    out = {"accuracy": correct, "nll": -p_true.log(), "overconfidence": conf.double() - correct}
+    return {prefix + k: v.numpy() for k, v in out.items()}
+
+
+def per_image_outcomes(profile: str | Profile, rows: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Run key -> per-image outcomes on the clean test subset (and ``shift_*`` on the shift set, where saved)."""
+    out = {}
+    for key in _ok(rows).key.unique():
+        p = load_predictions(profile, key)
+        out[key] = per_image(p["probs"], p["labels"])
+        if "shift_probs" in p:
+            out[key] |= per_image(p["shift_probs"], p["shift_labels"], prefix="shift_")
+    return out
+
+
+def ensemble_outcomes(profile: str | Profile, members: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Per seed, key ``ensemble-<seed>`` -> per-image outcomes of the deep ensemble (mean of its members' probabilities)."""
+    out = {}
+    for seed, g in _ok(members).groupby("seed"):
+        preds = [load_predictions(profile, k) for k in g.key]
+        out[f"ensemble-{seed}"] = per_image(torch.stack([p["probs"].float() for p in preds]).mean(0), preds[0]["labels"])
+    return out
 
 
 def confidence_gaps(profile: str | Profile, rows: pd.DataFrame) -> pd.DataFrame:

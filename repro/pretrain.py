@@ -26,8 +26,8 @@ out worse than the checkpoint). Every prior file stores its fitting protocol and
 
 Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt``
 (model at the SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal,
-deviations; float16 deviations to keep it small). Per-epoch pre-training states: ``results/<profile>/checkpoints/
-{kind}_epochs/epoch_NNN.pt`` (not committed: the probes by epoch, computed from them, are).
+deviations; float16 deviations to keep it small), and ``epochs/{kind}/epoch_NNN.pt``, the pre-training state after every
+epoch (committed: the probes by epoch and the quality-matched prior are computed from them).
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def source_kinds(profile: Profile) -> tuple[str, ...]:
 
 def epoch_state(profile: str | Profile, kind: str, epoch: int) -> Path:
     """Where pre-training saves the model state after ``epoch`` epochs (1-based)."""
-    return results_dir(profile) / "checkpoints" / f"{check_kind(kind)}_epochs" / f"epoch_{epoch:03d}.pt"
+    return results_dir(profile) / "priors" / "epochs" / check_kind(kind) / f"epoch_{epoch:03d}.pt"
 
 
 def protocol_hash(protocol: dict) -> str:
@@ -104,7 +104,7 @@ def protocol_hash(protocol: dict) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _stored_protocol(path: Path, mtime_ns: int) -> str:
+def _stored_protocol(path: Path, inode: int, mtime_ns: int) -> str:      # a rewritten (renamed-over) file: new inode
     return prior_meta(path).get("protocol_hash", "v1")       # priors fitted before protocol hashes: "v1"
 
 
@@ -113,7 +113,8 @@ def prior_protocol(profile: str | Profile, kind: str) -> str:
     path = artifacts(profile, kind).prior
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (python -m repro.reproduce --claims C1) first")
-    return _stored_protocol(path, path.stat().st_mtime_ns)
+    stat = path.stat()
+    return _stored_protocol(path, stat.st_ino, stat.st_mtime_ns)
 
 
 def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
@@ -172,6 +173,18 @@ def _frozen_backbone_simclr_loss(model: nn.Module, batch: tuple) -> Tensor:
 def _optimizer(params: Iterable[nn.Parameter], hp: dict) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=hp["peak_lr"], momentum=hp["momentum"],
                            weight_decay=hp["weight_decay"], nesterov=True)
+
+
+def stale_fields(profile: Profile, kind: str, meta: dict, from_epoch: int | None = None) -> list[str]:
+    """What differs between a stored prior's protocol (its ``meta``) and the one ``prepare`` would fit now."""
+    expected = {"version": PROTOCOL_VERSION, "model": profile.model, "width": profile.width,
+                "epochs": {"supervised": profile.source_epochs, "ssl": profile.ssl_epochs, MATCHED: 0}[kind],
+                "swag_burnin_epochs": profile.swag_burnin_epochs, "swag_epochs": profile.swag_epochs,
+                "swag_snapshots": profile.swag_snapshots, "swag_max_rank": profile.swag_max_rank,
+                "batch_size": profile.batch_size, **HYPERPARAMETERS[base_kind(kind)]}
+    if from_epoch is not None:
+        expected["from_epoch"] = from_epoch
+    return [f"{k}: stored {meta.get(k, 'none')}, now {v}" for k, v in expected.items() if meta.get(k) != v]
 
 
 @dataclass
@@ -279,6 +292,11 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     profile = get_profile(profile)
     out = artifacts(profile, kind)
     if out.prior.exists():
+        stale = stale_fields(profile, kind, prior_meta(out.prior), from_epoch)
+        if stale:
+            raise ValueError(f"{out.prior} was fitted under another protocol ({'; '.join(stale)}): it is kept, not "
+                             f"overwritten. To refit, delete {out.prior.name} and {out.swa.name} in {out.prior.parent} "
+                             f"(and {out.pretrained.name} if the pre-training knobs changed), then run notebook 01 again")
         return out
     if kind not in source_kinds(profile):
         raise ValueError(f"profile {profile.name!r} fits the kinds {', '.join(source_kinds(profile))}, not {kind!r}")

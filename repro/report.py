@@ -14,9 +14,9 @@ import pandas as pd
 
 from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
+from .verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
-VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive", "not testable here")
 
 # id -> (paper's statement and where, the reproduction report's finding, notebook)
 CLAIMS: dict[str, tuple[str, str, str]] = {
@@ -165,8 +165,73 @@ def render_compute(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "source": render_source, "geometry": render_geometry, "tuning": render_tuning,
-          "compute": render_compute}
+def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
+    """What REPORT.md quotes about the learned priors, computed from the prior files (never typed): per kind, the
+    trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (DESIGN.md §1) and the SWAG variances' quantiles."""
+    from .priors import load_prior
+
+    rows = []
+    for kind in ("ssl", "supervised", "supervised_matched"):
+        path = results_dir(profile) / "priors" / f"{kind}_prior.pt"
+        if not path.exists():
+            continue
+        prior = load_prior(path)
+        D, var = prior.factor.double(), prior.diag.double()
+        k = D.shape[1]
+        rows.append({"kind": kind, "parameters": prior.dim, "deviations": k,
+                     "trace_low_rank": float(0.5 * D.square().sum() / max(k - 1, 1)),
+                     "trace_diagonal": float(0.5 * var.sum()), "median_variance": float(var.median()),
+                     "min_variance": float(var.min()), "max_variance": float(var.max())})
+    return pd.DataFrame(rows)
+
+
+def render_priors(profile: str | Profile = "cpu") -> str:
+    """The learned priors' size, covariance traces and SWAG variances (from :func:`prior_statistics`)."""
+    df = prior_statistics(profile)
+    if df.empty:
+        return "_Not yet run on this profile._"
+    lines = ["| prior | parameters d | deviations K | trace of ½ D Dᵀ/(K − 1) | trace of ½ diag | SWAG variance: median "
+             "| smallest | largest |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.kind} | {r.parameters:,} | {r.deviations} | {r.trace_low_rank:.3g} | {r.trace_diagonal:.3g} | "
+              f"{r.median_variance:.2g} | {r.min_variance:.2g} | {r.max_variance:.2g} |" for r in df.itertuples()]
+    return "\n".join(lines)
+
+
+#: Claims whose notebook has not been moved to the amended statistics yet.
+NOT_AMENDED: tuple[str, ...] = ()
+
+
+def render_amendment(profile: str | Profile = "cpu") -> str:
+    """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones."""
+    folder = results_dir(profile) / "claims"
+    path = folder / "before_amendment.csv"
+    if not path.exists():
+        return "_No verdicts from before the amendment on this profile._"
+    before = pd.read_csv(path).set_index("claim").verdict
+    lines = ["| id | verdict, first rules (one-sided t-tests over seeds, size × seed pooled, no Holm) | verdict, amended "
+             "rules (bootstrap over seeds × images, Holm, TOST) |", "|---|---|---|"]
+    for claim in CLAIMS:
+        now = pd.read_csv(folder / f"{claim}.csv").verdict.iloc[0] if (folder / f"{claim}.csv").exists() else "—"
+        after = f"{now} (rule not yet amended)" if claim in NOT_AMENDED else now
+        lines.append(f"| {claim} | {before.get(claim, '—')} | {after} |")
+    return "\n".join(lines)
+
+
+def render_simulation(profile: str | Profile = "cpu") -> str:
+    """How often each claim's rule returns each word on simulated results (``python -m repro.simulate --out ...``)."""
+    path = results_dir(profile) / "claims" / "simulation.csv"
+    if not path.exists():
+        return "_Not yet simulated for this profile._"
+    df = pd.read_csv(path)
+    lines = ["| claim | true effect (accuracy points) | simulations | " + " | ".join(VERDICTS) + " |",
+             "|---|---|---|" + "---|" * len(VERDICTS)]
+    lines += [f"| {r['claim']} | {r['effect_points']:+g} | {r['simulations']} | "
+              + " | ".join(f"{r[v]:.1%}" for v in VERDICTS) + " |" for _, r in df.iterrows()]
+    return "\n".join(lines)
+
+
+BLOCKS = {"claims": render_summary, "amendment": render_amendment, "simulation": render_simulation, "source": render_source,
+          "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 
 
 def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:

@@ -122,3 +122,27 @@ def snapshot_norms(profile: Profile, kind: str) -> pd.DataFrame:
     meta = pretrain.load_source_prior(profile, kind).meta
     norms = [meta["start_norm"], *meta["snapshot_norms"]]
     return pd.DataFrame({"kind": kind, "snapshot": range(len(norms)), "norm": norms})
+
+
+def swag_lr_pilot(profile: Profile, kind: str, lr: float) -> dict:
+    """The SWAG protocol's stationarity check at one learning rate, on the pre-trained checkpoint: burn-in and
+    collection as in :func:`repro.pretrain.prepare`, then the scores of the checkpoint, the last iterate and the SWA
+    mean (BatchNorm statistics recomputed). Used to choose ``swag_lr`` before the priors are fitted."""
+    from .swag import fit_swag
+
+    d = probe_data(profile)
+    src = pretrain._tiny_source(profile, kind, 0, torch.device("cpu"))
+    model = src.model
+    model.load_state_dict(torch.load(pretrain.artifacts(profile, kind).pretrained, map_location="cpu", weights_only=True))
+    row = {"kind": kind, "swag_lr": lr, **{f"checkpoint_{k}": v for k, v in score(model, kind, d).items()}}
+    hp = pretrain.HYPERPARAMETERS[pretrain.base_kind(kind)]
+    spe = src.steps_per_epoch
+    swag, norms = fit_swag(model, pretrain._source_loss(kind), lambda e: src.epoch_batches(10_000 + e),
+                           pretrain._optimizer(model.parameters(), hp), spe, lr,
+                           burnin_steps=int(profile.swag_burnin_epochs * spe), collect_steps=int(profile.swag_epochs * spe),
+                           snapshots=profile.swag_snapshots, max_rank=0, desc=f"SWAG pilot {kind} lr={lr}")
+    row |= {f"last_{k}": v for k, v in score(model, kind, d).items()}
+    load_flat_(model, swag.mean.float())
+    update_bn(model, src.bn_images())
+    row |= {f"swa_{k}": v for k, v in score(model, kind, d).items()}
+    return row | {"norm_first_snapshot": norms[0], "norm_last_snapshot": norms[-1], "snapshots": swag.n}

@@ -63,9 +63,13 @@ def run_study(profile: str | Profile, study: str, settings: Iterable[dict], defa
 
 def keyed_on_prior(profile: Profile, params: dict) -> dict:
     """``params`` plus the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
-    made with another prior has another key and is never read back for this one (see :mod:`repro.pretrain`)."""
+    made with another prior has another key and is never read back for this one (see :mod:`repro.pretrain`).
+
+    Priors fitted before protocols were hashed (``"v1"``) add nothing: the runs recorded with them keep their keys, and
+    no run keyed on a hashed prior can ever match one of them."""
     kind = params.get("prior_kind", "none")
-    return params if kind == "none" else params | {"prior_protocol": prior_protocol(profile, kind)}
+    protocol = "v1" if kind == "none" else prior_protocol(profile, kind)
+    return params if protocol == "v1" else params | {"prior_protocol": protocol}
 
 
 def run_settings(profile: str | Profile, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:

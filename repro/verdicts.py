@@ -1,309 +1,409 @@
-"""Pre-registered decision rules of claims C2-C6 and C10, applied to the transfer grid's rows.
+"""Decision rules of claims C1-C10, applied to the study's run tables and per-image test outcomes.
 
-Each ``*_verdict`` returns ``(table, verdict, finding)``: the comparisons behind the verdict, one of
-``repro.report.VERDICTS``, and the finding sentence REPORT.md shows (means ± SE over seeds, p-values of
-paired one-sided t-tests across seeds, or across (size, seed) pairs where a claim spans sizes). The rules
-were written, in this module and in the notebooks, before the ``cpu`` grid was run. A test at level
-``ALPHA`` with 3 seeds has little power: "not significant" is reported as such, never as "equal".
+Each ``*_verdict`` returns ``(table, verdict, finding)``: the comparisons behind the verdict, one of the four words of
+:data:`VERDICTS`, and the finding sentence REPORT.md shows; the finding opens with the regime the verdict holds in
+(temperature, training-set sizes).
+
+The vocabulary (defined here and in REPORT.md):
+
+* **reproduced**: every primary comparison of the claim shows the claimed effect (Holm-adjusted p < ``ALPHA``);
+* **partially reproduced**: not all of them, but the claim's stated partial condition holds;
+* **not reproduced**: the claimed effect is absent (equivalent to zero within +-1 accuracy point, TOST) or reversed
+  (significant in the opposite direction), with adequate power, for a primary comparison;
+* **inconclusive**: neither the effect nor its absence is shown (underpowered), or the comparison is confounded.
+
+Statistics (amendment of 2026-11-27, :mod:`repro.stats`): every comparison is a paired bootstrap over seeds x test
+images on per-image outcomes (``outcomes[key][metric]``, from :func:`repro.predictions.per_image_outcomes`; without
+them, run-level metrics and a paired t-test over seeds); claims spanning sizes test each size and, pooled, the mean of
+the per-size effects (size is a fixed factor, never extra seeds); Holm within each claim's family; every choice of a
+best value (C3's lambda*) is made on validation rows (``split == "val"``). The rules before the amendment (one-sided
+paired t-tests, size x seed pairs pooled, no multiplicity control) are kept in the notebooks' text and git history.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .metrics import paired_test, summarize
+from .stats import ALPHA, Outcomes, adjust, compare, contrast, holm, ok, outcome, paired_bootstrap, select, stacked
 
-ALPHA = 0.05
+__all__ = ["ALPHA", "VERDICTS", "LABELS", "word", "verdict_of", "select", "compare", "contrast", "c1_verdict", "rank_verdict", "scale_verdict",
+           "ordering_verdict", "ssl_vs_supervised_verdict", "data_efficiency_verdict", "ensemble_verdict",
+           "calibration_verdict", "shift_verdict", "segmentation_verdict"]
+
 LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + learned", "sgd_transfer": "(3) SGD transfer",
           "bayes_nonlearned": "(4) Bayes + non-learned", "map_nonlearned": "(5) MAP + non-learned",
           "bayes_isotropic": "(7) Bayes + isotropic N(μ, αI)", "deep_ensemble": "(6) deep ensemble"}
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
+ORDER = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")
+
+#: The four verdict words (REPORT.md defines them too). ``not reproduced``: the claimed effect is absent (equivalent
+#: to zero within the margin) or reversed, with adequate power; ``inconclusive``: neither the effect nor its absence
+#: is shown (underpowered), or the comparison is confounded.
+VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
 
 
-def ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df.status == "ok"] if "status" in df else df
+def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = False) -> str:
+    """The verdict word of a claim from its primary comparisons' outcomes (see :func:`repro.stats.outcome`).
+
+    ``reproduced`` if every primary comparison shows the effect; ``partially reproduced`` if not, but ``partial`` (the
+    claim's stated partial condition) holds; ``not reproduced`` if some primary comparison is reversed or equivalent
+    to zero, or ``absent`` (a claim-specific failure, e.g. an optimum at the grid's edge); ``inconclusive``
+    otherwise, or whenever ``confounded``. Any claim can use it (see :func:`verdict_of` for a single comparison)."""
+    if confounded:
+        return "inconclusive"
+    if outcomes and all(o == "effect" for o in outcomes):
+        return "reproduced"
+    if partial:
+        return "partially reproduced"
+    if any(o in ("reversed", "equivalent", "absent") for o in outcomes):
+        return "not reproduced"
+    return "inconclusive"
 
 
-def select(df: pd.DataFrame, **query) -> pd.DataFrame:
-    """Finished rows whose columns equal ``query``."""
-    df = ok(df)
-    mask = np.ones(len(df), dtype=bool)
-    for k, v in query.items():
-        mask &= (df[k] == v).to_numpy()
-    return df[mask]
+def verdict_of(diff: dict, alpha: float = ALPHA, partial: bool = False, confounded: bool = False) -> str:
+    """The word for a claim resting on one comparison ``diff`` (keys ``p``, ``p_reverse``, ``p_tost``; optionally the
+    Holm-adjusted ``p_holm``/``p_reverse_holm``), e.g. the dict :func:`repro.stats.paired_bootstrap` returns or one
+    built from any test (notebook 02's C1: Welch test over directions, its reverse and a TOST)."""
+    return word([outcome(diff, alpha)], partial=partial, confounded=confounded)
 
 
-def compare(df: pd.DataFrame, a: dict, b: dict, on: tuple[str, ...] = ("seed",), metric: str = "accuracy",
-            alternative: str = "greater") -> dict:
-    """Paired test of the rows matching ``a`` against those matching ``b``, paired on the ``on`` columns."""
-    m = select(df, **a)[list(on) + [metric]].merge(select(df, **b)[list(on) + [metric]], on=list(on), suffixes=("_a", "_b"))
-    t = paired_test(m[f"{metric}_a"].to_numpy(), m[f"{metric}_b"].to_numpy(), alternative=alternative)
-    return {"metric": metric, "mean_a": float(m[f"{metric}_a"].mean()), "mean_b": float(m[f"{metric}_b"].mean()),
-            **{k: t[k] for k in ("mean_diff", "se_diff", "p", "n")}}
+def _diff(c, pct: bool = False) -> str:
+    """'Δ = ... (95% CI ...; Holm p = ...; outcome)' of a comparison (dict, Series or itertuples row)."""
+    c = c._asdict() if hasattr(c, "_asdict") else dict(c)
+    f = 100.0 if pct else 1.0
+    u = " pt" if pct else ""
+    return (f"Δ = {f * c['mean_diff']:+.3g}{u} (95% CI {f * c['ci_low']:+.3g} to {f * c['ci_high']:+.3g}; "
+            f"Holm p = {c.get('p_holm', c['p']):.2g}; {c.get('outcome', '')})")
 
 
-def significant(c: dict) -> bool:
-    return bool(c["mean_diff"] > 0 and c["p"] < ALPHA)
+def _regime(df: pd.DataFrame, extra: str = "") -> str:
+    d = ok(df)
+    temps = sorted(d.loc[d.approach.str.startswith("bayes"), "temperature"].dropna().unique()) if "temperature" in d else []
+    sizes = sorted(d.n_train.unique()) if "n_train" in d else []
+    parts = ([f"Bayes at T = {', '.join(f'{t:g}' for t in temps)}"] if temps else []) + \
+            ([f"n = {', '.join(str(int(n)) for n in sizes)}"] if sizes else []) + ([extra] if extra else [])
+    return "Regime: " + "; ".join(parts) + ". " if parts else ""
 
 
-def _pm(mean: float, se: float, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
-
-
-def _diff(c: dict) -> str:
-    return f"Δ = {c['mean_diff']:+.3f} ± {c['se_diff']:.3f} (p = {c['p']:.2g}, n = {c['n']})"
+def _family(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(adjust(rows))
 
 
 # ---------------------------------------------------------------------------------------------- C2: rank
 
-def rank_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C2 rule: reproduced if Bayes + learned at the largest rank beats rank 0 (diagonal only), paired over seeds,
-    p < ALPHA; partially if some other rank k > 0 does; otherwise not reproduced. Secondary (Harvey et al.):
-    the largest rank against the isotropic learned-mean prior N(μ, αI)."""
-    learned = select(df, approach="bayes_learned")
-    ranks = sorted(learned["rank"].unique())
+def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C2: family = rank k vs rank 0 for every k > 0 (Holm). Reproduced if the largest rank beats rank 0; partially if
+    another rank does; not reproduced if the largest rank is equivalent to rank 0 (TOST, +-1 point) or worse; else
+    inconclusive. Secondary (own family): the largest rank against the isotropic learned-mean prior N(μ, αI)."""
+    ranks = sorted(select(df, approach="bayes_learned")["rank"].unique())
     top = ranks[-1]
-    rows = [{"comparison": f"rank {k} vs rank 0", **compare(df, {"approach": "bayes_learned", "rank": k},
-                                                             {"approach": "bayes_learned", "rank": 0})} for k in ranks[1:]]
-    iso = compare(df, {"approach": "bayes_learned", "rank": top}, {"approach": "bayes_isotropic"})
-    rows.append({"comparison": f"rank {top} vs isotropic N(μ, αI)", **iso})
-    table = pd.DataFrame(rows)
-    top_c = rows[len(ranks) - 2]
-    verdict = ("reproduced" if significant(top_c) else
-               "partially reproduced" if any(significant(r) for r in rows[:-1]) else "not reproduced")
-    s = summarize(learned, ["rank"], ["accuracy"]).set_index("rank")
-    curve = ", ".join(f"k={k}: {_pm(s.accuracy_mean[k], s.accuracy_se[k])}" for k in ranks)
-    finding = (f"Bayes + SSL learned prior, CIFAR-10 test accuracy by rank ({curve}); rank {top} vs 0: {_diff(top_c)}; "
-               f"rank {top} vs isotropic N(μ, αI): {_diff(iso)}; {int(s['n'].iloc[0])} seeds")
+    fam = _family([{"comparison": f"rank {k} vs rank 0", **compare(df, {"approach": "bayes_learned", "rank": k},
+                                                                    {"approach": "bayes_learned", "rank": 0},
+                                                                    outcomes=outcomes)[0]} for k in ranks[1:]])
+    iso = _family([{"comparison": f"rank {top} vs isotropic N(μ, αI)",
+                    **compare(df, {"approach": "bayes_learned", "rank": top}, {"approach": "bayes_isotropic"},
+                              outcomes=outcomes)[0]}])
+    table = pd.concat([fam, iso], ignore_index=True)
+    main = fam.iloc[-1]
+    verdict = word([main.outcome], partial=bool((fam.iloc[:-1].outcome == "effect").any()))
+    curve = ", ".join(f"k={k}: {m:.3f}" for k, m in select(df, approach="bayes_learned").groupby("rank").accuracy.mean().items())
+    others = "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in fam.iloc[:-1].itertuples())
+    finding = (_regime(select(df, approach="bayes_learned"), "SSL prior, CIFAR-10") +
+               f"Bayes + learned accuracy by rank ({curve}); rank {top} vs 0: {_diff(main, True)}, TOST ±1 pt "
+               f"p = {main.p_tost:.2g}; {others}; rank {top} vs isotropic: {_diff(iso.iloc[0], True)}; "
+               f"{main.n_seeds} seeds" + (f" × {main.n_images} test images" if main.n_images > 1 else " (run-level metrics)"))
     return table, verdict, finding
 
 
 # --------------------------------------------------------------------------------------------- C3: scale
 
-def scale_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C3 rule, per approach (MAP and Bayes with the learned prior): the best mean test accuracy is at an interior
-    lambda, and beats the smallest and the largest lambda of the grid (paired over seeds, p < ALPHA each).
-    Reproduced if this holds for both MAP and Bayes; partially if for one of them, or if only one side is
-    significant; otherwise not reproduced."""
-    rows, parts = [], []
+def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -> float | None:
+    """lambda* of ``approach``: the highest mean validation accuracy (ties: lower NLL) among the ``split == "val"``
+    rows with the test rows' other settings, restricted to the test ``grid``; None without validation rows."""
+    if "split" not in df:
+        return None
+    test = select(df, approach=approach, split="test")
+    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset")
+             if c in test and test[c].nunique() == 1}
+    val = select(df, approach=approach, split="val", **query)
+    val = val[val.scale.isin(list(grid))]
+    if val.empty:
+        return None
+    s = val.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
+    return float(s.sort_values(["accuracy", "nll"], ascending=[False, True], kind="stable").scale.iloc[0])
+
+
+def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C3, per approach (MAP and Bayes, learned prior): lambda* is chosen on validation rows, must be interior to the
+    test grid and beat both its smallest and largest lambda on test (family of 4, Holm). An approach holds if so; fails
+    if lambda* is at an edge or a side is reversed or equivalent (TOST +-1 point). Reproduced if both hold; partially
+    if one does; not reproduced if one fails and none holds; else inconclusive."""
+    test = df[df.split == "test"] if "split" in df else df
+    rows, status = [], {}
     for approach in ("map_learned", "bayes_learned"):
-        sub = select(df, approach=approach)
-        s = summarize(sub, ["scale"], ["accuracy"]).set_index("scale")
-        grid = sorted(s.index)
-        best = s.accuracy_mean.idxmax()
-        low = compare(df, {"approach": approach, "scale": best}, {"approach": approach, "scale": grid[0]})
-        high = compare(df, {"approach": approach, "scale": best}, {"approach": approach, "scale": grid[-1]})
-        interior = grid[0] < best < grid[-1]
-        sides = int(interior and significant(low)) + int(interior and significant(high))
-        rows.append({"approach": approach, "best_scale": best, "best_accuracy": s.accuracy_mean[best],
-                     "best_se": s.accuracy_se[best], "grid_min": grid[0], "grid_max": grid[-1], "interior": interior,
-                     "vs_min_diff": low["mean_diff"], "vs_min_p": low["p"], "vs_max_diff": high["mean_diff"],
-                     "vs_max_p": high["p"], "sides_significant": sides})
-        parts.append(f"{LABELS[approach]}: best λ = {best:.0e} ({_pm(s.accuracy_mean[best], s.accuracy_se[best])}), "
-                     f"vs λ = {grid[0]:.0e}: {_diff(low)}, vs λ = {grid[-1]:.0e}: {_diff(high)}")
-    table = pd.DataFrame(rows)
-    both = table.sides_significant == 2
-    verdict = ("reproduced" if both.all() else
-               "partially reproduced" if (table.sides_significant > 0).any() else "not reproduced")
-    return table, verdict, "; ".join(parts) + f"; {ok(df).seed.nunique()} seeds"
+        grid = sorted(select(test, approach=approach).scale.unique())
+        best = best_on_validation(df, approach, grid)
+        if best is None:
+            raise ValueError(f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
+        for end in (grid[0], grid[-1]):
+            if end != best:
+                rows.append({"approach": approach, "best_scale": best, "versus": end,
+                             **compare(test, {"approach": approach, "scale": best}, {"approach": approach, "scale": end},
+                                       outcomes=outcomes)[0]})
+    table = _family(rows)
+    for approach in ("map_learned", "bayes_learned"):
+        t = table[table.approach == approach]
+        interior = len(t) == 2
+        status[approach] = ("effect" if interior and (t.outcome == "effect").all() else
+                            "absent" if not interior or t.outcome.isin(["reversed", "equivalent"]).any() else "unclear")
+    verdict = word(list(status.values()), partial="effect" in status.values())
+    parts = []
+    for approach, t in table.groupby("approach", sort=False):
+        sides = ", ".join(f"vs λ = {r.versus:.0e}: {_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
+        parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} (validation), test {t.mean_a.iloc[0]:.3f}; "
+                     f"{sides} → {status[approach]}")
+    return table, verdict, _regime(test, "SSL prior") + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------- C4-C6: five-way
-
-ORDER = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")
-
 
 def _with_kind(approach: str, kind: str) -> dict:
     return {"approach": approach, "prior_kind": kind if approach in ORDER[:3] else "none"}
 
 
-def ordering(df: pd.DataFrame, dataset: str, kind: str) -> pd.DataFrame:
-    """Adjacent comparisons (1)>(2)>(3)>(4)>(5), plus learned vs non-learned, paired over (size, seed)."""
+def ordering(df: pd.DataFrame, dataset: str, kind: str, outcomes: Outcomes | None = None) -> pd.DataFrame:
+    """Adjacent comparisons (1)>(2)>(3)>(4)>(5) and learned vs non-learned: pooled over sizes (Holm over the six),
+    then per size (Holm over all per-size rows)."""
     d = df[df.dataset == dataset]
     pairs = list(zip(ORDER, ORDER[1:])) + [("bayes_learned", "bayes_nonlearned"), ("map_learned", "map_nonlearned")]
-    return pd.DataFrame([{"dataset": dataset, "kind": kind, "comparison": f"{SHORT[a]}>{SHORT[b]}",
-                          **compare(d, _with_kind(a, kind), _with_kind(b, kind), on=("n_train", "seed"))}
-                         for a, b in pairs])
+    rows = [[{"dataset": dataset, "kind": kind, "comparison": f"{SHORT[a]}>{SHORT[b]}", **r}
+             for r in compare(d, _with_kind(a, kind), _with_kind(b, kind), ("n_train", "seed"), outcomes=outcomes,
+                              by_size=True)] for a, b in pairs]
+    return pd.concat([_family([r[0] for r in rows]), _family([x for r in rows for x in r[1:]])], ignore_index=True)
 
 
-def ordering_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C4 rule (primary: SSL prior, CIFAR-10): reproduced if each of the four adjacent comparisons
-    (1)>(2), (2)>(3), (3)>(4), (4)>(5) is significant (paired over training-set size x seed, p < ALPHA);
-    partially if learned beats non-learned ((1)>(4) and (2)>(5) significant) but the full order does not hold;
-    otherwise not reproduced. The supervised prior and Fashion-MNIST are reported alongside."""
-    tables = [ordering(df, ds, kind) for ds in sorted(df.dataset.unique()) for kind in sorted(df.prior_kind.unique())
-              if kind != "none" and not select(df, dataset=ds, prior_kind=kind).empty]
-    table = pd.concat(tables, ignore_index=True)
-    prim = table[(table.dataset == "cifar10") & (table.kind == "ssl")].reset_index(drop=True)
+def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C4 (primary: SSL prior, CIFAR-10, pooled over sizes): reproduced if all four adjacent steps show the effect;
+    partially if learned beats non-learned ((1)>(4) and (2)>(5)); not reproduced if an adjacent step is reversed or
+    equivalent (TOST); else inconclusive. (2) vs (3) is the paper's MAP-vs-transfer step: its TOST is reported."""
+    table = pd.concat([ordering(df, ds, kind, outcomes) for ds in sorted(df.dataset.unique())
+                       for kind in sorted(df.prior_kind.unique())
+                       if kind != "none" and not select(df, dataset=ds, prior_kind=kind).empty], ignore_index=True)
+    prim = table[(table.dataset == "cifar10") & (table.kind == "ssl") & (table.n_train == "all")].reset_index(drop=True)
     adjacent, learned = prim.iloc[:4], prim.iloc[4:]
-    verdict = ("reproduced" if all(significant(r) for _, r in adjacent.iterrows()) else
-               "partially reproduced" if all(significant(r) for _, r in learned.iterrows()) else "not reproduced")
-    parts = [f"{ds}/{kind}: significant adjacent steps "
-             f"{', '.join(r.comparison for _, r in t.iloc[:4].iterrows() if significant(r)) or 'none'}"
-             for (ds, kind), t in table.groupby(["dataset", "kind"], sort=False)]
-    s = summarize(select(df, dataset="cifar10"), ["approach", "prior_kind"], ["accuracy"]).set_index(["approach", "prior_kind"])
-    avg = ", ".join(f"{SHORT[a]} {s.accuracy_mean.get(tuple(_with_kind(a, 'ssl').values()), float('nan')):.3f}" for a in ORDER)
-    finding = (f"CIFAR-10/SSL mean accuracy over sizes: {avg}; "
-               + "; ".join(f"{r.comparison}: {_diff(r)}" for _, r in prim.iterrows()) + "; " + "; ".join(parts))
+    verdict = word(list(adjacent.outcome), partial=bool((learned.outcome == "effect").all()))
+    pooled = table[table.n_train == "all"]
+    parts = [f"{ds}/{kind}: adjacent steps shown {', '.join(t.comparison[t.outcome == 'effect'].iloc[:4]) or 'none'}"
+             for (ds, kind), t in pooled.groupby(["dataset", "kind"], sort=False) if len(t.iloc[:4])]
+    step23 = prim.iloc[1]
+    finding = (_regime(select(df, dataset="cifar10"), "CIFAR-10, SSL prior (primary); mean of per-size effects") +
+               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in prim.itertuples()) +
+               f"; (2) vs (3) equivalent within ±1 pt: TOST p = {step23.p_tost:.2g}; " + "; ".join(parts))
     return table, verdict, finding
 
 
-def ssl_vs_supervised_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C5 rule (CIFAR-10): reproduced if the SSL prior beats the supervised prior for both (1) Bayes and (2) MAP
-    (paired over size x seed, p < ALPHA); partially if for one; otherwise not reproduced (the reverse direction is
-    tested and reported too)."""
+def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C5 (CIFAR-10, pooled over sizes). SSL and supervised backbones differ in quality, so a raw SSL-vs-supervised
+    difference is confounded: the primary comparison is SSL against the quality-matched supervised prior
+    (``prior_kind == "supervised_matched"``) for (1) and (2) (Holm): reproduced if both show the effect, partially if
+    one does, not reproduced if one is reversed or equivalent. Without matched runs the verdict is inconclusive
+    (confounded). Reported always: the raw differences and the difference of differences
+    [(1 or 2) - (3)]_SSL - [(1 or 2) - (3)]_supervised (what the prior adds beyond its own backbone), with TOST."""
     d = df[df.dataset == "cifar10"]
+    on = ("n_train", "seed")
+    kinds = ["supervised"] + (["supervised_matched"] if not select(d, prior_kind="supervised_matched").empty else [])
     rows = []
-    for approach in ("bayes_learned", "map_learned", "sgd_transfer"):
-        for alt in ("greater", "less"):
-            rows.append({"approach": approach, "alternative": f"ssl {'>' if alt == 'greater' else '<'} supervised",
-                         **compare(d, {"approach": approach, "prior_kind": "ssl"},
-                                   {"approach": approach, "prior_kind": "supervised"}, on=("n_train", "seed"),
-                                   alternative=alt)})
-    table = pd.DataFrame(rows)
-    greater = table[table.alternative.str.contains(">")]
-    hits = [significant(r) for _, r in greater.iloc[:2].iterrows()]
-    verdict = "reproduced" if all(hits) else "partially reproduced" if any(hits) else "not reproduced"
-    finding = "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs supervised {r.mean_b:.3f}, {_diff(r)}"
-                        for _, r in greater.iterrows())
-    less = table[table.alternative.str.contains("<")]
-    rev = [r.approach for _, r in less.iterrows() if r["mean_diff"] < 0 and r["p"] < ALPHA]
-    if rev:
-        finding += f"; supervised significantly better for {', '.join(LABELS[a] for a in rev)}"
-    return table, verdict, finding + " (CIFAR-10, paired over size x seed)"
+    for kind in kinds:
+        for approach in ("bayes_learned", "map_learned", "sgd_transfer"):
+            rows.append({"approach": approach, "reference": kind, "comparison": f"ssl > {kind}",
+                         **compare(d, {"approach": approach, "prior_kind": "ssl"}, {"approach": approach, "prior_kind": kind},
+                                   on, outcomes=outcomes)[0]})
+        for approach in ("bayes_learned", "map_learned"):
+            terms = [({"approach": approach, "prior_kind": "ssl"}, 1.0), ({"approach": "sgd_transfer", "prior_kind": "ssl"}, -1.0),
+                     ({"approach": approach, "prior_kind": kind}, -1.0), ({"approach": "sgd_transfer", "prior_kind": kind}, 1.0)]
+            rows.append({"approach": approach, "reference": kind, "comparison": f"difference of differences vs {kind}",
+                         **contrast(d, terms, on, outcomes=outcomes)[0]})
+    table = _family(rows)
+    raw = table[(table.reference == "supervised") & table.comparison.str.startswith("ssl")]
+    did = table[table.comparison.str.startswith("difference")]
+    matched = table[(table.reference == "supervised_matched") & table.comparison.str.startswith("ssl")].iloc[:2]
+    verdict = (word(list(matched.outcome), partial=bool((matched.outcome == "effect").any())) if len(matched)
+               else "inconclusive")
+    finding = (_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
+                                         "supervised prior yet); ") +
+               "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs {r.reference} {r.mean_b:.3f}, {_diff(r, True)}"
+                         for r in pd.concat([raw, matched]).itertuples()) + "; " +
+               "; ".join(f"difference of differences {SHORT[r.approach]}−(3) vs {r.reference}: {_diff(r, True)}, "
+                         f"TOST ±1 pt p = {r.p_tost:.2g}" for r in did.itertuples()))
+    return table, verdict, finding
 
 
-def data_efficiency_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C6 rule (SSL prior, CIFAR-10): gain(n) = accuracy of (1) Bayes + learned minus (3) SGD transfer, per seed.
-    Reproduced if the largest mean gain is at an interior size and exceeds the gain at the smallest and at the
-    largest size (paired over seeds, p < ALPHA each); partially if the largest gain is interior without both
-    tests significant; otherwise not reproduced. The gain over (4) Bayes + non-learned is reported too."""
+def _size_gain_tests(df: pd.DataFrame, ref: str, outcomes: Outcomes | None) -> list[dict]:
+    """gain(n) = (1) - ``ref`` per seed and image; for every interior size m: gain(m) > 0, gain(m) > gain(smallest),
+    gain(m) > gain(largest)."""
+    (a, b), _, sizes = stacked(df, [_with_kind("bayes_learned", "ssl"), _with_kind(ref, "ssl")], ("n_train", "seed"),
+                               "accuracy", outcomes)
+    g = a - b
+    rows = [{"reference": ref, "n_train": n, "comparison": f"gain(n={n}) > 0", "mean_a": float(g[k].mean()),
+             **paired_bootstrap(g[k])} for k, n in enumerate(sizes)]
+    for m in range(1, len(sizes) - 1):
+        for end in (0, len(sizes) - 1):
+            rows.append({"reference": ref, "n_train": sizes[m], "comparison": f"gain(n={sizes[m]}) > gain(n={sizes[end]})",
+                         "mean_a": float(g[m].mean()), **paired_bootstrap(g[m] - g[end])})
+    return rows
+
+
+def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C6 (SSL prior, CIFAR-10; gain(n) = accuracy of (1) Bayes + learned minus (3) SGD transfer). Family (Holm): for
+    each interior size m, gain(m) > 0, gain(m) > gain(smallest), gain(m) > gain(largest). Reproduced if some interior
+    size shows all three; partially if some interior size shows gain > 0 and beats one end; not reproduced if the gain
+    at every interior size is reversed (negative) or equivalent to 0 (TOST); else inconclusive. The same analysis
+    against (4) Bayes + non-learned is reported (not part of the verdict)."""
     d = df[df.dataset == "cifar10"]
-    rows = []
-    for ref in ("sgd_transfer", "bayes_nonlearned"):
-        a = select(d, **_with_kind("bayes_learned", "ssl"))[["n_train", "seed", "accuracy"]]
-        b = select(d, **_with_kind(ref, "ssl"))[["n_train", "seed", "accuracy"]]
-        g = a.merge(b, on=["n_train", "seed"], suffixes=("", "_ref"))
-        g = g.assign(gain=g.accuracy - g.accuracy_ref, reference=ref)
-        rows.append(g)
-    gains = pd.concat(rows, ignore_index=True)
-    table = summarize(gains, ["reference", "n_train"], ["gain"])
-    main = gains[gains.reference == "sgd_transfer"]
-    s = table[table.reference == "sgd_transfer"].set_index("n_train")
-    sizes = sorted(s.index)
-    best = s.gain_mean.idxmax()
-    interior = sizes[0] < best < sizes[-1]
-    ends = [end for end in (sizes[0], sizes[-1]) if end != best]       # no comparison of a size with itself
-    tests = [compare(main.assign(which=main.n_train), {"which": best}, {"which": end}, metric="gain") for end in ends]
-    verdict = ("reproduced" if interior and all(significant(t) for t in tests) else
-               "partially reproduced" if interior else "not reproduced")
-    curve = ", ".join(f"n={n}: {s.gain_mean[n]:+.3f} ± {s.gain_se[n]:.3f}" for n in sizes)
-    s4 = table[table.reference == "bayes_nonlearned"]
-    curve4 = ", ".join(f"n={r.n_train}: {r.gain_mean:+.3f}" for r in s4.itertuples())
-    against = "; ".join(f"vs n = {end}: {_diff(t)}" for end, t in zip(ends, tests))
-    finding = (f"gain of (1) Bayes + SSL learned over (3) SGD transfer, CIFAR-10: {curve}; largest at n = {best}"
-               f" ({against}); gain over (4) Bayes + non-learned: {curve4}")
+    tables = {ref: _family(_size_gain_tests(d, ref, outcomes)) for ref in ("sgd_transfer", "bayes_nonlearned")
+              if ref == "sgd_transfer" or not select(d, approach=ref).empty}
+    table = pd.concat(tables.values(), ignore_index=True)
+    t = tables["sgd_transfer"]
+    sizes = sorted(t.n_train.unique())
+    interior = sizes[1:-1]
+    shown = {m: t[t.n_train == m].outcome.tolist() for m in interior}     # [> 0, > smallest, > largest]
+    full = any(all(o == "effect" for o in shown[m]) for m in interior)
+    part = any(shown[m][0] == "effect" and "effect" in shown[m][1:] for m in interior)
+    absent = all(shown[m][0] in ("reversed", "equivalent") for m in interior)
+    verdict = ("inconclusive" if not interior else     # fewer than 3 sizes: no intermediate size to test
+               "reproduced" if full else "partially reproduced" if part else "not reproduced" if absent else "inconclusive")
+
+    def curve(x: pd.DataFrame) -> str:
+        g = x[x.comparison.str.endswith("> 0")]
+        return ", ".join(f"n={r.n_train}: {100 * r.mean_diff:+.1f} pt ({r.outcome})" for r in g.itertuples())
+
+    finding = (_regime(select(d, **_with_kind("bayes_learned", "ssl")), "SSL prior, CIFAR-10") +
+               f"gain of (1) over (3): {curve(t)}; interior vs ends: " +
+               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in t[t.comparison.str.contains(r"> gain")].itertuples()))
+    if "bayes_nonlearned" in tables:
+        n4 = tables["bayes_nonlearned"]
+        finding += (f". Gain of (1) over (4) Bayes + non-learned (not the verdict): {curve(n4)}; " +
+                    "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in n4[n4.comparison.str.contains(r"> gain")].itertuples()))
     return table, verdict, finding
 
 
 # ------------------------------------------------------------------------------------------ C10: ensemble
 
-def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C10 rule: reproduced if the BMA of (1) Bayes + learned beats the deep ensemble of as many SGD-transfer
-    members in test accuracy (paired over seeds, p < ALPHA); partially if better on average but not significantly,
-    or better only in NLL; otherwise not reproduced."""
+def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcomes | None = None
+                     ) -> tuple[pd.DataFrame, str, str]:
+    """C10: the BMA of (1) Bayes + learned against the deep ensemble of as many SGD-transfer members (pairs = seeds,
+    per-image outcomes under the keys of ``bma`` and ``ensemble``; family: accuracy and NLL, Holm). Reproduced if
+    better in accuracy; partially if only better in NLL; not reproduced if accuracy is reversed or equivalent."""
     both = pd.concat([ok(bma).assign(approach="bayes_learned", status="ok"),
                       ok(ensemble).assign(approach="deep_ensemble", status="ok")], ignore_index=True)
-    acc = compare(both, {"approach": "bayes_learned"}, {"approach": "deep_ensemble"})
-    nll = compare(both, {"approach": "bayes_learned"}, {"approach": "deep_ensemble"}, metric="nll", alternative="less")
-    table = pd.DataFrame([acc, nll]).assign(comparison="BMA vs deep ensemble")
-    nll_better = nll["mean_diff"] < 0 and nll["p"] < ALPHA
-    verdict = ("reproduced" if significant(acc) else
-               "partially reproduced" if acc["mean_diff"] > 0 or nll_better else "not reproduced")
-    finding = (f"accuracy: BMA {acc['mean_a']:.3f} vs ensemble {acc['mean_b']:.3f}, {_diff(acc)}; "
-               f"NLL: BMA {nll['mean_a']:.3f} vs ensemble {nll['mean_b']:.3f} (Δ = {nll['mean_diff']:+.3f} ± "
-               f"{nll['se_diff']:.3f}, p = {nll['p']:.2g})")
+    table = _family([{"comparison": "BMA vs deep ensemble", **compare(both, {"approach": "bayes_learned"},
+                                                                       {"approach": "deep_ensemble"}, metric=m,
+                                                                       alternative=alt, outcomes=outcomes)[0]}
+                     for m, alt in (("accuracy", "greater"), ("nll", "less"))])
+    acc, nll = table.iloc[0], table.iloc[1]
+    verdict = word([acc.outcome], partial=nll.outcome == "effect")
+    finding = (_regime(bma.assign(approach="bayes_learned")) +
+               f"accuracy: BMA {acc.mean_a:.3f} vs ensemble {acc.mean_b:.3f}, {_diff(acc, True)}; "
+               f"NLL: BMA {nll.mean_a:.3f} vs ensemble {nll.mean_b:.3f}, {_diff(nll)}")
     return table, verdict, finding
 
 
 # ---------------------------------------------------------------------------------- C7, C8: calibration, shift
 
-def _versus_one(df: pd.DataFrame, metric: str, alternative: str) -> pd.DataFrame:
-    """(1) Bayes + SSL learned against each of (2)-(5) on CIFAR-10, paired over (size, seed)."""
+def _versus_one(df: pd.DataFrame, metric: str, alternative: str, outcomes: Outcomes | None) -> list[dict]:
+    """(1) Bayes + SSL learned against each of (2)-(5) on CIFAR-10, pooled over sizes."""
     d = df[df.dataset == "cifar10"]
-    return pd.DataFrame([{"comparison": f"(1) vs {SHORT[b]}", **compare(d, _with_kind("bayes_learned", "ssl"),
-                                                                        _with_kind(b, "ssl"), on=("n_train", "seed"),
-                                                                        metric=metric, alternative=alternative)}
-                         for b in ORDER[1:]])
+    return [{"comparison": f"(1) vs {SHORT[b]}", **compare(d, _with_kind("bayes_learned", "ssl"), _with_kind(b, "ssl"),
+                                                            ("n_train", "seed"), metric, alternative, outcomes)[0]}
+            for b in ORDER[1:]]
 
 
-def lower(c: dict) -> bool:
-    return bool(c["mean_diff"] < 0 and c["p"] < ALPHA)
+def _check(outcomes_: Sequence[str]) -> str:
+    """The outcome of a check made of several comparisons that must all show the effect."""
+    if all(o == "effect" for o in outcomes_):
+        return "effect"
+    return next((o for o in outcomes_ if o in ("reversed", "equivalent")), "unclear")
 
 
-def calibration_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C7 rule (SSL prior, CIFAR-10, pairs = size x seed; ``df`` has ``overconfidence`` per run). Three checks:
-    (a) (1) Bayes + learned has lower NLL than each of (2)-(5); (b) (4) Bayes + non-learned has lower NLL than
-    (3) SGD transfer; (c) (3) SGD transfer is over-confident: mean confidence - accuracy > 0 (one-sample t-test).
-    Reproduced if all three hold (p < ALPHA); partially if one or two; otherwise not reproduced."""
-    from scipy import stats
-
+def calibration_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C7 (SSL prior, CIFAR-10, pooled over sizes; family of six, Holm): (a) (1) has lower NLL than each of (2)-(5);
+    (b) (4) has lower NLL than (3); (c) (3) is over-confident (mean confidence - accuracy > 0, per image; ``df`` has
+    ``overconfidence`` per run). Reproduced if all three hold; partially if one or two; not reproduced if none holds
+    and one is reversed or equivalent (NLL margin 0.05 nats); else inconclusive."""
     d = df[df.dataset == "cifar10"]
-    a = _versus_one(d, "nll", "less").assign(check="(a) (1) lowest NLL")
-    b = pd.DataFrame([{"comparison": "(4) vs (3)", "check": "(b) (4) NLL < (3)",
-                       **compare(d, _with_kind("bayes_nonlearned", "ssl"), _with_kind("sgd_transfer", "ssl"),
-                                 on=("n_train", "seed"), metric="nll", alternative="less")}])
-    gap = select(d, **_with_kind("sgd_transfer", "ssl")).overconfidence.to_numpy()
-    t = stats.ttest_1samp(gap, 0.0, alternative="greater")
-    c = pd.DataFrame([{"comparison": "(3) confidence - accuracy > 0", "check": "(c) (3) over-confident",
-                       "metric": "overconfidence", "mean_diff": float(gap.mean()),
-                       "se_diff": float(gap.std(ddof=1) / np.sqrt(len(gap))), "p": float(t.pvalue), "n": len(gap)}])
-    table = pd.concat([a, b, c], ignore_index=True)
-    held = [all(lower(r) for _, r in a.iterrows()), lower(b.iloc[0]), significant(c.iloc[0])]
-    verdict = "reproduced" if all(held) else "partially reproduced" if any(held) else "not reproduced"
-    s = summarize(d, ["approach", "prior_kind"], ["nll"]).set_index(["approach", "prior_kind"])
-    nlls = ", ".join(f"{SHORT[x]} {s.nll_mean.get(tuple(_with_kind(x, 'ssl').values()), float('nan')):.3f}" for x in ORDER)
-    finding = (f"CIFAR-10/SSL mean test NLL over sizes: {nlls}; (a) {'holds' if held[0] else 'fails'} ("
-               + ", ".join(f"{r.comparison}: Δ = {r.mean_diff:+.3f}, p = {r.p:.2g}" for _, r in a.iterrows())
-               + f"); (b) (4) − (3): Δ NLL = {b.iloc[0].mean_diff:+.3f} ± {b.iloc[0].se_diff:.3f}, p = {b.iloc[0].p:.2g}"
-               f"; (c) SGD transfer confidence − accuracy = {gap.mean():+.3f} ± {c.iloc[0].se_diff:.3f} (p = {t.pvalue:.2g},"
-               f" n = {len(gap)} runs)")
+    rows = [{**r, "check": "(a)"} for r in _versus_one(d, "nll", "less", outcomes)]
+    rows.append({"comparison": "(4) vs (3)", "check": "(b)",
+                 **compare(d, _with_kind("bayes_nonlearned", "ssl"), _with_kind("sgd_transfer", "ssl"),
+                           ("n_train", "seed"), "nll", "less", outcomes)[0]})
+    rows.append({"comparison": "(3) confidence − accuracy > 0", "check": "(c)",
+                 **contrast(d, [(_with_kind("sgd_transfer", "ssl"), 1.0)], ("n_train", "seed"), "overconfidence",
+                            "greater", outcomes)[0]})
+    table = _family(rows)
+    checks = [_check(list(t.outcome)) for _, t in table.groupby("check", sort=True)]
+    verdict = word(checks, partial=any(c == "effect" for c in checks))
+    finding = (_regime(d, "SSL prior, CIFAR-10") + "; ".join(
+        f"{c} {r.comparison} ({r.metric}): {_diff(r)}" for c, r in zip(table.check, table.itertuples())) +
+        f"; checks (a), (b), (c): {', '.join(checks)}")
     return table, verdict, finding
 
 
-def shift_verdict(df: pd.DataFrame, shift_name: str) -> tuple[pd.DataFrame, str, str]:
-    """C8 rule (SSL prior, CIFAR-10 runs evaluated on the shift set, pairs = size x seed): reproduced if (1) Bayes +
-    learned beats each of (2)-(5) in shift accuracy (p < ALPHA); partially if it beats the non-learned (4) and (5)
-    but not all; otherwise not reproduced. Shift NLL is reported alongside."""
-    acc = _versus_one(df, "shift_accuracy", "greater")
-    nll_ = _versus_one(df, "shift_nll", "less")
+def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+    """C8 (SSL prior, CIFAR-10 runs on the shift set, pooled over sizes; family: the four accuracy comparisons, Holm):
+    reproduced if (1) beats each of (2)-(5) in shift accuracy; partially if it beats (4) and (5); not reproduced if a
+    comparison is reversed or equivalent; else inconclusive. Shift NLL is reported (its own family)."""
+    acc = _family(_versus_one(df, "shift_accuracy", "greater", outcomes))
+    nll_ = _family(_versus_one(df, "shift_nll", "less", outcomes))
     table = pd.concat([acc, nll_], ignore_index=True)
-    hits = [significant(r) for _, r in acc.iterrows()]
-    verdict = "reproduced" if all(hits) else "partially reproduced" if all(hits[2:]) else "not reproduced"
-    finding = (f"on {shift_name}: shift accuracy " + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r)}"
-                                                            for _, r in acc.iterrows())
-               + "; shift NLL " + ", ".join(f"{r.comparison}: Δ = {r.mean_diff:+.3f} (p = {r.p:.2g})" for _, r in nll_.iterrows()))
+    verdict = word(list(acc.outcome), partial=bool((acc.outcome.iloc[2:] == "effect").all()))
+    finding = (_regime(df[df.dataset == "cifar10"], f"shift set {shift_name}") + "shift accuracy " +
+               "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r, True)}" for r in acc.itertuples())
+               + "; shift NLL " + "; ".join(f"{r.comparison}: {_diff(r)}" for r in nll_.itertuples()))
     return table, verdict, finding
 
 
 # ----------------------------------------------------------------------------------------- C9: segmentation
 
 def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
-    """C9 rule (CamVid test mIoU, pairs = seeds): reproduced if SGLD with the supervised learned prior beats both SGD
-    transfer and SGLD with the non-learned prior (p < ALPHA each); partially if it beats one of them, or if only the
-    SSL learned prior beats both; otherwise not reproduced."""
-    rows = []
-    for kind in ("supervised", "ssl"):
-        for ref in ("sgd_transfer", "bayes_nonlearned"):
-            rows.append({"prior": kind, "comparison": f"SGLD + {kind} learned > {ref}",
-                         **compare(df, {"approach": "bayes_learned", "prior_kind": kind},
-                                   {"approach": ref, "prior_kind": "supervised"}, metric="miou")})
-    table = pd.DataFrame(rows)
-    sup, ssl = [significant(r) for _, r in table.iloc[:2].iterrows()], [significant(r) for _, r in table.iloc[2:].iterrows()]
-    verdict = ("reproduced" if all(sup) else
-               "partially reproduced" if any(sup) or all(ssl) else "not reproduced")
-    s = summarize(ok(df), ["approach", "prior_kind"], ["miou"])
-    means = "; ".join(f"{r.approach} ({r.prior_kind}) {r.miou_mean:.3f} ± {r.miou_se:.3f}" for r in s.itertuples())
-    finding = (f"CamVid test mIoU: {means}; " + "; ".join(f"{r.comparison}: {_diff(r)}" for _, r in table.iterrows())
-               + f"; {ok(df).seed.nunique()} seeds")
+    """C9 (CamVid test mIoU, pairs = seeds, run-level mIoU: paired t-test over seeds; family of four, Holm):
+    reproduced if SGLD + supervised learned prior beats both SGD transfer and SGLD + non-learned prior; partially if it
+    beats one, or if the SSL learned prior beats both; not reproduced if one is reversed or equivalent (±1 mIoU
+    point); else inconclusive."""
+    rows = [{"prior": kind, "comparison": f"SGLD + {kind} learned > {ref}",
+             **compare(df, {"approach": "bayes_learned", "prior_kind": kind}, {"approach": ref, "prior_kind": "supervised"},
+                       metric="miou")[0]}
+            for kind in ("supervised", "ssl") for ref in ("sgd_transfer", "bayes_nonlearned")]
+    table = _family(rows)
+    sup, ssl = list(table.outcome.iloc[:2]), list(table.outcome.iloc[2:])
+    verdict = word(sup, partial="effect" in sup or all(o == "effect" for o in ssl))
+    finding = (_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r, True)}"
+                                                for r in table.itertuples()) + f"; {ok(df).seed.nunique()} seeds")
     return table, verdict, finding
+
+
+# ------------------------------------------------------------------------------------ C1: loss geometry
+
+C1_PRIMARY = ("ssl", "reestimated")       # (prior kind, BatchNorm mode) of C1's primary test
+
+
+def c1_verdict(tests: pd.DataFrame, t_star: float, alpha: float = ALPHA) -> tuple[pd.DataFrame, str]:
+    """C1's word from the flatness tests (:func:`repro.geometry.flatness_test`) at ``t_star`` of every (kind, bn) pair,
+    Holm-adjusted within each direction of the one-sided Welch test.
+
+    reproduced: the primary test (:data:`C1_PRIMARY`) finds the top directions flatter; not reproduced: it finds them
+    sharper (the claim reversed); partially reproduced: neither, but another (kind, bn) pair finds them flatter;
+    inconclusive: otherwise. (There is no equivalence margin in loss units, so "absent" cannot be shown here.)
+    """
+    fam = tests[np.isclose(tests.t_star, t_star)].copy()
+    fam["p_flatter_holm"] = holm(fam.welch_p.tolist())
+    fam["p_sharper_holm"] = holm(fam.welch_p_sharper.tolist())
+    primary = fam[(fam.kind == C1_PRIMARY[0]) & (fam.bn == C1_PRIMARY[1])]
+    if len(primary) != 1:
+        raise ValueError(f"C1's family has no primary test {C1_PRIMARY}: {fam[['kind', 'bn']].values.tolist()}")
+    p = primary.iloc[0]
+    if p.p_flatter_holm < alpha:
+        return fam, "reproduced"
+    if p.p_sharper_holm < alpha:
+        return fam, "not reproduced"
+    return fam, "partially reproduced" if (fam.p_flatter_holm < alpha).any() else "inconclusive"

@@ -93,12 +93,7 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
     ({("ssl", "reestimated"): 0.02}, {}, "inconclusive"),
 ])
 def test_c1_rule(flatter, sharper, word):
-    from repro.geometry import c1_verdict
+    from repro.verdicts import c1_verdict
     family, verdict = c1_verdict(_tests(flatter, sharper), 0.5)
     assert verdict == word and len(family) == 4
 
-
-def test_holm_by_hand():
-    from repro.geometry import holm
-    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])

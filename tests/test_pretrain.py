@@ -391,3 +391,19 @@ def test_to_device_is_a_no_op_on_the_models_device():
     listed = [x, y, "meta"]
     assert to_device(listed, device) is listed
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_a_prior_fitted_under_another_protocol_is_refused_not_overwritten(results, tiny_imagenet, monkeypatch):
+    out = pretrain.prepare("smoke", "supervised")
+    before = out.prior.stat().st_mtime_ns
+    monkeypatch.setattr(pretrain, "fit", _fail)
+    monkeypatch.setattr(swag_module, "fit", _fail)
+    with pytest.raises(ValueError, match=r"another protocol \(swag_epochs: stored 1, now 2\).*delete supervised_prior.pt"):
+        pretrain.prepare(get_profile("smoke", swag_epochs=2), "supervised")
+    # a prior from before protocol versions (no "version" in its meta) is stale too
+    raw = torch.load(out.prior, weights_only=True)
+    del raw["meta"]["version"]
+    torch.save(raw, out.prior)
+    with pytest.raises(ValueError, match="version: stored none, now 2"):
+        pretrain.prepare("smoke", "supervised")
+    assert out.prior.stat().st_mtime_ns != before and load_prior(out.prior).dim > 0   # still there, untouched by prepare

@@ -35,3 +35,34 @@ def test_record_claim_rejects_bad_input(tmp_path, monkeypatch, claim, verdict, m
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match=message):
         report.record_claim("smoke", claim, verdict, "", "")
+
+
+def test_quoted_prior_statistics_are_computed_from_the_prior_files():
+    """REPORT's traces and SWAG variances come from the prior files (recomputed here from the raw tensors)."""
+    import torch
+
+    from repro.profiles import results_dir
+
+    folder = results_dir("cpu") / "priors"
+    if not (folder / "ssl_prior.pt").exists():
+        pytest.skip("no cpu prior files")
+    table = report.prior_statistics("cpu").set_index("kind")
+    block = re.search(r"<!-- priors:begin -->\n(.*?)\n<!-- priors:end -->", report.REPORT.read_text(), re.S).group(1)
+    for kind in ("ssl", "supervised"):
+        raw = torch.load(folder / f"{kind}_prior.pt", weights_only=True)
+        D, var = raw["factor"].double(), raw["diag"].double()
+        k = D.shape[1]
+        expected = {"trace_low_rank": 0.5 * float((D ** 2).sum()) / (k - 1),     # Σ = ½ diag + ½ D Dᵀ/(K − 1)
+                    "trace_diagonal": 0.5 * float(var.sum()), "median_variance": float(var.median())}
+        for column, value in expected.items():
+            assert table.loc[kind, column] == pytest.approx(value, rel=1e-9)
+        row = next(line for line in block.splitlines() if line.startswith(f"| {kind} |"))
+        assert f"| {expected['trace_low_rank']:.3g} | {expected['trace_diagonal']:.3g} | " \
+               f"{expected['median_variance']:.2g} |" in row
+
+
+def test_verdict_vocabulary_has_one_owner():
+    from repro import verdicts
+
+    assert report.VERDICTS is verdicts.VERDICTS
+    assert "inconclusive" in report.VERDICTS and "not testable here" not in report.VERDICTS

@@ -96,3 +96,9 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     assert new_run.key != old_run.key and new_run["prior_protocol"] == "0123456789ab"
     with pytest.raises(ValueError, match="keyed on .* not re-run with this one"):
         transfer.run_transfer(P, old_run.params)
+    # a prior from before protocol hashes ("v1") keys its runs as they were recorded: without prior_protocol
+    del meta["protocol_hash"]
+    save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
+    assert pretrain.prior_protocol(P, "ssl") == "v1"
+    assert studies.keyed_on_prior(P, setting) == setting
+    assert Run("transfer", studies.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)

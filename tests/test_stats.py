@@ -1,0 +1,103 @@
+"""repro.stats checked against mathematics: binomial SE, the paired t-test, scipy's TOST pieces, Holm by hand."""
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from repro import stats, verdicts
+
+
+def test_bootstrap_se_of_one_seed_is_the_binomial_se():
+    rng = np.random.default_rng(123)           # not the bootstrap's own seed (0)
+    n, p = 2000, 0.37
+    correct = (rng.random(n) < p).astype(float)
+    r = stats.paired_bootstrap(correct[None, :], n_boot=4000)      # one seed, one arm against 0
+    phat = correct.mean()
+    assert r["mean_diff"] == pytest.approx(phat)
+    assert r["se_diff"] == pytest.approx(np.sqrt(phat * (1 - phat) / n), rel=0.05)
+    assert r["se_seed"] == 0 and r["df"] == pytest.approx(n - 1)
+
+
+def test_bootstrap_se_of_two_independent_arms_adds_the_binomial_variances():
+    rng = np.random.default_rng(321)
+    n = 2000
+    a, b = (rng.random(n) < 0.6).astype(float), (rng.random(n) < 0.5).astype(float)
+    r = stats.paired_bootstrap((a - b)[None, :], n_boot=4000)
+    pa, pb = a.mean(), b.mean()
+    expected = np.sqrt((pa * (1 - pa) + pb * (1 - pb)) / n)          # independent arms: no covariance
+    assert r["se_diff"] == pytest.approx(expected, rel=0.06)
+
+
+def test_run_level_values_reduce_to_the_paired_t_test_over_seeds():
+    d = np.array([0.02, 0.035, 0.01])
+    r = stats.paired_bootstrap(d[:, None], n_boot=20000)             # N = 1 image: seeds only
+    t = sps.ttest_1samp(d, 0.0, alternative="greater")
+    assert r["se_diff"] == pytest.approx(sps.sem(d), rel=0.03)
+    assert r["df"] == pytest.approx(2)
+    assert r["p"] == pytest.approx(t.pvalue, rel=0.1)
+    half = sps.t.ppf(0.975, 2) * r["se_diff"]
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+
+
+def test_sizes_are_averaged_not_pooled_as_seeds():
+    # per-size effects 0.1 and 0.3 with no seed noise: the effect is their mean, and the spread between sizes is
+    # not noise (size is a fixed factor), so the SE is 0 instead of the SE of six "pairs"
+    d = np.stack([np.full((3, 1), 0.1), np.full((3, 1), 0.3)])
+    r = stats.paired_bootstrap(d)
+    assert r["mean_diff"] == pytest.approx(0.2) and r["se_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert r["n_sizes"] == 2 and r["p"] == 0.0
+
+
+def test_se_matches_the_spread_of_the_effect_over_repeated_experiments():
+    # crossed design with known components: seed (per size), image (shared), interaction; the SE must match the
+    # standard deviation of the estimated effect across independent experiments, and the 95% CI must cover
+    rng = np.random.default_rng(11)
+    k, s, n, reps = 2, 3, 400, 300
+    means, ses, cover = [], [], 0
+    for _ in range(reps):
+        d = (0.02 + rng.normal(0, 0.01, (k, s, 1)) + rng.normal(0, 0.2, (1, 1, n))
+             + rng.normal(0, 0.5, (k, s, n)))
+        r = stats.paired_bootstrap(d, n_boot=300)
+        means.append(r["mean_diff"]), ses.append(r["se_diff"])
+        cover += r["ci_low"] <= 0.02 <= r["ci_high"]
+    truth = np.sqrt(0.01 ** 2 / (k * s) + 0.2 ** 2 / n + 0.5 ** 2 / (k * s * n))
+    assert np.std(means) == pytest.approx(truth, rel=0.12)
+    assert np.sqrt(np.mean(np.square(ses))) == pytest.approx(truth, rel=0.1)
+    assert 0.92 <= cover / reps <= 0.99
+
+
+def test_tost_is_the_larger_of_two_one_sided_t_tests():
+    x = np.array([0.003, -0.002, 0.004, 0.001, 0.0, 0.002])
+    m = 0.01
+    lower = sps.ttest_1samp(x, -m, alternative="greater").pvalue
+    upper = sps.ttest_1samp(x, m, alternative="less").pvalue
+    assert stats.tost(x.mean(), sps.sem(x), len(x) - 1, m) == pytest.approx(max(lower, upper))
+    assert stats.tost(0.02, 0.001, 5, m) > 0.5                        # clearly outside the margin
+
+
+def test_holm_matches_a_hand_computed_example():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert stats.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = stats.holm([0.02, np.nan, 0.5])
+    assert out[0] == pytest.approx(0.04) and np.isnan(out[1]) and out[2] == pytest.approx(0.5)
+    assert stats.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+
+
+def test_outcome_and_word():
+    base = {"p": 0.5, "p_reverse": 0.5, "p_tost": 0.5}
+    assert stats.outcome({**base, "p": 0.01}) == "effect"
+    assert stats.outcome({**base, "p": 0.01, "p_holm": 0.08}) == "unclear"
+    assert stats.outcome({**base, "p_reverse": 0.001}) == "reversed"
+    assert stats.outcome({**base, "p_tost": 0.01}) == "equivalent"
+    assert verdicts.word(["effect", "effect"]) == "reproduced"
+    assert verdicts.word(["effect", "unclear"], partial=True) == "partially reproduced"
+    assert verdicts.word(["unclear", "equivalent"]) == "not reproduced"
+    assert verdicts.word(["unclear"]) == "inconclusive"
+    assert verdicts.word(["effect"], confounded=True) == "inconclusive"
+    assert verdicts.verdict_of({**base, "p_reverse": 0.001}) == "not reproduced"
+    assert set(verdicts.VERDICTS) == {"reproduced", "partially reproduced", "not reproduced", "inconclusive"}
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError):
+        stats.paired_bootstrap(np.array([[np.nan, 1.0]]))
