@@ -197,8 +197,9 @@ def render_priors(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-#: Claims whose notebook has not been moved to the amended statistics yet.
-NOT_AMENDED: tuple[str, ...] = ()
+#: Claims whose recorded verdict predates the amended statistics (C1: notebook 02 carries the amended rule, but has not
+#: run on the version-2 priors yet).
+NOT_AMENDED: tuple[str, ...] = ("C1",)
 
 
 def render_amendment(profile: str | Profile = "cpu") -> str:
