@@ -58,9 +58,12 @@ PROTOCOL_VERSION = 2
 
 # Hyperparameters of the source task, recorded in every prior file (``supervised_matched`` uses ``supervised``'s).
 HYPERPARAMETERS = {
-    "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, label_smoothing=0.0),
-    "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, swag_lr=0.01, nt_xent_temperature=0.5),
+    "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, label_smoothing=0.0),
+    "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, nt_xent_temperature=0.5),
 }
+# SWAG learning rates, tried in this order until the SWA mean is at least as good as the checkpoint
+# (repro.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
+SWAG_LRS = (0.01, 0.003, 0.001)
 # Epochs of fitting the SimCLR projection head on the frozen released backbone (paper profile, SSL).
 PROJECTOR_EPOCHS = 1
 # Unaugmented training images BatchNorm statistics are recomputed on at the SWA mean: this many batches.
@@ -175,15 +178,17 @@ def _optimizer(params: Iterable[nn.Parameter], hp: dict) -> torch.optim.SGD:
                            weight_decay=hp["weight_decay"], nesterov=True)
 
 
-def stale_fields(profile: Profile, kind: str, meta: dict, from_epoch: int | None = None) -> list[str]:
+def stale_fields(profile: Profile, kind: str, meta: dict, from_epoch: int | None = None,
+                 swag_lr: float | None = None) -> list[str]:
     """What differs between a stored prior's protocol (its ``meta``) and the one ``prepare`` would fit now."""
     expected = {"version": PROTOCOL_VERSION, "model": profile.model, "width": profile.width,
                 "epochs": {"supervised": profile.source_epochs, "ssl": profile.ssl_epochs, MATCHED: 0}[kind],
                 "swag_burnin_epochs": profile.swag_burnin_epochs, "swag_epochs": profile.swag_epochs,
                 "swag_snapshots": profile.swag_snapshots, "swag_max_rank": profile.swag_max_rank,
                 "batch_size": profile.batch_size, **HYPERPARAMETERS[base_kind(kind)]}
-    if from_epoch is not None:
-        expected["from_epoch"] = from_epoch
+    for key, value in (("from_epoch", from_epoch), ("swag_lr", swag_lr)):
+        if value is not None:
+            expected[key] = value
     return [f"{k}: stored {meta.get(k, 'none')}, now {v}" for k, v in expected.items() if meta.get(k) != v]
 
 
@@ -278,13 +283,14 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
 
 
 def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
-            stop_after_pretraining: bool = False) -> SourceArtifacts:
+            swag_lr: float | None = None, stop_after_pretraining: bool = False) -> SourceArtifacts:
     """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
 
     Pre-training saves the model state after every epoch (:func:`epoch_state`). ``supervised_matched`` starts from
     the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.source_quality.matched_epoch`) instead.
     SWAG then runs ``profile.swag_burnin_epochs`` of burn-in and ``profile.swag_epochs`` of collection (a float
-    below 1 means that fraction of an epoch, as the paper's quarter epoch on ImageNet) at a constant learning rate,
+    below 1 means that fraction of an epoch, as the paper's quarter epoch on ImageNet) at the constant ``swag_lr``
+    (default ``SWAG_LRS[0]``; an existing prior is accepted at any lr unless ``swag_lr`` is given),
     taking ``profile.swag_snapshots`` snapshots, one every ``collection steps // swag_snapshots`` steps, and records
     the norm of the backbone at every snapshot (the filter-norm drift). Everything trains on ``profile.device``.
     ``stop_after_pretraining`` returns once ``{kind}_pretrained.pt`` exists (to pre-train ahead of SWAG).
@@ -292,7 +298,7 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     profile = get_profile(profile)
     out = artifacts(profile, kind)
     if out.prior.exists():
-        stale = stale_fields(profile, kind, prior_meta(out.prior), from_epoch)
+        stale = stale_fields(profile, kind, prior_meta(out.prior), from_epoch, swag_lr)
         if stale:
             raise ValueError(f"{out.prior} was fitted under another protocol ({'; '.join(stale)}): it is kept, not "
                              f"overwritten. To refit, delete {out.prior.name} and {out.swa.name} in {out.prior.parent} "
@@ -312,6 +318,7 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
                          f"valid: imagenet, {', '.join(data.DATASETS)}")
     ckpt_dir = results_dir(profile) / "checkpoints"
     hp = HYPERPARAMETERS[base_kind(kind)]
+    swag_lr = SWAG_LRS[0] if swag_lr is None else swag_lr
     src = source(profile, kind, seed, device)
     model, steps_per_epoch = src.model, src.steps_per_epoch
     if not out.pretrained.exists():   # stage 1: the backbone (its own artifact, so it can be built ahead of SWAG)
@@ -337,9 +344,9 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     start_norm = flat_params(model.backbone).norm().item()
     swag, norms = fit_swag(
         model, _source_loss(kind), lambda e: src.epoch_batches(10_000 + e), _optimizer(model.parameters(), hp),
-        steps_per_epoch, hp["swag_lr"], burnin_steps=int(profile.swag_burnin_epochs * steps_per_epoch),
+        steps_per_epoch, swag_lr, burnin_steps=int(profile.swag_burnin_epochs * steps_per_epoch),
         collect_steps=int(profile.swag_epochs * steps_per_epoch), snapshots=profile.swag_snapshots,
-        max_rank=profile.swag_max_rank, checkpoint=ckpt_dir / f"{kind}_swag.ckpt", desc=f"SWAG {kind}",
+        max_rank=profile.swag_max_rank, checkpoint=ckpt_dir / f"{kind}_swag_lr{swag_lr:g}.ckpt", desc=f"SWAG {kind}",
         norm_of=lambda theta: theta[:d_backbone].norm().item())
 
     load_flat_(model, swag.mean.float())
@@ -349,7 +356,7 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
                 "width": profile.width, "image_size": profile.image_size, "source_dataset": profile.source_dataset,
                 **src.meta, "from_epoch": from_epoch, "swag_burnin_epochs": profile.swag_burnin_epochs,
                 "swag_epochs": profile.swag_epochs, "swag_snapshots": profile.swag_snapshots,
-                "swag_max_rank": profile.swag_max_rank, "batch_size": profile.batch_size,
+                "swag_max_rank": profile.swag_max_rank, "swag_lr": swag_lr, "batch_size": profile.batch_size,
                 "seed": seed, **hp}
     meta = {**protocol, "protocol_hash": protocol_hash(protocol), "start_norm": start_norm,
             "snapshot_norms": norms}

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data, pretrain
-from .profiles import Profile
+from .profiles import Profile, results_dir
 from .train import features, linear_probe, load_flat_, predict_logits, update_bn
 
 
@@ -63,6 +63,7 @@ def evaluate_source(profile: Profile, kind: str, n_samples: int = 5, seed: int =
     BatchNorm statistics on the source probe images (unaugmented).
     """
     d = probe_data(profile)
+    sizes = {"n_source_val": len(d.val_y), "n_cifar10_test": len(d.cifar_test_y)}
     rows = [{"kind": kind, "state": "pretrained", **score(pretrain.load_source_model(profile, kind, "pretrained"), kind, d)},
             {"kind": kind, "state": "swa_mean", **score(pretrain.load_source_model(profile, kind, "swa"), kind, d)}]
     prior = pretrain.load_source_prior(profile, kind, scale=1.0, eps=0.0)
@@ -72,27 +73,55 @@ def evaluate_source(profile: Profile, kind: str, n_samples: int = 5, seed: int =
         load_flat_(model.backbone, prior.sample(1, generator=g)[0])
         update_bn(model, d.source_x)
         rows.append({"kind": kind, "state": f"swag_sample_{i}", **score(model, kind, d)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(**sizes)
 
 
 def swa_check(evaluation: pd.DataFrame) -> pd.DataFrame:
     """Per kind: checkpoint, SWA mean and mean of the SWAG draws on the source val metric (the head for supervised
-    backbones, the source probe for SSL) and the CIFAR-10 probe; ``swa_ok`` says whether the SWA mean is at least as
-    good as the checkpoint on both (the stationarity criterion of the SWAG protocol)."""
+    backbones, the source probe for SSL) and the CIFAR-10 probe. ``swa_ok``, the stationarity check of the SWAG
+    protocol: on both, the SWA mean is at least as good as the checkpoint, i.e. below it by at most one binomial
+    standard error of the evaluation set (``n_source_val``, ``n_cifar10_test`` images), the noise of the check itself."""
     rows = []
     for kind, g in evaluation.groupby("kind", sort=False):
         metric = "source_acc" if pretrain.base_kind(kind) == "supervised" else "probe_source_acc"
         state = g.state.where(~g.state.str.startswith("swag_sample"), "swag_samples")
         m = g.assign(state=state).groupby("state")[[metric, "probe_cifar10_acc"]].mean()
         row = {"kind": kind, "source_metric": metric}
-        for st in ("pretrained", "swa_mean", "swag_samples"):
-            row[f"source_{st}"], row[f"cifar10_{st}"] = m.loc[st, metric], m.loc[st, "probe_cifar10_acc"]
-        row["swa_ok"] = bool(row["source_swa_mean"] >= row["source_pretrained"]
-                             and row["cifar10_swa_mean"] >= row["cifar10_pretrained"])
-        rows.append(row)
+        ok = True
+        for name, col, n in (("source", metric, g.n_source_val.iloc[0]), ("cifar10", "probe_cifar10_acc",
+                                                                            g.n_cifar10_test.iloc[0])):
+            for st in ("pretrained", "swa_mean", "swag_samples"):
+                row[f"{name}_{st}"] = m.loc[st, col]
+            se = (row[f"{name}_pretrained"] * (1 - row[f"{name}_pretrained"]) / n) ** 0.5
+            row[f"{name}_tolerance"] = se
+            ok &= bool(row[f"{name}_swa_mean"] >= row[f"{name}_pretrained"] - se)
+        rows.append(row | {"swa_ok": ok})
     return pd.DataFrame(rows)
 
 
+def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
+                   lrs: tuple[float, ...] = pretrain.SWAG_LRS) -> pd.DataFrame:
+    """Fit ``kind``'s prior at the first of ``lrs`` whose SWA mean passes :func:`swa_check` (the last lr is kept even
+    if it fails: a failure is reported, not tuned away). Every attempt's check is appended to
+    ``prior_fitting/swag_attempts.csv``; a failed attempt's prior is deleted (its numbers stay in that table). An
+    existing prior is kept as it is. Returns the attempts of ``kind``."""
+    from .plots import save_table
+
+    out, log = pretrain.artifacts(profile, kind), results_dir(profile) / "prior_fitting" / "swag_attempts.csv"
+    attempts = pd.read_csv(log) if log.exists() else pd.DataFrame()
+    if out.prior.exists():
+        pretrain.prepare(profile, kind, from_epoch=from_epoch)     # refuses a prior fitted under another protocol
+    else:
+        for lr in lrs:
+            pretrain.prepare(profile, kind, from_epoch=from_epoch, swag_lr=lr)
+            check = swa_check(evaluate_source(profile, kind)).assign(swag_lr=lr)
+            attempts = pd.concat([attempts, check], ignore_index=True)
+            save_table(attempts, profile, "prior_fitting/swag_attempts")
+            if check.swa_ok.iloc[0] or lr == lrs[-1]:
+                break
+            out.prior.unlink()
+            out.swa.unlink()
+    return attempts[attempts.kind == kind] if not attempts.empty else attempts
 def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
     """The scores of the pre-training state after every epoch (from :func:`repro.pretrain.epoch_state`)."""
     d, rows, epoch = probe_data(profile), [], 1
@@ -123,26 +152,3 @@ def snapshot_norms(profile: Profile, kind: str) -> pd.DataFrame:
     norms = [meta["start_norm"], *meta["snapshot_norms"]]
     return pd.DataFrame({"kind": kind, "snapshot": range(len(norms)), "norm": norms})
 
-
-def swag_lr_pilot(profile: Profile, kind: str, lr: float) -> dict:
-    """The SWAG protocol's stationarity check at one learning rate, on the pre-trained checkpoint: burn-in and
-    collection as in :func:`repro.pretrain.prepare`, then the scores of the checkpoint, the last iterate and the SWA
-    mean (BatchNorm statistics recomputed). Used to choose ``swag_lr`` before the priors are fitted."""
-    from .swag import fit_swag
-
-    d = probe_data(profile)
-    src = pretrain._tiny_source(profile, kind, 0, torch.device("cpu"))
-    model = src.model
-    model.load_state_dict(torch.load(pretrain.artifacts(profile, kind).pretrained, map_location="cpu", weights_only=True))
-    row = {"kind": kind, "swag_lr": lr, **{f"checkpoint_{k}": v for k, v in score(model, kind, d).items()}}
-    hp = pretrain.HYPERPARAMETERS[pretrain.base_kind(kind)]
-    spe = src.steps_per_epoch
-    swag, norms = fit_swag(model, pretrain._source_loss(kind), lambda e: src.epoch_batches(10_000 + e),
-                           pretrain._optimizer(model.parameters(), hp), spe, lr,
-                           burnin_steps=int(profile.swag_burnin_epochs * spe), collect_steps=int(profile.swag_epochs * spe),
-                           snapshots=profile.swag_snapshots, max_rank=0, desc=f"SWAG pilot {kind} lr={lr}")
-    row |= {f"last_{k}": v for k, v in score(model, kind, d).items()}
-    load_flat_(model, swag.mean.float())
-    update_bn(model, src.bn_images())
-    row |= {f"swa_{k}": v for k, v in score(model, kind, d).items()}
-    return row | {"norm_first_snapshot": norms[0], "norm_last_snapshot": norms[-1], "snapshots": swag.n}

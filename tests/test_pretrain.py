@@ -47,6 +47,7 @@ def _check_prior(out, profile, kind, backbone: nn.Module) -> dict:
     assert {k: meta[k] for k in hp} == hp
     assert meta["kind"] == kind and meta["profile"] == profile.name
     assert meta["version"] == pretrain.PROTOCOL_VERSION and meta["swag_burnin_epochs"] == profile.swag_burnin_epochs
+    assert meta["swag_lr"] in pretrain.SWAG_LRS
     assert len(meta["snapshot_norms"]) == profile.swag_snapshots and meta["start_norm"] > 0
     protocol = {k: v for k, v in meta.items() if k not in ("protocol_hash", "start_norm", "snapshot_norms",
                                                            "swag_snapshots_collected")}
@@ -134,7 +135,7 @@ def test_smoke_interrupted_swag_resumes(tmp_path, tiny_imagenet, monkeypatch):
         pretrain.prepare(profile, "supervised")
     out = pretrain.artifacts(profile, "supervised")
     assert out.pretrained.is_file() and not out.prior.exists()
-    assert (out.prior.parent.parent / "checkpoints" / "supervised_swag.ckpt").is_file()
+    assert (out.prior.parent.parent / "checkpoints" / "supervised_swag_lr0.01.ckpt").is_file()
 
     steps = []
 
