@@ -321,7 +321,9 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     swag_lr = SWAG_LRS[0] if swag_lr is None else swag_lr
     src = source(profile, kind, seed, device)
     model, steps_per_epoch = src.model, src.steps_per_epoch
-    if not out.pretrained.exists():   # stage 1: the backbone (its own artifact, so it can be built ahead of SWAG)
+    # stage 1: the backbone (its own artifact, so it can be built ahead of SWAG; the matched one is always re-read from
+    # its epoch, so a changed from_epoch can never reuse another epoch's state)
+    if kind == MATCHED or not out.pretrained.exists():
         if kind == MATCHED:
             state = epoch_state(profile, "supervised", from_epoch)
             if not state.exists():
