@@ -224,7 +224,8 @@ def render_simulation(profile: str | Profile = "cpu") -> str:
     if not path.exists():
         return "_Not yet simulated for this profile._"
     df = pd.read_csv(path)
-    lines = ["| claim | true effect (accuracy points) | simulations | " + " | ".join(VERDICTS) + " |",
+    lines = ["| claim | true effect (points: accuracy; C7 NLL 0.01 nats and (3)'s over-confidence; C9 mIoU) | "
+             "simulations | " + " | ".join(VERDICTS) + " |",
              "|---|---|---|" + "---|" * len(VERDICTS)]
     lines += [f"| {r['claim']} | {r['effect_points']:+g} | {r['simulations']} | "
               + " | ".join(f"{r[v]:.1%}" for v in VERDICTS) + " |" for _, r in df.iterrows()]

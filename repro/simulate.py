@@ -6,7 +6,14 @@ arm x seed effect (SD ``sigma_arm``); which images it gets right follows a Gauss
 shared by all runs (weight ``rho``), a per-(seed, image) part shared by the arms of that seed (a seed fixes the
 training subset, initialisation and batch order; share ``kappa`` of the rest), and the run's own part. Two seeds of
 one approach then disagree on ~20 % of the images and two approaches of one seed on ~10 % (measured here: 19-23 %
-across seeds; 3 % between MAP + learned and SGD transfer of one seed, which are nearly the same model). ``python -m repro.simulate`` prints each rule's rate of each word.
+across seeds; 3 % between MAP + learned and SGD transfer of one seed, which are nearly the same model).
+
+Other metrics (C7-C9) follow the same 0/1 outcomes and draw no extra random numbers: per-image NLL is
+``1.5 - correct + nll`` (the arm's true NLL offset in nats; per-image SD ~0.5 from the 0/1 part); per-image
+``overconfidence`` is the run's confidence ``p + overconfidence`` (``p`` its true accuracy, the arm's gap added)
+minus ``correct``; the shift set is the test set (``shift_accuracy``/``shift_nll`` equal ``accuracy``/``nll``); a
+run's ``miou`` is run-level only, its ``p`` (true value + seed effect + arm x seed effect, so C9 uses the paired
+t-test over seeds). ``python -m repro.simulate`` prints each rule's rate of each word.
 """
 from __future__ import annotations
 
@@ -25,14 +32,16 @@ SIZES = (100, 300, 1000, 5000)
 def simulate(truth: dict[tuple, float], rng: np.random.Generator, seeds: int = 3, n_images: int = 2000,
              sigma_seed: float = 0.01, sigma_arm: float = 0.006, rho: float = 0.75, kappa: float = 0.8, val: bool = False,
              n_val: int = 200) -> tuple[pd.DataFrame, dict]:
-    """Rows and per-image outcomes for ``truth[(column values...)] = true accuracy``; keys of ``truth`` are dicts
-    frozen as tuples of (column, value) pairs and must include ``n_train``. ``val`` adds one-seed validation rows."""
+    """Rows and per-image outcomes for ``truth[(column values...)] = true accuracy`` (or a dict with ``accuracy`` and
+    optional ``nll``/``overconfidence`` offsets, see the module's noise model); keys of ``truth`` are dicts frozen as
+    tuples of (column, value) pairs and must include ``n_train``. ``val`` adds one-seed validation rows."""
     z = rng.standard_normal(n_images)
     zv = rng.standard_normal(n_val)
     shared, paired = {}, {}
     rows, outcomes = [], {}
     for i, (spec, acc) in enumerate(truth.items()):
-        spec = dict(spec)
+        spec, arm = dict(spec), (acc if isinstance(acc, dict) else {"accuracy": acc})
+        acc, dn, gap = arm["accuracy"], arm.get("nll", 0.0), arm.get("overconfidence", 0.0)
         n = spec["n_train"]
         if n not in shared:
             shared[n] = rng.normal(0, sigma_seed, seeds)
@@ -44,14 +53,15 @@ def simulate(truth: dict[tuple, float], rng: np.random.Generator, seeds: int = 3
         for s in range(seeds):
             key = f"r{i}-{s}"
             c = correct[s]
-            outcomes[key] = {"accuracy": c, "nll": 1.5 - c, "shift_accuracy": c}
-            rows.append({**spec, "seed": s, "split": "test", "key": key, "accuracy": c.mean(), "nll": 1.5 - c.mean(),
-                         "status": "ok"})
+            out = {"accuracy": c, "nll": 1.5 - c + dn, "overconfidence": p[s] + gap - c}
+            outcomes[key] = out | {"shift_accuracy": c, "shift_nll": out["nll"]}
+            rows.append({**spec, "seed": s, "split": "test", "key": key, **{m: v.mean() for m, v in outcomes[key].items()},
+                         "miou": p[s], "status": "ok"})
         if val:
             lat = np.sqrt(rho) * zv + np.sqrt(1 - rho) * rng.standard_normal(n_val)
             c = (lat < sps.norm.ppf(p[0])).astype(float)
-            rows.append({**spec, "seed": 0, "split": "val", "key": f"v{i}", "accuracy": c.mean(), "nll": 1.5 - c.mean(),
-                         "status": "ok"})
+            rows.append({**spec, "seed": 0, "split": "val", "key": f"v{i}", "accuracy": c.mean(),
+                         "nll": 1.5 - c.mean() + dn, "status": "ok"})
     return pd.DataFrame(rows), outcomes
 
 
@@ -69,11 +79,14 @@ def rank_truth(delta: float) -> dict:
     return t
 
 
+def _five_way(value: Callable[[str, int], float | dict]) -> dict:
+    """The five approaches of :data:`repro.verdicts.ORDER` on CIFAR-10 at every size (SSL prior for (1)-(3))."""
+    return {_t(approach=a, prior_kind="ssl" if a in verdicts.ORDER[:3] else "none", n_train=n, dataset="cifar10"):
+            value(a, j) for j, n in enumerate(SIZES) for a in verdicts.ORDER}
+
+
 def ordering_truth(delta: float) -> dict:
-    kinds = {"bayes_learned": "ssl", "map_learned": "ssl", "sgd_transfer": "ssl", "bayes_nonlearned": "none",
-             "map_nonlearned": "none"}
-    return {_t(approach=a, prior_kind=kinds[a], n_train=n, dataset="cifar10"): 0.30 + 0.05 * j + delta * (4 - i)
-            for j, n in enumerate(SIZES) for i, a in enumerate(verdicts.ORDER)}
+    return _five_way(lambda a, j: 0.30 + 0.05 * j + delta * (4 - verdicts.ORDER.index(a)))
 
 
 def efficiency_truth(delta: float) -> dict:
@@ -108,8 +121,37 @@ def scale_truth(delta: float) -> dict:
             0.45 + (delta if lam == 1e2 else 0.0) for a in ("map_learned", "bayes_learned") for lam in (1.0, 1e2, 1e4)}
 
 
+def calibration_truth(delta: float) -> dict:
+    """Equal accuracy; (1) has ``delta`` nats lower NLL than (2)-(5) (twice that below (2), (3), (5), since (4) is
+    ``delta`` below (3)); (3) is over-confident by ``delta``."""
+    nll = {"bayes_learned": -2 * delta, "bayes_nonlearned": -delta}
+    return _five_way(lambda a, j: {"accuracy": 0.35 + 0.05 * j, "nll": nll.get(a, 0.0),
+                                   "overconfidence": delta if a == "sgd_transfer" else 0.0})
+
+
+def shift_truth(delta: float) -> dict:
+    """(1) beats each of (2)-(5) by ``delta`` in (shift) accuracy."""
+    return _five_way(lambda a, j: 0.30 + 0.05 * j + (delta if a == "bayes_learned" else 0.0))
+
+
+def segmentation_truth(delta: float) -> dict:
+    """CamVid mIoU: SGLD + supervised learned prior ``delta`` above SGD transfer and SGLD + non-learned prior; the SSL
+    learned prior half as far."""
+    arms = {("bayes_learned", "supervised"): delta, ("bayes_learned", "ssl"): delta / 2,
+            ("sgd_transfer", "supervised"): 0.0, ("bayes_nonlearned", "supervised"): 0.0}
+    return {_t(approach=a, prior_kind=k, n_train=367, dataset="camvid"): 0.55 + d for (a, k), d in arms.items()}
+
+
 def _ensemble(df: pd.DataFrame, outcomes: dict) -> tuple:
     return verdicts.ensemble_verdict(df[df.approach == "bayes_learned"], df[df.approach == "deep_ensemble"], outcomes)
+
+
+def _shift(df: pd.DataFrame, outcomes: dict) -> tuple:
+    return verdicts.shift_verdict(df, "simulated (the test set)", outcomes)
+
+
+def _segmentation(df: pd.DataFrame, outcomes: dict) -> tuple:
+    return verdicts.segmentation_verdict(df)      # run-level mIoU only
 
 
 CLAIMS: dict[str, tuple[Callable[[float], dict], Callable, bool]] = {
@@ -118,6 +160,9 @@ CLAIMS: dict[str, tuple[Callable[[float], dict], Callable, bool]] = {
     "C4": (ordering_truth, verdicts.ordering_verdict, False),
     "C5": (ssl_truth, verdicts.ssl_vs_supervised_verdict, False),
     "C6": (efficiency_truth, verdicts.data_efficiency_verdict, False),
+    "C7": (calibration_truth, verdicts.calibration_verdict, False),
+    "C8": (shift_truth, _shift, False),
+    "C9": (segmentation_truth, _segmentation, False),
     "C10": (ensemble_truth, _ensemble, False),
 }
 
@@ -136,7 +181,8 @@ def rates(claim: str, delta: float, n_sims: int = 100, seed: int = 0, n_boot: in
 
 #: What ``main`` simulates: claim -> effects (0 = null; negative = the claimed effect reversed).
 DELTAS = {"C2": (0.0, 0.03, 0.05, -0.05), "C10": (0.0, 0.03, 0.05, -0.05), "C3": (0.0, 0.05, -0.05),
-          "C6": (0.0, 0.05, -0.05), "C4": (0.0, 0.02, -0.02), "C5": (0.0, 0.02, -0.02)}
+          "C6": (0.0, 0.05, -0.05), "C4": (0.0, 0.02, -0.02), "C5": (0.0, 0.02, -0.02),
+          "C7": (0.0, 0.02, 0.05, -0.05), "C8": (0.0, 0.01, 0.02, -0.02), "C9": (0.0, 0.03, 0.05, -0.05)}
 
 
 def table(sims: int = 100, null_sims: int = 200) -> pd.DataFrame:
