@@ -30,10 +30,10 @@ from torch.distributions import LowRankMultivariateNormal
 
 from . import data
 from .models import build_classifier
-from .priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .profiles import Profile, get_profile, results_root
 from .runner import Run, load_results, run_grid
-from .samplers import SGHMC, SGLD, bma_probs
+from .method.samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
 
@@ -153,7 +153,7 @@ def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
 
     The study stages are replayed with ``run_grid`` intercepted: the grids must already be recorded (nothing runs).
     """
-    from . import studies
+    from .experiments import studies
     P = get_profile(profile)
     needed: dict[str, tuple[str, dict]] = {}
     read_back = studies.run_grid
@@ -185,8 +185,8 @@ def retime_csv(profile: str | Profile) -> Path:
 def _retime(profile: str, study: str, params: dict) -> dict:
     """The headline metric and the process CPU time of one recorded run re-run with the current code; nothing of
     the run is saved (the runner records the wall time)."""
-    from .segmentation import run_segmentation
-    from .transfer import run_transfer
+    from .experiments.segmentation import run_segmentation
+    from .experiments.transfer import run_transfer
     c0 = time.process_time()
     out = {"transfer": run_transfer, "segmentation": run_segmentation}[study](profile, params)
     return {"retimed_metric": out[GRID_METRIC[study]], "cpu_time_s": time.process_time() - c0}
@@ -217,7 +217,7 @@ def bench_grid(profile: str = "cpu", per_group: int | None = 2, workers: int = 2
     Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many
     spawned processes, else in this one.
     """
-    from .studies import grid_csv
+    from .experiments.studies import grid_csv
     P = get_profile(profile)
     needed = required_runs(P)
     rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_METRIC if grid_csv(P, s).exists()], ignore_index=True)

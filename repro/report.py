@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
-from .verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
+from .analysis.verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -168,7 +168,7 @@ def render_compute(profile: str | Profile = "cpu") -> str:
 def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
     """What REPORT.md quotes about the learned priors, computed from the prior files (never typed): per kind, the
     trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (DESIGN.md §1) and the SWAG variances' quantiles."""
-    from .priors import load_prior
+    from .method.priors import load_prior
 
     rows = []
     for kind in ("ssl", "supervised", "supervised_matched"):

@@ -195,7 +195,7 @@ def _save_predictions(predictions: Any, path: Path) -> None:
     """Save a dict of tensors/arrays atomically, as tensors so ``torch.load(weights_only=True)`` reads it."""
     import torch  # lazy: the runner itself needs no torch
 
-    from .priors import atomic_torch_save
+    from .method.priors import atomic_torch_save
 
     if not isinstance(predictions, Mapping):
         raise TypeError(f"'predictions' must be a dict of tensors/arrays, got {type(predictions).__name__}")

@@ -17,7 +17,7 @@ def data_available():
 @pytest.fixture(scope="session")
 def smoke_priors_dir(tmp_path_factory, data_available):
     """A results folder with the smoke profile's priors (about 10 s, built once per session)."""
-    from repro import pretrain
+    from repro.experiments import pretrain
 
     folder = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:

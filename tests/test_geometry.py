@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.geometry import filter_normalize, flatness_test, loss_increase, top_directions
-from repro.priors import LowRankGaussianPrior
+from repro.experiments.geometry import filter_normalize, flatness_test, loss_increase, top_directions
+from repro.method.priors import LowRankGaussianPrior
 
 
 def test_filter_normalize_matches_each_filter_norm_and_zeroes_1d_parameters():
@@ -37,7 +37,7 @@ def test_loss_increase_and_one_sided_test():
 
 
 def test_radial_share_by_hand():
-    from repro.geometry import radial_share
+    from repro.experiments.geometry import radial_share
     shapes = [(2, 2), (3,)]
     theta = torch.tensor([3.0, 4.0, 1.0, 0.0, 9.0, 9.0, 9.0])
     assert radial_share(theta, theta, shapes) == pytest.approx(1.0)                   # rescaling every filter
@@ -54,7 +54,7 @@ def _bn_model():
 
 
 def test_slices_with_batchnorm_reestimated_are_deterministic_and_restore_the_model():
-    from repro.geometry import slice_losses
+    from repro.experiments.geometry import slice_losses
     from repro.train import flat_params
     model = _bn_model()
     g = torch.Generator().manual_seed(1)
@@ -93,7 +93,7 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
     ({("ssl", "reestimated"): 0.02}, {}, "inconclusive"),
 ])
 def test_c1_rule(flatter, sharper, word):
-    from repro.verdicts import c1_verdict
+    from repro.analysis.verdicts import c1_verdict
     family, verdict = c1_verdict(_tests(flatter, sharper), 0.5)
     assert verdict == word and len(family) == 4
 

@@ -1,4 +1,4 @@
-"""Tests for repro.metrics: every expected value is worked out by hand in the comments."""
+"""Tests for repro.analysis.metrics: every expected value is worked out by hand in the comments."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.metrics import (
+from repro.analysis.metrics import (
     NLL_EPS,
     accuracy,
     classification_metrics,

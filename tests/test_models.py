@@ -4,11 +4,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from repro import imagenet
-from repro.imagenet import imagenet_split, imagenet_transform, load_simclr_backbone, simclr_to_torchvision
+from repro.data import imagenet
+from repro.data.imagenet import imagenet_split, imagenet_transform, load_simclr_backbone, simclr_to_torchvision
 from repro.models import (BACKBONES, BasicBlock, Classifier, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
                           build_classifier, count_parameters, fold_batchnorm, for_evaluation)
-from repro.priors import check_layout, parameter_layout
+from repro.method.priors import check_layout, parameter_layout
 
 
 # ------------------------------------------------------------------------------------------------

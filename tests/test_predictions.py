@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from repro import metrics, predictions
-from repro.shift import CELLS
+from repro.analysis import metrics, predictions
+from repro.data.shift import CELLS
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The source step (repro.pretrain.prepare): artifacts, skipping, resuming, and the paper profile's ImageNet
+"""The source step (repro.experiments.pretrain.prepare): artifacts, skipping, resuming, and the paper profile's ImageNet
 path tested structurally (tiny fake models and a fake ImageNet split: no downloads, no GPU)."""
 import copy
 import pickle
@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from repro import data, imagenet, pretrain
-from repro import swag as swag_module
+from repro import data
+from repro.data import imagenet
+from repro.experiments import pretrain
+from repro.method import swag as swag_module
 from repro.models import Classifier, CifarResNet, TorchvisionBackbone
-from repro.priors import load_prior
+from repro.method.priors import load_prior
 from repro.profiles import get_profile
-from repro.ssl import SimCLR
+from repro.experiments.ssl import SimCLR
 from repro.train import model_device, resolve_device, to_device
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from repro.priors import (ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior, PriorFileError,
+from repro.method.priors import (ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior, PriorFileError,
                           import_authors_prior, load_prior, save_prior, transfer_prior)
 
 

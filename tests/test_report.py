@@ -62,7 +62,7 @@ def test_quoted_prior_statistics_are_computed_from_the_prior_files():
 
 
 def test_verdict_vocabulary_has_one_owner():
-    from repro import verdicts
+    from repro.analysis import verdicts
 
     assert report.VERDICTS is verdicts.VERDICTS
     assert "inconclusive" in report.VERDICTS and "not testable here" not in report.VERDICTS

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from repro import segmentation
+from repro.experiments import segmentation
 from repro.models import DeepLabV3Plus, build_backbone
 from repro.profiles import get_profile
 
@@ -72,7 +72,7 @@ def fake_voc(root, n=3, size=(20, 30)):
 
 
 def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monkeypatch):
-    from repro import imagenet
+    from repro.data import imagenet
 
     fake_voc(tmp_path / "voc")
     x, y = imagenet.voc_split(tmp_path / "voc", "train", (10, 15))
@@ -92,7 +92,7 @@ def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monke
 
 
 def test_missing_voc_says_where_and_how(tmp_path):
-    from repro import imagenet
+    from repro.data import imagenet
 
     with pytest.raises(FileNotFoundError, match="Pascal VOC 2012 not found under .*VOCSegmentation"):
         imagenet.voc_split(tmp_path / "nowhere", "train", (10, 10))

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from repro import data, shift
+from repro import data
+from repro.data import shift
 
 
 def grey(n=4, value=128, size=32):

@@ -1,9 +1,9 @@
-"""repro.stats checked against mathematics: binomial SE, the paired t-test, scipy's TOST pieces, Holm by hand."""
+"""repro.analysis.stats checked against mathematics: binomial SE, the paired t-test, scipy's TOST pieces, Holm by hand."""
 import numpy as np
 import pytest
 from scipy import stats as sps
 
-from repro import stats, verdicts
+from repro.analysis import stats, verdicts
 
 
 def test_bootstrap_se_of_one_seed_is_the_binomial_se():

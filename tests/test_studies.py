@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from repro import studies
+from repro.experiments import studies
 from repro.profiles import get_profile
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from repro import transfer
+from repro.experiments import transfer
 from repro.profiles import get_profile
 from repro.runner import Run, load_results, run_grid
 from repro.train import DivergenceError
@@ -76,8 +76,8 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     """A run records the protocol hash of the prior it starts from: after the prior is refitted under another
     protocol, the same setting has another key (the old row is not read back), and the old run cannot run."""
     import shutil
-    from repro import pretrain, studies
-    from repro.priors import save_prior
+    from repro.experiments import pretrain, studies
+    from repro.method.priors import save_prior
 
     results = tmp_path / "results"
     shutil.copytree(studies.results_dir(P) / "priors", results / "smoke" / "priors")

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .files import atomic_file
+from ..files import atomic_file
 
 __all__ = [
     "DATASETS", "DatasetInfo", "Split", "data_dir", "cache_dir", "load", "clear_memory_cache",

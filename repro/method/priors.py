@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .files import atomic_file
+from ..files import atomic_file
 
 FORMAT_VERSION = 1
 LOG_2PI = math.log(2 * math.pi)

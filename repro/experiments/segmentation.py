@@ -28,13 +28,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import data, imagenet
-from .metrics import iou_per_class
-from .models import DeepLabV3Plus
-from .profiles import Profile, get_profile
-from .samplers import bma_probs
+from .. import data
+from ..data import imagenet
+from ..analysis.metrics import iou_per_class
+from ..models import DeepLabV3Plus
+from ..profiles import Profile, get_profile
+from ..method.samplers import bma_probs
 from .studies import best_row, run_study, sweep
-from .train import seed_everything
+from ..train import seed_everything
 from .transfer import Approach, build_model_and_prior, check_params, fit_or_sample
 
 APPROACHES: dict[str, Approach] = {

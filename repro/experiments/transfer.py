@@ -28,15 +28,15 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from . import data
-from .metrics import classification_metrics
-from .models import Classifier, build_backbone
+from .. import data
+from ..analysis.metrics import classification_metrics
+from ..models import Classifier, build_backbone
 from .pretrain import check_protocol, load_source_model, load_source_prior
-from .priors import ComposedPrior, IsotropicGaussianPrior, Prior
-from .profiles import Profile, get_profile
-from .samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
-from .shift import ShiftSet, shift_set
-from .train import DivergenceError, check_finite, seed_everything
+from ..method.priors import ComposedPrior, IsotropicGaussianPrior, Prior
+from ..profiles import Profile, get_profile
+from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
+from ..data.shift import ShiftSet, shift_set
+from ..train import DivergenceError, check_finite, seed_everything
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from . import data
-from .profiles import Profile, get_profile
+from .. import data
+from ..profiles import Profile, get_profile
 
 # CIFAR-10-C parameters at severities 1, 3, 5 (noise sigma, blur sigma, contrast factor, JPEG quality).
 SEVERITIES = (1, 3, 5)

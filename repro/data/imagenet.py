@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import Classifier, TorchvisionBackbone
+from ..models import Classifier, TorchvisionBackbone
 
 ARCHS = ("resnet50", "resnet101")
 NUM_CLASSES = 1000
@@ -204,7 +204,7 @@ class SimCLRViews:
 
     def _build(self):
         from torchvision.transforms import v2
-        from .ssl import simclr_augment
+        from ..experiments.ssl import simclr_augment
         to_uint8 = v2.Compose([v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
         kernel = int(0.1 * self.size) // 2 * 2 + 1
         blur = v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5) if self.blur else None

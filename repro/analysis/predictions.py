@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from .metrics import NLL_EPS, accuracy, nll, reliability_bins
-from .profiles import Profile, results_dir
-from .shift import CELLS
+from ..profiles import Profile, results_dir
+from ..data.shift import CELLS
 
 def predictions_dir(profile: str | Profile, study: str = "transfer") -> Path:
     return results_dir(profile) / study / "predictions"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .priors import LowRankGaussianPrior, atomic_torch_save, deviation_singular_values, load_prior, save_prior
-from .train import fit, flat_params
+from ..train import fit, flat_params
 
 
 class SWAG:

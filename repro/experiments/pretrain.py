@@ -42,13 +42,14 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from . import data, imagenet
-from .models import Classifier, build_backbone
-from .priors import atomic_torch_save, load_prior, parameter_layout, prior_meta
-from .profiles import Profile, get_profile, results_dir
+from .. import data
+from ..data import imagenet
+from ..models import Classifier, build_backbone
+from ..method.priors import atomic_torch_save, load_prior, parameter_layout, prior_meta
+from ..profiles import Profile, get_profile, results_dir
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
-from .swag import fit_swag
-from .train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
+from ..method.swag import fit_swag
+from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
                     update_bn)
 
 MATCHED = "supervised_matched"

@@ -22,10 +22,10 @@ from scipy import stats
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .metrics import standard_error
-from .priors import LowRankGaussianPrior
-from .profiles import Profile
-from .train import flat_params, load_flat_, predict_logits, update_bn
+from ..analysis.metrics import standard_error
+from ..method.priors import LowRankGaussianPrior
+from ..profiles import Profile
+from ..train import flat_params, load_flat_, predict_logits, update_bn
 
 BN_MODES = ("frozen", "reestimated")
 
@@ -144,10 +144,10 @@ def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int
     statistics are recomputed on ``geometry_bn_n`` CIFAR-10 training images (a fixed stratified subset, no
     augmentation) at theta before the head is fitted, and again at every point of every slice.
     """
-    from . import data
-    from .models import Classifier
+    from .. import data
+    from ..models import Classifier
     from .pretrain import load_source_model, load_source_prior
-    from .train import features, fit_linear_head
+    from ..train import features, fit_linear_head
 
     if bn not in BN_MODES:
         raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")

@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import data, pretrain
-from .profiles import Profile, results_dir
-from .train import features, linear_probe, load_flat_, predict_logits, update_bn
+from .. import data
+from . import pretrain
+from ..profiles import Profile, results_dir
+from ..train import features, linear_probe, load_flat_, predict_logits, update_bn
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
     if it fails: a failure is reported, not tuned away). Every attempt's check is appended to
     ``prior_fitting/swag_attempts.csv``; a failed attempt's prior is deleted (its numbers stay in that table). An
     existing prior is kept as it is. Returns the attempts of ``kind``."""
-    from .plots import save_table
+    from ..plots import save_table
 
     out, log = pretrain.artifacts(profile, kind), results_dir(profile) / "prior_fitting" / "swag_attempts.csv"
     attempts = pd.read_csv(log) if log.exists() else pd.DataFrame()

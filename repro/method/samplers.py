@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from .models import EVAL_BATCH_SIZE, for_evaluation
+from ..models import EVAL_BATCH_SIZE, for_evaluation
 from .priors import Prior
 
 

@@ -34,11 +34,11 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
-from .metrics import classification_metrics
-from .predictions import load_predictions, predictions_dir
+from ..analysis.metrics import classification_metrics
+from ..analysis.predictions import load_predictions, predictions_dir
 from .pretrain import prior_protocol
-from .profiles import Profile, get_profile, results_dir
-from .runner import Run, run_grid
+from ..profiles import Profile, get_profile, results_dir
+from ..runner import Run, run_grid
 from .transfer import check_approach, default_params, run_transfer
 
 STUDY = "transfer"     # the grid lives in results/<profile>/transfer/
