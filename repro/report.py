@@ -39,31 +39,30 @@ CLAIMS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def record_claim(profile: str | Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
+def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
     """Write a claim's verdict row (called by the last cell of each claim notebook)."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    profile = get_profile(profile)
     row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence)])
     save_table(row, profile, f"claims/{claim}")
     return row
 
 
-def evidence(profile: str | Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
+def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
     """The evidence cell of a claim row: links to the executed notebook, CSVs and figures under results/<profile>/."""
-    out = f"results/{get_profile(profile).name}"
+    out = f"results/{profile.name}"
     links = [f"[notebook]({out}/notebooks/{notebook}.ipynb)"]
     links += [f"[{Path(t).name}]({out}/{t}.csv)" for t in tables]
     links += [f"[figure]({out}/figures/{f}.png)" for f in figures]
     return " · ".join(links)
 
 
-def render_summary(profile: str | Profile = "cpu") -> str:
+def render_summary(profile: Profile) -> str:
     """The markdown summary table for ``profile`` from its claim CSVs."""
     folder = results_dir(profile) / "claims"
-    name = get_profile(profile).name
+    name = profile.name
     lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
              "|---|---|---|---|---|---|"]
     for claim, (statement, other, notebook) in CLAIMS.items():
@@ -78,7 +77,7 @@ def render_summary(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_source(profile: str | Profile = "cpu") -> str:
+def render_source(profile: Profile) -> str:
     """Notebook 01's backbones: checkpoint, SWA mean and SWAG draws (mean ± SD) on every score, the stationarity
     check, the protocol hash of each prior, and the SSL and supervised probes by epoch with the matched epoch."""
     folder = results_dir(profile) / "prior_fitting"
@@ -101,7 +100,7 @@ def render_source(profile: str | Profile = "cpu") -> str:
     if (folder / "probes_by_epoch.csv").exists():
         probes = pd.read_csv(folder / "probes_by_epoch.csv")
         lines.append("\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{0}/prior_fitting/probes_by_epoch.csv), "
-                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(get_profile(profile).name))
+                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(profile.name))
         wide = probes.pivot(index="kind", columns="epoch", values="probe_cifar10_acc")
         lines.append("| prior | " + " | ".join(f"ep {e}" for e in wide.columns) + " |")
         lines.append("|---|" + "---|" * len(wide.columns))
@@ -109,7 +108,7 @@ def render_source(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_geometry(profile: str | Profile = "cpu") -> str:
+def render_geometry(profile: Profile) -> str:
     """C1's flatness tests in both BatchNorm modes, and the mean radial share of each kind of direction."""
     folder = results_dir(profile) / "geometry"
     if not (folder / "c1_tests.csv").exists():
@@ -128,7 +127,7 @@ def render_geometry(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_tuning(profile: str | Profile = "cpu") -> str:
+def render_tuning(profile: Profile) -> str:
     """The tuned hyperparameters (notebook 03 writes ``transfer/tuning.csv``) and the fixed ones of every run."""
     path = results_dir(profile) / "transfer" / "tuning.csv"
     if not path.exists():
@@ -139,14 +138,14 @@ def render_tuning(profile: str | Profile = "cpu") -> str:
     for r in df.itertuples():
         cells = ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
         lines.append(f"| {r.approach} | {r.prior_kind} | " + " | ".join(cells) + " |")
-    p = get_profile(profile)
+    p = profile
     lines.append(f"\nFixed for every run: {p.downstream_steps} steps, batch {p.downstream_batch_size}, momentum 0.9, "
                  f"Bayes: SGHMC at T = 1, {p.cycles} cosine cycles (first half of each noise-free), {p.bma_samples} "
                  f"samples in the BMA; MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} images.")
     return "\n".join(lines)
 
 
-def render_compute(profile: str | Profile = "cpu") -> str:
+def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by split and approach."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
@@ -165,10 +164,10 @@ def render_compute(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
+def prior_statistics(profile: Profile) -> pd.DataFrame:
     """What REPORT.md quotes about the learned priors, computed from the prior files (never typed): per kind, the
     trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (DESIGN.md §1) and the SWAG variances' quantiles."""
-    from .method.priors import load_prior
+    from .method.prior_files import load_prior
 
     rows = []
     for kind in ("ssl", "supervised", "supervised_matched"):
@@ -185,7 +184,7 @@ def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_priors(profile: str | Profile = "cpu") -> str:
+def render_priors(profile: Profile) -> str:
     """The learned priors' size, covariance traces and SWAG variances (from :func:`prior_statistics`)."""
     df = prior_statistics(profile)
     if df.empty:
@@ -202,7 +201,7 @@ def render_priors(profile: str | Profile = "cpu") -> str:
 NOT_AMENDED: tuple[str, ...] = ("C1",)
 
 
-def render_amendment(profile: str | Profile = "cpu") -> str:
+def render_amendment(profile: Profile) -> str:
     """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones."""
     folder = results_dir(profile) / "claims"
     path = folder / "before_amendment.csv"
@@ -218,7 +217,7 @@ def render_amendment(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_simulation(profile: str | Profile = "cpu") -> str:
+def render_simulation(profile: Profile) -> str:
     """How often each claim's rule returns each word on simulated results (``python -m repro.simulate --out ...``)."""
     path = results_dir(profile) / "claims" / "simulation.csv"
     if not path.exists():
@@ -236,7 +235,7 @@ BLOCKS = {"claims": render_summary, "amendment": render_amendment, "simulation":
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 
 
-def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:
+def update_report(profile: Profile, path: Path = REPORT) -> bool:
     """Rewrite every generated block (``<!-- name:begin -->`` ... ``<!-- name:end -->``) of REPORT.md."""
     text = new = path.read_text()
     for name, render in BLOCKS.items():
@@ -250,7 +249,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     args = parser.parse_args(argv)
-    print("REPORT.md", "updated" if update_report(args.profile) else "already up to date")
+    print("REPORT.md", "updated" if update_report(get_profile(args.profile)) else "already up to date")
 
 
 if __name__ == "__main__":

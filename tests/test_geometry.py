@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.experiments.geometry import filter_normalize, flatness_test, loss_increase, top_directions
+from repro.experiments.geometry import filter_normalize, flatness_test, loss_increase
 from repro.method.priors import LowRankGaussianPrior
 
 
@@ -14,16 +14,6 @@ def test_filter_normalize_matches_each_filter_norm_and_zeroes_1d_parameters():
     direction = torch.tensor([1.0, 0.0, 0.0, -6.0, 7.0, 8.0, 9.0])
     v = filter_normalize(direction, theta, shapes)
     assert torch.allclose(v, torch.tensor([5.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0]))
-
-
-def test_top_directions_are_the_leading_left_singular_vectors():
-    g = torch.Generator().manual_seed(0)
-    D = torch.randn(30, 6, generator=g, dtype=torch.float64)
-    prior = LowRankGaussianPrior(torch.zeros(30, dtype=torch.float64), torch.ones(30, dtype=torch.float64), D)
-    U = top_directions(prior, 3)
-    ref = torch.linalg.svd(D, full_matrices=False)[0][:, :3].T
-    assert torch.allclose(U.abs(), ref.abs(), atol=1e-10)      # equal up to sign
-    assert torch.allclose(U @ U.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
 
 
 def test_loss_increase_and_one_sided_test():

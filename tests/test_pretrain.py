@@ -12,7 +12,7 @@ from repro.data import imagenet
 from repro.experiments import pretrain
 from repro.method import swag as swag_module
 from repro.models import Classifier, CifarResNet, TorchvisionBackbone
-from repro.method.priors import load_prior
+from repro.method.prior_files import load_prior
 from repro.profiles import get_profile
 from repro.experiments.ssl import SimCLR
 from repro.train import model_device, resolve_device, to_device

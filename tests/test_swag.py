@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from repro.method.priors import load_prior
+from repro.method.prior_files import load_prior
 from repro.method.swag import SWAG
 
 D, R, N = 40, 2, 4000

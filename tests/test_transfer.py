@@ -77,7 +77,7 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     protocol, the same setting has another key (the old row is not read back), and the old run cannot run."""
     import shutil
     from repro.experiments import pretrain, studies
-    from repro.method.priors import save_prior
+    from repro.method.prior_files import save_prior
 
     results = tmp_path / "results"
     shutil.copytree(studies.results_dir(P) / "priors", results / "smoke" / "priors")

@@ -45,8 +45,10 @@ from torch import Tensor, nn
 from .. import data
 from ..data import imagenet
 from ..models import Classifier, build_backbone
-from ..method.priors import atomic_torch_save, load_prior, parameter_layout, prior_meta
-from ..profiles import Profile, get_profile, results_dir
+from ..files import atomic_torch_save
+from ..method.prior_files import load_prior, prior_meta
+from ..method.priors import parameter_layout
+from ..profiles import Profile, results_dir
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
 from ..method.swag import fit_swag
 from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
@@ -96,7 +98,7 @@ def source_kinds(profile: Profile) -> tuple[str, ...]:
     return KINDS if profile.source_dataset != "imagenet" else KINDS[:2]
 
 
-def epoch_state(profile: str | Profile, kind: str, epoch: int) -> Path:
+def epoch_state(profile: Profile, kind: str, epoch: int) -> Path:
     """Where pre-training saves the model state after ``epoch`` epochs (1-based)."""
     return results_dir(profile) / "priors" / "epochs" / check_kind(kind) / f"epoch_{epoch:03d}.pt"
 
@@ -112,7 +114,7 @@ def _stored_protocol(path: Path, inode: int, mtime_ns: int) -> str:      # a rew
     return prior_meta(path).get("protocol_hash", "v1")       # priors fitted before protocol hashes: "v1"
 
 
-def prior_protocol(profile: str | Profile, kind: str) -> str:
+def prior_protocol(profile: Profile, kind: str) -> str:
     """The protocol hash stored in the ``kind`` prior of ``profile`` (what downstream runs are keyed on)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
@@ -121,7 +123,7 @@ def prior_protocol(profile: str | Profile, kind: str) -> str:
     return _stored_protocol(path, stat.st_ino, stat.st_mtime_ns)
 
 
-def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
+def check_protocol(profile: Profile, kind: str, expected: str) -> None:
     """One clear error when the prior on disk is not the one a run was keyed on."""
     found = prior_protocol(profile, kind)
     if found != expected:
@@ -129,7 +131,7 @@ def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
                          f"it belongs to another prior and is not re-run with this one")
 
 
-def artifacts(profile: str | Profile, kind: str) -> SourceArtifacts:
+def artifacts(profile: Profile, kind: str) -> SourceArtifacts:
     folder = results_dir(profile) / "priors"
     return SourceArtifacts(check_kind(kind), folder / f"{kind}_pretrained.pt", folder / f"{kind}_swa.pt",
                            folder / f"{kind}_prior.pt")
@@ -283,7 +285,7 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
                    pretrain_loss=loss, pretrain_desc="fit the SimCLR projector", meta=meta)
 
 
-def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
+def prepare(profile: Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
             swag_lr: float | None = None, stop_after_pretraining: bool = False) -> SourceArtifacts:
     """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
 
@@ -296,7 +298,6 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     the norm of the backbone at every snapshot (the filter-norm drift). Everything trains on ``profile.device``.
     ``stop_after_pretraining`` returns once ``{kind}_pretrained.pt`` exists (to pre-train ahead of SWAG).
     """
-    profile = get_profile(profile)
     out = artifacts(profile, kind)
     if out.prior.exists():
         stale = stale_fields(profile, kind, prior_meta(out.prior), from_epoch, swag_lr)
@@ -368,9 +369,8 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     return out
 
 
-def load_source_model(profile: str | Profile, kind: str, which: str = "swa") -> nn.Module:
+def load_source_model(profile: Profile, kind: str, which: str = "swa") -> nn.Module:
     """The pre-trained (``which='pretrained'``) or SWA-mean (``'swa'``) source model (on the CPU)."""
-    profile = get_profile(profile)
     out = artifacts(profile, kind)
     path = {"pretrained": out.pretrained, "swa": out.swa}[which]
     if not path.exists():
@@ -381,8 +381,8 @@ def load_source_model(profile: str | Profile, kind: str, which: str = "swa") -> 
     return model
 
 
-def load_source_prior(profile: str | Profile, kind: str, **kwargs):
-    """The learned prior of ``kind`` (see :func:`repro.priors.load_prior` for scale, rank, ...)."""
+def load_source_prior(profile: Profile, kind: str, **kwargs):
+    """The learned prior of ``kind`` (see :func:`repro.method.prior_files.load_prior` for scale, rank, ...)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) first")
