@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from repro.experiments.geometry import filter_normalize, flatness_test, loss_increase
-from repro.method.priors import LowRankGaussianPrior
 
 
 def test_filter_normalize_matches_each_filter_norm_and_zeroes_1d_parameters():

@@ -11,8 +11,8 @@ from repro import data
 from repro.data import imagenet
 from repro.experiments import pretrain
 from repro.method import swag as swag_module
-from repro.models import Classifier, CifarResNet, TorchvisionBackbone
 from repro.method.prior_files import load_prior
+from repro.models import Classifier, CifarResNet, TorchvisionBackbone, pretrained
 from repro.profiles import get_profile
 from repro.experiments.ssl import SimCLR
 from repro.train import model_device, resolve_device, to_device
@@ -205,8 +205,8 @@ def fake_paper(tmp_path, results, monkeypatch):
         return backbone
 
     monkeypatch.setattr(imagenet, "imagenet_split", split)
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", supervised)
-    monkeypatch.setattr(imagenet, "load_simclr_backbone", simclr)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", supervised)
+    monkeypatch.setattr(pretrained, "load_simclr_backbone", simclr)
     monkeypatch.setattr(pretrain, "_loader_workers", lambda: 0)
     checkpoint = tmp_path / "simclr_r50.pth"
     checkpoint.write_bytes(b"not read: the loader is faked")
@@ -308,7 +308,7 @@ def test_paper_burn_in_runs_before_the_collection(fake_paper, monkeypatch):
 def test_paper_needs_a_gpu(results, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(imagenet, "imagenet_split", _fail)
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", _fail)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", _fail)
     assert get_profile("paper").device == "cuda"
     assert pretrain.source_kinds(get_profile("paper")) == ("supervised", "ssl")
     with pytest.raises(ValueError, match="fits the kinds supervised, ssl"):
@@ -323,7 +323,7 @@ def test_paper_needs_a_gpu(results, monkeypatch):
 
 def test_paper_ssl_needs_the_simclr_checkpoint(results, tmp_path, monkeypatch):
     monkeypatch.setattr(imagenet, "imagenet_split", _fail)
-    monkeypatch.setattr(imagenet, "load_simclr_backbone", _fail)
+    monkeypatch.setattr(pretrained, "load_simclr_backbone", _fail)
     monkeypatch.delenv("REPRO_SIMCLR_CHECKPOINT", raising=False)
     with pytest.raises(FileNotFoundError, match="REPRO_SIMCLR_CHECKPOINT is not set"):
         pretrain.prepare(_paper(), "ssl")
@@ -338,7 +338,7 @@ def test_paper_ssl_needs_the_simclr_checkpoint(results, tmp_path, monkeypatch):
 
 def test_paper_missing_imagenet_fails_before_loading_weights(results, tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", _fail)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", _fail)
     with pytest.raises(FileNotFoundError, match="ILSVRC2012_devkit_t12.tar.gz"):
         pretrain.prepare(_paper(), "supervised")
 
@@ -373,7 +373,7 @@ def test_load_supervised_classifier_keeps_the_torchvision_head(monkeypatch):
         return FakeWeights()
 
     monkeypatch.setattr(torchvision.models, "get_weight", get_weight)
-    model = imagenet.load_supervised_classifier("resnet50").eval()
+    model = pretrained.load_supervised_classifier("resnet50").eval()
     assert asked == ["ResNet50_Weights.IMAGENET1K_V1"]
     assert isinstance(model, Classifier) and isinstance(model.backbone, TorchvisionBackbone)
     assert torch.equal(model.head.weight, reference.fc.weight) and torch.equal(model.head.bias, reference.fc.bias)
@@ -381,7 +381,7 @@ def test_load_supervised_classifier_keeps_the_torchvision_head(monkeypatch):
     with torch.no_grad():
         assert torch.allclose(model(x), reference(model.backbone.normalize(x)), atol=1e-5)
     with pytest.raises(ValueError, match="resnet50, resnet101"):
-        imagenet.load_supervised_classifier("resnet18")
+        pretrained.load_supervised_classifier("resnet18")
 
 
 def test_to_device_is_a_no_op_on_the_models_device():

@@ -5,7 +5,6 @@ draws, so the Monte-Carlo standard error of every moment is known exactly.
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -72,10 +72,10 @@ def fake_voc(root, n=3, size=(20, 30)):
 
 
 def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monkeypatch):
-    from repro.data import imagenet
+    from repro.data import voc
 
     fake_voc(tmp_path / "voc")
-    x, y = imagenet.voc_split(tmp_path / "voc", "train", (10, 15))
+    x, y = voc.voc_split(tmp_path / "voc", "train", (10, 15))
     assert x.shape == (3, 3, 10, 15) and x.dtype == torch.uint8 and y.shape == (3, 10, 15)
     assert set(y.unique().tolist()) == {0, 15, 255}                 # nearest resize keeps labels and void
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path))
@@ -92,7 +92,7 @@ def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monke
 
 
 def test_missing_voc_says_where_and_how(tmp_path):
-    from repro.data import imagenet
+    from repro.data import voc
 
     with pytest.raises(FileNotFoundError, match="Pascal VOC 2012 not found under .*VOCSegmentation"):
-        imagenet.voc_split(tmp_path / "nowhere", "train", (10, 10))
+        voc.voc_split(tmp_path / "nowhere", "train", (10, 10))

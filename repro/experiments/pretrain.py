@@ -44,10 +44,10 @@ from torch import Tensor, nn
 
 from .. import data
 from ..data import imagenet
-from ..models import Classifier, build_backbone
 from ..files import atomic_torch_save
 from ..method.prior_files import load_prior, prior_meta
 from ..method.priors import parameter_layout
+from ..models import Classifier, build_backbone, pretrained
 from ..profiles import Profile, results_dir
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
 from ..method.swag import fit_swag
@@ -238,17 +238,17 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
     """ImageNet (paper): released weights, no pre-training; batches from a DataLoader over the train split.
 
     * supervised: torchvision's ``profile.model`` (ResNet-50/101, ``IMAGENET1K_V1``) with its original
-      1000-way ``fc`` as the head (:func:`repro.imagenet.load_supervised_classifier`);
+      1000-way ``fc`` as the head (:func:`repro.models.pretrained.load_supervised_classifier`);
     * ssl: ``SimCLR(load_simclr_backbone($REPRO_SIMCLR_CHECKPOINT))``. **Necessary deviation**: the released
       SimCLR v1 PyTorch conversions carry no projection head, but SWAG runs on the SimCLR loss, which needs
       one; so a fresh projector is first fitted for ``PROJECTOR_EPOCHS`` epoch(s) with the backbone frozen
       (eval mode: its BatchNorm statistics stay the released ones; SGD over the projector only, one-cycle
       at the SSL ``peak_lr``). That is the ``pretrained`` stage of this source; SWAG then runs on the SimCLR
-      loss over the whole model, as for the cpu profile. The views are :class:`repro.imagenet.SimCLRViews`
+      loss over the whole model, as for the cpu profile. The views are :class:`repro.data.imagenet.SimCLRViews`
       (the CPU pipeline at 224 px plus SimCLR's ImageNet blur).
     """
     if kind == "ssl":
-        checkpoint = imagenet.simclr_checkpoint()
+        checkpoint = pretrained.simclr_checkpoint()
         if profile.model == "resnet101":
             raise ValueError("the SimCLR authors released no ResNet-101: the paper's SSL prior is ResNet-50 only; "
                              "use get_profile('paper', model='resnet50') for kind 'ssl'")
@@ -274,10 +274,10 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
 
     seed_everything(seed)
     if kind == "supervised":   # nothing to pre-train: the released model already has its head
-        model = imagenet.load_supervised_classifier(profile.model).to(device)
+        model = pretrained.load_supervised_classifier(profile.model).to(device)
         params, epochs, loss, weights = [], 0, _source_loss(kind), "torchvision IMAGENET1K_V1"
     else:
-        model = SimCLR(imagenet.load_simclr_backbone(checkpoint)).to(device)
+        model = SimCLR(pretrained.load_simclr_backbone(checkpoint)).to(device)
         params, epochs, loss, weights = (list(model.projector.parameters()), PROJECTOR_EPOCHS,
                                          _frozen_backbone_simclr_loss, str(checkpoint))
     meta = {"source_train_n": len(train), "epochs": 0, "weights": weights, "projector_epochs": epochs}

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data
-from ..data import imagenet
+from ..data import voc
 from ..analysis.metrics import iou_per_class
 from ..models import DeepLabV3Plus
 from ..profiles import Profile
@@ -34,7 +34,7 @@ EXAMPLES = 4                      # test images whose predicted maps are saved f
 
 # dataset -> (classes, ignore index, class names)
 DATASETS = {"camvid": (11, data.CAMVID_IGNORE, data.CAMVID_CLASSES),
-            "voc": (imagenet.VOC_CLASSES, imagenet.VOC_IGNORE, [f"class{i}" for i in range(imagenet.VOC_CLASSES)])}
+            "voc": (voc.VOC_CLASSES, voc.VOC_IGNORE, [f"class{i}" for i in range(voc.VOC_CLASSES)])}
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,8 +50,8 @@ def load_split(profile: Profile, split: str) -> tuple[Tensor, Tensor]:
     if profile.segmentation_dataset == "voc":
         root = data.data_dir() / "voc"
         if split == "test":
-            return imagenet.voc_split(root, "val", profile.segmentation_size)
-        x, y = imagenet.voc_split(root, "train", profile.segmentation_size)
+            return voc.voc_split(root, "val", profile.segmentation_size)
+        x, y = voc.voc_split(root, "train", profile.segmentation_size)
         cut = int(len(x) * (1 - profile.val_fraction))
         return (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
     raise ValueError(f"unknown segmentation dataset {profile.segmentation_dataset!r}; valid: {', '.join(DATASETS)}")
