@@ -50,7 +50,7 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 
 
 def bench_prior(ranks=(20,), repeats: int = 5, dims: dict[str, int] = PRIOR_DIMS) -> pd.DataFrame:
-    """Log-prob + gradient time of repro.priors vs LowRankMultivariateNormal, per (d, k)."""
+    """Log-prob + gradient time of repro.method.priors vs LowRankMultivariateNormal, per (d, k)."""
     rows = []
     g = torch.Generator().manual_seed(0)
     for label, d in dims.items():

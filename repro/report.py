@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
-from .analysis.verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
+from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -59,6 +59,20 @@ def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: l
     return " · ".join(links)
 
 
+def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
+             figures: list[str] = (), folder: str = "transfer") -> pd.DataFrame | None:
+    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests``, record the claim
+    with links to its notebook, tables and figures, and print the verdict. ``result`` is what a rule of
+    :mod:`repro.analysis.verdicts` returns: (tests table or None, verdict, finding). Returns the table, rounded."""
+    table, verdict, finding = result
+    if table is not None:
+        tables = [f"{folder}/{claim.lower()}_tests", *tables]
+        save_table(table, profile, tables[0])
+    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)))
+    print(f"{claim}: {verdict} — {finding}\n")
+    return None if table is None else table.round(4)
+
+
 def render_summary(profile: Profile) -> str:
     """The markdown summary table for ``profile`` from its claim CSVs."""
     folder = results_dir(profile) / "claims"
@@ -77,14 +91,22 @@ def render_summary(profile: Profile) -> str:
     return "\n".join(lines)
 
 
+NOT_RUN = "_Not yet run on this profile._"
+
+
+def _table(profile: Profile, name: str) -> pd.DataFrame | None:
+    """``results/<profile>/<name>.csv`` as a DataFrame, or None where a notebook has not written it yet."""
+    path = results_dir(profile) / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
 def render_source(profile: Profile) -> str:
     """Notebook 01's backbones: checkpoint, SWA mean and SWAG draws (mean ± SD) on every score, the stationarity
     check, the protocol hash of each prior, and the SSL and supervised probes by epoch with the matched epoch."""
-    folder = results_dir(profile) / "prior_fitting"
-    if not (folder / "source_evaluation.csv").exists():
-        return "_Not yet run on this profile._"
-    df = pd.read_csv(folder / "source_evaluation.csv")
-    check = pd.read_csv(folder / "swa_check.csv").set_index("kind") if (folder / "swa_check.csv").exists() else None
+    df, check = _table(profile, "prior_fitting/source_evaluation"), _table(profile, "prior_fitting/swa_check")
+    if df is None:
+        return NOT_RUN
+    check = None if check is None else check.set_index("kind")
     cols = ["source_acc", "probe_source_acc", "probe_cifar10_acc"]
     lines = ["| prior | state | source val acc (head) | source linear probe | CIFAR-10 linear probe | SWA mean ≥ checkpoint |",
              "|---|---|---|---|---|---|"]
@@ -97,8 +119,7 @@ def render_source(profile: Profile) -> str:
                          + f" | {ok if r.state == 'swa_mean' else ''} |")
         sd = lambda c: "—" if samples[c].isna().all() else f"{samples[c].mean():.3f} ± {samples[c].std():.3f}"
         lines.append(f"| {kind} | {len(samples)} SWAG draws (scale 1) | " + " | ".join(sd(c) for c in cols) + " | |")
-    if (folder / "probes_by_epoch.csv").exists():
-        probes = pd.read_csv(folder / "probes_by_epoch.csv")
+    if (probes := _table(profile, "prior_fitting/probes_by_epoch")) is not None:
         lines.append("\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{0}/prior_fitting/probes_by_epoch.csv), "
                      "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(profile.name))
         wide = probes.pivot(index="kind", columns="epoch", values="probe_cifar10_acc")
@@ -110,14 +131,12 @@ def render_source(profile: Profile) -> str:
 
 def render_geometry(profile: Profile) -> str:
     """C1's flatness tests in both BatchNorm modes, and the mean radial share of each kind of direction."""
-    folder = results_dir(profile) / "geometry"
-    if not (folder / "c1_tests.csv").exists():
-        return "_Not yet run on this profile._"
-    tests = pd.read_csv(folder / "c1_tests.csv")
+    tests, directions = _table(profile, "geometry/c1_tests"), _table(profile, "geometry/directions")
+    if tests is None:
+        return NOT_RUN
     if "bn" not in tests:
         return "_Run before the BatchNorm variants existed: re-run notebook 02._"
-    radial = (pd.read_csv(folder / "directions.csv").groupby(["kind", "direction_type"]).radial_share.mean()
-              if (folder / "directions.csv").exists() else None)
+    radial = None if directions is None else directions.groupby(["kind", "direction_type"]).radial_share.mean()
     lines = ["| prior | BatchNorm | \\|t\\| | increase, top directions | increase, random directions | Welch p (top flatter) | "
              "Welch p (top sharper) | radial share top / random |", "|---|---|---|---|---|---|---|---|"]
     for r in tests.itertuples():
@@ -129,10 +148,8 @@ def render_geometry(profile: Profile) -> str:
 
 def render_tuning(profile: Profile) -> str:
     """The tuned hyperparameters (notebook 03 writes ``transfer/tuning.csv``) and the fixed ones of every run."""
-    path = results_dir(profile) / "transfer" / "tuning.csv"
-    if not path.exists():
-        return "_Not yet run on this profile._"
-    df = pd.read_csv(path)
+    if (df := _table(profile, "transfer/tuning")) is None:
+        return NOT_RUN
     cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha") if c in df]
     lines = ["| approach | prior | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in df.itertuples():
@@ -150,7 +167,7 @@ def render_compute(profile: Profile) -> str:
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
-        return "_Not yet run on this profile._"
+        return NOT_RUN
     df = pd.concat(frames, ignore_index=True)
     g = df.groupby(["study", "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
@@ -166,7 +183,7 @@ def render_compute(profile: Profile) -> str:
 
 def prior_statistics(profile: Profile) -> pd.DataFrame:
     """What REPORT.md quotes about the learned priors, computed from the prior files (never typed): per kind, the
-    trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (DESIGN.md §1) and the SWAG variances' quantiles."""
+    trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (docs/conventions.md §1) and the SWAG variances' quantiles."""
     from .method.prior_files import load_prior
 
     rows = []
@@ -188,7 +205,7 @@ def render_priors(profile: Profile) -> str:
     """The learned priors' size, covariance traces and SWAG variances (from :func:`prior_statistics`)."""
     df = prior_statistics(profile)
     if df.empty:
-        return "_Not yet run on this profile._"
+        return NOT_RUN
     lines = ["| prior | parameters d | deviations K | trace of ½ D Dᵀ/(K − 1) | trace of ½ diag | SWAG variance: median "
              "| smallest | largest |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.kind} | {r.parameters:,} | {r.deviations} | {r.trace_low_rank:.3g} | {r.trace_diagonal:.3g} | "
@@ -218,11 +235,9 @@ def render_amendment(profile: Profile) -> str:
 
 
 def render_simulation(profile: Profile) -> str:
-    """How often each claim's rule returns each word on simulated results (``python -m repro.simulate --out ...``)."""
-    path = results_dir(profile) / "claims" / "simulation.csv"
-    if not path.exists():
+    """How often each claim's rule returns each word on simulated results (``python -m repro.analysis.simulate --out ...``)."""
+    if (df := _table(profile, "claims/simulation")) is None:
         return "_Not yet simulated for this profile._"
-    df = pd.read_csv(path)
     lines = ["| claim | true effect (points: accuracy; C7 NLL 0.01 nats and (3)'s over-confidence; C9 mIoU) | "
              "simulations | " + " | ".join(VERDICTS) + " |",
              "|---|---|---|" + "---|" * len(VERDICTS)]

@@ -2,6 +2,9 @@
 import pytest
 
 from repro import data
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +26,6 @@ def smoke_priors_dir(tmp_path_factory, data_available):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPRO_RESULTS_DIR", str(folder))
         for kind in ("supervised", "ssl"):
-            pretrain.prepare("smoke", kind)
-        pretrain.prepare("smoke", pretrain.MATCHED, from_epoch=1)
+            pretrain.prepare(SMOKE, kind)
+        pretrain.prepare(SMOKE, pretrain.MATCHED, from_epoch=1)
     return folder

@@ -69,8 +69,13 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
     for kind in ("ssl", "supervised"):
         for bn in ("frozen", "reestimated"):
             rows.append(dict(kind=kind, bn=bn, t_star=0.5, welch_p=flatter.get((kind, bn), 0.5),
-                             welch_p_sharper=sharper.get((kind, bn), 0.5)))
+                             welch_p_sharper=sharper.get((kind, bn), 0.5), n_top=5, top_mean=1.0, top_se=0.1,
+                             n_random=10, random_mean=0.5, random_se=0.05))
     return pd.DataFrame(rows)
+
+
+DIRECTIONS = pd.DataFrame([dict(kind=k, direction_type=t, radial_share=r) for k in ("ssl", "supervised")
+                           for t, r in (("top", 0.4), ("random", 0.01))])
 
 
 @pytest.mark.parametrize("flatter, sharper, word", [
@@ -83,6 +88,8 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
 ])
 def test_c1_rule(flatter, sharper, word):
     from repro.analysis.verdicts import c1_verdict
-    family, verdict = c1_verdict(_tests(flatter, sharper), 0.5)
+    family, verdict, finding = c1_verdict(_tests(flatter, sharper), DIRECTIONS, 0.5)
     assert verdict == word and len(family) == 4
+    assert finding.startswith("loss increase at t = ±0.5; primary: ssl prior, BN reestimated: top-5 1.000 ± 0.100")
+    assert "0.40 (ssl), 0.40 (supervised), random 0.010" in finding
 

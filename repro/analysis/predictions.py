@@ -1,8 +1,8 @@
 """Analyses of the test predictions the transfer grid saves per run (notebooks 05-07 need no retraining).
 
-Each finished run of ``repro.studies`` has ``transfer/predictions/<key>.pt`` with ``probs`` (float16, [N, C]) and
+Each finished run of ``repro.experiments.studies`` has ``transfer/predictions/<key>.pt`` with ``probs`` (float16, [N, C]) and
 ``labels`` on the clean test subset, and, for CIFAR-10 test runs, ``shift_probs``, ``shift_labels`` and
-``shift_cell`` on the shift set of :mod:`repro.shift`.
+``shift_cell`` on the shift set of :mod:`repro.data.shift`.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _ok(rows: pd.DataFrame) -> pd.DataFrame:
 
 def per_image(probs: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
     """Per-image ``accuracy`` (0/1), ``nll`` (-log p(true), floored at NLL_EPS) and ``overconfidence`` (top-class
-    probability - correct) of [N, C] probabilities: their means are the run's metrics (statistics in repro.stats)."""
+    probability - correct) of [N, C] probabilities: their means are the run's metrics (statistics in repro.analysis.stats)."""
     p = probs.float()
     conf, pred = p.max(dim=1)
     correct = pred.eq(labels).double()

@@ -1,4 +1,4 @@
-"""Statistics behind the claim verdicts (repro.verdicts): a paired bootstrap over seeds x test images, Holm, TOST.
+"""Statistics behind the claim verdicts (repro.analysis.verdicts): a paired bootstrap over seeds x test images, Holm, TOST.
 
 Every comparison of two arms is made on per-image outcomes (correct or not, per-image NLL, ...) of runs paired by seed
 (and training-set size) and evaluated on the *same* test images. ``d[k, s, i]`` is the difference of the two arms for
@@ -19,7 +19,7 @@ binomial standard error of the test set.
 
 A comparison's ``outcome`` is ``effect`` (Holm-adjusted one-sided p < ALPHA in the claimed direction), ``reversed``
 (the same in the opposite direction), ``equivalent`` (two one-sided tests against +-``MARGINS[metric]``, fixed before
-the results: 1 accuracy point) or ``unclear``; :func:`repro.verdicts.word` turns outcomes into the verdict words.
+the results: 1 accuracy point) or ``unclear``; :func:`repro.analysis.verdicts.word` turns outcomes into the verdict words.
 """
 from __future__ import annotations
 
@@ -278,3 +278,19 @@ def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
         rows.append({**dict(zip(by, key)), **one(group)})
     cols = by + [f"{m}_{s}" for m in metrics for s in ("mean", "se")] + ["n"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -> float | None:
+    """lambda* of ``approach``: the highest mean validation accuracy (ties: lower NLL) among the ``split == "val"``
+    rows with the test rows' other settings, restricted to the test ``grid``; None without validation rows."""
+    if "split" not in df:
+        return None
+    test = select(df, approach=approach, split="test")
+    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset")
+             if c in test and test[c].nunique() == 1}
+    val = select(df, approach=approach, split="val", **query)
+    val = val[val.scale.isin(list(grid))]
+    if val.empty:
+        return None
+    s = val.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
+    return float(s.sort_values(["accuracy", "nll"], ascending=[False, True], kind="stable").scale.iloc[0])

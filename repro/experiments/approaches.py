@@ -58,6 +58,13 @@ APPROACHES: dict[str, Approach] = {
     "map_isotropic": Approach("isotropic_mean", "pretrained", "map"),
 }
 
+FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")   # the paper's (1)-(5)
+LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + learned", "sgd_transfer": "(3) SGD transfer",
+          "bayes_nonlearned": "(4) Bayes + non-learned", "map_nonlearned": "(5) MAP + non-learned",
+          "bayes_isotropic": "(7) Bayes + isotropic N(μ, αI)", "map_isotropic": "MAP + isotropic N(μ, αI)",
+          "deep_ensemble": "(6) deep ensemble"}                          # as tables and figures name them
+SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
+
 
 @dataclass(frozen=True)
 class Task:

@@ -16,7 +16,7 @@ differ (:func:`_tiny_source`, :func:`_imagenet_source`):
 
 Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``supervised_matched`` (claim C5): the
 supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
-(:mod:`repro.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
+(:mod:`repro.experiments.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
 
 SWAG protocol (version 2): a burn-in of ``profile.swag_burnin_epochs`` at the constant SWAG learning rate, then
 ``profile.swag_epochs`` of collection. Version 1 collected right after the one-cycle schedule had annealed the
@@ -65,7 +65,7 @@ HYPERPARAMETERS = {
     "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, nt_xent_temperature=0.5),
 }
 # SWAG learning rates, tried in this order until the SWA mean is at least as good as the checkpoint
-# (repro.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
+# (repro.experiments.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
 SWAG_LRS = (0.01, 0.003, 0.001)
 # Epochs of fitting the SimCLR projection head on the frozen released backbone (paper profile, SSL).
 PROJECTOR_EPOCHS = 1
@@ -290,7 +290,7 @@ def prepare(profile: Profile, kind: str, seed: int = 0, from_epoch: int | None =
     """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
 
     Pre-training saves the model state after every epoch (:func:`epoch_state`). ``supervised_matched`` starts from
-    the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.source_quality.matched_epoch`) instead.
+    the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.experiments.source_quality.matched_epoch`) instead.
     SWAG then runs ``profile.swag_burnin_epochs`` of burn-in and ``profile.swag_epochs`` of collection (a float
     below 1 means that fraction of an epoch, as the paper's quarter epoch on ImageNet) at the constant ``swag_lr``
     (default ``SWAG_LRS[0]``; an existing prior is accepted at any lr unless ``swag_lr`` is given),
@@ -374,7 +374,7 @@ def load_source_model(profile: Profile, kind: str, which: str = "swa") -> nn.Mod
     out = artifacts(profile, kind)
     path = {"pretrained": out.pretrained, "swa": out.swa}[which]
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) "
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) "
                                 f"for profile {profile.name!r} first")
     model = build_source_model(profile, kind, source_num_classes(profile))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -385,5 +385,5 @@ def load_source_prior(profile: Profile, kind: str, **kwargs):
     """The learned prior of ``kind`` (see :func:`repro.method.prior_files.load_prior` for scale, rank, ...)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) first")
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) first")
     return load_prior(path, **kwargs)

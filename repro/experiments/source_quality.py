@@ -124,7 +124,7 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
             out.swa.unlink()
     return attempts[attempts.kind == kind] if not attempts.empty else attempts
 def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
-    """The scores of the pre-training state after every epoch (from :func:`repro.pretrain.epoch_state`)."""
+    """The scores of the pre-training state after every epoch (from :func:`repro.experiments.pretrain.epoch_state`)."""
     d, rows, epoch = probe_data(profile), [], 1
     while (path := pretrain.epoch_state(profile, kind, epoch)).exists():
         model = pretrain.build_source_model(profile, kind, pretrain.source_num_classes(profile))
@@ -133,7 +133,7 @@ def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
         epoch += 1
     if not rows:
         raise FileNotFoundError(f"no per-epoch states of {kind!r} in {path.parent}: pre-train it first "
-                                f"(repro.pretrain.prepare({profile.name!r}, {kind!r}))")
+                                f"(repro.experiments.pretrain.prepare({profile.name!r}, {kind!r}))")
     return pd.DataFrame(rows)
 
 

@@ -16,12 +16,11 @@ import torch
 from ..analysis.metrics import classification_metrics
 from ..analysis.predictions import load_predictions
 from ..profiles import Profile, get_profile
-from .approaches import approach as approach_of
+from .approaches import FIVE_WAY, approach as approach_of
 from .grid import run_settings
 from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
-FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")
 
 
 def tuning_table(profile: Profile) -> pd.DataFrame:
