@@ -20,12 +20,12 @@ def smoke_priors(smoke_priors_dir, monkeypatch):
 
 def test_one_vocabulary_for_both_tasks():
     for name in approaches.TASKS["segmentation"].approaches:
-        t, s = approaches.approach(name, "transfer"), approaches.approach(name, "segmentation")
+        t, s = approaches.lookup(name, "transfer"), approaches.lookup(name, "segmentation")
         assert (t.prior, t.inference) == (s.prior, s.inference) and s.init == "pretrained"
-    assert approaches.approach("bayes_nonlearned").init == "random"       # transfer starts (4) from scratch
+    assert approaches.lookup("bayes_nonlearned").init == "random"       # transfer starts (4) from scratch
     assert {a.inference for a in approaches.APPROACHES.values()} == {"map", "sampler"}
     with pytest.raises(ValueError, match="unknown task 'detection'"):
-        approaches.approach("map_learned", "detection")
+        approaches.lookup("map_learned", "detection")
 
 
 @pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5, "1"])
@@ -91,7 +91,7 @@ def check_prior(prior, a, p, backbone_mean):
 @pytest.mark.parametrize("task, name", [("transfer", n) for n in approaches.APPROACHES]
                          + [("segmentation", n) for n in approaches.TASKS["segmentation"].approaches])
 def test_every_parameter_reaches_the_sampler_and_the_prior(monkeypatch, task, name):
-    a = approaches.approach(name, task)
+    a = approaches.lookup(name, task)
     odd = ODD if a.bayes else {k: v for k, v in ODD.items() if k != "temperature"}
     p = approaches.default_params(P, task, name, steps=2, cycles=1, bma_samples=1, **odd)   # transfer: SGHMC, seg.: SGLD
     held = Held(monkeypatch)

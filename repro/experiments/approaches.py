@@ -86,7 +86,7 @@ TASKS: dict[str, Task] = {
 }
 
 
-def approach(name: str, task: str = "transfer") -> Approach:
+def lookup(name: str, task: str = "transfer") -> Approach:
     """The approach called ``name`` as ``task`` runs it; one clear error for an unknown name."""
     t = _task(task)
     if name not in t.approaches:
@@ -101,15 +101,15 @@ def _task(task: str) -> Task:
     return TASKS[task]
 
 
-def default_params(profile: Profile, task: str, approach_name: str, **overrides) -> dict:
-    """Every hyperparameter of a ``task`` run of ``approach_name``, with the profile's defaults; ``overrides`` win."""
-    t, a = _task(task), approach(approach_name, task)
+def default_params(profile: Profile, task: str, approach: str, **overrides) -> dict:
+    """Every hyperparameter of a ``task`` run of ``approach``, with the profile's defaults; ``overrides`` win."""
+    t, a = _task(task), lookup(approach, task)
     bayes = a.bayes
     if task == "transfer":
         alpha = 1e-2 if a.prior == "isotropic_mean" else 1.0
     else:
         alpha = 0.1
-    p = dict(approach=approach_name, prior_kind=t.default_kind if a.init == "pretrained" else "none",
+    p = dict(approach=approach, prior_kind=t.default_kind if a.init == "pretrained" else "none",
              rank=profile.swag_max_rank, scale=t.scale, head_var=1.0, alpha=alpha, weight_decay=5e-4)
     if t.datasets:
         p |= dict(dataset="cifar10", n_train=profile.train_sizes[0])
@@ -125,7 +125,7 @@ def default_params(profile: Profile, task: str, approach_name: str, **overrides)
 
 def check_params(p: dict, task: str = "transfer") -> Approach:
     """One clear error for a run parameter out of range; returns the run's approach. The only place they are checked."""
-    a = approach(p["approach"], task)
+    a = lookup(p["approach"], task)
     for key in ("scale", "head_var", "alpha", "lr"):
         if not p[key] > 0 or not math.isfinite(p[key]):
             raise ValueError(f"{key} must be a finite number > 0, got {p[key]}")

@@ -16,7 +16,7 @@ import torch
 from ..analysis.metrics import classification_metrics
 from ..analysis.predictions import load_predictions
 from ..profiles import Profile, get_profile
-from .approaches import FIVE_WAY, approach as approach_of
+from .approaches import FIVE_WAY, lookup
 from .grid import run_settings
 from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
 
@@ -31,7 +31,7 @@ def tuning_table(profile: Profile) -> pd.DataFrame:
 
 def setting(profile: Profile, approach: str, kind: str = "ssl", **kw) -> dict:
     """A test-split setting of ``approach`` with its tuned hyperparameters; ``kw`` (n_train, seed, ...) win."""
-    kind = kind if approach_of(approach).init == "pretrained" else "none"
+    kind = kind if lookup(approach).init == "pretrained" else "none"
     return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind), **kw}
 
 
@@ -64,7 +64,7 @@ def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = 
     for n in profile.train_sizes:
         for seed in profile.seeds:
             for approach in FIVE_WAY:
-                for kind in (kinds if approach_of(approach).init == "pretrained" else ("none",)):
+                for kind in (kinds if lookup(approach).init == "pretrained" else ("none",)):
                     settings.append(setting(profile, approach, kind, n_train=n, seed=seed, dataset=dataset))
     return run_settings(profile, "transfer", settings, desc=f"C4-C6 five-way ({dataset})")
 

@@ -32,7 +32,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..profiles import Profile
-from .approaches import approach as approach_of, default_params
+from .approaches import default_params, lookup
 from .grid import run_settings
 
 MAX_EXTENSIONS = 3
@@ -101,7 +101,7 @@ def _tuned(profile: Profile, approach: str, kind: str) -> tuple[tuple[str, float
 
 
 def _tune(profile: Profile, approach: str, kind: str) -> dict:
-    a = approach_of(approach)
+    a = lookup(approach)
     if a.prior == "weight_decay":
         s = _stage(profile, validation_setting(profile, "sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd/{kind}: lr")
         s = _stage(profile, s, "weight_decay", None, f"tune sgd/{kind}: wd")
@@ -145,7 +145,7 @@ TUNE_ORDERS = (
 
 def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised") -> dict:
     """The validation-tuned hyperparameters of a segmentation approach (see the module docstring)."""
-    a = approach_of(approach, "segmentation")
+    a = lookup(approach, "segmentation")
     return dict(_tuned_segmentation(profile, approach, kind if a.prior == "learned" else "supervised"))
 
 
