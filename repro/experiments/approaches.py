@@ -34,7 +34,7 @@ from ..profiles import Profile
 from .pretrain import KINDS
 
 PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
-INFERENCES = {"map": ("sgd",), "sampler": ("sghmc", "sgld")}      # inference -> the samplers it takes
+INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc")}      # inference -> the samplers it takes
 
 
 @dataclass(frozen=True)
