@@ -26,7 +26,7 @@ reproduce: setup
 ## The downstream grids of notebooks 03-08 with two single-threaded background workers (resumable; logs below).
 studies: setup
 	mkdir -p results/$(PROFILE)
-	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.studies --profile $(PROFILE) --worker $$w \
+	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.experiments.studies --profile $(PROFILE) --worker $$w \
 		> results/$(PROFILE)/studies_$$w.log 2>&1 & done
 	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
 

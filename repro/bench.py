@@ -22,7 +22,6 @@ import statistics
 import time
 from pathlib import Path
 from typing import Callable
-from unittest import mock
 
 import pandas as pd
 import torch
@@ -30,10 +29,10 @@ from torch.distributions import LowRankMultivariateNormal
 
 from . import data
 from .models import build_classifier
-from .priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .profiles import Profile, get_profile, results_root
 from .runner import Run, load_results, run_grid
-from .samplers import SGHMC, SGLD, bma_probs
+from .method.samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
 
@@ -51,7 +50,7 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
 
 
 def bench_prior(ranks=(20,), repeats: int = 5, dims: dict[str, int] = PRIOR_DIMS) -> pd.DataFrame:
-    """Log-prob + gradient time of repro.priors vs LowRankMultivariateNormal, per (d, k)."""
+    """Log-prob + gradient time of repro.method.priors vs LowRankMultivariateNormal, per (d, k)."""
     rows = []
     g = torch.Generator().manual_seed(0)
     for label, d in dims.items():
@@ -83,8 +82,7 @@ def bench_prior(ranks=(20,), repeats: int = 5, dims: dict[str, int] = PRIOR_DIMS
     return pd.DataFrame(rows)
 
 
-def _cpu_model_and_batch(profile: str = "cpu"):
-    P = get_profile(profile)
+def _cpu_model_and_batch(P: Profile):
     torch.manual_seed(0)
     model = build_classifier(P.model, 10, width=P.width)
     # the downstream batch: the priors and samplers only ever run in downstream training
@@ -93,7 +91,7 @@ def _cpu_model_and_batch(profile: str = "cpu"):
     return P, model, x, y
 
 
-def bench_step(profile: str = "cpu", steps: int = 80, warmup: int = 3, rank: int = 20) -> pd.DataFrame:
+def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 20) -> pd.DataFrame:
     """Median time of one training step per optimiser, steps interleaved so drift hits all alike."""
     P, model, x, y = _cpu_model_and_batch(profile)
     params = list(model.parameters())
@@ -126,9 +124,8 @@ def bench_step(profile: str = "cpu", steps: int = 80, warmup: int = 3, rank: int
                               images_per_s=len(x) / statistics.median(v)) for k, v in times.items()])
 
 
-def bench_loader(profile: str = "cpu", n: int = 5000) -> pd.DataFrame:
+def bench_loader(P: Profile, n: int = 5000) -> pd.DataFrame:
     """Images/s of data.batches with the training augmentation, over an in-memory CIFAR-10 subset."""
-    P = get_profile(profile)
     train = data.load("cifar10", "train")
     x, y = train.images[:n], train.targets[:n]
     transform = data.train_transform("cifar10", P.image_size)
@@ -138,7 +135,7 @@ def bench_loader(profile: str = "cpu", n: int = 5000) -> pd.DataFrame:
                               unit="images/s")])
 
 
-def bench_bma(profile: str = "cpu", samples: int = 10, n: int = 2000) -> pd.DataFrame:
+def bench_bma(profile: Profile, samples: int = 10, n: int = 2000) -> pd.DataFrame:
     """Images/s of a BMA over ``samples`` state dicts (each image evaluated by every sample)."""
     P, model, _, _ = _cpu_model_and_batch(profile)
     states = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(samples)]
@@ -148,27 +145,15 @@ def bench_bma(profile: str = "cpu", samples: int = 10, n: int = 2000) -> pd.Data
                               unit="image-evaluations/s")])
 
 
-def required_runs(profile: str | Profile) -> dict[str, tuple[str, dict]]:
+def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
     """``key -> (study, params)`` of every run the profile's notebooks read, tuning included.
 
-    The study stages are replayed with ``run_grid`` intercepted: the grids must already be recorded (nothing runs).
+    The study stages are replayed inside :func:`repro.experiments.grid.recording`: the grids must already be recorded
+    (nothing runs).
     """
-    from . import studies
-    P = get_profile(profile)
-    needed: dict[str, tuple[str, dict]] = {}
-    read_back = studies.run_grid
-
-    def record(runs, fn, csv_path, **kw):
-        done = set(load_results(csv_path).get("key", []))
-        missing = [r for r in runs if r.key not in done]
-        if missing:
-            raise RuntimeError(f"{len(missing)} run(s) of {csv_path} are not recorded (e.g. {dict(missing[0].params)}); "
-                               f"run the grid first: make studies PROFILE={P.name}")
-        needed.update({r.key: (r.study, dict(r.params)) for r in runs})
-        return read_back(runs, fn, csv_path, **kw)
-
-    with mock.patch.object(studies, "run_grid", record):
-        studies.run_profile(P)
+    from .experiments import grid, studies
+    with grid.recording() as needed:
+        studies.run_profile(profile)
     return needed
 
 
@@ -177,22 +162,21 @@ GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}
 RETIME_STUDY = "retime"      # the re-time grid: one row per re-run recorded run, keyed by the recorded run's key
 
 
-def retime_csv(profile: str | Profile) -> Path:
+def retime_csv(profile: Profile) -> Path:
     """``results/bench/grid_<profile>_runs.csv``: the re-time grid (a ``run_grid`` CSV, so resumable)."""
-    return results_root() / "bench" / f"grid_{get_profile(profile).name}_runs.csv"
+    return results_root() / "bench" / f"grid_{profile.name}_runs.csv"
 
 
-def _retime(profile: str, study: str, params: dict) -> dict:
+def _retime(profile: Profile, study: str, params: dict) -> dict:
     """The headline metric and the process CPU time of one recorded run re-run with the current code; nothing of
     the run is saved (the runner records the wall time)."""
-    from .segmentation import run_segmentation
-    from .transfer import run_transfer
+    from .experiments.grid import RUN
     c0 = time.process_time()
-    out = {"transfer": run_transfer, "segmentation": run_segmentation}[study](profile, params)
+    out = RUN[study](profile, params)
     return {"retimed_metric": out[GRID_METRIC[study]], "cpu_time_s": time.process_time() - c0}
 
 
-def _retime_worker(job: tuple[str, dict[str, tuple[str, dict]], list[str]]) -> None:
+def _retime_worker(job: tuple[Profile, dict[str, tuple[str, dict]], list[str]]) -> None:
     """One worker of the re-time grid, single-threaded like a ``make studies`` worker; workers share the CSV."""
     profile, needed, keys = job
     threads = torch.get_num_threads()
@@ -204,7 +188,7 @@ def _retime_worker(job: tuple[str, dict[str, tuple[str, dict]], list[str]]) -> N
         torch.set_num_threads(threads)
 
 
-def bench_grid(profile: str = "cpu", per_group: int | None = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, re-timed runs): recorded versus re-timed CPU-hours of the profile's downstream grids, per (study,
     split, approach), and each re-timed run's recorded and new time and metric.
 
@@ -217,8 +201,7 @@ def bench_grid(profile: str = "cpu", per_group: int | None = 2, workers: int = 2
     Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many
     spawned processes, else in this one.
     """
-    from .studies import grid_csv
-    P = get_profile(profile)
+    from .experiments.grid import grid_csv
     needed = required_runs(P)
     rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_METRIC if grid_csv(P, s).exists()], ignore_index=True)
     read = rows.key.isin(needed)
@@ -228,7 +211,7 @@ def bench_grid(profile: str = "cpu", per_group: int | None = 2, workers: int = 2
     live = rows[read].sample(frac=1.0, random_state=0)
     live = pd.concat([live[live.key.isin(have)], live[~live.key.isin(have)]])   # runs re-timed before count first
     sample = live if per_group is None else live.groupby("group").head(per_group)
-    job = (P.name, {k: needed[k] for k in sample.key}, list(sample.key))
+    job = (P, {k: needed[k] for k in sample.key}, list(sample.key))
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.map(_retime_worker, [job] * workers)
@@ -270,16 +253,18 @@ def main(argv=None) -> None:
     parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
     parser.add_argument("--all", action="store_true", help="grid: re-time every run (hours; resumes where it stopped)")
     args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.what == "grid":
-        summary, _ = bench_grid(args.profile, None if args.all else args.per_group)
+        summary, _ = bench_grid(profile, None if args.all else args.per_group)
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        out = results_root() / "bench" / f"grid_{get_profile(args.profile).name}.csv"
+        out = results_root() / "bench" / f"grid_{profile.name}.csv"
         summary.to_csv(out, index=False)
-        print(f"wrote {out} (re-timed runs: {retime_csv(args.profile)})")
+        print(f"wrote {out} (re-timed runs: {retime_csv(profile)})")
         return
-    parts = {"step": bench_step, "loader": bench_loader, "bma": bench_bma,
+    cpu = get_profile("cpu")     # the micro-benchmarks measure the reported study's model and batch
+    parts = {"step": lambda: bench_step(cpu), "loader": lambda: bench_loader(cpu), "bma": lambda: bench_bma(cpu),
              "prior": lambda: bench_prior(ranks=tuple(args.ranks), repeats=args.repeats).assign(benchmark="prior")}
     frames = []
     for name, fn in parts.items():

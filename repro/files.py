@@ -28,3 +28,11 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_file`: a reader never sees half a file."""
+    import torch  # lazy: the runner, which writes CSVs through this module, needs no torch
+
+    with atomic_file(path) as f:
+        torch.save(obj, f)

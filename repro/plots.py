@@ -14,7 +14,7 @@ from .profiles import Profile, results_dir
 sns.set_theme(context="notebook", style="whitegrid")
 
 
-def save_table(df: pd.DataFrame, profile: str | Profile, name: str) -> Path:
+def save_table(df: pd.DataFrame, profile: Profile, name: str) -> Path:
     """Write ``results/<profile>/<name>.csv`` atomically (temp file + rename)."""
     path = results_dir(profile) / f"{name}.csv"
     with atomic_file(path, "w", newline="", encoding="utf-8") as f:
@@ -22,7 +22,7 @@ def save_table(df: pd.DataFrame, profile: str | Profile, name: str) -> Path:
     return path
 
 
-def save_figure(fig: plt.Figure, profile: str | Profile, name: str) -> Path:
+def save_figure(fig: plt.Figure, profile: Profile, name: str) -> Path:
     """Save ``results/<profile>/figures/<name>.png``."""
     path = results_dir(profile) / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -126,9 +126,8 @@ def results_root() -> Path:
     return Path(os.environ.get("REPRO_RESULTS_DIR", Path(__file__).resolve().parents[1] / "results"))
 
 
-def results_dir(profile: str | Profile) -> Path:
+def results_dir(profile: Profile) -> Path:
     """``results/<profile>/`` (see :func:`results_root`), created on demand."""
-    name = profile.name if isinstance(profile, Profile) else get_profile(profile).name
-    path = results_root() / name
+    path = results_root() / profile.name
     path.mkdir(parents=True, exist_ok=True)
     return path

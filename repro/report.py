@@ -14,7 +14,7 @@ import pandas as pd
 
 from .plots import save_table
 from .profiles import Profile, get_profile, results_dir
-from .verdicts import VERDICTS   # the four verdict words; repro.verdicts owns the vocabulary
+from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -39,31 +39,44 @@ CLAIMS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def record_claim(profile: str | Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
+def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
     """Write a claim's verdict row (called by the last cell of each claim notebook)."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    profile = get_profile(profile)
     row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence)])
     save_table(row, profile, f"claims/{claim}")
     return row
 
 
-def evidence(profile: str | Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
+def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
     """The evidence cell of a claim row: links to the executed notebook, CSVs and figures under results/<profile>/."""
-    out = f"results/{get_profile(profile).name}"
+    out = f"results/{profile.name}"
     links = [f"[notebook]({out}/notebooks/{notebook}.ipynb)"]
     links += [f"[{Path(t).name}]({out}/{t}.csv)" for t in tables]
     links += [f"[figure]({out}/figures/{f}.png)" for f in figures]
     return " · ".join(links)
 
 
-def render_summary(profile: str | Profile = "cpu") -> str:
+def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
+             figures: list[str] = (), folder: str = "transfer") -> pd.DataFrame | None:
+    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests``, record the claim
+    with links to its notebook, tables and figures, and print the verdict. ``result`` is what a rule of
+    :mod:`repro.analysis.verdicts` returns: (tests table or None, verdict, finding). Returns the table, rounded."""
+    table, verdict, finding = result
+    if table is not None:
+        tables = [f"{folder}/{claim.lower()}_tests", *tables]
+        save_table(table, profile, tables[0])
+    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)))
+    print(f"{claim}: {verdict} — {finding}\n")
+    return None if table is None else table.round(4)
+
+
+def render_summary(profile: Profile) -> str:
     """The markdown summary table for ``profile`` from its claim CSVs."""
     folder = results_dir(profile) / "claims"
-    name = get_profile(profile).name
+    name = profile.name
     lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
              "|---|---|---|---|---|---|"]
     for claim, (statement, other, notebook) in CLAIMS.items():
@@ -78,14 +91,22 @@ def render_summary(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_source(profile: str | Profile = "cpu") -> str:
+NOT_RUN = "_Not yet run on this profile._"
+
+
+def _table(profile: Profile, name: str) -> pd.DataFrame | None:
+    """``results/<profile>/<name>.csv`` as a DataFrame, or None where a notebook has not written it yet."""
+    path = results_dir(profile) / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def render_source(profile: Profile) -> str:
     """Notebook 01's backbones: checkpoint, SWA mean and SWAG draws (mean ± SD) on every score, the stationarity
     check, the protocol hash of each prior, and the SSL and supervised probes by epoch with the matched epoch."""
-    folder = results_dir(profile) / "prior_fitting"
-    if not (folder / "source_evaluation.csv").exists():
-        return "_Not yet run on this profile._"
-    df = pd.read_csv(folder / "source_evaluation.csv")
-    check = pd.read_csv(folder / "swa_check.csv").set_index("kind") if (folder / "swa_check.csv").exists() else None
+    df, check = _table(profile, "prior_fitting/source_evaluation"), _table(profile, "prior_fitting/swa_check")
+    if df is None:
+        return NOT_RUN
+    check = None if check is None else check.set_index("kind")
     cols = ["source_acc", "probe_source_acc", "probe_cifar10_acc"]
     lines = ["| prior | state | source val acc (head) | source linear probe | CIFAR-10 linear probe | SWA mean ≥ checkpoint |",
              "|---|---|---|---|---|---|"]
@@ -98,10 +119,9 @@ def render_source(profile: str | Profile = "cpu") -> str:
                          + f" | {ok if r.state == 'swa_mean' else ''} |")
         sd = lambda c: "—" if samples[c].isna().all() else f"{samples[c].mean():.3f} ± {samples[c].std():.3f}"
         lines.append(f"| {kind} | {len(samples)} SWAG draws (scale 1) | " + " | ".join(sd(c) for c in cols) + " | |")
-    if (folder / "probes_by_epoch.csv").exists():
-        probes = pd.read_csv(folder / "probes_by_epoch.csv")
+    if (probes := _table(profile, "prior_fitting/probes_by_epoch")) is not None:
         lines.append("\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{0}/prior_fitting/probes_by_epoch.csv), "
-                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(get_profile(profile).name))
+                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(profile.name))
         wide = probes.pivot(index="kind", columns="epoch", values="probe_cifar10_acc")
         lines.append("| prior | " + " | ".join(f"ep {e}" for e in wide.columns) + " |")
         lines.append("|---|" + "---|" * len(wide.columns))
@@ -109,16 +129,14 @@ def render_source(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_geometry(profile: str | Profile = "cpu") -> str:
+def render_geometry(profile: Profile) -> str:
     """C1's flatness tests in both BatchNorm modes, and the mean radial share of each kind of direction."""
-    folder = results_dir(profile) / "geometry"
-    if not (folder / "c1_tests.csv").exists():
-        return "_Not yet run on this profile._"
-    tests = pd.read_csv(folder / "c1_tests.csv")
+    tests, directions = _table(profile, "geometry/c1_tests"), _table(profile, "geometry/directions")
+    if tests is None:
+        return NOT_RUN
     if "bn" not in tests:
         return "_Run before the BatchNorm variants existed: re-run notebook 02._"
-    radial = (pd.read_csv(folder / "directions.csv").groupby(["kind", "direction_type"]).radial_share.mean()
-              if (folder / "directions.csv").exists() else None)
+    radial = None if directions is None else directions.groupby(["kind", "direction_type"]).radial_share.mean()
     lines = ["| prior | BatchNorm | \\|t\\| | increase, top directions | increase, random directions | Welch p (top flatter) | "
              "Welch p (top sharper) | radial share top / random |", "|---|---|---|---|---|---|---|---|"]
     for r in tests.itertuples():
@@ -128,30 +146,28 @@ def render_geometry(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_tuning(profile: str | Profile = "cpu") -> str:
+def render_tuning(profile: Profile) -> str:
     """The tuned hyperparameters (notebook 03 writes ``transfer/tuning.csv``) and the fixed ones of every run."""
-    path = results_dir(profile) / "transfer" / "tuning.csv"
-    if not path.exists():
-        return "_Not yet run on this profile._"
-    df = pd.read_csv(path)
+    if (df := _table(profile, "transfer/tuning")) is None:
+        return NOT_RUN
     cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha") if c in df]
     lines = ["| approach | prior | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for r in df.itertuples():
         cells = ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
         lines.append(f"| {r.approach} | {r.prior_kind} | " + " | ".join(cells) + " |")
-    p = get_profile(profile)
+    p = profile
     lines.append(f"\nFixed for every run: {p.downstream_steps} steps, batch {p.downstream_batch_size}, momentum 0.9, "
                  f"Bayes: SGHMC at T = 1, {p.cycles} cosine cycles (first half of each noise-free), {p.bma_samples} "
                  f"samples in the BMA; MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} images.")
     return "\n".join(lines)
 
 
-def render_compute(profile: str | Profile = "cpu") -> str:
+def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by split and approach."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
-        return "_Not yet run on this profile._"
+        return NOT_RUN
     df = pd.concat(frames, ignore_index=True)
     g = df.groupby(["study", "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
@@ -165,10 +181,10 @@ def render_compute(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
+def prior_statistics(profile: Profile) -> pd.DataFrame:
     """What REPORT.md quotes about the learned priors, computed from the prior files (never typed): per kind, the
-    trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (DESIGN.md §1) and the SWAG variances' quantiles."""
-    from .priors import load_prior
+    trace of each half of Σ = ½ diag + ½ D Dᵀ/(K − 1) at λ = 1 (docs/conventions.md §1) and the SWAG variances' quantiles."""
+    from .method.prior_files import load_prior
 
     rows = []
     for kind in ("ssl", "supervised", "supervised_matched"):
@@ -185,11 +201,11 @@ def prior_statistics(profile: str | Profile = "cpu") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_priors(profile: str | Profile = "cpu") -> str:
+def render_priors(profile: Profile) -> str:
     """The learned priors' size, covariance traces and SWAG variances (from :func:`prior_statistics`)."""
     df = prior_statistics(profile)
     if df.empty:
-        return "_Not yet run on this profile._"
+        return NOT_RUN
     lines = ["| prior | parameters d | deviations K | trace of ½ D Dᵀ/(K − 1) | trace of ½ diag | SWAG variance: median "
              "| smallest | largest |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.kind} | {r.parameters:,} | {r.deviations} | {r.trace_low_rank:.3g} | {r.trace_diagonal:.3g} | "
@@ -202,7 +218,7 @@ def render_priors(profile: str | Profile = "cpu") -> str:
 NOT_AMENDED: tuple[str, ...] = ("C1",)
 
 
-def render_amendment(profile: str | Profile = "cpu") -> str:
+def render_amendment(profile: Profile) -> str:
     """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones."""
     folder = results_dir(profile) / "claims"
     path = folder / "before_amendment.csv"
@@ -218,12 +234,10 @@ def render_amendment(profile: str | Profile = "cpu") -> str:
     return "\n".join(lines)
 
 
-def render_simulation(profile: str | Profile = "cpu") -> str:
-    """How often each claim's rule returns each word on simulated results (``python -m repro.simulate --out ...``)."""
-    path = results_dir(profile) / "claims" / "simulation.csv"
-    if not path.exists():
+def render_simulation(profile: Profile) -> str:
+    """How often each claim's rule returns each word on simulated results (``python -m repro.analysis.simulate --out ...``)."""
+    if (df := _table(profile, "claims/simulation")) is None:
         return "_Not yet simulated for this profile._"
-    df = pd.read_csv(path)
     lines = ["| claim | true effect (points: accuracy; C7 NLL 0.01 nats and (3)'s over-confidence; C9 mIoU) | "
              "simulations | " + " | ".join(VERDICTS) + " |",
              "|---|---|---|" + "---|" * len(VERDICTS)]
@@ -236,7 +250,7 @@ BLOCKS = {"claims": render_summary, "amendment": render_amendment, "simulation":
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 
 
-def update_report(profile: str | Profile = "cpu", path: Path = REPORT) -> bool:
+def update_report(profile: Profile, path: Path = REPORT) -> bool:
     """Rewrite every generated block (``<!-- name:begin -->`` ... ``<!-- name:end -->``) of REPORT.md."""
     text = new = path.read_text()
     for name, render in BLOCKS.items():
@@ -250,7 +264,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     args = parser.parse_args(argv)
-    print("REPORT.md", "updated" if update_report(args.profile) else "already up to date")
+    print("REPORT.md", "updated" if update_report(get_profile(args.profile)) else "already up to date")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .profiles import PROFILES, get_profile, results_dir
+from .profiles import PROFILES, Profile, get_profile, results_dir
 from .report import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -54,25 +54,25 @@ def notebooks_for(claims: list[str] | None) -> list[str]:
     return sorted({PRIORS_NOTEBOOK} | {CLAIMS[c][2] for c in claims})
 
 
-def run(profile: str, claims: list[str] | None = None) -> int:
+def run(profile: Profile, claims: list[str] | None = None) -> int:
+    """Execute the notebooks of ``claims`` (every notebook when None) on ``profile``; 0 when all succeeded."""
     import papermill as pm
 
-    profile = get_profile(profile).name
     out_dir = results_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     names = notebooks_for(claims)
     for i, name in enumerate(names, 1):
         out = out_dir / f"{name}.ipynb"
-        print(f"[{i}/{len(names)}] {name} (profile {profile}) ...", flush=True)
+        print(f"[{i}/{len(names)}] {name} (profile {profile.name}) ...", flush=True)
         started, t0, cpu0 = datetime.datetime.now(datetime.timezone.utc), time.time(), _children_cpu_s()
         error = None
         try:
-            pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, parameters={"profile": profile},
+            pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, parameters={"profile": profile.name},
                                 cwd=str(NOTEBOOK_DIR), progress_bar=False)
         except pm.PapermillExecutionError as e:
             error = e
         wall, cpu = time.time() - t0, _children_cpu_s() - cpu0
-        _log_timing(out_dir / "timings.csv", {"notebook": name, "profile": profile,
+        _log_timing(out_dir / "timings.csv", {"notebook": name, "profile": profile.name,
                                               "started_at": started.isoformat(timespec="seconds"),
                                               "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "ok": error is None})
         if error is not None:
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         claims = [c.strip().upper() for c in args.claims.split(",")] if args.claims else None
-        return run(get_profile(args.profile).name, claims)
+        return run(get_profile(args.profile), claims)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .files import atomic_file
+from .files import atomic_file, atomic_torch_save
 
 try:  # advisory lock so that two processes sharing a CSV do not lose each other's rows
     import fcntl
@@ -194,8 +194,6 @@ def _first_line(e: BaseException) -> str:
 def _save_predictions(predictions: Any, path: Path) -> None:
     """Save a dict of tensors/arrays atomically, as tensors so ``torch.load(weights_only=True)`` reads it."""
     import torch  # lazy: the runner itself needs no torch
-
-    from .priors import atomic_torch_save
 
     if not isinstance(predictions, Mapping):
         raise TypeError(f"'predictions' must be a dict of tensors/arrays, got {type(predictions).__name__}")

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .models import EVAL_BATCH_SIZE, for_evaluation
-from .priors import atomic_torch_save
+from .files import atomic_torch_save
 
 
 class DivergenceError(RuntimeError):

@@ -2,6 +2,9 @@
 import pytest
 
 from repro import data
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 @pytest.fixture(scope="session")
@@ -17,12 +20,12 @@ def data_available():
 @pytest.fixture(scope="session")
 def smoke_priors_dir(tmp_path_factory, data_available):
     """A results folder with the smoke profile's priors (about 10 s, built once per session)."""
-    from repro import pretrain
+    from repro.experiments import pretrain
 
     folder = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPRO_RESULTS_DIR", str(folder))
         for kind in ("supervised", "ssl"):
-            pretrain.prepare("smoke", kind)
-        pretrain.prepare("smoke", pretrain.MATCHED, from_epoch=1)
+            pretrain.prepare(SMOKE, kind)
+        pretrain.prepare(SMOKE, pretrain.MATCHED, from_epoch=1)
     return folder

@@ -5,6 +5,9 @@ import pytest
 
 from repro import bench
 from repro.runner import Run, load_results
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 def test_prior_benchmark_agrees_with_lowrank_mvn():
@@ -13,7 +16,7 @@ def test_prior_benchmark_agrees_with_lowrank_mvn():
 
 
 def test_step_benchmark_covers_every_optimiser():
-    df = bench.bench_step(profile="smoke", steps=1, warmup=0, rank=2)
+    df = bench.bench_step(SMOKE, steps=1, warmup=0, rank=2)
     assert list(df.variant) == ["sgd", "sgd+prior (MAP)", "sgld+prior", "sghmc+prior"]
     assert (df.value > 0).all() and df.ratio_to_sgd.iloc[0] == 1.0
 
@@ -34,7 +37,7 @@ def recorded_grid(tmp_path, monkeypatch):
     pd.DataFrame(RECORDED, columns=["split", "approach", "key", "wall_time_s", "accuracy"]).assign(
         study="transfer", status="ok").to_csv(grid, index=False)
     monkeypatch.setattr(bench, "required_runs", lambda p: {k: ("transfer", {"key": k}) for _, _, k, *_ in RECORDED[:5]})
-    return bench.retime_csv("smoke")
+    return bench.retime_csv(SMOKE)
 
 
 def write_retimed(path, keys):
@@ -48,7 +51,7 @@ def test_grid_projection_is_run_count_times_mean_retimed_time(recorded_grid, mon
     recorded_grid.parent.mkdir(parents=True)
     write_retimed(recorded_grid, RETIMED)
     monkeypatch.setattr(bench, "_retime", lambda *a: pytest.fail("a re-timed run was re-run"))
-    df, runs = bench.bench_grid("smoke", per_group=2, workers=1)
+    df, runs = bench.bench_grid(SMOKE, per_group=2, workers=1)
     # the sample is 2 runs per group, but every run re-timed so far counts
     assert len(runs) == 5 and np.allclose(runs.metric_abs_diff, (runs.retimed_metric - runs.recorded_metric).abs())
     df = df.set_index("group")
@@ -69,7 +72,7 @@ def test_grid_retime_resumes_and_projects_from_a_partial_sample(recorded_grid, m
     calls = []
     monkeypatch.setattr(bench, "_retime", lambda profile, study, p: calls.append(p["key"]) or
                         {"retimed_metric": RETIMED[p["key"]][2], "cpu_time_s": RETIMED[p["key"]][1]})
-    df, runs = bench.bench_grid("smoke", per_group=1, workers=1)
+    df, runs = bench.bench_grid(SMOKE, per_group=1, workers=1)
     assert calls == ["m0"] or calls == ["m1"]                                # only the group with no re-timed run
     df = df.set_index("group")
     assert df.loc["transfer · test · bayes_learned"].retimed == 2            # both earlier ones count
@@ -82,8 +85,8 @@ def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch, smoke_pri
     import shutil
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="run notebook 01"):     # runs are keyed on the priors: none yet
-        bench.required_runs("smoke")
+        bench.required_runs(SMOKE)
     shutil.copytree(smoke_priors_dir / "smoke" / "priors", tmp_path / "smoke" / "priors")
     with pytest.raises(RuntimeError, match="not recorded.*make studies PROFILE=smoke"):
-        bench.required_runs("smoke")
+        bench.required_runs(SMOKE)
     assert not list(tmp_path.rglob("runs.csv"))                              # and it ran nothing

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from repro import data
+from repro.data import cache, formats
 from repro.data import (DATASETS, as_rgb, batches, load, pack_npz, resize_segmentation, stratified_subset,
                         train_transform, train_val_split)
 
@@ -96,7 +97,7 @@ def test_fashion_mnist_matches_recipe(real_dir):
 def test_real_cache_file_written(real_dir):
     load("cifar10", "test")
     src = real_dir / "cifar10" / "test.npz"
-    cached = data._cache_path("cifar10", "test", src)
+    cached = cache._cache_path("cifar10", "test", src)
     assert cached.is_file() and np.load(cached, mmap_mode="r").shape == (10_000, 3, 32, 32)
 
 
@@ -110,11 +111,11 @@ def tmp_dirs(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("REPRO_DATA_DIR", str(d))
     monkeypatch.setenv("REPRO_CACHE_DIR", str(c))
-    saved = dict(data._MEMORY)
+    saved = dict(formats._MEMORY)
     data.clear_memory_cache()
     yield d, c
-    data._MEMORY.clear()
-    data._MEMORY.update(saved)
+    formats._MEMORY.clear()
+    formats._MEMORY.update(saved)
 
 
 def _images(n, h=32, w=32, seed=0):
@@ -127,7 +128,7 @@ def test_settings(tmp_path, monkeypatch):
     assert data.data_dir() == tmp_path / "d" and data.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("REPRO_DATA_DIR")
     monkeypatch.delenv("REPRO_CACHE_DIR")
-    assert data.data_dir() == Path(data.__file__).resolve().parent.parent / "data"
+    assert data.data_dir() == Path(data.__file__).resolve().parents[2] / "data"   # the project root's data/
     assert data.cache_dir() == Path.home() / ".cache" / "repro"
 
 

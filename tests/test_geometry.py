@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.geometry import filter_normalize, flatness_test, loss_increase, top_directions
-from repro.priors import LowRankGaussianPrior
+from repro.experiments.geometry import filter_normalize, flatness_test, loss_increase
 
 
 def test_filter_normalize_matches_each_filter_norm_and_zeroes_1d_parameters():
@@ -14,16 +13,6 @@ def test_filter_normalize_matches_each_filter_norm_and_zeroes_1d_parameters():
     direction = torch.tensor([1.0, 0.0, 0.0, -6.0, 7.0, 8.0, 9.0])
     v = filter_normalize(direction, theta, shapes)
     assert torch.allclose(v, torch.tensor([5.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0]))
-
-
-def test_top_directions_are_the_leading_left_singular_vectors():
-    g = torch.Generator().manual_seed(0)
-    D = torch.randn(30, 6, generator=g, dtype=torch.float64)
-    prior = LowRankGaussianPrior(torch.zeros(30, dtype=torch.float64), torch.ones(30, dtype=torch.float64), D)
-    U = top_directions(prior, 3)
-    ref = torch.linalg.svd(D, full_matrices=False)[0][:, :3].T
-    assert torch.allclose(U.abs(), ref.abs(), atol=1e-10)      # equal up to sign
-    assert torch.allclose(U @ U.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
 
 
 def test_loss_increase_and_one_sided_test():
@@ -37,7 +26,7 @@ def test_loss_increase_and_one_sided_test():
 
 
 def test_radial_share_by_hand():
-    from repro.geometry import radial_share
+    from repro.experiments.geometry import radial_share
     shapes = [(2, 2), (3,)]
     theta = torch.tensor([3.0, 4.0, 1.0, 0.0, 9.0, 9.0, 9.0])
     assert radial_share(theta, theta, shapes) == pytest.approx(1.0)                   # rescaling every filter
@@ -54,7 +43,7 @@ def _bn_model():
 
 
 def test_slices_with_batchnorm_reestimated_are_deterministic_and_restore_the_model():
-    from repro.geometry import slice_losses
+    from repro.experiments.geometry import slice_losses
     from repro.train import flat_params
     model = _bn_model()
     g = torch.Generator().manual_seed(1)
@@ -80,8 +69,13 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
     for kind in ("ssl", "supervised"):
         for bn in ("frozen", "reestimated"):
             rows.append(dict(kind=kind, bn=bn, t_star=0.5, welch_p=flatter.get((kind, bn), 0.5),
-                             welch_p_sharper=sharper.get((kind, bn), 0.5)))
+                             welch_p_sharper=sharper.get((kind, bn), 0.5), n_top=5, top_mean=1.0, top_se=0.1,
+                             n_random=10, random_mean=0.5, random_se=0.05))
     return pd.DataFrame(rows)
+
+
+DIRECTIONS = pd.DataFrame([dict(kind=k, direction_type=t, radial_share=r) for k in ("ssl", "supervised")
+                           for t, r in (("top", 0.4), ("random", 0.01))])
 
 
 @pytest.mark.parametrize("flatter, sharper, word", [
@@ -93,7 +87,9 @@ def _tests(flatter: dict, sharper: dict) -> pd.DataFrame:
     ({("ssl", "reestimated"): 0.02}, {}, "inconclusive"),
 ])
 def test_c1_rule(flatter, sharper, word):
-    from repro.verdicts import c1_verdict
-    family, verdict = c1_verdict(_tests(flatter, sharper), 0.5)
+    from repro.analysis.verdicts import c1_verdict
+    family, verdict, finding = c1_verdict(_tests(flatter, sharper), DIRECTIONS, 0.5)
     assert verdict == word and len(family) == 4
+    assert finding.startswith("loss increase at t = ±0.5; primary: ssl prior, BN reestimated: top-5 1.000 ± 0.100")
+    assert "0.40 (ssl), 0.40 (supervised), random 0.010" in finding
 

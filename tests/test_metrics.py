@@ -1,12 +1,11 @@
-"""Tests for repro.metrics: every expected value is worked out by hand in the comments."""
+"""Tests for repro.analysis.metrics: every expected value is worked out by hand in the comments."""
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from repro.metrics import (
+from repro.analysis.metrics import (
     NLL_EPS,
     accuracy,
     classification_metrics,
@@ -14,10 +13,7 @@ from repro.metrics import (
     iou_per_class,
     miou,
     nll,
-    paired_test,
     reliability_bins,
-    standard_error,
-    summarize,
 )
 
 # Six 3-class predictions. Confidences (max prob), predicted class, label, correct?
@@ -239,119 +235,3 @@ def test_iou_bad_inputs(pred, target, match):
 def test_iou_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes"):
         iou_per_class(PRED, TARGET, num_classes=1, ignore_index=255)
-
-
-# ------------------------------------------------------------------------------ statistics
-
-def test_standard_error_by_hand():
-    # [2,4,4,4,5,5,7,9]: mean 5, squared deviations 9+1+1+1+0+0+4+16 = 32, sample var 32/7,
-    # se = sqrt(32/7 / 8) = sqrt(4/7) = 0.7559289
-    assert standard_error([2, 4, 4, 4, 5, 5, 7, 9]) == pytest.approx(math.sqrt(4 / 7), abs=1e-12)
-    assert standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(1.0)  # sd sqrt(2), /sqrt(2)
-    assert math.isnan(standard_error([3.0]))
-    assert math.isnan(standard_error([]))
-
-
-def test_summarize_by_hand():
-    df = pd.DataFrame(
-        {
-            "method": ["A", "A", "A", "B", "B"],
-            "data": ["c10"] * 5,
-            "acc": [1.0, 2.0, 4.0, 3.0, 5.0],
-            "nll": [0.5, 0.5, 0.5, 1.0, 2.0],
-            "seed": [0, 1, 2, 0, 1],
-        }
-    )
-    out = summarize(df, by=["method", "data"], metrics=["acc", "nll"])
-    assert list(out.columns) == ["method", "data", "acc_mean", "acc_se", "nll_mean", "nll_se", "n"]
-    assert out["method"].tolist() == ["A", "B"]
-    assert out["n"].tolist() == [3, 2]
-    # A acc: mean 7/3; deviations -4/3, -1/3, 5/3 -> SS 42/9, var 7/3, se = sqrt(7/3 / 3) = sqrt(7)/3
-    # B acc: mean 4; deviations -1, 1 -> var 2, se = sqrt(2/2) = 1
-    np.testing.assert_allclose(out["acc_mean"], [7 / 3, 4.0])
-    np.testing.assert_allclose(out["acc_se"], [math.sqrt(7) / 3, 1.0])
-    # A nll constant -> se 0; B nll: mean 1.5, var .5, se = sqrt(.5/2) = .5
-    np.testing.assert_allclose(out["nll_mean"], [0.5, 1.5])
-    np.testing.assert_allclose(out["nll_se"], [0.0, 0.5], atol=1e-12)
-
-    # single-row group -> se NaN, n = 1; empty `by` -> one overall row
-    one = summarize(df[df.seed == 0], by=["method"], metrics=["acc"])
-    assert one["n"].tolist() == [1, 1] and one["acc_se"].isna().all()
-    overall = summarize(df, by=[], metrics=["acc"])
-    assert overall["n"].tolist() == [5] and overall["acc_mean"].iloc[0] == pytest.approx(3.0)
-
-
-def test_summarize_missing_column():
-    df = pd.DataFrame({"method": ["A"], "acc": [1.0]})
-    with pytest.raises(ValueError, match=r"columns not in DataFrame: \['ece'\]"):
-        summarize(df, by=["method"], metrics=["ece"])
-
-
-def _t3_sf(t: float) -> float:
-    # closed-form Student t CDF for 3 degrees of freedom: F(t) = 1/2 + (x/(1+x^2) + atan x)/pi, x = t/sqrt(3)
-    x = t / math.sqrt(3)
-    return 1 - (0.5 + (x / (1 + x * x) + math.atan(x)) / math.pi)
-
-
-def test_paired_test_known_sign():
-    # diffs .5 .6 .4 .8: mean .575; deviations -.075 .025 -.175 .225 -> SS .0875, var .0875/3,
-    # se = sqrt(.0875/3/4) = 0.0853913, t = .575/.0853913 = 6.73373 (df 3), one-sided p = 1 - F3(t) ~ .0033
-    a = [1.0, 2.0, 3.0, 4.0]
-    b = [0.5, 1.4, 2.6, 3.2]
-    r = paired_test(a, b)
-    se = math.sqrt(0.0875 / 3 / 4)
-    assert r["n"] == 4 and r["alternative"] == "greater"
-    assert r["mean_diff"] == pytest.approx(0.575)
-    assert r["se_diff"] == pytest.approx(se)
-    assert r["t"] == pytest.approx(0.575 / se)
-    assert r["p"] == pytest.approx(_t3_sf(0.575 / se), rel=1e-6)
-    assert r["p"] < 0.05
-    assert math.isnan(r["wilcoxon_p"])  # n < 6
-    # the opposite one-sided alternative gets p = F3(t) = 1 - (the p above)
-    assert paired_test(a, b, alternative="less")["p"] == pytest.approx(1 - _t3_sf(0.575 / se), rel=1e-6)
-
-
-def test_paired_test_unknown_sign():
-    # diffs -.5 1.0 -.6 .5: mean .1; deviations -.6 .9 -.7 .4 -> SS 1.82, var 1.82/3,
-    # se = sqrt(1.82/12) = 0.389444, t = .256776, p = 1 - F3(t) ~ .41
-    r = paired_test([1.0, 2.0, 3.0, 4.0], [1.5, 1.0, 3.6, 3.5])
-    se = math.sqrt(1.82 / 12)
-    assert r["mean_diff"] == pytest.approx(0.1)
-    assert r["t"] == pytest.approx(0.1 / se)
-    assert r["p"] == pytest.approx(_t3_sf(0.1 / se), rel=1e-6)
-    assert r["p"] > 0.05
-
-
-def test_paired_test_wilcoxon_n6():
-    # six positive distinct diffs: W+ = 1+2+...+6 = 21; exact one-sided p = P(all signs +) = 1/2^6 = 1/64
-    a = np.array([1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
-    r = paired_test(a, np.ones(6))
-    assert r["n"] == 6
-    assert r["wilcoxon_stat"] == 21
-    assert r["wilcoxon_p"] == pytest.approx(1 / 64)
-
-
-def test_paired_test_degenerate():
-    # constant positive difference: zero variance -> t = +inf, p = 0 for 'greater'
-    r = paired_test([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])
-    assert r["t"] == math.inf and r["p"] == 0.0 and r["se_diff"] == 0.0
-    # all differences zero -> undefined
-    r = paired_test([1.0, 2.0], [1.0, 2.0])
-    assert math.isnan(r["t"]) and math.isnan(r["p"])
-    # a single pair: nothing to test
-    r = paired_test([1.0], [0.0])
-    assert r["n"] == 1 and r["mean_diff"] == 1.0 and math.isnan(r["p"]) and math.isnan(r["se_diff"])
-
-
-@pytest.mark.parametrize(
-    "a, b, kw, match",
-    [
-        ([1.0, 2.0, 3.0], [1.0, 2.0], {}, r"same length.*\(3,\) and \(2,\)"),
-        ([1.0, float("nan")], [1.0, 2.0], {}, r"finite"),
-        ([1.0, 2.0], [0.0, 1.0], {"alternative": "bigger"}, r"alternative"),
-        ([[1.0, 2.0]], [[0.0, 1.0]], {}, r"one-dimensional"),
-    ],
-)
-def test_paired_test_bad_inputs(a, b, kw, match):
-    with pytest.raises(ValueError, match=match):
-        paired_test(a, b, **kw)

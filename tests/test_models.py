@@ -4,11 +4,12 @@ import torch
 import torchvision
 from PIL import Image
 
-from repro import imagenet
-from repro.imagenet import imagenet_split, imagenet_transform, load_simclr_backbone, simclr_to_torchvision
-from repro.models import (BACKBONES, BasicBlock, Classifier, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
+from repro.data.imagenet import imagenet_split, imagenet_transform
+from repro.models import pretrained
+from repro.models.pretrained import load_simclr_backbone, simclr_to_torchvision
+from repro.models import (BACKBONES, BasicBlock, CifarResNet, DeepLabV3Plus, TorchvisionBackbone, build_backbone,
                           build_classifier, count_parameters, fold_batchnorm, for_evaluation)
-from repro.priors import check_layout, parameter_layout
+from repro.method.priors import check_layout, parameter_layout
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,18 +171,18 @@ def test_fold_batchnorm_leaves_a_batchnorm_that_does_not_follow_a_conv():
 
 def test_torchvision_weights_names_resolve_offline():
     for arch, n_params in (("resnet50", 25_557_032), ("resnet101", 44_549_160)):
-        name = imagenet.torchvision_weights(arch)
+        name = pretrained.torchvision_weights(arch)
         assert name.endswith(".IMAGENET1K_V1")
         weights = torchvision.models.get_weight(name)          # enum lookup only, no download
         assert weights.meta["num_params"] == n_params
     with pytest.raises(ValueError, match="resnet50, resnet101"):
-        imagenet.torchvision_weights("resnet20")
+        pretrained.torchvision_weights("resnet20")
 
 
 def test_load_supervised_backbone_requests_the_paper_weights(monkeypatch):
     calls = []
-    monkeypatch.setattr(imagenet, "TorchvisionBackbone", lambda arch, weights=None: calls.append((arch, weights)))
-    imagenet.load_supervised_backbone("resnet101")
+    monkeypatch.setattr(pretrained, "TorchvisionBackbone", lambda arch, weights=None: calls.append((arch, weights)))
+    pretrained.load_supervised_backbone("resnet101")
     assert calls == [("resnet101", "ResNet101_Weights.IMAGENET1K_V1")]
 
 

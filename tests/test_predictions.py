@@ -3,14 +3,17 @@ import pandas as pd
 import pytest
 import torch
 
-from repro import metrics, predictions
-from repro.shift import CELLS
+from repro.analysis import metrics, predictions
+from repro.data.shift import CELLS
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 @pytest.fixture
 def saved(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    folder = predictions.predictions_dir("smoke")
+    folder = predictions.predictions_dir(SMOKE)
     folder.mkdir(parents=True)
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
     labels = torch.tensor([0, 1, 1, 1])
@@ -25,7 +28,7 @@ def saved(tmp_path, monkeypatch):
 
 def test_confidence_gap_is_mean_top_probability_minus_accuracy(saved):
     rows, probs, labels = saved
-    out = predictions.confidence_gaps("smoke", rows)
+    out = predictions.confidence_gaps(SMOKE, rows)
     assert list(out.key) == ["aaa", "bbb"]                                     # failed runs dropped
     assert out.confidence.iloc[0] == pytest.approx((0.9 + 0.6 + 0.7 + 0.8) / 4, abs=1e-3)
     assert out.overconfidence.iloc[0] == pytest.approx(0.75 - 0.75, abs=1e-3)
@@ -33,7 +36,7 @@ def test_confidence_gap_is_mean_top_probability_minus_accuracy(saved):
 
 def test_pooled_reliability_is_the_reliability_of_the_pooled_predictions(saved):
     rows, probs, labels = saved
-    bins = predictions.pooled_reliability("smoke", rows, ["approach"], n_bins=5)
+    bins = predictions.pooled_reliability(SMOKE, rows, ["approach"], n_bins=5)
     expected = metrics.reliability_bins(torch.cat([probs.half().float()] * 2), torch.cat([labels, 1 - labels]), n_bins=5)
     assert (bins.approach == "x").all()
     pd.testing.assert_frame_equal(bins.drop(columns="approach"), expected)
@@ -41,7 +44,7 @@ def test_pooled_reliability_is_the_reliability_of_the_pooled_predictions(saved):
 
 def test_shift_by_cell(saved):
     rows, _, _ = saved
-    cells = predictions.shift_by_cell("smoke", rows)
+    cells = predictions.shift_by_cell(SMOKE, rows)
     assert len(cells) == 2                                                     # only 'aaa' has shift predictions
     first = cells[cells.corruption == CELLS[0][0]].iloc[0]
     assert first.severity == CELLS[0][1] and first.cell_accuracy == pytest.approx(0.5)   # flipped: [.1,.9],[.4,.6]
@@ -51,4 +54,4 @@ def test_shift_by_cell(saved):
 
 def test_missing_predictions_say_where_they_looked(saved):
     with pytest.raises(FileNotFoundError, match="no predictions for run zzz at .*zzz.pt: rerun its study"):
-        predictions.load_predictions("smoke", "zzz")
+        predictions.load_predictions(SMOKE, "zzz")

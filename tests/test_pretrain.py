@@ -1,4 +1,4 @@
-"""The source step (repro.pretrain.prepare): artifacts, skipping, resuming, and the paper profile's ImageNet
+"""The source step (repro.experiments.pretrain.prepare): artifacts, skipping, resuming, and the paper profile's ImageNet
 path tested structurally (tiny fake models and a fake ImageNet split: no downloads, no GPU)."""
 import copy
 import pickle
@@ -7,13 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from repro import data, imagenet, pretrain
-from repro import swag as swag_module
-from repro.models import Classifier, CifarResNet, TorchvisionBackbone
-from repro.priors import load_prior
+from repro import data
+from repro.data import imagenet
+from repro.experiments import pretrain
+from repro.method import swag as swag_module
+from repro.method.prior_files import load_prior
+from repro.models import Classifier, CifarResNet, TorchvisionBackbone, pretrained
 from repro.profiles import get_profile
-from repro.ssl import SimCLR
+from repro.experiments.ssl import SimCLR
 from repro.train import model_device, resolve_device, to_device
+
+SMOKE = get_profile("smoke")
 
 
 @pytest.fixture
@@ -65,33 +69,33 @@ def _fail(*args, **kwargs):
 
 @pytest.mark.parametrize("kind", ["supervised", "ssl"])
 def test_smoke_prepare_artifacts_and_skip(kind, results, tiny_imagenet, monkeypatch):
-    profile = get_profile("smoke")
-    out = pretrain.prepare("smoke", kind)
-    assert out == pretrain.artifacts("smoke", kind) and out.prior.parent == results / "smoke" / "priors"
-    model = pretrain.load_source_model("smoke", kind)
+    profile = get_profile(SMOKE)
+    out = pretrain.prepare(SMOKE, kind)
+    assert out == pretrain.artifacts(SMOKE, kind) and out.prior.parent == results / "smoke" / "priors"
+    model = pretrain.load_source_model(SMOKE, kind)
     assert isinstance(model, Classifier if kind == "supervised" else SimCLR)
     meta = _check_prior(out, profile, kind, model.backbone)
     assert meta["source_train_n"] == profile.source_train_n and meta["model"] == profile.model
     # the SWA-mean model's backbone is the prior mean
-    prior = pretrain.load_source_prior("smoke", kind)
+    prior = pretrain.load_source_prior(SMOKE, kind)
     flat = torch.cat([p.detach().reshape(-1) for p in model.backbone.parameters()])
     assert torch.allclose(flat, prior.mean)
     # a second call finds the prior and trains nothing
     before = out.prior.stat().st_mtime_ns
     monkeypatch.setattr(pretrain, "fit", _fail)
     monkeypatch.setattr(swag_module, "fit", _fail)
-    assert pretrain.prepare("smoke", kind) == out
+    assert pretrain.prepare(SMOKE, kind) == out
     assert out.prior.stat().st_mtime_ns == before
     # one state per pre-training epoch; the last is the pre-trained checkpoint
     epochs = profile.source_epochs if kind == "supervised" else profile.ssl_epochs
-    states = [pretrain.epoch_state("smoke", kind, e) for e in range(1, epochs + 2)]
+    states = [pretrain.epoch_state(SMOKE, kind, e) for e in range(1, epochs + 2)]
     assert [p.exists() for p in states] == [True] * epochs + [False]
     last, final = torch.load(states[epochs - 1], weights_only=True), torch.load(out.pretrained, weights_only=True)
     assert all(torch.equal(last[k], final[k]) for k in final)
 
 
 def test_smoke_quality_matched_prior_starts_from_the_chosen_supervised_epoch(results, tiny_imagenet):
-    profile = get_profile("smoke")
+    profile = get_profile(SMOKE)
     with pytest.raises(ValueError, match="from_epoch is the supervised epoch"):
         pretrain.prepare(profile, pretrain.MATCHED)
     with pytest.raises(FileNotFoundError, match="pre-train the supervised backbone first"):
@@ -113,7 +117,7 @@ def test_smoke_quality_matched_prior_starts_from_the_chosen_supervised_epoch(res
 
 def test_smoke_interrupted_swag_resumes(tmp_path, tiny_imagenet, monkeypatch):
     """SWAG over 2 epochs killed after its first: the resumed run saves the prior an uninterrupted run saves."""
-    profile = get_profile("smoke", swag_epochs=2, swag_burnin_epochs=0)
+    profile = get_profile(SMOKE, swag_epochs=2, swag_burnin_epochs=0)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "reference"))
     reference = torch.load(pretrain.prepare(profile, "supervised").prior, weights_only=True)
 
@@ -203,8 +207,8 @@ def fake_paper(tmp_path, results, monkeypatch):
         return backbone
 
     monkeypatch.setattr(imagenet, "imagenet_split", split)
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", supervised)
-    monkeypatch.setattr(imagenet, "load_simclr_backbone", simclr)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", supervised)
+    monkeypatch.setattr(pretrained, "load_simclr_backbone", simclr)
     monkeypatch.setattr(pretrain, "_loader_workers", lambda: 0)
     checkpoint = tmp_path / "simclr_r50.pth"
     checkpoint.write_bytes(b"not read: the loader is faked")
@@ -306,14 +310,14 @@ def test_paper_burn_in_runs_before_the_collection(fake_paper, monkeypatch):
 def test_paper_needs_a_gpu(results, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(imagenet, "imagenet_split", _fail)
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", _fail)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", _fail)
     assert get_profile("paper").device == "cuda"
     assert pretrain.source_kinds(get_profile("paper")) == ("supervised", "ssl")
     with pytest.raises(ValueError, match="fits the kinds supervised, ssl"):
-        pretrain.prepare("paper", pretrain.MATCHED, from_epoch=1)
+        pretrain.prepare(get_profile("paper"), pretrain.MATCHED, from_epoch=1)
     for kind in pretrain.source_kinds(get_profile("paper")):
         with pytest.raises(RuntimeError, match="the paper profile needs a GPU") as e:
-            pretrain.prepare("paper", kind)
+            pretrain.prepare(get_profile("paper"), kind)
         assert "device='cpu'" in str(e.value)
     with pytest.raises(RuntimeError, match="needs a GPU"):
         resolve_device("cuda")
@@ -321,7 +325,7 @@ def test_paper_needs_a_gpu(results, monkeypatch):
 
 def test_paper_ssl_needs_the_simclr_checkpoint(results, tmp_path, monkeypatch):
     monkeypatch.setattr(imagenet, "imagenet_split", _fail)
-    monkeypatch.setattr(imagenet, "load_simclr_backbone", _fail)
+    monkeypatch.setattr(pretrained, "load_simclr_backbone", _fail)
     monkeypatch.delenv("REPRO_SIMCLR_CHECKPOINT", raising=False)
     with pytest.raises(FileNotFoundError, match="REPRO_SIMCLR_CHECKPOINT is not set"):
         pretrain.prepare(_paper(), "ssl")
@@ -336,7 +340,7 @@ def test_paper_ssl_needs_the_simclr_checkpoint(results, tmp_path, monkeypatch):
 
 def test_paper_missing_imagenet_fails_before_loading_weights(results, tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(imagenet, "load_supervised_classifier", _fail)
+    monkeypatch.setattr(pretrained, "load_supervised_classifier", _fail)
     with pytest.raises(FileNotFoundError, match="ILSVRC2012_devkit_t12.tar.gz"):
         pretrain.prepare(_paper(), "supervised")
 
@@ -371,7 +375,7 @@ def test_load_supervised_classifier_keeps_the_torchvision_head(monkeypatch):
         return FakeWeights()
 
     monkeypatch.setattr(torchvision.models, "get_weight", get_weight)
-    model = imagenet.load_supervised_classifier("resnet50").eval()
+    model = pretrained.load_supervised_classifier("resnet50").eval()
     assert asked == ["ResNet50_Weights.IMAGENET1K_V1"]
     assert isinstance(model, Classifier) and isinstance(model.backbone, TorchvisionBackbone)
     assert torch.equal(model.head.weight, reference.fc.weight) and torch.equal(model.head.bias, reference.fc.bias)
@@ -379,7 +383,7 @@ def test_load_supervised_classifier_keeps_the_torchvision_head(monkeypatch):
     with torch.no_grad():
         assert torch.allclose(model(x), reference(model.backbone.normalize(x)), atol=1e-5)
     with pytest.raises(ValueError, match="resnet50, resnet101"):
-        imagenet.load_supervised_classifier("resnet18")
+        pretrained.load_supervised_classifier("resnet18")
 
 
 def test_to_device_is_a_no_op_on_the_models_device():
@@ -395,16 +399,16 @@ def test_to_device_is_a_no_op_on_the_models_device():
 
 
 def test_a_prior_fitted_under_another_protocol_is_refused_not_overwritten(results, tiny_imagenet, monkeypatch):
-    out = pretrain.prepare("smoke", "supervised")
+    out = pretrain.prepare(SMOKE, "supervised")
     before = out.prior.stat().st_mtime_ns
     monkeypatch.setattr(pretrain, "fit", _fail)
     monkeypatch.setattr(swag_module, "fit", _fail)
     with pytest.raises(ValueError, match=r"another protocol \(swag_epochs: stored 1, now 2\).*delete supervised_prior.pt"):
-        pretrain.prepare(get_profile("smoke", swag_epochs=2), "supervised")
+        pretrain.prepare(get_profile(SMOKE, swag_epochs=2), "supervised")
     # a prior from before protocol versions (no "version" in its meta) is stale too
     raw = torch.load(out.prior, weights_only=True)
     del raw["meta"]["version"]
     torch.save(raw, out.prior)
     with pytest.raises(ValueError, match="version: stored none, now 2"):
-        pretrain.prepare("smoke", "supervised")
+        pretrain.prepare(SMOKE, "supervised")
     assert out.prior.stat().st_mtime_ns != before and load_prior(out.prior).dim > 0   # still there, untouched by prepare

@@ -6,8 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from repro.priors import (ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior, PriorFileError,
-                          import_authors_prior, load_prior, save_prior, transfer_prior)
+from repro.method.prior_files import import_authors_prior, load_prior, save_prior
+from repro.method.priors import (ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior, PriorFileError,
+                                 deviation_singular_values, top_directions, transfer_prior)
 
 
 def random_swag(d, K, seed):
@@ -202,3 +203,18 @@ def test_vector_of_wrong_length():
     with pytest.raises(ValueError, match="covers 4 parameters"):
         LowRankGaussianPrior(mean, diag, factor).log_prob(torch.zeros(5, dtype=torch.float64))
     assert math.isfinite(LowRankGaussianPrior(mean, diag, factor).log_prob(mean).item())
+
+
+def test_top_directions_are_the_leading_left_singular_vectors():
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(30, 6, generator=g, dtype=torch.float64)
+    U = top_directions(D, 3)
+    ref_u, ref_s, _ = torch.linalg.svd(D, full_matrices=False)
+    assert torch.allclose(U.abs(), ref_u[:, :3].T.abs(), atol=1e-10)      # equal up to sign
+    assert torch.allclose(U @ U.T, torch.eye(3, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(deviation_singular_values(D), ref_s / math.sqrt(6 - 1), atol=1e-10)
+    # the learned prior's rank-k factor spans the same top-k directions: D_k D_k^T is the best rank-k part of D D^T
+    prior = LowRankGaussianPrior(torch.zeros(30, dtype=torch.float64), torch.ones(30, dtype=torch.float64), D, rank=3)
+    Dk = prior._low_rank_factor()
+    best = ref_u[:, :3] @ torch.diag(ref_s[:3] ** 2) @ ref_u[:, :3].T
+    assert torch.allclose(Dk @ Dk.T, best, atol=1e-10)

@@ -83,7 +83,7 @@ def test_other_invariants(name):
     assert p.model in BACKBONES
     assert list(p.train_sizes) == sorted(set(p.train_sizes)) and min(p.train_sizes) > 0
     assert len(set(p.seeds)) == len(p.seeds)
-    assert all(s >= 1 for s in p.scales)                       # lambda >= 1 (DESIGN section 1)
+    assert all(s >= 1 for s in p.scales)                       # lambda >= 1 (docs/conventions.md §1)
     assert 0 < p.val_fraction < 1
     assert 1 <= p.bma_samples and 1 <= p.cycles
     assert p.device in ("cpu", "cuda") and (p.device == "cpu") == (name != "paper")
@@ -126,8 +126,6 @@ def test_env_var_picks_the_default(monkeypatch):
 
 def test_results_dir_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "out"))
-    path = results_dir("smoke")
+    path = results_dir(get_profile("smoke"))
     assert path == tmp_path / "out" / "smoke" and path.is_dir()
     assert results_dir(get_profile("cpu", seeds=(0,))) == tmp_path / "out" / "cpu"
-    with pytest.raises(ValueError):
-        results_dir("bogus")

@@ -5,26 +5,29 @@ import pandas as pd
 import pytest
 
 from repro import report
+from repro.profiles import get_profile
+
+SMOKE, CPU = get_profile("smoke"), get_profile("cpu")
 
 
 @pytest.mark.parametrize("block", sorted(report.BLOCKS))
 def test_report_blocks_match_the_committed_csvs(block):
     text = report.REPORT.read_text()
     table = re.search(rf"<!-- {block}:begin -->\n(.*?)\n<!-- {block}:end -->", text, re.S).group(1)
-    assert table == report.BLOCKS[block]("cpu"), "REPORT.md is stale: run `python -m repro.report --profile cpu`"
+    assert table == report.BLOCKS[block](CPU), "REPORT.md is stale: run `python -m repro.report --profile cpu`"
 
 
 def test_every_claim_has_a_row():
-    rows = report.render_summary("cpu").splitlines()[2:]
+    rows = report.render_summary(CPU).splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == list(report.CLAIMS)
 
 
 def test_record_claim_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    report.record_claim("smoke", "C3", "partially reproduced", "acc 0.51 ± 0.02 (3 seeds)", "nb 04")
+    report.record_claim(SMOKE, "C3", "partially reproduced", "acc 0.51 ± 0.02 (3 seeds)", "nb 04")
     row = pd.read_csv(tmp_path / "smoke" / "claims" / "C3.csv").iloc[0]
     assert (row.verdict, row.finding) == ("partially reproduced", "acc 0.51 ± 0.02 (3 seeds)")
-    assert "| C3 |" in report.render_summary("smoke") and "**partially reproduced**" in report.render_summary("smoke")
+    assert "| C3 |" in report.render_summary(SMOKE) and "**partially reproduced**" in report.render_summary(SMOKE)
 
 
 @pytest.mark.parametrize("claim, verdict, message", [
@@ -34,7 +37,7 @@ def test_record_claim_round_trip(tmp_path, monkeypatch):
 def test_record_claim_rejects_bad_input(tmp_path, monkeypatch, claim, verdict, message):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match=message):
-        report.record_claim("smoke", claim, verdict, "", "")
+        report.record_claim(SMOKE, claim, verdict, "", "")
 
 
 def test_quoted_prior_statistics_are_computed_from_the_prior_files():
@@ -43,10 +46,10 @@ def test_quoted_prior_statistics_are_computed_from_the_prior_files():
 
     from repro.profiles import results_dir
 
-    folder = results_dir("cpu") / "priors"
+    folder = results_dir(get_profile("cpu")) / "priors"
     if not (folder / "ssl_prior.pt").exists():
         pytest.skip("no cpu prior files")
-    table = report.prior_statistics("cpu").set_index("kind")
+    table = report.prior_statistics(CPU).set_index("kind")
     block = re.search(r"<!-- priors:begin -->\n(.*?)\n<!-- priors:end -->", report.REPORT.read_text(), re.S).group(1)
     for kind in ("ssl", "supervised"):
         raw = torch.load(folder / f"{kind}_prior.pt", weights_only=True)
@@ -62,7 +65,7 @@ def test_quoted_prior_statistics_are_computed_from_the_prior_files():
 
 
 def test_verdict_vocabulary_has_one_owner():
-    from repro import verdicts
+    from repro.analysis import verdicts
 
     assert report.VERDICTS is verdicts.VERDICTS
     assert "inconclusive" in report.VERDICTS and "not testable here" not in report.VERDICTS

@@ -5,6 +5,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from repro import reproduce
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 def write_notebook(path, *sources):
@@ -28,7 +31,7 @@ def test_failing_cell_exits_nonzero_naming_notebook_and_cell(tmp_path, monkeypat
     write_notebook(notebooks / "03_never.ipynb", "z = 3")
     monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
-    assert reproduce.run("smoke") == 1
+    assert reproduce.run(SMOKE) == 1
     err = capsys.readouterr().err
     assert "notebook 02_broken failed in cell" in err and "RuntimeError: boom in cell" in err
     out_dir = tmp_path / "results" / "smoke" / "notebooks"
@@ -49,7 +52,7 @@ def test_each_execution_logs_its_wall_and_kernel_cpu_time(tmp_path, monkeypatch)
     write_notebook(notebooks / "02_sleep.ipynb", "import time\ntime.sleep(1.5)")
     monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
-    assert reproduce.run("smoke") == 0 and reproduce.run("smoke") == 0
+    assert reproduce.run(SMOKE) == 0 and reproduce.run(SMOKE) == 0
     log = pd.read_csv(tmp_path / "results" / "smoke" / "notebooks" / "timings.csv")
     assert list(log.notebook) == ["01_burn", "02_sleep"] * 2 and log.ok.all()     # appended, not overwritten
     burn, sleep = log[log.notebook == "01_burn"], log[log.notebook == "02_sleep"]

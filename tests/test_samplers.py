@@ -5,12 +5,11 @@ draws, so the Monte-Carlo standard error of every moment is known exactly.
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from repro.priors import IsotropicGaussianPrior
-from repro.samplers import SGHMC, SGLD, CyclicalSchedule, add_prior_grad_, bma_probs
+from repro.method.priors import IsotropicGaussianPrior
+from repro.method.samplers import SGHMC, SGLD, CyclicalSchedule, add_prior_grad_, bma_probs
 
 N_DATA, DIM, NOISE_VAR, PRIOR_VAR = 40, 3, 1.0, 2.0
 CHAINS = 4000
@@ -125,7 +124,7 @@ def test_implicit_prior_at_zero_temperature_finds_the_map(problem):
 def _quadratic_chain(shapes, steps, generator_seed=5, resume_at=None):
     """SGHMC with a learned-style prior on f(theta) = |theta - 1|^2 / 2 over parameters of ``shapes``; returns the
     final theta flattened. ``resume_at``: move the optimiser state to a fresh optimiser at that step."""
-    from repro.priors import LowRankGaussianPrior
+    from repro.method.priors import LowRankGaussianPrior
 
     d = sum(math.prod(s) for s in shapes)
     g = torch.Generator().manual_seed(0)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from repro import segmentation
+from repro.experiments import approaches, segmentation
 from repro.models import DeepLabV3Plus, build_backbone
 from repro.profiles import get_profile
 
@@ -35,15 +35,15 @@ def test_evaluate_matches_hand_counts_and_ignores_void():
 
 def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="unknown segmentation approach 'bayes_isotropic'; valid: sgd_transfer"):
-        segmentation.default_params(P, "bayes_isotropic")
-    with pytest.raises(ValueError, match=r"unknown segmentation parameter\(s\) \['n_train'\]"):
-        segmentation.default_params(P, "sgd_transfer", n_train=10)
+        approaches.default_params(P, "segmentation", "bayes_isotropic")
+    with pytest.raises(ValueError, match=r"unknown segmentation run parameter\(s\) \['n_train'\]"):
+        approaches.default_params(P, "segmentation", "sgd_transfer", n_train=10)
 
 
-@pytest.mark.parametrize("approach", list(segmentation.APPROACHES))
+@pytest.mark.parametrize("approach", approaches.TASKS["segmentation"].approaches)
 def test_every_approach_runs_on_camvid(smoke_priors_dir, monkeypatch, approach):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
-    p = segmentation.default_params(P, approach, prior_kind="ssl" if approach == "map_learned" else "supervised")
+    p = approaches.default_params(P, "segmentation", approach, prior_kind="ssl" if approach == "map_learned" else "supervised")
     out = segmentation.run_segmentation(P, p)
     assert 0 <= out["miou"] <= 1 and out["samples_collected"] == (P.bma_samples if approach.startswith("bayes") else 1)
     pred = out["predictions"]["pred"]
@@ -72,19 +72,18 @@ def fake_voc(root, n=3, size=(20, 30)):
 
 
 def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monkeypatch):
-    from repro import imagenet
+    from repro.data import voc
 
     fake_voc(tmp_path / "voc")
-    x, y = imagenet.voc_split(tmp_path / "voc", "train", (10, 15))
+    x, y = voc.voc_split(tmp_path / "voc", "train", (10, 15))
     assert x.shape == (3, 3, 10, 15) and x.dtype == torch.uint8 and y.shape == (3, 10, 15)
     assert set(y.unique().tolist()) == {0, 15, 255}                 # nearest resize keeps labels and void
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path))
     paper = get_profile("paper", segmentation_size=(10, 15), val_fraction=0.34)
     segmentation.load_split.cache_clear()
-    monkeypatch.setattr(segmentation, "get_profile", lambda name: paper)
     try:
-        assert len(segmentation.load_split("paper", "train")[0]) == 1 and len(segmentation.load_split("paper", "val")[0]) == 2
-        assert len(segmentation.load_split("paper", "test")[0]) == 3
+        assert len(segmentation.load_split(paper, "train")[0]) == 1 and len(segmentation.load_split(paper, "val")[0]) == 2
+        assert len(segmentation.load_split(paper, "test")[0]) == 3
     finally:
         segmentation.load_split.cache_clear()
     probs = torch.nn.functional.one_hot(y.clamp(max=20), 21).permute(0, 3, 1, 2).float()
@@ -92,7 +91,7 @@ def test_paper_profile_reads_voc_with_torchvision_and_keeps_void(tmp_path, monke
 
 
 def test_missing_voc_says_where_and_how(tmp_path):
-    from repro import imagenet
+    from repro.data import voc
 
     with pytest.raises(FileNotFoundError, match="Pascal VOC 2012 not found under .*VOCSegmentation"):
-        imagenet.voc_split(tmp_path / "nowhere", "train", (10, 10))
+        voc.voc_split(tmp_path / "nowhere", "train", (10, 10))

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from repro import data, shift
+from repro import data
+from repro.data import shift
+from repro.profiles import get_profile
+
+SMOKE = get_profile("smoke")
 
 
 def grey(n=4, value=128, size=32):
@@ -52,14 +56,14 @@ def test_cifar101_is_used_when_its_files_are_present(tmp_path, monkeypatch):
     assert shift.cifar101_available()
     data.clear_memory_cache()
     try:
-        s = shift.shift_set("smoke")
+        s = shift.shift_set(SMOKE)
     finally:
         data.clear_memory_cache()
     assert s.name == "cifar10.1" and s.images.shape == (20, 3, 32, 32) and (s.cell == -1).all()
 
 
 def test_substitute_gives_every_cell_the_same_share_of_every_class(data_available):
-    s = shift.shift_set("smoke")
+    s = shift.shift_set(SMOKE)
     assert s.name == "cifar10-corrupted" and len(s.labels) == 500
     counts = torch.stack([torch.bincount(s.labels[s.cell == i], minlength=10) for i in range(len(shift.CELLS))])
     assert counts.sum(1).max() - counts.sum(1).min() <= 1 and counts.max() - counts.min() <= 2

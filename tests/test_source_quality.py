@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from repro import pretrain, source_quality
+from repro.experiments import pretrain, source_quality
 from repro.profiles import get_profile
 
 

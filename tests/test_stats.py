@@ -1,9 +1,14 @@
-"""repro.stats checked against mathematics: binomial SE, the paired t-test, scipy's TOST pieces, Holm by hand."""
+"""repro.analysis.stats checked against mathematics: binomial SE, the paired t-test, scipy's TOST pieces, Holm by hand."""
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
-from repro import stats, verdicts
+from repro.analysis import stats, verdicts
+from repro.analysis.stats import standard_error, summarize
 
 
 def test_bootstrap_se_of_one_seed_is_the_binomial_se():
@@ -101,3 +106,47 @@ def test_outcome_and_word():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         stats.paired_bootstrap(np.array([[np.nan, 1.0]]))
+
+
+def test_standard_error_by_hand():
+    # [2,4,4,4,5,5,7,9]: mean 5, squared deviations 9+1+1+1+0+0+4+16 = 32, sample var 32/7,
+    # se = sqrt(32/7 / 8) = sqrt(4/7) = 0.7559289
+    assert standard_error([2, 4, 4, 4, 5, 5, 7, 9]) == pytest.approx(math.sqrt(4 / 7), abs=1e-12)
+    assert standard_error(torch.tensor([1.0, 3.0])) == pytest.approx(1.0)  # sd sqrt(2), /sqrt(2)
+    assert math.isnan(standard_error([3.0]))
+    assert math.isnan(standard_error([]))
+
+
+def test_summarize_by_hand():
+    df = pd.DataFrame(
+        {
+            "method": ["A", "A", "A", "B", "B"],
+            "data": ["c10"] * 5,
+            "acc": [1.0, 2.0, 4.0, 3.0, 5.0],
+            "nll": [0.5, 0.5, 0.5, 1.0, 2.0],
+            "seed": [0, 1, 2, 0, 1],
+        }
+    )
+    out = summarize(df, by=["method", "data"], metrics=["acc", "nll"])
+    assert list(out.columns) == ["method", "data", "acc_mean", "acc_se", "nll_mean", "nll_se", "n"]
+    assert out["method"].tolist() == ["A", "B"]
+    assert out["n"].tolist() == [3, 2]
+    # A acc: mean 7/3; deviations -4/3, -1/3, 5/3 -> SS 42/9, var 7/3, se = sqrt(7/3 / 3) = sqrt(7)/3
+    # B acc: mean 4; deviations -1, 1 -> var 2, se = sqrt(2/2) = 1
+    np.testing.assert_allclose(out["acc_mean"], [7 / 3, 4.0])
+    np.testing.assert_allclose(out["acc_se"], [math.sqrt(7) / 3, 1.0])
+    # A nll constant -> se 0; B nll: mean 1.5, var .5, se = sqrt(.5/2) = .5
+    np.testing.assert_allclose(out["nll_mean"], [0.5, 1.5])
+    np.testing.assert_allclose(out["nll_se"], [0.0, 0.5], atol=1e-12)
+
+    # single-row group -> se NaN, n = 1; empty `by` -> one overall row
+    one = summarize(df[df.seed == 0], by=["method"], metrics=["acc"])
+    assert one["n"].tolist() == [1, 1] and one["acc_se"].isna().all()
+    overall = summarize(df, by=[], metrics=["acc"])
+    assert overall["n"].tolist() == [5] and overall["acc_mean"].iloc[0] == pytest.approx(3.0)
+
+
+def test_summarize_missing_column():
+    df = pd.DataFrame({"method": ["A"], "acc": [1.0]})
+    with pytest.raises(ValueError, match=r"columns not in DataFrame: \['ece'\]"):
+        summarize(df, by=["method"], metrics=["ece"])

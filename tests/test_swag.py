@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from repro.priors import load_prior
-from repro.swag import SWAG
+from repro.method.prior_files import load_prior
+from repro.method.swag import SWAG
 
 D, R, N = 40, 2, 4000
 
@@ -113,7 +113,7 @@ def _ar1_swag(burnin: int, start: float, steps: int = 6000, snapshots: int = 600
     """SGD at lr 1/2 on the loss |theta - x_b|^2 / 2 with x_b ~ N(m, S) iid: theta' = theta/2 + x_b/2, an AR(1) chain
     whose stationary law is N(m, S/3) (variance S (1/2)^2 / (1 - (1/2)^2)). Snapshots every 10 steps are nearly
     independent (autocorrelation 2^-10)."""
-    from repro.swag import fit_swag
+    from repro.method.swag import fit_swag
     g = torch.Generator().manual_seed(seed)
     m = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64)
     S = torch.linspace(0.5, 2.0, 8, dtype=torch.float64)
@@ -150,7 +150,7 @@ def test_fit_swag_without_burn_in_is_biased_by_the_start():
 
 
 def test_fit_swag_refuses_too_few_collection_steps():
-    from repro.swag import fit_swag
+    from repro.method.swag import fit_swag
     model = _Point(torch.zeros(2))
     with pytest.raises(ValueError, match="collects over 3 steps for 5 snapshots"):
         fit_swag(model, lambda mod, b: mod.theta.sum(), lambda e: [], torch.optim.SGD(model.parameters(), lr=0.1),

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from repro import transfer
+from repro.experiments import approaches, grid, transfer
 from repro.profiles import get_profile
 from repro.runner import Run, load_results, run_grid
 from repro.train import DivergenceError
@@ -21,7 +21,7 @@ def smoke_priors(smoke_priors_dir):
 
 
 def params(approach="bayes_learned", **kw):
-    return transfer.default_params(P, approach, scale=1e6, steps=6, **kw)
+    return approaches.default_params(P, "transfer", approach, scale=1e6, steps=6, **kw)
 
 
 def test_same_seed_gives_bit_identical_results():
@@ -32,14 +32,14 @@ def test_same_seed_gives_bit_identical_results():
     assert not torch.equal(a["predictions"]["probs"], c["predictions"]["probs"])
 
 
-@pytest.mark.parametrize("approach", sorted(transfer.APPROACHES))
+@pytest.mark.parametrize("approach", sorted(approaches.APPROACHES))
 def test_every_approach_runs_and_reports_probabilities(approach):
     out = transfer.run_transfer(P, params(approach))
     probs = out["predictions"]["probs"].float()
     assert probs.shape == (P.downstream_test_n, 10)
     assert torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-2)
     assert 0 <= out["accuracy"] <= 1 and math.isfinite(out["nll"])
-    assert out["samples_collected"] == (P.bma_samples if transfer.APPROACHES[approach].bayes else 1)
+    assert out["samples_collected"] == (P.bma_samples if approaches.APPROACHES[approach].bayes else 1)
 
 
 def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
@@ -53,11 +53,14 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(approach="bayes_magic"), "unknown approach 'bayes_magic'; valid approaches: bayes_learned"),
+    (dict(approach="bayes_magic"), "unknown transfer approach 'bayes_magic'; valid: bayes_learned"),
     (dict(dataset="mnist"), "unknown downstream dataset 'mnist'; valid: cifar10, fashion-mnist"),
     (dict(n_train=10**6), r"n_train must be in 1\.\.50000"),
-    (dict(temperature=-1.0), "temperature must be >= 0"),
-    (dict(scale=0.0), "scale must be > 0"),
+    (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(scale=0.0), "scale must be a finite number > 0"),
+    (dict(approach="map_learned", sampler="sgd"), "approach 'map_learned' optimises \\(MAP\\): its temperature is 0, got 1.0"),
+    (dict(prior_kind="imagenet"), "approach 'bayes_learned' \\(pretrained initialisation\\) takes prior_kind supervised or ssl or supervised_matched, got 'imagenet'"),
     (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
     (dict(split="train"), "split must be 'val' or 'test'"),
     (dict(sampler="adam"), "approach 'bayes_learned' takes sampler sgld or sghmc, got 'adam'"),
@@ -68,31 +71,32 @@ def test_bad_run_parameters(change, message):
 
 
 def test_unknown_parameter_names_are_refused():
-    with pytest.raises(ValueError, match=r"unknown run parameter\(s\) \['lambda'\]"):
-        transfer.default_params(P, "map_learned", **{"lambda": 3.0})
+    with pytest.raises(ValueError, match=r"unknown transfer run parameter\(s\) \['lambda'\]"):
+        approaches.default_params(P, "transfer", "map_learned", **{"lambda": 3.0})
 
 
 def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp_path, monkeypatch):
     """A run records the protocol hash of the prior it starts from: after the prior is refitted under another
     protocol, the same setting has another key (the old row is not read back), and the old run cannot run."""
     import shutil
-    from repro import pretrain, studies
-    from repro.priors import save_prior
+    from repro.experiments import pretrain
+    from repro.profiles import results_dir
+    from repro.method.prior_files import save_prior
 
     results = tmp_path / "results"
-    shutil.copytree(studies.results_dir(P) / "priors", results / "smoke" / "priors")
+    shutil.copytree(results_dir(P) / "priors", results / "smoke" / "priors")
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(results))
     setting = params("map_learned")
-    keyed = studies.keyed_on_prior(P, setting)
+    keyed = grid.keyed_on_prior(P, setting)
     assert keyed["prior_protocol"] == pretrain.prior_protocol(P, "ssl") != "v1"
-    assert "prior_protocol" not in studies.keyed_on_prior(P, params("map_nonlearned", prior_kind="none"))
+    assert "prior_protocol" not in grid.keyed_on_prior(P, params("map_nonlearned", prior_kind="none"))
     old_run = Run("transfer", keyed)
 
     path = pretrain.artifacts(P, "ssl").prior                 # refit "under another protocol": same tensors, new hash
     raw = torch.load(path, weights_only=True)
     meta = raw["meta"] | {"protocol_hash": "0123456789ab"}
     save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
-    new_run = Run("transfer", studies.keyed_on_prior(P, setting))
+    new_run = Run("transfer", grid.keyed_on_prior(P, setting))
     assert new_run.key != old_run.key and new_run["prior_protocol"] == "0123456789ab"
     with pytest.raises(ValueError, match="keyed on .* not re-run with this one"):
         transfer.run_transfer(P, old_run.params)
@@ -100,5 +104,5 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     del meta["protocol_hash"]
     save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
     assert pretrain.prior_protocol(P, "ssl") == "v1"
-    assert studies.keyed_on_prior(P, setting) == setting
-    assert Run("transfer", studies.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)
+    assert grid.keyed_on_prior(P, setting) == setting
+    assert Run("transfer", grid.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from repro import stats as rstats
-from repro import verdicts
+from repro.analysis import stats as rstats
+from repro.analysis import verdicts
 
 SEEDS = (0, 1, 2)
 NOISE = {0: 0.0, 1: 0.004, 2: -0.003}   # per-seed offsets, shared by every approach (the pairing)

@@ -1,8 +1,8 @@
 """Analyses of the test predictions the transfer grid saves per run (notebooks 05-07 need no retraining).
 
-Each finished run of ``repro.studies`` has ``transfer/predictions/<key>.pt`` with ``probs`` (float16, [N, C]) and
+Each finished run of ``repro.experiments.studies`` has ``transfer/predictions/<key>.pt`` with ``probs`` (float16, [N, C]) and
 ``labels`` on the clean test subset, and, for CIFAR-10 test runs, ``shift_probs``, ``shift_labels`` and
-``shift_cell`` on the shift set of :mod:`repro.shift`.
+``shift_cell`` on the shift set of :mod:`repro.data.shift`.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pandas as pd
 import torch
 
 from .metrics import NLL_EPS, accuracy, nll, reliability_bins
-from .profiles import Profile, results_dir
-from .shift import CELLS
+from ..profiles import Profile, results_dir
+from ..data.shift import CELLS
 
-def predictions_dir(profile: str | Profile, study: str = "transfer") -> Path:
+def predictions_dir(profile: Profile, study: str = "transfer") -> Path:
     return results_dir(profile) / study / "predictions"
 
 
-def load_predictions(profile: str | Profile, key: str, study: str = "transfer") -> dict:
+def load_predictions(profile: Profile, key: str, study: str = "transfer") -> dict:
     """The saved predictions of one finished run of ``study`` (``transfer`` or ``segmentation``)."""
     path = predictions_dir(profile, study) / f"{key}.pt"
     if not path.is_file():
@@ -34,7 +34,7 @@ def _ok(rows: pd.DataFrame) -> pd.DataFrame:
 
 def per_image(probs: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:
     """Per-image ``accuracy`` (0/1), ``nll`` (-log p(true), floored at NLL_EPS) and ``overconfidence`` (top-class
-    probability - correct) of [N, C] probabilities: their means are the run's metrics (statistics in repro.stats)."""
+    probability - correct) of [N, C] probabilities: their means are the run's metrics (statistics in repro.analysis.stats)."""
     p = probs.float()
     conf, pred = p.max(dim=1)
     correct = pred.eq(labels).double()
@@ -43,7 +43,7 @@ def per_image(probs: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> di
     return {prefix + k: v.numpy() for k, v in out.items()}
 
 
-def per_image_outcomes(profile: str | Profile, rows: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+def per_image_outcomes(profile: Profile, rows: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Run key -> per-image outcomes on the clean test subset (and ``shift_*`` on the shift set, where saved)."""
     out = {}
     for key in _ok(rows).key.unique():
@@ -54,7 +54,7 @@ def per_image_outcomes(profile: str | Profile, rows: pd.DataFrame) -> dict[str, 
     return out
 
 
-def ensemble_outcomes(profile: str | Profile, members: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+def ensemble_outcomes(profile: Profile, members: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Per seed, key ``ensemble-<seed>`` -> per-image outcomes of the deep ensemble (mean of its members' probabilities)."""
     out = {}
     for seed, g in _ok(members).groupby("seed"):
@@ -63,14 +63,14 @@ def ensemble_outcomes(profile: str | Profile, members: pd.DataFrame) -> dict[str
     return out
 
 
-def confidence_gaps(profile: str | Profile, rows: pd.DataFrame) -> pd.DataFrame:
+def confidence_gaps(profile: Profile, rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` with ``confidence`` (mean top-class probability) and ``overconfidence`` (confidence - accuracy)."""
     rows = _ok(rows).copy()
     conf = [load_predictions(profile, k)["probs"].float().max(dim=1).values.mean().item() for k in rows.key]
     return rows.assign(confidence=conf, overconfidence=lambda d: d.confidence - d.accuracy)
 
 
-def pooled_reliability(profile: str | Profile, rows: pd.DataFrame, by: list[str], n_bins: int = 15) -> pd.DataFrame:
+def pooled_reliability(profile: Profile, rows: pd.DataFrame, by: list[str], n_bins: int = 15) -> pd.DataFrame:
     """Reliability-diagram bins per group of ``by``, pooling the test predictions of the group's runs (seeds)."""
     out = []
     for group, g in _ok(rows).groupby(by, sort=False):
@@ -81,7 +81,7 @@ def pooled_reliability(profile: str | Profile, rows: pd.DataFrame, by: list[str]
     return pd.concat(out, ignore_index=True)
 
 
-def shift_by_cell(profile: str | Profile, rows: pd.DataFrame) -> pd.DataFrame:
+def shift_by_cell(profile: Profile, rows: pd.DataFrame) -> pd.DataFrame:
     """Accuracy and NLL of every run on every (corruption, severity) cell of the shift set (one row each)."""
     out = []
     for _, r in _ok(rows).iterrows():

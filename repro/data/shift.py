@@ -15,8 +15,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from . import data
-from .profiles import Profile, get_profile
+from .. import data
+from ..profiles import Profile
 
 # CIFAR-10-C parameters at severities 1, 3, 5 (noise sigma, blur sigma, contrast factor, JPEG quality).
 SEVERITIES = (1, 3, 5)
@@ -64,10 +64,9 @@ def cifar101_available() -> bool:
     return data.available("cifar10.1", "test")
 
 
-def shift_set(profile: str | Profile) -> ShiftSet:
+def shift_set(profile: Profile) -> ShiftSet:
     """The profile's shift test set: all of CIFAR-10.1 if present, else the clean test subset of the transfer runs
     (``downstream_test_n`` stratified CIFAR-10 test images) with one corruption cell per image."""
-    profile = get_profile(profile)
     if cifar101_available():
         s = data.load("cifar10.1", "test")
         return ShiftSet("cifar10.1", s.images, s.targets, torch.full((len(s),), -1, dtype=torch.long))

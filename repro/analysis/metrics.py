@@ -1,5 +1,5 @@
-"""Evaluation metrics: classification (accuracy, NLL, ECE, reliability bins), segmentation (IoU, mIoU)
-and the statistics used to compare methods across seeds (standard error, grouped summaries, paired tests).
+"""Evaluation metrics: classification (accuracy, NLL, ECE, reliability bins) and segmentation (IoU, mIoU). The
+statistics that compare runs are in :mod:`repro.analysis.stats`.
 
 torchmetrics supplies accuracy, ECE and the Jaccard index; only what it lacks is written here. All
 metric functions return plain Python floats (or a tensor for per-class IoU) so results can go straight
@@ -14,12 +14,10 @@ This differs from the Guo et al. (2017) convention ``(k/B, (k+1)/B]`` whenever s
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import Tensor
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -36,9 +34,6 @@ __all__ = [
     "classification_metrics",
     "iou_per_class",
     "miou",
-    "standard_error",
-    "summarize",
-    "paired_test",
 ]
 
 #: Floor applied to the probability of the true label before taking the log, so that a prediction
@@ -250,108 +245,3 @@ def iou_per_class(
 def miou(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = None) -> float:
     """Mean IoU over the classes whose IoU is defined (NaN classes of :func:`iou_per_class` skipped)."""
     return float(torch.nanmean(iou_per_class(pred, target, num_classes, ignore_index)))
-
-
-# --------------------------------------------------------------------------------------------------
-# statistics across seeds
-# --------------------------------------------------------------------------------------------------
-
-def _as_1d_float(values: Sequence[float] | np.ndarray | Tensor, name: str) -> np.ndarray:
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    return arr
-
-
-def standard_error(values: Sequence[float] | np.ndarray | Tensor) -> float:
-    """Standard error of the mean, ``std(ddof=1) / sqrt(n)``; NaN if n < 2 (NaN values propagate)."""
-    arr = _as_1d_float(values, "values")
-    if arr.size < 2:
-        return float("nan")
-    return float(stats.sem(arr, ddof=1))
-
-
-def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean, standard error and group size per group.
-
-    Columns: the ``by`` columns, then ``<metric>_mean`` and ``<metric>_se`` for each metric, then ``n``
-    (rows in the group). NaN metric values propagate (a failed run should not be silently averaged away).
-    An empty ``by`` summarises the whole frame in one row.
-    """
-    by, metrics = list(by), list(metrics)
-    missing = [c for c in by + metrics if c not in df.columns]
-    if missing:
-        raise ValueError(f"columns not in DataFrame: {missing}; available: {list(df.columns)}")
-
-    def one(group: pd.DataFrame) -> dict[str, float]:
-        row: dict[str, float] = {}
-        for m in metrics:
-            vals = group[m].to_numpy(dtype=np.float64)
-            row[f"{m}_mean"] = float(np.mean(vals)) if vals.size else float("nan")
-            row[f"{m}_se"] = standard_error(vals)
-        row["n"] = len(group)
-        return row
-
-    if not by:
-        return pd.DataFrame([one(df)])
-    rows = []
-    for key, group in df.groupby(by, sort=True, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), **one(group)})
-    cols = by + [f"{m}_{s}" for m in metrics for s in ("mean", "se")] + ["n"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def paired_test(
-    a: Sequence[float] | np.ndarray | Tensor,
-    b: Sequence[float] | np.ndarray | Tensor,
-    alternative: Literal["greater", "less", "two-sided"] = "greater",
-) -> dict[str, float | int | str]:
-    """Paired t-test of ``a`` vs ``b`` (same seeds, same order); ``'greater'`` tests mean(a - b) > 0.
-
-    Returns ``mean_diff``, ``se_diff`` (standard error of a - b), ``t``, ``p``, ``n``, ``alternative``,
-    and ``wilcoxon_stat`` / ``wilcoxon_p`` (signed-rank test, same alternative) when n >= 6, NaN
-    otherwise. With n < 2 the t-test is undefined: t, p and se_diff are NaN. If all differences are
-    equal (zero variance) t is +-inf (p = 0 or 1) or NaN when they are all zero.
-    """
-    if alternative not in ("greater", "less", "two-sided"):
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
-    x, y = _as_1d_float(a, "a"), _as_1d_float(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(f"a and b must be paired (same length), got shapes {x.shape} and {y.shape}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("a and b must be finite (NaN/inf in a paired sample)")
-    d = x - y
-    n = int(d.size)
-    nan = float("nan")
-    out: dict[str, float | int | str] = {
-        "mean_diff": float(d.mean()) if n else nan,
-        "se_diff": standard_error(d),
-        "t": nan,
-        "p": nan,
-        "n": n,
-        "alternative": alternative,
-        "wilcoxon_stat": nan,
-        "wilcoxon_p": nan,
-    }
-    if n < 2:
-        return out
-    if np.all(d == d[0]):
-        # zero variance: scipy warns and its result is numerically meaningless; state the limit instead
-        if d[0] != 0:
-            sign = 1.0 if d[0] > 0 else -1.0
-            out["t"] = sign * math.inf
-            if alternative == "two-sided":
-                out["p"] = 0.0
-            else:
-                out["p"] = 0.0 if (sign > 0) == (alternative == "greater") else 1.0
-    else:
-        res = stats.ttest_rel(x, y, alternative=alternative)
-        out["t"], out["p"] = float(res.statistic), float(res.pvalue)
-    # signed-rank needs some non-zero differences; n >= 6 so a one-sided exact p can reach 1/64 < 0.05
-    if n >= 6 and np.any(d != 0):
-        w = stats.wilcoxon(x, y, alternative=alternative)
-        out["wilcoxon_stat"], out["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
-    return out

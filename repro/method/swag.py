@@ -15,8 +15,10 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .priors import LowRankGaussianPrior, atomic_torch_save, deviation_singular_values, load_prior, save_prior
-from .train import fit, flat_params
+from ..files import atomic_torch_save
+from .prior_files import load_prior, save_prior
+from .priors import LowRankGaussianPrior, deviation_singular_values
+from ..train import fit, flat_params
 
 
 class SWAG:
@@ -84,7 +86,7 @@ class SWAG:
 
     def save(self, path: str | os.PathLike, layout=(), meta: dict | None = None, dtype: torch.dtype = torch.float32,
              factor_dtype: torch.dtype | None = None, first: int | None = None) -> None:
-        """Save as a prior file (mean, diag, deviations); see :func:`repro.priors.save_prior`.
+        """Save as a prior file (mean, diag, deviations); see :func:`repro.method.prior_files.save_prior`.
 
         ``first=d`` keeps the first d coordinates only: the marginal over the backbone, whose parameters
         come first in the flat order (the restriction of a Gaussian to a block is that block).

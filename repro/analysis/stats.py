@@ -1,4 +1,4 @@
-"""Statistics behind the claim verdicts (repro.verdicts): a paired bootstrap over seeds x test images, Holm, TOST.
+"""Statistics behind the claim verdicts (repro.analysis.verdicts): a paired bootstrap over seeds x test images, Holm, TOST.
 
 Every comparison of two arms is made on per-image outcomes (correct or not, per-image NLL, ...) of runs paired by seed
 (and training-set size) and evaluated on the *same* test images. ``d[k, s, i]`` is the difference of the two arms for
@@ -19,7 +19,7 @@ binomial standard error of the test set.
 
 A comparison's ``outcome`` is ``effect`` (Holm-adjusted one-sided p < ALPHA in the claimed direction), ``reversed``
 (the same in the opposite direction), ``equivalent`` (two one-sided tests against +-``MARGINS[metric]``, fixed before
-the results: 1 accuracy point) or ``unclear``; :func:`repro.verdicts.word` turns outcomes into the verdict words.
+the results: 1 accuracy point) or ``unclear``; :func:`repro.analysis.verdicts.word` turns outcomes into the verdict words.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from torch import Tensor
 
 ALPHA = 0.05
 #: Equivalence margin of the "no effect" findings, fixed before the results: +-1 accuracy point (NLL: +-0.05 nats).
@@ -227,3 +228,69 @@ def compare(df: pd.DataFrame, a: dict, b: dict, on: Sequence[str] = ("seed",), m
             alternative: str = "greater", outcomes: Outcomes | None = None, by_size: bool = False) -> list[dict]:
     """Arm ``a`` against arm ``b`` (see :func:`contrast`)."""
     return contrast(df, [(a, 1.0), (b, -1.0)], on, metric, alternative, outcomes, by_size)
+
+
+# ------------------------------------------------------------------------------------------ summaries over seeds
+
+def _as_1d_float(values: Sequence[float] | np.ndarray | Tensor, name: str) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def standard_error(values: Sequence[float] | np.ndarray | Tensor) -> float:
+    """Standard error of the mean, ``std(ddof=1) / sqrt(n)``; NaN if n < 2 (NaN values propagate)."""
+    arr = _as_1d_float(values, "values")
+    if arr.size < 2:
+        return float("nan")
+    return float(stats.sem(arr, ddof=1))
+
+
+def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, standard error and group size per group.
+
+    Columns: the ``by`` columns, then ``<metric>_mean`` and ``<metric>_se`` for each metric, then ``n``
+    (rows in the group). NaN metric values propagate (a failed run should not be silently averaged away).
+    An empty ``by`` summarises the whole frame in one row.
+    """
+    by, metrics = list(by), list(metrics)
+    missing = [c for c in by + metrics if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns not in DataFrame: {missing}; available: {list(df.columns)}")
+
+    def one(group: pd.DataFrame) -> dict[str, float]:
+        row: dict[str, float] = {}
+        for m in metrics:
+            vals = group[m].to_numpy(dtype=np.float64)
+            row[f"{m}_mean"] = float(np.mean(vals)) if vals.size else float("nan")
+            row[f"{m}_se"] = standard_error(vals)
+        row["n"] = len(group)
+        return row
+
+    if not by:
+        return pd.DataFrame([one(df)])
+    rows = []
+    for key, group in df.groupby(by, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), **one(group)})
+    cols = by + [f"{m}_{s}" for m in metrics for s in ("mean", "se")] + ["n"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -> float | None:
+    """lambda* of ``approach``: the highest mean validation accuracy (ties: lower NLL) among the ``split == "val"``
+    rows with the test rows' other settings, restricted to the test ``grid``; None without validation rows."""
+    if "split" not in df:
+        return None
+    test = select(df, approach=approach, split="test")
+    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset")
+             if c in test and test[c].nunique() == 1}
+    val = select(df, approach=approach, split="val", **query)
+    val = val[val.scale.isin(list(grid))]
+    if val.empty:
+        return None
+    s = val.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
+    return float(s.sort_values(["accuracy", "nll"], ascending=[False, True], kind="stable").scale.iloc[0])

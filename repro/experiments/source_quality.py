@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from . import data, pretrain
-from .profiles import Profile, results_dir
-from .train import features, linear_probe, load_flat_, predict_logits, update_bn
+from .. import data
+from . import pretrain
+from ..profiles import Profile, results_dir
+from ..train import features, linear_probe, load_flat_, predict_logits, update_bn
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
     if it fails: a failure is reported, not tuned away). Every attempt's check is appended to
     ``prior_fitting/swag_attempts.csv``; a failed attempt's prior is deleted (its numbers stay in that table). An
     existing prior is kept as it is. Returns the attempts of ``kind``."""
-    from .plots import save_table
+    from ..plots import save_table
 
     out, log = pretrain.artifacts(profile, kind), results_dir(profile) / "prior_fitting" / "swag_attempts.csv"
     attempts = pd.read_csv(log) if log.exists() else pd.DataFrame()
@@ -123,7 +124,7 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
             out.swa.unlink()
     return attempts[attempts.kind == kind] if not attempts.empty else attempts
 def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
-    """The scores of the pre-training state after every epoch (from :func:`repro.pretrain.epoch_state`)."""
+    """The scores of the pre-training state after every epoch (from :func:`repro.experiments.pretrain.epoch_state`)."""
     d, rows, epoch = probe_data(profile), [], 1
     while (path := pretrain.epoch_state(profile, kind, epoch)).exists():
         model = pretrain.build_source_model(profile, kind, pretrain.source_num_classes(profile))
@@ -132,7 +133,7 @@ def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
         epoch += 1
     if not rows:
         raise FileNotFoundError(f"no per-epoch states of {kind!r} in {path.parent}: pre-train it first "
-                                f"(repro.pretrain.prepare({profile.name!r}, {kind!r}))")
+                                f"(repro.experiments.pretrain.prepare({profile.name!r}, {kind!r}))")
     return pd.DataFrame(rows)
 
 

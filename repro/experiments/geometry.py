@@ -22,10 +22,10 @@ from scipy import stats
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .metrics import standard_error
-from .priors import LowRankGaussianPrior
-from .profiles import Profile
-from .train import flat_params, load_flat_, predict_logits, update_bn
+from ..analysis.stats import standard_error
+from ..method.priors import LowRankGaussianPrior, top_directions
+from ..profiles import Profile
+from ..train import flat_params, load_flat_, predict_logits, update_bn
 
 BN_MODES = ("frozen", "reestimated")
 
@@ -56,15 +56,6 @@ def radial_share(direction: Tensor, theta: Tensor, shapes: list[tuple[int, ...]]
         along += ((v * w).sum(1).square() / w.square().sum(1).clamp_min(1e-300)).sum().item()
         total += v.square().sum().item()
     return along / total if total > 0 else float("nan")
-
-
-def top_directions(prior: LowRankGaussianPrior, k: int) -> Tensor:
-    """The k leading left singular vectors of the prior's deviation matrix D (k x d, unit norm)."""
-    D = prior.factor.double()
-    evals, V = torch.linalg.eigh(D.T @ D)
-    order = evals.argsort(descending=True)[:k]
-    U = D @ V[:, order] / evals[order].clamp_min(1e-300).sqrt()
-    return U.T.to(prior.mean.dtype)
 
 
 def random_directions(dim: int, n: int, seed: int) -> Tensor:
@@ -102,7 +93,7 @@ def loss_slices(model: nn.Module, module: nn.Module, prior: LowRankGaussianPrior
     ``radial_share`` (after filter normalisation) and ``cos_theta`` (cosine of the raw direction with theta)."""
     theta = flat_params(module)
     shapes = [tuple(p.shape) for p in module.parameters() if p.requires_grad]
-    dirs = [("top", i, v) for i, v in enumerate(top_directions(prior, n_top))]
+    dirs = [("top", i, v) for i, v in enumerate(top_directions(prior.factor, n_top).to(prior.mean.dtype))]
     dirs += [("random", i, v) for i, v in enumerate(random_directions(len(theta), n_random, seed))]
     rows = []
     for kind, i, raw in tqdm(dirs, desc="loss slices", leave=False):
@@ -144,10 +135,10 @@ def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int
     statistics are recomputed on ``geometry_bn_n`` CIFAR-10 training images (a fixed stratified subset, no
     augmentation) at theta before the head is fitted, and again at every point of every slice.
     """
-    from . import data
-    from .models import Classifier
+    from .. import data
+    from ..models import Classifier
     from .pretrain import load_source_model, load_source_prior
-    from .train import features, fit_linear_head
+    from ..train import features, fit_linear_head
 
     if bn not in BN_MODES:
         raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")

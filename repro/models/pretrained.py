@@ -1,16 +1,19 @@
-"""The ``paper`` profile's source side: ImageNet-pre-trained ResNet-50/101 backbones and ImageNet itself.
+"""ImageNet-pre-trained weights for the ``paper`` profile's source models: ResNet-50/101 backbones and classifiers.
 
-The paper does not pre-train on ImageNet itself; it starts from released weights:
+The paper does not pre-train on ImageNet itself; it starts from released weights, which this module turns
+into this package's models (:class:`~repro.models.TorchvisionBackbone`, :class:`~repro.models.Classifier`):
 
 * **supervised**: torchvision's pre-trained ResNet-50/101 (``IMAGENET1K_V1``, the original torchvision
   weights, 76.1 % / 77.4 % top-1), see :func:`torchvision_weights`, :func:`load_supervised_backbone`,
   :func:`load_supervised_classifier` (with the original 1000-way ``fc`` as head);
 * **SSL**: a SimCLR ResNet-50 checkpoint converted to PyTorch (path in ``$REPRO_SIMCLR_CHECKPOINT``, see
-  :func:`simclr_checkpoint`), see :func:`simclr_to_torchvision`, :func:`load_simclr_backbone`.
+  :func:`simclr_checkpoint`), mapped onto torchvision's key names by :func:`simclr_to_torchvision` and
+  loaded by :func:`load_simclr_backbone`.
 
-SWAG is then fitted around those weights on ImageNet (:func:`imagenet_split`, :class:`SimCLRViews`;
-the pipeline is :func:`repro.pretrain.prepare`). Nothing here downloads anything until a function that
-needs the network (``load_supervised_backbone``, ``load_supervised_classifier``) is called.
+SWAG is then fitted around those weights on ImageNet (:mod:`repro.data.imagenet`; the pipeline is
+:func:`repro.experiments.pretrain.prepare`). Nothing here downloads anything until a function that needs the
+network (``load_supervised_backbone``, ``load_supervised_classifier``) is called. Not re-exported by
+:mod:`repro.models` (this module imports from it).
 """
 from __future__ import annotations
 
@@ -21,10 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models import Classifier, TorchvisionBackbone
+from . import Classifier, TorchvisionBackbone
 
 ARCHS = ("resnet50", "resnet101")
-NUM_CLASSES = 1000
 # Where the SimCLR checkpoint is found (no official PyTorch release exists to download).
 SIMCLR_CHECKPOINT_ENV = "REPRO_SIMCLR_CHECKPOINT"
 
@@ -77,7 +79,7 @@ def simclr_checkpoint() -> Path:
     """The SimCLR ResNet-50 checkpoint named by ``$REPRO_SIMCLR_CHECKPOINT``; FileNotFoundError when unset or missing."""
     value = os.environ.get(SIMCLR_CHECKPOINT_ENV)
     how = (f"set {SIMCLR_CHECKPOINT_ENV} to a PyTorch conversion of the official SimCLR ResNet-50 (1x) "
-           f"checkpoint (e.g. from tonylins/simclr-converter); see repro.imagenet.simclr_to_torchvision")
+           f"checkpoint (e.g. from tonylins/simclr-converter); see repro.models.pretrained.simclr_to_torchvision")
     if not value:
         raise FileNotFoundError(f"the SSL prior of the paper profile needs a SimCLR checkpoint, but "
                                 f"{SIMCLR_CHECKPOINT_ENV} is not set: {how}")
@@ -170,117 +172,3 @@ def load_simclr_backbone(path: str | os.PathLike) -> TorchvisionBackbone:
     state = simclr_to_torchvision(torch.load(path, map_location="cpu", weights_only=True))
     backbone.net.load_state_dict(state)   # fc is an Identity there: exactly the backbone keys, strict
     return backbone
-
-
-def imagenet_transform(train: bool, image_size: int = 224):
-    """Standard ImageNet transforms producing uint8 tensors (models normalise themselves).
-
-    train: RandomResizedCrop(image_size) + horizontal flip; eval: resize to image_size * 256/224, centre crop.
-    """
-    from torchvision.transforms import v2
-    if train:
-        ops = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
-    else:
-        ops = [v2.Resize(round(image_size * 256 / 224), antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose([*ops, v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
-
-
-class SimCLRViews:
-    """SimCLR's two views of ONE image (PIL or uint8 tensor) at ``size`` px: a uint8 2 x 3 x size x size tensor.
-
-    Each view is :func:`repro.ssl.simclr_augment`'s pipeline at ``size`` px (the same function the 32 px
-    CPU profiles use: random resized crop with scale 0.2-1, flip, colour jitter 0.4 with p = 0.8, grayscale
-    with p = 0.2), followed, when ``blur``, by SimCLR's ImageNet Gaussian blur (kernel 10 % of the side,
-    odd; sigma uniform in [0.1, 2.0]; p = 0.5), which comes last in SimCLR's ImageNet pipeline too. The
-    rest is kept from the CPU pipeline and differs from SimCLR's ImageNet recipe: crop scale from 0.2
-    (SimCLR: 0.08) and CIFAR-strength colour jitter without hue (SimCLR on ImageNet: 0.8/0.8/0.8/0.2).
-
-    A class (not a closure) so DataLoader workers can pickle it under any start method.
-    """
-
-    def __init__(self, size: int = 224, blur: bool = True):
-        self.size, self.blur = size, blur
-        self._built = None
-
-    def _build(self):
-        from torchvision.transforms import v2
-        from .ssl import simclr_augment
-        to_uint8 = v2.Compose([v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
-        kernel = int(0.1 * self.size) // 2 * 2 + 1
-        blur = v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5) if self.blur else None
-        return to_uint8, simclr_augment(self.size), blur
-
-    def __call__(self, image) -> Tensor:
-        if self._built is None:
-            self._built = self._build()
-        to_uint8, two_views, blur = self._built
-        views = two_views(to_uint8(image))
-        return torch.stack([blur(v) for v in views]) if blur is not None else views
-
-    def __getstate__(self) -> dict:
-        return {"size": self.size, "blur": self.blur, "_built": None}
-
-    def __repr__(self) -> str:
-        return f"SimCLRViews(size={self.size}, blur={self.blur})"
-
-
-def imagenet_split(root: str | os.PathLike, split: str, image_size: int = 224, train_transform: bool | None = None,
-                   transform=None):
-    """ImageNet-1k ``split`` ('train' or 'val') via torchvision.datasets.ImageNet, as (uint8 image, label).
-
-    ``root`` must hold the official ``ILSVRC2012_devkit_t12.tar.gz`` and ``ILSVRC2012_img_{split}.tar``
-    (or the ``meta.bin`` and ``{split}/`` folder torchvision extracts from them on first use).
-    The train split gets the RandomResizedCrop transform unless ``train_transform=False``; a ``transform``
-    (a callable on one PIL image, e.g. :class:`SimCLRViews`) replaces the standard one.
-    """
-    from torchvision.datasets import ImageNet
-    from torchvision.datasets.imagenet import ARCHIVE_META, META_FILE
-    if split not in ("train", "val"):
-        raise ValueError(f"unknown ImageNet split {split!r}; valid splits: train, val")
-    root = Path(root).expanduser()
-    needed = [ARCHIVE_META["devkit"][0], ARCHIVE_META[split][0]]
-    extracted = (root / META_FILE).is_file() and (root / split).is_dir()
-    if not extracted and not all((root / f).is_file() for f in needed):
-        raise FileNotFoundError(f"ImageNet {split} split not found in {root}: it needs the official files "
-                                f"{' and '.join(needed)} (from image-net.org) in that folder")
-    if transform is None:
-        transform = imagenet_transform(split == "train" if train_transform is None else train_transform, image_size)
-    try:
-        return ImageNet(str(root), split=split, transform=transform)
-    except RuntimeError as e:  # torchvision's message for a corrupted archive or meta file
-        raise FileNotFoundError(f"ImageNet {split} split in {root} is incomplete or corrupted: {e}") from e
-
-
-# ------------------------------------------------------------------------------------ segmentation (VOC)
-
-VOC_CLASSES = 21
-VOC_IGNORE = 255
-
-
-def voc_split(root: str | os.PathLike, split: str, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Pascal VOC 2012 segmentation ``split`` ('train' or 'val') from ``root`` (the folder holding ``VOCdevkit``),
-    resized to ``size``: uint8 images N x 3 x H x W (antialiased) and masks N x H x W (nearest; 255 = void).
-
-    Read with ``torchvision.datasets.VOCSegmentation(download=False)``; get the data with ``download=True`` there or
-    from the official ``VOCtrainval_11-May-2012.tar``.
-    """
-    import numpy as np
-    import torchvision
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-
-    if split not in ("train", "val"):
-        raise ValueError(f"VOC 2012 segmentation splits are 'train' and 'val', got {split!r}")
-    try:
-        ds = torchvision.datasets.VOCSegmentation(str(root), year="2012", image_set=split, download=False)
-    except RuntimeError as e:
-        raise FileNotFoundError(f"Pascal VOC 2012 not found under {root} ({e}); download it with "
-                                f"torchvision.datasets.VOCSegmentation({str(root)!r}, download=True) or from "
-                                "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/") from None
-    images, masks = [], []
-    for img, mask in ds:
-        x = torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)
-        y = torch.from_numpy(np.asarray(mask, dtype=np.uint8))[None]
-        images.append(F.resize(x, list(size), antialias=True))
-        masks.append(F.resize(y, list(size), interpolation=InterpolationMode.NEAREST)[0])
-    return torch.stack(images), torch.stack(masks).long()

@@ -1,18 +1,18 @@
-"""The tuning protocol and the scale-grid extension, on a fake grid whose answers are known."""
+"""The tuning protocol (repro.experiments.tuning) and the scale-grid extension, on a fake grid whose answers are known."""
 import math
 
 import pandas as pd
 import pytest
 
-from repro import studies
+from repro.experiments import approaches, studies, tuning
 from repro.profiles import get_profile
 
 
 @pytest.fixture(autouse=True)
 def fresh_tuning_cache():
-    studies._tuned.cache_clear()
+    tuning._tuned.cache_clear()
     yield
-    studies._tuned.cache_clear()
+    tuning._tuned.cache_clear()
 
 
 class FakeGrid:
@@ -21,10 +21,10 @@ class FakeGrid:
     def __init__(self, accuracy):
         self.accuracy, self.asked = accuracy, []
 
-    def __call__(self, profile, settings, desc=None):
+    def __call__(self, profile, task, settings, desc=None):
         rows = []
         for s in settings:
-            p = studies.default_params(get_profile(profile), **s)
+            p = approaches.default_params(profile, task, **s)
             self.asked.append(p)
             rows.append({**p, "accuracy": self.accuracy(p), "nll": 1.0, "status": "ok"})
         return pd.DataFrame(rows)
@@ -45,17 +45,17 @@ def peaked(at: float, width: float = 1.0):
 ])
 def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_grid):
     fake = FakeGrid(peaked(best))
-    monkeypatch.setattr(studies, "run_settings", fake)
-    rows, grid = studies.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
     assert grid == pytest.approx(sorted(expected_grid))
     assert sorted(rows.scale.unique()) == pytest.approx(sorted(expected_grid))
 
 
 def test_best_breaks_accuracy_ties_by_nll():
     df = pd.DataFrame({"accuracy": [0.5, 0.7, 0.7], "nll": [0.1, 0.9, 0.8], "lr": [1, 2, 3], "status": "ok"})
-    assert studies.best_row(df).lr == 3
+    assert tuning.best_row(df).lr == 3
     with pytest.raises(RuntimeError, match="every tuning run failed"):
-        studies.best_row(df.assign(status="failed: X"))
+        tuning.best_row(df.assign(status="failed: X"))
 
 
 def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeypatch):
@@ -68,15 +68,15 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
         return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items())
 
     fake = FakeGrid(accuracy)
-    monkeypatch.setattr(studies, "run_settings", fake)
-    assert studies.tuned(P, "sgd_transfer", "ssl") == {"lr": 0.1, "weight_decay": pytest.approx(5e-5)}
-    assert studies.tuned(P, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
-    assert studies.tuned(P, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
-    assert studies.tuned(P, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    assert tuning.tuned(P, "sgd_transfer", "ssl") == {"lr": 0.1, "weight_decay": pytest.approx(5e-5)}
+    assert tuning.tuned(P, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
+    assert tuning.tuned(P, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
+    assert tuning.tuned(P, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
     # Bayes: the MAP winners, then its own prior width (alpha grid extended below MAP's factor grid)
-    assert studies.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)}
-    assert studies.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)}
-    assert studies.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)}
+    assert tuning.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)}
+    assert tuning.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)}
+    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)}
     assert {p["split"] for p in fake.asked} == {"val"}
     assert {p["approach"] for p in fake.asked} == {"sgd_transfer", "map_nonlearned", "map_learned", "map_isotropic",
                                                    "bayes_nonlearned", "bayes_isotropic", "bayes_learned"}
@@ -84,7 +84,7 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     s = studies.setting(P, "bayes_learned", "ssl", n_train=100, seed=2)
     assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e2,
                  "head_var": pytest.approx(0.1), "n_train": 100, "seed": 2}
-    p = studies.default_params(P, **s)
+    p = approaches.default_params(P, "transfer", **s)
     assert p["split"] == "test" and p["temperature"] == 1.0 and p["bma_samples"] == P.bma_samples
 
 

@@ -12,12 +12,10 @@ The vocabulary (defined here and in REPORT.md):
   (significant in the opposite direction), with adequate power, for a primary comparison;
 * **inconclusive**: neither the effect nor its absence is shown (underpowered), or the comparison is confounded.
 
-Statistics (amendment of 2026-11-27, :mod:`repro.stats`): every comparison is a paired bootstrap over seeds x test
-images on per-image outcomes (``outcomes[key][metric]``, from :func:`repro.predictions.per_image_outcomes`; without
-them, run-level metrics and a paired t-test over seeds); claims spanning sizes test each size and, pooled, the mean of
-the per-size effects (size is a fixed factor, never extra seeds); Holm within each claim's family; every choice of a
-best value (C3's lambda*) is made on validation rows (``split == "val"``). The rules before the amendment (one-sided
-paired t-tests, size x seed pairs pooled, no multiplicity control) are kept in the notebooks' text and git history.
+Statistics (amendment of 2026-11-27, :mod:`.stats`): paired bootstraps over seeds x test images on per-image outcomes
+(``outcomes[key][metric]``, :func:`.predictions.per_image_outcomes`; without them, a paired t-test over seeds); claims
+spanning sizes test each size and, pooled, the mean of the per-size effects; Holm within each claim's family; a best
+value (C3's lambda*) is chosen on validation rows. The rules before the amendment are kept in the notebooks' text.
 """
 from __future__ import annotations
 
@@ -26,26 +24,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .stats import ALPHA, Outcomes, adjust, compare, contrast, holm, ok, outcome, paired_bootstrap, select, stacked
+from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
+from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, holm, ok, outcome, paired_bootstrap, select, stacked
 
-__all__ = ["ALPHA", "VERDICTS", "LABELS", "word", "verdict_of", "select", "compare", "contrast", "c1_verdict", "rank_verdict", "scale_verdict",
-           "ordering_verdict", "ssl_vs_supervised_verdict", "data_efficiency_verdict", "ensemble_verdict",
-           "calibration_verdict", "shift_verdict", "segmentation_verdict"]
-
-LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + learned", "sgd_transfer": "(3) SGD transfer",
-          "bayes_nonlearned": "(4) Bayes + non-learned", "map_nonlearned": "(5) MAP + non-learned",
-          "bayes_isotropic": "(7) Bayes + isotropic N(μ, αI)", "deep_ensemble": "(6) deep ensemble"}
-SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
-ORDER = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")
-
-#: The four verdict words (REPORT.md defines them too). ``not reproduced``: the claimed effect is absent (equivalent
-#: to zero within the margin) or reversed, with adequate power; ``inconclusive``: neither the effect nor its absence
-#: is shown (underpowered), or the comparison is confounded.
+#: The four verdict words, defined in the module docstring and in REPORT.md.
 VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
 
 
 def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = False) -> str:
-    """The verdict word of a claim from its primary comparisons' outcomes (see :func:`repro.stats.outcome`).
+    """The verdict word of a claim from its primary comparisons' outcomes (see :func:`repro.analysis.stats.outcome`).
 
     ``reproduced`` if every primary comparison shows the effect; ``partially reproduced`` if not, but ``partial`` (the
     claim's stated partial condition) holds; ``not reproduced`` if some primary comparison is reversed or equivalent
@@ -64,7 +51,7 @@ def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = Fals
 
 def verdict_of(diff: dict, alpha: float = ALPHA, partial: bool = False, confounded: bool = False) -> str:
     """The word for a claim resting on one comparison ``diff`` (keys ``p``, ``p_reverse``, ``p_tost``; optionally the
-    Holm-adjusted ``p_holm``/``p_reverse_holm``), e.g. the dict :func:`repro.stats.paired_bootstrap` returns or one
+    Holm-adjusted ``p_holm``/``p_reverse_holm``), e.g. the dict :func:`repro.analysis.stats.paired_bootstrap` returns or one
     built from any test (notebook 02's C1: Welch test over directions, its reverse and a TOST)."""
     return word([outcome(diff, alpha)], partial=partial, confounded=confounded)
 
@@ -118,22 +105,6 @@ def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd
 
 
 # --------------------------------------------------------------------------------------------- C3: scale
-
-def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -> float | None:
-    """lambda* of ``approach``: the highest mean validation accuracy (ties: lower NLL) among the ``split == "val"``
-    rows with the test rows' other settings, restricted to the test ``grid``; None without validation rows."""
-    if "split" not in df:
-        return None
-    test = select(df, approach=approach, split="test")
-    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset")
-             if c in test and test[c].nunique() == 1}
-    val = select(df, approach=approach, split="val", **query)
-    val = val[val.scale.isin(list(grid))]
-    if val.empty:
-        return None
-    s = val.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
-    return float(s.sort_values(["accuracy", "nll"], ascending=[False, True], kind="stable").scale.iloc[0])
-
 
 def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
     """C3, per approach (MAP and Bayes, learned prior): lambda* is chosen on validation rows, must be interior to the
@@ -387,9 +358,11 @@ def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
 C1_PRIMARY = ("ssl", "reestimated")       # (prior kind, BatchNorm mode) of C1's primary test
 
 
-def c1_verdict(tests: pd.DataFrame, t_star: float, alpha: float = ALPHA) -> tuple[pd.DataFrame, str]:
-    """C1's word from the flatness tests (:func:`repro.geometry.flatness_test`) at ``t_star`` of every (kind, bn) pair,
-    Holm-adjusted within each direction of the one-sided Welch test.
+def c1_verdict(tests: pd.DataFrame, directions: pd.DataFrame, t_star: float,
+               alpha: float = ALPHA) -> tuple[pd.DataFrame, str, str]:
+    """C1 from the flatness tests (:func:`repro.experiments.geometry.flatness_test`) at ``t_star`` of every (kind, bn)
+    pair, Holm-adjusted within each direction of the one-sided Welch test; ``directions`` (one row per direction, with
+    its ``radial_share``) for the finding.
 
     reproduced: the primary test (:data:`C1_PRIMARY`) finds the top directions flatter; not reproduced: it finds them
     sharper (the claim reversed); partially reproduced: neither, but another (kind, bn) pair finds them flatter;
@@ -403,7 +376,24 @@ def c1_verdict(tests: pd.DataFrame, t_star: float, alpha: float = ALPHA) -> tupl
         raise ValueError(f"C1's family has no primary test {C1_PRIMARY}: {fam[['kind', 'bn']].values.tolist()}")
     p = primary.iloc[0]
     if p.p_flatter_holm < alpha:
-        return fam, "reproduced"
-    if p.p_sharper_holm < alpha:
-        return fam, "not reproduced"
-    return fam, "partially reproduced" if (fam.p_flatter_holm < alpha).any() else "inconclusive"
+        verdict = "reproduced"
+    elif p.p_sharper_holm < alpha:
+        verdict = "not reproduced"
+    else:
+        verdict = "partially reproduced" if (fam.p_flatter_holm < alpha).any() else "inconclusive"
+
+    def line(kind: str, bn: str) -> str:
+        r = fam[(fam.kind == kind) & (fam.bn == bn)].iloc[0]
+        return (f"{kind} prior, BN {bn}: top-{int(r.n_top)} {r.top_mean:.3f} ± {r.top_se:.3f} vs random-{int(r.n_random)} "
+                f"{r.random_mean:.3f} ± {r.random_se:.3f} (Holm p flatter {r.p_flatter_holm:.2g}, sharper "
+                f"{r.p_sharper_holm:.2g})")
+
+    kinds = [k for k in dict.fromkeys(fam.kind) if k != C1_PRIMARY[0]]
+    radial = directions.groupby(["kind", "direction_type"]).radial_share.mean()
+    finding = (f"loss increase at t = ±{t_star:g}; primary: {line(*C1_PRIMARY)}; "
+               + "".join(f"{line(k, C1_PRIMARY[1])}; " for k in kinds)
+               + "with BN frozen (first version): " + "; ".join(line(k, "frozen") for k in [C1_PRIMARY[0], *kinds])
+               + "; mean radial share of top directions " + ", ".join(f"{radial[k]['top']:.2f} ({k})" for k in
+                                                                      [C1_PRIMARY[0], *kinds])
+               + f", random {radial[C1_PRIMARY[0]]['random']:.3f}; ± = SE over directions")
+    return fam, verdict, finding

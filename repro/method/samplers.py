@@ -30,8 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from .models import EVAL_BATCH_SIZE, for_evaluation
+from ..models import EVAL_BATCH_SIZE, for_evaluation
 from .priors import Prior
+
+
+def check_temperature(temperature: float) -> float:
+    """The one rule for a temperature: a finite number >= 0 (NaN and inf are refused)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    return float(temperature)
 
 
 class SGHMC(Optimizer):
@@ -45,8 +52,7 @@ class SGHMC(Optimizer):
             raise ValueError(f"num_data must be >= 1, got {num_data}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not temperature >= 0 or not math.isfinite(temperature):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        check_temperature(temperature)
         super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum,
                                       temperature=temperature, noise=True))
         self.generator = generator

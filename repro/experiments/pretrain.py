@@ -16,7 +16,7 @@ differ (:func:`_tiny_source`, :func:`_imagenet_source`):
 
 Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``supervised_matched`` (claim C5): the
 supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
-(:mod:`repro.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
+(:mod:`repro.experiments.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
 
 SWAG protocol (version 2): a burn-in of ``profile.swag_burnin_epochs`` at the constant SWAG learning rate, then
 ``profile.swag_epochs`` of collection. Version 1 collected right after the one-cycle schedule had annealed the
@@ -42,13 +42,16 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from . import data, imagenet
-from .models import Classifier, build_backbone
-from .priors import atomic_torch_save, load_prior, parameter_layout, prior_meta
-from .profiles import Profile, get_profile, results_dir
+from .. import data
+from ..data import imagenet
+from ..files import atomic_torch_save
+from ..method.prior_files import load_prior, prior_meta
+from ..method.priors import parameter_layout
+from ..models import Classifier, build_backbone, pretrained
+from ..profiles import Profile, results_dir
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
-from .swag import fit_swag
-from .train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
+from ..method.swag import fit_swag
+from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
                     update_bn)
 
 MATCHED = "supervised_matched"
@@ -62,7 +65,7 @@ HYPERPARAMETERS = {
     "ssl": dict(peak_lr=0.2, momentum=0.9, weight_decay=5e-4, nt_xent_temperature=0.5),
 }
 # SWAG learning rates, tried in this order until the SWA mean is at least as good as the checkpoint
-# (repro.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
+# (repro.experiments.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
 SWAG_LRS = (0.01, 0.003, 0.001)
 # Epochs of fitting the SimCLR projection head on the frozen released backbone (paper profile, SSL).
 PROJECTOR_EPOCHS = 1
@@ -95,7 +98,7 @@ def source_kinds(profile: Profile) -> tuple[str, ...]:
     return KINDS if profile.source_dataset != "imagenet" else KINDS[:2]
 
 
-def epoch_state(profile: str | Profile, kind: str, epoch: int) -> Path:
+def epoch_state(profile: Profile, kind: str, epoch: int) -> Path:
     """Where pre-training saves the model state after ``epoch`` epochs (1-based)."""
     return results_dir(profile) / "priors" / "epochs" / check_kind(kind) / f"epoch_{epoch:03d}.pt"
 
@@ -111,7 +114,7 @@ def _stored_protocol(path: Path, inode: int, mtime_ns: int) -> str:      # a rew
     return prior_meta(path).get("protocol_hash", "v1")       # priors fitted before protocol hashes: "v1"
 
 
-def prior_protocol(profile: str | Profile, kind: str) -> str:
+def prior_protocol(profile: Profile, kind: str) -> str:
     """The protocol hash stored in the ``kind`` prior of ``profile`` (what downstream runs are keyed on)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
@@ -120,7 +123,7 @@ def prior_protocol(profile: str | Profile, kind: str) -> str:
     return _stored_protocol(path, stat.st_ino, stat.st_mtime_ns)
 
 
-def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
+def check_protocol(profile: Profile, kind: str, expected: str) -> None:
     """One clear error when the prior on disk is not the one a run was keyed on."""
     found = prior_protocol(profile, kind)
     if found != expected:
@@ -128,7 +131,7 @@ def check_protocol(profile: str | Profile, kind: str, expected: str) -> None:
                          f"it belongs to another prior and is not re-run with this one")
 
 
-def artifacts(profile: str | Profile, kind: str) -> SourceArtifacts:
+def artifacts(profile: Profile, kind: str) -> SourceArtifacts:
     folder = results_dir(profile) / "priors"
     return SourceArtifacts(check_kind(kind), folder / f"{kind}_pretrained.pt", folder / f"{kind}_swa.pt",
                            folder / f"{kind}_prior.pt")
@@ -235,17 +238,17 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
     """ImageNet (paper): released weights, no pre-training; batches from a DataLoader over the train split.
 
     * supervised: torchvision's ``profile.model`` (ResNet-50/101, ``IMAGENET1K_V1``) with its original
-      1000-way ``fc`` as the head (:func:`repro.imagenet.load_supervised_classifier`);
+      1000-way ``fc`` as the head (:func:`repro.models.pretrained.load_supervised_classifier`);
     * ssl: ``SimCLR(load_simclr_backbone($REPRO_SIMCLR_CHECKPOINT))``. **Necessary deviation**: the released
       SimCLR v1 PyTorch conversions carry no projection head, but SWAG runs on the SimCLR loss, which needs
       one; so a fresh projector is first fitted for ``PROJECTOR_EPOCHS`` epoch(s) with the backbone frozen
       (eval mode: its BatchNorm statistics stay the released ones; SGD over the projector only, one-cycle
       at the SSL ``peak_lr``). That is the ``pretrained`` stage of this source; SWAG then runs on the SimCLR
-      loss over the whole model, as for the cpu profile. The views are :class:`repro.imagenet.SimCLRViews`
+      loss over the whole model, as for the cpu profile. The views are :class:`repro.data.imagenet.SimCLRViews`
       (the CPU pipeline at 224 px plus SimCLR's ImageNet blur).
     """
     if kind == "ssl":
-        checkpoint = imagenet.simclr_checkpoint()
+        checkpoint = pretrained.simclr_checkpoint()
         if profile.model == "resnet101":
             raise ValueError("the SimCLR authors released no ResNet-101: the paper's SSL prior is ResNet-50 only; "
                              "use get_profile('paper', model='resnet50') for kind 'ssl'")
@@ -271,10 +274,10 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
 
     seed_everything(seed)
     if kind == "supervised":   # nothing to pre-train: the released model already has its head
-        model = imagenet.load_supervised_classifier(profile.model).to(device)
+        model = pretrained.load_supervised_classifier(profile.model).to(device)
         params, epochs, loss, weights = [], 0, _source_loss(kind), "torchvision IMAGENET1K_V1"
     else:
-        model = SimCLR(imagenet.load_simclr_backbone(checkpoint)).to(device)
+        model = SimCLR(pretrained.load_simclr_backbone(checkpoint)).to(device)
         params, epochs, loss, weights = (list(model.projector.parameters()), PROJECTOR_EPOCHS,
                                          _frozen_backbone_simclr_loss, str(checkpoint))
     meta = {"source_train_n": len(train), "epochs": 0, "weights": weights, "projector_epochs": epochs}
@@ -282,12 +285,12 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
                    pretrain_loss=loss, pretrain_desc="fit the SimCLR projector", meta=meta)
 
 
-def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
+def prepare(profile: Profile, kind: str, seed: int = 0, from_epoch: int | None = None,
             swag_lr: float | None = None, stop_after_pretraining: bool = False) -> SourceArtifacts:
     """Pre-train and fit SWAG for one kind, unless its prior already exists. Returns the artifact paths.
 
     Pre-training saves the model state after every epoch (:func:`epoch_state`). ``supervised_matched`` starts from
-    the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.source_quality.matched_epoch`) instead.
+    the supervised state after ``from_epoch`` epochs (chosen by :func:`repro.experiments.source_quality.matched_epoch`) instead.
     SWAG then runs ``profile.swag_burnin_epochs`` of burn-in and ``profile.swag_epochs`` of collection (a float
     below 1 means that fraction of an epoch, as the paper's quarter epoch on ImageNet) at the constant ``swag_lr``
     (default ``SWAG_LRS[0]``; an existing prior is accepted at any lr unless ``swag_lr`` is given),
@@ -295,7 +298,6 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     the norm of the backbone at every snapshot (the filter-norm drift). Everything trains on ``profile.device``.
     ``stop_after_pretraining`` returns once ``{kind}_pretrained.pt`` exists (to pre-train ahead of SWAG).
     """
-    profile = get_profile(profile)
     out = artifacts(profile, kind)
     if out.prior.exists():
         stale = stale_fields(profile, kind, prior_meta(out.prior), from_epoch, swag_lr)
@@ -367,22 +369,21 @@ def prepare(profile: str | Profile, kind: str, seed: int = 0, from_epoch: int | 
     return out
 
 
-def load_source_model(profile: str | Profile, kind: str, which: str = "swa") -> nn.Module:
+def load_source_model(profile: Profile, kind: str, which: str = "swa") -> nn.Module:
     """The pre-trained (``which='pretrained'``) or SWA-mean (``'swa'``) source model (on the CPU)."""
-    profile = get_profile(profile)
     out = artifacts(profile, kind)
     path = {"pretrained": out.pretrained, "swa": out.swa}[which]
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) "
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) "
                                 f"for profile {profile.name!r} first")
     model = build_source_model(profile, kind, source_num_classes(profile))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
 
-def load_source_prior(profile: str | Profile, kind: str, **kwargs):
-    """The learned prior of ``kind`` (see :func:`repro.priors.load_prior` for scale, rank, ...)."""
+def load_source_prior(profile: Profile, kind: str, **kwargs):
+    """The learned prior of ``kind`` (see :func:`repro.method.prior_files.load_prior` for scale, rank, ...)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.pretrain.prepare) first")
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) first")
     return load_prior(path, **kwargs)

@@ -13,7 +13,7 @@ Other metrics (C7-C9) follow the same 0/1 outcomes and draw no extra random numb
 ``overconfidence`` is the run's confidence ``p + overconfidence`` (``p`` its true accuracy, the arm's gap added)
 minus ``correct``; the shift set is the test set (``shift_accuracy``/``shift_nll`` equal ``accuracy``/``nll``); a
 run's ``miou`` is run-level only, its ``p`` (true value + seed effect + arm x seed effect, so C9 uses the paired
-t-test over seeds). ``python -m repro.simulate`` prints each rule's rate of each word.
+t-test over seeds). ``python -m repro.analysis.simulate`` prints each rule's rate of each word.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..experiments.approaches import FIVE_WAY
 from . import stats, verdicts
 
 SIZES = (100, 300, 1000, 5000)
@@ -80,13 +81,13 @@ def rank_truth(delta: float) -> dict:
 
 
 def _five_way(value: Callable[[str, int], float | dict]) -> dict:
-    """The five approaches of :data:`repro.verdicts.ORDER` on CIFAR-10 at every size (SSL prior for (1)-(3))."""
-    return {_t(approach=a, prior_kind="ssl" if a in verdicts.ORDER[:3] else "none", n_train=n, dataset="cifar10"):
-            value(a, j) for j, n in enumerate(SIZES) for a in verdicts.ORDER}
+    """The five approaches of :data:`repro.experiments.approaches.FIVE_WAY` on CIFAR-10 at every size (SSL prior for (1)-(3))."""
+    return {_t(approach=a, prior_kind="ssl" if a in FIVE_WAY[:3] else "none", n_train=n, dataset="cifar10"):
+            value(a, j) for j, n in enumerate(SIZES) for a in FIVE_WAY}
 
 
 def ordering_truth(delta: float) -> dict:
-    return _five_way(lambda a, j: 0.30 + 0.05 * j + delta * (4 - verdicts.ORDER.index(a)))
+    return _five_way(lambda a, j: 0.30 + 0.05 * j + delta * (4 - FIVE_WAY.index(a)))
 
 
 def efficiency_truth(delta: float) -> dict:
@@ -193,7 +194,7 @@ def table(sims: int = 100, null_sims: int = 200) -> pd.DataFrame:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m repro.simulate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.analysis.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=100)
     parser.add_argument("--null-sims", type=int, default=200)
     parser.add_argument("--out", default=None, help="CSV to write (REPORT.md reads results/cpu/claims/simulation.csv)")

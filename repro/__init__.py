@@ -1,0 +1,30 @@
+"""A reproduction of "Pre-Train Your Loss" (Shwartz-Ziv et al., NeurIPS 2022): the package behind the notebooks.
+
+The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
+import graph has no cycle):
+
+``profiles``, ``files``, ``runner``
+    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, the resumable CSV grid.
+``data/``
+    the datasets in memory: ``formats`` (registry, readers), ``cache`` (decoded images), ``subsets`` (stratified
+    subsets, batches), ``transforms``, ``downloads`` (``python -m repro.data``), ``imagenet``, ``voc``, ``shift``.
+``models/``
+    the architectures (CIFAR ResNets, torchvision backbones, DeepLabv3+) and ``pretrained`` ImageNet weights.
+``train``
+    the training loop, devices, flat parameter vectors, linear probes.
+``method/``
+    the paper's mathematics: ``swag`` (SWAG moments), ``priors`` (learned low-rank Gaussian and isotropic priors),
+    ``prior_files`` (their file format), ``samplers`` (SGLD, SGHMC with the temperature convention, BMA).
+``experiments/``
+    ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
+    vocabulary), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
+    ``tuning`` (validation protocol), ``studies`` (the claim grids; ``python -m repro.experiments.studies``).
+``analysis/``
+    ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
+    decision rule of every claim), ``simulate`` (the rules on simulated tables).
+``plots``, ``report``, ``reproduce``, ``bench``
+    figures and tables, REPORT.md's generated blocks, the papermill batch, benchmarks.
+
+Conventions (prior scale, temperature, approaches): ``docs/conventions.md``. Library functions take a
+:class:`repro.profiles.Profile`; only the entry points (notebooks, ``python -m`` commands) resolve one by name.
+"""

@@ -1,0 +1,144 @@
+"""The study's one approach vocabulary, for transfer and segmentation alike, and the one check of a run's parameters.
+
+An approach is three choices (paper Section 4; the numbers are the paper's):
+
+=========================  ===================================  ==============  =========
+approach                   prior over the backbone               initialisation  inference
+=========================  ===================================  ==============  =========
+bayes_learned (1)          learned N(mu, lambda Sigma + eps I)   SWA mean        sampler
+map_learned (2)            learned                               SWA mean        map
+sgd_transfer (3)           none (ordinary weight decay)          SWA mean        map
+bayes_nonlearned (4)       N(0, alpha I) over all parameters     random          sampler
+map_nonlearned (5)         N(0, alpha I) over all parameters     random          map
+bayes_isotropic (7)        N(mu, alpha I)                        SWA mean        sampler
+map_isotropic              N(mu, alpha I)                        SWA mean        map
+=========================  ===================================  ==============  =========
+
+Learned-mean priors put N(0, head_var I) on the new head. The deep ensemble (6) is ``sgd_transfer`` runs that differ
+only in ``member``. A run adds the **prior kind** (``ssl``, ``supervised``, ``supervised_matched``: which source prior
+and backbone; ``none`` for a random initialisation) and the **temperature** T: ``map`` optimises (T = 0, SGD with
+momentum, one prediction); ``sampler`` runs SGLD/SGHMC targeting p(theta | data)^(1/T) and predicts with a BMA
+(T = 0 is the cyclical schedule without noise). The temperature a run records is the one its sampler holds.
+
+Segmentation starts every approach from a pre-trained backbone, as the paper fine-tunes ImageNet-initialised networks
+throughout: its ``bayes_nonlearned`` is N(0, alpha I) around a supervised initialisation (:data:`TASKS`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..method.samplers import check_temperature
+from ..profiles import Profile
+from .pretrain import KINDS
+
+PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
+INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc")}      # inference -> the samplers it takes
+
+
+@dataclass(frozen=True)
+class Approach:
+    prior: str       # one of PRIORS: "isotropic" is zero-mean over all parameters, "isotropic_mean" centred on mu
+    init: str        # "pretrained" (the SWA mean of the prior kind's source model) | "random"
+    inference: str   # "map" (optimise at T = 0, predict once) | "sampler" (SG-MCMC at temperature T, BMA)
+
+    @property
+    def bayes(self) -> bool:
+        return self.inference == "sampler"
+
+
+APPROACHES: dict[str, Approach] = {
+    "bayes_learned": Approach("learned", "pretrained", "sampler"),
+    "map_learned": Approach("learned", "pretrained", "map"),
+    "sgd_transfer": Approach("weight_decay", "pretrained", "map"),
+    "bayes_nonlearned": Approach("isotropic", "random", "sampler"),
+    "map_nonlearned": Approach("isotropic", "random", "map"),
+    "bayes_isotropic": Approach("isotropic_mean", "pretrained", "sampler"),
+    "map_isotropic": Approach("isotropic_mean", "pretrained", "map"),
+}
+
+FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")   # the paper's (1)-(5)
+LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + learned", "sgd_transfer": "(3) SGD transfer",
+          "bayes_nonlearned": "(4) Bayes + non-learned", "map_nonlearned": "(5) MAP + non-learned",
+          "bayes_isotropic": "(7) Bayes + isotropic N(μ, αI)", "map_isotropic": "MAP + isotropic N(μ, αI)",
+          "deep_ensemble": "(6) deep ensemble"}                          # as tables and figures name them
+SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between the downstream tasks: which approaches they run and their defaults."""
+    approaches: tuple[str, ...]
+    all_pretrained: bool       # every approach starts from a pre-trained backbone (segmentation)
+    default_kind: str          # prior kind of a pre-trained approach unless a run says otherwise
+    scale: float               # default lambda of the learned prior
+    sampler: str               # default sampler of the Bayes approaches
+    steps: str                 # the profile knobs holding its step budget and batch size
+    batch_size: str
+    datasets: bool             # a run names its dataset and training-set size (transfer) or uses the profile's
+
+
+TASKS: dict[str, Task] = {
+    "transfer": Task(tuple(APPROACHES), False, "ssl", 1e3, "sghmc", "downstream_steps", "downstream_batch_size", True),
+    "segmentation": Task(("sgd_transfer", "bayes_nonlearned", "bayes_learned", "map_learned"), True, "supervised", 1e4,
+                         "sgld", "segmentation_steps", "segmentation_batch_size", False),
+}
+
+
+def lookup(name: str, task: str = "transfer") -> Approach:
+    """The approach called ``name`` as ``task`` runs it; one clear error for an unknown name."""
+    t = _task(task)
+    if name not in t.approaches:
+        raise ValueError(f"unknown {task} approach {name!r}; valid: {', '.join(t.approaches)}")
+    a = APPROACHES[name]
+    return dataclasses.replace(a, init="pretrained") if t.all_pretrained else a
+
+
+def _task(task: str) -> Task:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def default_params(profile: Profile, task: str, approach: str, **overrides) -> dict:
+    """Every hyperparameter of a ``task`` run of ``approach``, with the profile's defaults; ``overrides`` win."""
+    t, a = _task(task), lookup(approach, task)
+    bayes = a.bayes
+    if task == "transfer":
+        alpha = 1e-2 if a.prior == "isotropic_mean" else 1.0
+    else:
+        alpha = 0.1
+    p = dict(approach=approach, prior_kind=t.default_kind if a.init == "pretrained" else "none",
+             rank=profile.swag_max_rank, scale=t.scale, head_var=1.0, alpha=alpha, weight_decay=5e-4)
+    if t.datasets:
+        p |= dict(dataset="cifar10", n_train=profile.train_sizes[0])
+    p |= dict(seed=0, split="test", sampler=t.sampler if bayes else "sgd", temperature=1.0 if bayes else 0.0,
+              lr=0.03, momentum=0.9, steps=getattr(profile, t.steps), batch_size=getattr(profile, t.batch_size),
+              cycles=profile.cycles if bayes else 1, bma_samples=profile.bma_samples if bayes else 1,
+              explore_fraction=0.5, member=0)
+    unknown = sorted(set(overrides) - set(p))
+    if unknown:
+        raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(p)}")
+    return p | overrides
+
+
+def check_params(p: dict, task: str = "transfer") -> Approach:
+    """One clear error for a run parameter out of range; returns the run's approach. The only place they are checked."""
+    a = lookup(p["approach"], task)
+    for key in ("scale", "head_var", "alpha", "lr"):
+        if not p[key] > 0 or not math.isfinite(p[key]):
+            raise ValueError(f"{key} must be a finite number > 0, got {p[key]}")
+    check_temperature(p["temperature"])
+    if a.inference == "map" and p["temperature"] != 0:
+        raise ValueError(f"approach {p['approach']!r} optimises (MAP): its temperature is 0, got {p['temperature']}")
+    if p["sampler"] not in INFERENCES[a.inference]:
+        raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
+                         f"got {p['sampler']!r}")
+    if p["split"] not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {p['split']!r}")
+    valid_kinds = KINDS if a.init == "pretrained" else ("none",)
+    if p["prior_kind"] not in valid_kinds:
+        raise ValueError(f"approach {p['approach']!r} ({a.init} initialisation) takes prior_kind "
+                         f"{' or '.join(valid_kinds)}, got {p['prior_kind']!r}")
+    return a

@@ -1,0 +1,76 @@
+"""The downstream grids: one resumable grid per task (``transfer``, ``segmentation``) that every study shares.
+
+A setting is a dict of :func:`.approaches.default_params` overrides. ``run_settings`` fills in the defaults, keys the
+run on the source prior it starts from, and runs it through :func:`repro.runner.run_grid` into
+``results/<profile>/<task>/runs.csv`` (predictions in ``<task>/predictions/<key>.pt``), so a setting two studies share
+is trained once, and several processes can work through the same grid.
+
+:func:`recording` replays studies without training: inside it, every run a study asks for must already be recorded,
+and its key is collected (``repro.bench`` uses it to find the runs the notebooks read).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pandas as pd
+
+from ..analysis.predictions import predictions_dir
+from ..profiles import Profile, results_dir
+from ..runner import Run, load_results, run_grid
+from .approaches import TASKS, default_params
+from .pretrain import prior_protocol
+from .segmentation import run_segmentation
+from .transfer import run_transfer
+
+RUN: dict[str, Callable[[Profile, dict], dict]] = {"transfer": run_transfer, "segmentation": run_segmentation}
+assert set(RUN) == set(TASKS)
+
+_recording: contextvars.ContextVar[dict | None] = contextvars.ContextVar("recording", default=None)
+
+
+def grid_csv(profile: Profile, task: str = "transfer") -> Path:
+    return results_dir(profile) / task / "runs.csv"
+
+
+def keyed_on_prior(profile: Profile, params: dict) -> dict:
+    """``params`` plus the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
+    made with another prior has another key and is never read back for this one (see :mod:`.pretrain`).
+
+    Priors fitted before protocols were hashed (``"v1"``) add nothing: the runs recorded with them keep their keys, and
+    no run keyed on a hashed prior can ever match one of them."""
+    kind = params.get("prior_kind", "none")
+    protocol = "v1" if kind == "none" else prior_protocol(profile, kind)
+    return params if protocol == "v1" else params | {"prior_protocol": protocol}
+
+
+def runs_of(profile: Profile, task: str, settings: Iterable[dict]) -> list[Run]:
+    """The runs of ``settings`` on ``task``'s grid, with every default filled in."""
+    return [Run(task, keyed_on_prior(profile, default_params(profile, task, **s))) for s in settings]
+
+
+def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
+    """Run (or read back) every setting on ``task``'s grid; one row per setting, in order."""
+    runs, csv = runs_of(profile, task, settings), grid_csv(profile, task)
+    needed = _recording.get()
+    if needed is not None:
+        missing = [r for r in runs if r.key not in set(load_results(csv).get("key", []))]
+        if missing:
+            raise RuntimeError(f"{len(missing)} run(s) of {csv} are not recorded (e.g. {missing[0].params}); "
+                               f"run the grid first: make studies PROFILE={profile.name}")
+        needed.update({r.key: (r.study, r.params) for r in runs})
+    return run_grid(runs, lambda r: RUN[task](profile, r.params), csv, predictions_dir=predictions_dir(profile, task),
+                    desc=desc, shared=True)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[dict[str, tuple[str, dict]]]:
+    """Inside: studies only read recorded runs (a missing one raises) and ``key -> (task, params)`` of each is kept."""
+    needed: dict[str, tuple[str, dict]] = {}
+    token = _recording.set(needed)
+    try:
+        yield needed
+    finally:
+        _recording.reset(token)

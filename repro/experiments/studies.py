@@ -1,0 +1,141 @@
+"""The downstream studies of notebooks 03-08, each a list of settings on a task's grid (:mod:`.grid`).
+
+rank ablation (C2), scale sweep (C3), five-way comparison (C4-C6, C8 on its shifted test set), temperature ablation,
+deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9). Every setting takes the hyperparameters its approach
+was tuned to on validation (:mod:`.tuning`). ``python -m repro.experiments.studies --profile cpu --worker 1`` runs
+the whole downstream grid as one of several processes sharing it (``make studies``).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+
+from ..analysis.metrics import classification_metrics
+from ..analysis.predictions import load_predictions
+from ..profiles import Profile, get_profile
+from .approaches import FIVE_WAY, lookup
+from .grid import run_settings
+from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
+
+KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
+
+
+def tuning_table(profile: Profile) -> pd.DataFrame:
+    """The tuned hyperparameters of every approach (one row per approach and prior kind)."""
+    rows = [{"approach": a, "prior_kind": k, **tuned(profile, a, k)} for a, k in TUNE_ORDERS[0]]
+    return pd.DataFrame(rows)
+
+
+def setting(profile: Profile, approach: str, kind: str = "ssl", **kw) -> dict:
+    """A test-split setting of ``approach`` with its tuned hyperparameters; ``kw`` (n_train, seed, ...) win."""
+    kind = kind if lookup(approach).init == "pretrained" else "none"
+    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind), **kw}
+
+
+# ------------------------------------------------------------------------------------------------ studies
+
+def rank_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
+    """C2: Bayes + learned prior at every rank of the profile, and the isotropic learned-mean prior."""
+    base = dict(n_train=profile.study_n, dataset="cifar10")
+    settings = [setting(profile, "bayes_learned", kind, rank=r, seed=s, **base)
+                for r in profile.ranks for s in profile.seeds]
+    settings += [setting(profile, "bayes_isotropic", kind, seed=s, **base) for s in profile.seeds]
+    return run_settings(profile, "transfer", settings, desc="C2 rank ablation")
+
+
+def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
+    """C3: MAP and Bayes with the learned prior over lambda on the test split, every seed, starting from the grid
+    each approach's validation sweep ended with and extended until the best lambda is interior."""
+    rows = []
+    for approach in ("map_learned", "bayes_learned"):
+        s = setting(profile, approach, kind, n_train=profile.study_n)
+        val_base = validation_setting(profile, approach, kind, **{k: v for k, v in s.items() if k in ("lr", "head_var")})
+        _, grid = sweep(profile, val_base, "scale", profile.scales, f"tune {approach}/{kind}: scale")
+        rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
+    return pd.concat(rows, ignore_index=True)
+
+
+def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
+    """C4-C6: the five approaches (learned ones per prior kind) at every training-set size and seed."""
+    settings = []
+    for n in profile.train_sizes:
+        for seed in profile.seeds:
+            for approach in FIVE_WAY:
+                for kind in (kinds if lookup(approach).init == "pretrained" else ("none",)):
+                    settings.append(setting(profile, approach, kind, n_train=n, seed=seed, dataset=dataset))
+    return run_settings(profile, "transfer", settings, desc=f"C4-C6 five-way ({dataset})")
+
+
+def temperature_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
+    """Bayes + learned prior at ``study_n`` over the profile's temperatures (the authors' code ran at T ~ 0), at the
+    prior width tuned for Bayes at T = 1 and at the (wider) one tuned for MAP. The authors' code runs one
+    cosine-annealed SGLD pass at T ~ 4e-8 (its ``cyclic_lr`` cannot be set from its arguments and its SGLD step has no
+    noise switch), closest to MAP at a MAP-like width; the T ~ 0 rows here are the cyclical sampler without noise."""
+    scales = dict.fromkeys([tuned(profile, "bayes_learned", kind)["scale"], tuned(profile, "map_learned", kind)["scale"]])
+    return run_settings(profile, "transfer", [setting(profile, "bayes_learned", kind, n_train=profile.study_n, seed=s, temperature=t,
+                                          scale=lam) for lam in scales for t in profile.temperatures for s in profile.seeds],
+                        desc="temperature ablation")
+
+
+def deep_ensemble(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
+    """C10: ``bma_samples`` SGD-transfer members (member 0 is the five-way run) per seed at ``study_n``."""
+    settings = [setting(profile, "sgd_transfer", kind, n_train=profile.study_n, seed=s, member=m)
+                for s in profile.seeds for m in range(profile.bma_samples)]
+    return run_settings(profile, "transfer", settings, desc="C10 deep ensemble")
+
+
+def ensemble_metrics(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
+    """C10: per seed, the metrics of the deep ensemble (the mean of its members' test probabilities)."""
+    rows = deep_ensemble(profile, kind)
+    out = []
+    for seed, g in rows[rows.status == "ok"].groupby("seed"):
+        preds = [load_predictions(profile, key) for key in g.key]
+        probs = torch.stack([p["probs"].float() for p in preds]).mean(0)
+        out.append({"seed": seed, "members": len(g), **classification_metrics(probs, preds[0]["labels"])})
+    return pd.DataFrame(out)
+
+
+SEGMENTATION = (("sgd_transfer", "supervised"), ("bayes_nonlearned", "supervised"), ("bayes_learned", "supervised"),
+                ("bayes_learned", "ssl"), ("map_learned", "supervised"), ("map_learned", "ssl"))
+
+
+def segmentation_study(profile: Profile) -> pd.DataFrame:
+    """C9: every approach and prior of ``SEGMENTATION`` with its tuned values, every seed, on CamVid test."""
+    settings = [dict(approach=a, prior_kind=k, seed=s, **tuned_segmentation(profile, a, k))
+                for a, k in SEGMENTATION for s in profile.seeds]
+    return run_settings(profile, "segmentation", settings, desc="C9 segmentation")
+
+
+# In the order a worker runs them by default (notebook 08's grid last).
+STAGES: dict[str, Callable[[Profile], object]] = {
+    "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation, "C10": deep_ensemble,
+    "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+}
+def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES)) -> None:
+    """Every tuning family (in ``worker``'s order), then each of ``stages``: a profile's downstream grids."""
+    for approach, kind in TUNE_ORDERS[worker]:
+        print(approach, kind, tuned(profile, approach, kind), flush=True)
+    for stage in stages:
+        STAGES[stage](profile)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m repro.experiments.studies", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
+                        help="which tuning order to start with (run one process per worker)")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
+    run_profile(profile, args.worker, stages)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The one approach vocabulary, and every run parameter reaching the sampler and the prior it claims to set."""
+import math
+
+import pytest
+import torch
+
+from repro.experiments import approaches, segmentation, transfer
+from repro.experiments.pretrain import load_source_model
+from repro.method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from repro.method.samplers import SGHMC, SGLD
+from repro.profiles import get_profile
+
+P = get_profile("smoke")
+
+
+@pytest.fixture(autouse=True)
+def smoke_priors(smoke_priors_dir, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
+
+
+def test_one_vocabulary_for_both_tasks():
+    for name in approaches.TASKS["segmentation"].approaches:
+        t, s = approaches.lookup(name, "transfer"), approaches.lookup(name, "segmentation")
+        assert (t.prior, t.inference) == (s.prior, s.inference) and s.init == "pretrained"
+    assert approaches.lookup("bayes_nonlearned").init == "random"       # transfer starts (4) from scratch
+    assert {a.inference for a in approaches.APPROACHES.values()} == {"map", "sampler"}
+    with pytest.raises(ValueError, match="unknown task 'detection'"):
+        approaches.lookup("map_learned", "detection")
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -0.5, "1"])
+def test_one_temperature_rule(temperature):
+    p = approaches.default_params(P, "transfer", "bayes_learned", temperature=temperature)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        approaches.check_params(p)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        SGHMC([torch.nn.Parameter(torch.zeros(2))], lr=0.1, num_data=10, temperature=temperature)
+
+
+def test_map_is_an_explicit_inference_at_temperature_zero():
+    p = approaches.default_params(P, "transfer", "map_learned")
+    assert p["temperature"] == 0.0 and p["sampler"] == "sgd"
+    with pytest.raises(ValueError, match=r"optimises \(MAP\): its temperature is 0, got 0.5"):
+        approaches.check_params(p | {"temperature": 0.5})
+
+
+class Held:
+    """What the optimiser of a run holds at its first step (the step itself is replaced: nothing trains)."""
+
+    def __init__(self, monkeypatch):
+        self.seen: list[dict] = []
+
+        def sghmc_step(opt, closure=None):
+            g = opt.param_groups[0]
+            self.seen.append(dict(kind=type(opt).__name__, temperature=g["temperature"], lr0=g["lr"],
+                                  momentum=g["momentum"], prior=opt.prior))
+            opt.log_prior = torch.zeros(())                          # what a real step would leave for the run's check
+
+        def sgd_step(opt, closure=None):
+            g = opt.param_groups[0]
+            self.seen.append(dict(kind="SGD", weight_decay=g["weight_decay"], momentum=g["momentum"], prior=None))
+
+        for cls in (SGHMC, SGLD):       # each class: torch wraps a subclass's inherited step at its first instance
+            monkeypatch.setattr(cls, "step", sghmc_step)
+        monkeypatch.setattr(torch.optim.SGD, "step", sgd_step)
+
+
+# Values unlike any default, so that a parameter silently replaced by another value cannot pass.
+ODD = dict(temperature=0.37, scale=123.0, rank=3, alpha=0.0456, head_var=0.789, weight_decay=3.3e-4, momentum=0.8,
+           lr=0.021)
+
+
+def check_prior(prior, a, p, backbone_mean):
+    if a.prior == "weight_decay":
+        assert prior is None
+        return
+    if a.prior == "isotropic":
+        assert isinstance(prior, IsotropicGaussianPrior) and prior.variance == p["alpha"] and prior.mean is None
+        return
+    assert isinstance(prior, ComposedPrior)
+    body, head = prior.parts
+    assert isinstance(head, IsotropicGaussianPrior) and head.variance == p["head_var"] and head.mean is None
+    if a.prior == "learned":
+        assert isinstance(body, LowRankGaussianPrior) and (body.scale, body.rank) == (p["scale"], p["rank"])
+        assert torch.equal(body.mean, backbone_mean)
+    else:
+        assert isinstance(body, IsotropicGaussianPrior) and body.variance == p["alpha"]
+        assert torch.equal(body.mean, backbone_mean)
+
+
+@pytest.mark.parametrize("task, name", [("transfer", n) for n in approaches.APPROACHES]
+                         + [("segmentation", n) for n in approaches.TASKS["segmentation"].approaches])
+def test_every_parameter_reaches_the_sampler_and_the_prior(monkeypatch, task, name):
+    a = approaches.lookup(name, task)
+    odd = ODD if a.bayes else {k: v for k, v in ODD.items() if k != "temperature"}
+    p = approaches.default_params(P, task, name, steps=2, cycles=1, bma_samples=1, **odd)   # transfer: SGHMC, seg.: SGLD
+    held = Held(monkeypatch)
+    (transfer.run_transfer if task == "transfer" else segmentation.run_segmentation)(P, p)
+    first = held.seen[0]
+    assert first["momentum"] == (0.0 if first["kind"] == "SGLD" else p["momentum"])
+    if a.prior == "weight_decay":
+        assert first["kind"] == "SGD" and first["weight_decay"] == p["weight_decay"]
+    else:
+        assert first["kind"] == {"sgld": "SGLD", "sghmc": "SGHMC", "sgd": "SGHMC"}[p["sampler"]]
+        assert first["temperature"] == p["temperature"] == (ODD["temperature"] if a.bayes else 0.0)
+        assert math.isclose(first["lr0"], p["lr"])                   # the cyclical schedule starts at the run's lr
+    mean = None
+    if a.init == "pretrained" and a.prior != "isotropic":
+        mean = torch.cat([q.detach().reshape(-1) for q in load_source_model(P, p["prior_kind"]).backbone.parameters()])
+    check_prior(first["prior"], a, p, mean)

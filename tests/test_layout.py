@@ -1,0 +1,96 @@
+"""The package's shape: no import cycle, modules of a readable size, no test doubles in production code."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "repro"
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(name: str) -> set[str]:
+    """The package modules ``name`` imports anywhere in its file (a lazy import inside a function counts too)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "repro"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "repro":
+                continue
+            # `from pkg import sub` imports the submodule; `from pkg import name` the package's namespace
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+            out |= set(subs) if len(subs) == len(node.names) else {target, *subs}
+    return {m for m in out if m in MODULES and m != name}
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (a list of modules, first = last), or None."""
+    state: dict[str, int] = {}          # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_known_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_import_graph_is_read_correctly():
+    assert "repro.experiments.approaches" in GRAPH["repro.experiments.transfer"]
+    assert "repro.method.priors" in GRAPH["repro.experiments.transfer"]
+    assert "repro.data" in GRAPH["repro.experiments.transfer"]                  # `from .. import data`
+    assert "repro.experiments.grid" in GRAPH["repro.bench"]                       # a lazy import counts
+
+
+def test_the_package_has_no_import_cycle():
+    assert find_cycle(GRAPH) is None, f"import cycle: {' -> '.join(find_cycle(GRAPH))}"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_module_is_of_a_readable_size(name):
+    assert len(MODULES[name].read_text().splitlines()) <= MAX_LINES, f"{name} is over {MAX_LINES} lines: split it"
+
+
+def test_production_code_has_no_test_doubles():
+    offenders = [n for n, p in MODULES.items() if "unittest" in p.read_text() or "monkeypatch" in p.read_text()]
+    assert not offenders
+
+
+def test_every_package_says_what_it_holds():
+    for name, path in MODULES.items():
+        assert ast.get_docstring(ast.parse(path.read_text())), f"{name} has no docstring"
