@@ -114,7 +114,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
             loss = loss_fn(model(xb), yb)
             check_finite(loss, "training loss")
             loss.backward()
-            opt.step()                                          # adds the prior (stiff diagonal: implicit)
+            opt.step()                                          # adds the prior (its stiff diagonal part exactly)
             if prior is not None:
                 check_finite(opt.log_prior, "prior log-density")
             if a.bayes and schedule.collect_at(step):

@@ -36,7 +36,7 @@ class Prior:
         """(log p(theta), d log p / d theta) in closed form, without autograd: the training hot path.
 
         ``without_diagonal=True`` leaves out the term -diag(precision) (theta - mean) of :meth:`diagonal`,
-        which a sampler then integrates implicitly (see :class:`repro.method.samplers.SGHMC`).
+        which a sampler then integrates exactly (see :mod:`repro.method.samplers`).
         """
         raise NotImplementedError
 

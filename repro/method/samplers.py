@@ -2,23 +2,41 @@
 
 Convention (posteriors library): the loss handed to ``backward`` is the *mean* minibatch NLL plus
 -log p(theta)/N, i.e. u(theta) = U(theta)/N with U the full negative log posterior. With learning rate
-eta and temperature T, the chain targets p(theta | data)^(1/T):
+eta and temperature T, the chain targets p(theta | data)^(1/T); T = 1 is the true posterior, T = 0 optimises.
+Without a prior handed to the optimiser (the gradient then holds all of u):
 
     SGHMC:  v <- m v - eta grad u + sqrt(2 eta (1 - m) T / N) xi;   theta <- theta + v
     SGLD:   the same with m = 0:  theta <- theta - eta grad u + sqrt(2 eta T / N) xi
 
-T = 1 is the true posterior; T = 0 is SGD (with momentum). Each param group may set ``noise=False``
-(the exploration phase of a cycle) to run noise-free.
+Each param group may set ``noise=False`` (the exploration phase of a cycle) to run noise-free.
 
-A learned SWAG prior has tiny variances in many coordinates (1e-9 and below), i.e. a precision that an
-explicit step can only take with eta < 2 N a_min. Given ``prior=``, the optimiser adds the prior's
-low-rank gradient explicitly and integrates its stiff diagonal part implicitly (a proximal step):
+**A stiff prior, integrated exactly** (``prior=``; docs/conventions.md section 2). A learned SWAG prior has tiny
+variances in many coordinates (1e-9 and below): its diagonal precision p makes the per-step stiffness
+c = eta p / N as large as 1e4, where an explicit step diverges and an implicit (proximal) one samples a variance
+shrunk by 1/(1 + c/2) (SGLD) or worse (SGHMC). The optimiser therefore splits u into the diagonal Gaussian part
+p (theta - mu)^2 / (2N) of the prior, which it integrates exactly, and the rest g (data and the prior's low-rank
+part: explicit), held constant over the step. Per coordinate, with x = theta - mu:
 
-    theta' = mu + (theta + v - mu) / (1 + eta p / N),   p = diagonal precision,
+* SGLD is the Ornstein-Uhlenbeck process dx = -(p x / N + g) dt + sqrt(2 T / N) dW over time eta, solved exactly
+  (the exponential Euler step): with phi1(z) = (1 - e^-z) / z,
 
-which is stable for any eta, has the same fixed point as gradient descent on the posterior at T = 0,
-and at T > 0 leaves the stationary variance of a diagonal Gaussian at (T / p) / (1 + eta p / (2N))
-(explicit Euler: (T / p) / (1 - eta p / (2N))): the same O(eta) accuracy, without the blow-up.
+      x' = x - eta phi1(c) (p x / N + g) + sqrt(2 eta T phi1(2c) / N) xi,
+
+  i.e. x' = e^-c x + ... : for g = 0 the chain is exactly N(0, T / p) at every step size, and the fixed point at
+  T = 0 is the MAP, x = -g N / p.
+* SGHMC is the damped oscillator dx = r dt, dr = -(p x / N + g) dt - gamma r dt + sqrt(2 gamma T / N) dW, with
+  v = sqrt(eta) r, split into its Hamiltonian part, solved exactly with g constant (a rotation by the angle
+  phi = sqrt(c) around x_eq = -g N / p; no resonance, since the constant force is part of the exact flow), and
+  its friction + noise part, solved exactly (v <- m v + sqrt((1 - m^2) eta T / N) xi; the momentum m is the
+  per-step friction factor e^(-gamma sqrt(eta))). With S1 = sin(phi)/phi and S2 = (1 - cos phi)/phi^2:
+
+      x' = x cos(phi) + v S1 - eta g S2,      v' = m (v cos(phi) - (c x + eta g) S1) + sqrt((1 - m^2) eta T / N) xi.
+
+  Both parts leave N(0, T / p) x N(0, eta T / N) invariant, so for g = 0 the chain samples the prior exactly at
+  every step size; at T = 0 its fixed point is the MAP. As c -> 0 the step tends to the explicit one above
+  (velocity Verlet form: x' = x + v - eta g / 2).
+
+Both cost a handful of vector operations on the flat parameter vector (``python -m repro.bench step``).
 """
 from __future__ import annotations
 
@@ -82,10 +100,10 @@ class SGHMC(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, m, T, N = group["lr"], group["momentum"], group["temperature"], group["num_data"]
-            noise_std = math.sqrt(2 * lr * (1 - m) * T / N) if group["noise"] else 0.0
             if self.prior is not None:
-                self._prior_step(group["params"], lr, m, noise_std, N)
+                self._prior_step(group["params"], lr, m, T if group["noise"] else 0.0, N)
                 continue
+            noise_std = math.sqrt(2 * lr * (1 - m) * T / N) if group["noise"] else 0.0
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -107,27 +125,40 @@ class SGHMC(Optimizer):
             self.state[p][key] = torch.zeros_like(p)
         return self.state[p][key]
 
-    def _prior_step(self, params: list[Tensor], lr: float, m: float, noise_std: float, N: int) -> None:
-        """The step with a prior, on one flat vector: a handful of vector ops instead of ~10 per-parameter
-        ``_foreach`` calls, which on CPU loop over the parameters one kernel at a time (the step then costs
-        what an SGD step costs; see ``python -m repro.bench step``)."""
+    def _prior_step(self, params: list[Tensor], lr: float, m: float, T: float, N: int) -> None:
+        """One step with the prior's diagonal Gaussian part integrated exactly (see the module docstring), on one flat
+        vector: a handful of vector ops instead of ~10 per-parameter ``_foreach`` calls, which on CPU loop over the
+        parameters one kernel at a time. ``T`` is 0 in a noise-free phase."""
         theta = torch.cat([p.reshape(-1) for p in params])
-        grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
         self.log_prior, prior_grad = self.prior.log_prob_and_grad(theta, without_diagonal=True)
-        grad.add_(prior_grad, alpha=-1.0 / N)
+        g.add_(prior_grad, alpha=-1.0 / N).mul_(lr)                      # eta g: data and low-rank prior, explicit
+        x = theta.sub_(self._mu)
+        c = self._precision.mul(lr / N)                                  # per-coordinate stiffness eta p / N
         if m:
-            move = self._momentum(params)
-            move.mul_(m).add_(grad, alpha=-lr)
+            phi = c.sqrt()
+            s1 = torch.sinc(phi / math.pi)                               # sin(phi) / phi, exact at phi = 0
+            s2 = torch.sinc(phi / (2 * math.pi)).square_().mul_(0.5)     # (1 - cos phi) / phi^2 = sinc^2(phi/2) / 2
+            cos = c.mul(s2).neg_().add_(1.0)                              # cos(phi) = 1 - 2 sin^2(phi / 2)
+            v = self._momentum(params)
+            new_x = x * cos
+            new_x.addcmul_(v, s1).addcmul_(g, s2, value=-1.0)
+            v.mul_(cos).sub_(x.mul_(c).add_(g).mul_(s1)).mul_(m)       # v' = m (v cos - (c x + eta g) S1)
+            if T:
+                v.add_(self._randn(v), alpha=math.sqrt((1 - m * m) * lr * T / N))
+            x = new_x
         else:
-            move = grad.mul_(-lr)
-        if noise_std:
-            move.add_(torch.randn(theta.shape, generator=self.generator, dtype=theta.dtype, device=theta.device),
-                      alpha=noise_std)
-        # implicit step for the diagonal prior term: theta' = mu + (theta + v - mu) / (1 + lr p / N)
-        new = theta.add(move).sub_(self._mu).div_(self._precision.mul(lr / N).add_(1.0)).add_(self._mu)
-        if m:                                                    # the momentum is the move actually made
-            torch.sub(new, theta, out=move)
-        torch._foreach_copy_(params, [v.view_as(p) for v, p in zip(new.split([p.numel() for p in params]), params)])
+            phi1 = torch.expm1(-c).neg_().div_(c).nan_to_num_(nan=1.0)  # (1 - e^-c) / c, -> 1 as c -> 0
+            x.sub_(x.mul(c).add_(g).mul_(phi1))                          # x - eta phi1(c) (p x / N + g)
+            if T:
+                c2 = c.mul_(2.0)
+                var = torch.expm1(-c2).neg_().div_(c2).nan_to_num_(nan=1.0).mul_(2 * lr * T / N)
+                x.addcmul_(self._randn(x), var.sqrt_())
+        new = x.add_(self._mu)
+        torch._foreach_copy_(params, [t.view_as(p) for t, p in zip(new.split([p.numel() for p in params]), params)])
+
+    def _randn(self, like: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
     def _momentum(self, params: list[Tensor]) -> Tensor:
         """The momentum as one flat buffer whose views are each parameter's ``momentum_buffer`` state (rebuilt
