@@ -7,7 +7,7 @@ PROFILE ?= cpu
 CLAIMS ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup reproduce studies test unit bench bench-grid lab
+.PHONY: setup data reproduce studies test unit bench bench-grid lab
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+## The study's datasets into REPRO_DATA_DIR (default ./data), built from their public sources and checked against
+## repro/data/checksums.json (python -m repro.data verify checks an existing directory).
+data: setup
+	$(PY) -m repro.data download all
 
 ## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped).
 reproduce: setup
@@ -45,5 +50,6 @@ bench: setup
 bench-grid: setup
 	$(PY) -m repro.bench grid --profile $(PROFILE) $(if $(ALL),--all)
 
+## Jupyter as root (a container) needs --allow-root.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

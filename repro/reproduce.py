@@ -162,7 +162,13 @@ def main(argv=None) -> int:
                         help="comma-separated claim ids, e.g. C1,C3 (any case): only their notebooks, and notebook 01 "
                              "only when its outputs are missing (default: every notebook)")
     args = parser.parse_args(argv)
-    return run_main(lambda: run(get_profile(args.profile), parse_claims(args.claims)))
+
+    def body() -> int:
+        profile = get_profile(args.profile)
+        from .data import checksums, data_dir      # lazy: --help needs no torch
+        checksums.require_present(data_dir())      # a fresh clone stops here, in one line, saying how to fetch it
+        return run(profile, parse_claims(args.claims))
+    return run_main(body, errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

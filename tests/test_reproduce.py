@@ -104,3 +104,13 @@ def test_bad_input_is_one_line(argv, message, capsys):
     assert reproduce.main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(message)
+
+
+def test_without_the_data_the_batch_stops_in_one_line_saying_where_and_how(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    assert reproduce.main(["--profile", "smoke"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"the study's data is not in {tmp_path / 'data'}" in err
+    assert "fetch it with `make data` (python -m repro.data download all)" in err
+    assert not (tmp_path / "results" / "smoke" / "notebooks").exists()          # nothing ran
