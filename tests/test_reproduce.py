@@ -114,3 +114,13 @@ def test_without_the_data_the_batch_stops_in_one_line_saying_where_and_how(tmp_p
     assert "\n" not in err and f"the study's data is not in {tmp_path / 'data'}" in err
     assert "fetch it with `make data` (python -m repro.data download all)" in err
     assert not (tmp_path / "results" / "smoke" / "notebooks").exists()          # nothing ran
+
+
+def test_notebooks_name_the_kernel_make_setup_installs():
+    import json
+
+    for path in sorted(reproduce.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert spec == {"display_name": "repro (.venv)", "language": "python", "name": reproduce.PROJECT_KERNEL}, path
+    makefile = (reproduce.NOTEBOOK_DIR.parent / "Makefile").read_text()
+    assert f'--name {reproduce.PROJECT_KERNEL} --display-name "repro (.venv)"' in makefile
