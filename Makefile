@@ -30,6 +30,7 @@ reproduce: setup
 
 ## The downstream grids of notebooks 03-08 with two single-threaded background workers (resumable; logs below).
 studies: setup
+	@$(PY) -m repro.experiments.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
 	mkdir -p results/$(PROFILE)
 	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.experiments.studies --profile $(PROFILE) --worker $$w \
 		> results/$(PROFILE)/studies_$$w.log 2>&1 & done

@@ -102,11 +102,11 @@ def _when(seconds: float) -> str:
     return (datetime.datetime.now() + datetime.timedelta(seconds=seconds)).strftime("%H:%M")
 
 
-def _plan(names: list[str], expected: dict[str, float]) -> str:
+def _plan(names: list[str], expected: dict[str, float], timings: Path) -> str:
     """One line: how many notebooks, and when the batch should end by the recorded timings."""
     known = [expected[n] for n in names if n in expected]
     if not known:
-        return f"{len(names)} notebook(s); no recorded timings yet (results/<profile>/notebooks/timings.csv)"
+        return f"{len(names)} notebook(s); no ETA: none has a successful run in {timings} yet"
     unknown = f", {len(names) - len(known)} never timed" if len(known) < len(names) else ""
     return (f"{len(names)} notebook(s); their last runs took {sum(known) / 60:.1f} min{unknown}: "
             f"ETA {_when(sum(known))}")
@@ -134,7 +134,7 @@ def run(profile: Profile, claims: list[str] | None = None) -> int:
         names.remove(PRIORS_NOTEBOOK)
         print(f"{PRIORS_NOTEBOOK}: skipped, its priors and tables exist (run without --claims to re-execute it)")
     expected, kernel = last_wall_s(out_dir / "timings.csv", profile), kernel_name()
-    print(_plan(names, expected), flush=True)
+    print(_plan(names, expected, out_dir / "timings.csv"), flush=True)
     for i, name in enumerate(names, 1):
         out, scratch = out_dir / f"{name}.ipynb", scratch_dir / f"{name}.ipynb"
         eta = f"; last run {expected[name]:.0f} s, ETA {_when(expected[name])}" if name in expected else ""

@@ -96,6 +96,8 @@ def test_unknown_stage_is_refused(capsys):
 
 def test_studies_before_notebook_01_stop_at_once_naming_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    assert studies.main(["--profile", "smoke", "--check"]) == 1            # make studies' check, before the workers
+    assert capsys.readouterr().err.strip().endswith("`python -m repro.reproduce --profile smoke --claims C1`")
     assert studies.main(["--profile", "smoke"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and "(run notebook 01)" in err

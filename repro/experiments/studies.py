@@ -137,6 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
                         help="which tuning order to start with (run one process per worker)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the grids can start (notebook 01's priors exist), then exit")
     args = parser.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -144,8 +146,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
     # the workers' logs show each long run's progress (repro.experiments.transfer logs it every 10 % of its steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return run_main(lambda: run_profile(get_profile(args.profile), args.worker, stages),
-                    errors=(ValueError, MissingPrerequisite))
+    body = (lambda: require_priors(get_profile(args.profile))) if args.check else (
+        lambda: run_profile(get_profile(args.profile), args.worker, stages))
+    return run_main(body, errors=(ValueError, MissingPrerequisite))
 
 
 if __name__ == "__main__":
