@@ -7,7 +7,7 @@ PROFILE ?= cpu
 CLAIMS ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup reproduce studies test unit bench bench-grid lab
+.PHONY: setup data reproduce studies test unit bench bench-grid lab
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -19,12 +19,18 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+## The study's datasets into REPRO_DATA_DIR (default ./data), built from their public sources and checked against
+## repro/data/checksums.json (python -m repro.data verify checks an existing directory).
+data: setup
+	$(PY) -m repro.data download all
+
 ## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped).
 reproduce: setup
 	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS))
 
 ## The downstream grids of notebooks 03-08 with two single-threaded background workers (resumable; logs below).
 studies: setup
+	@$(PY) -m repro.experiments.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
 	mkdir -p results/$(PROFILE)
 	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.experiments.studies --profile $(PROFILE) --worker $$w \
 		> results/$(PROFILE)/studies_$$w.log 2>&1 & done
@@ -45,5 +51,6 @@ bench: setup
 bench-grid: setup
 	$(PY) -m repro.bench grid --profile $(PROFILE) $(if $(ALL),--all)
 
+## Jupyter as root (a container) needs --allow-root.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

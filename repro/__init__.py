@@ -3,11 +3,13 @@
 The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
 import graph has no cycle):
 
-``profiles``, ``files``, ``runner``
-    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, the resumable CSV grid.
+``profiles``, ``files``, ``runner``, ``cli``
+    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, the resumable CSV grid (failed runs retried),
+    what the ``python -m`` entry points share (``--profile``, one-line errors).
 ``data/``
-    the datasets in memory: ``formats`` (registry, readers), ``cache`` (decoded images), ``subsets`` (stratified
-    subsets, batches), ``transforms``, ``downloads`` (``python -m repro.data``), ``imagenet``, ``voc``, ``shift``.
+    the datasets in memory: ``formats`` (registry, readers, packer), ``cache`` (decoded images), ``subsets``
+    (stratified subsets, batches), ``transforms``, ``downloads`` and ``checksums`` (``python -m repro.data download``,
+    ``verify``: the study's exact files), ``imagenet``, ``voc``, ``shift``.
 ``models/``
     the architectures (CIFAR ResNets, torchvision backbones, DeepLabv3+) and ``pretrained`` ImageNet weights.
 ``train``

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,8 +31,9 @@ from torch.distributions import LowRankMultivariateNormal
 from . import data
 from .models import build_classifier
 from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from .cli import add_profile_argument, run_main
 from .profiles import Profile, get_profile, results_root
-from .runner import Run, load_results, run_grid
+from .runner import MissingPrerequisite, Run, load_results, run_grid
 from .method.samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
@@ -244,15 +246,21 @@ def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2) -> tuple
     return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"], ignore_index=True)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma", "grid"])
-    parser.add_argument("--ranks", type=int, nargs="+", default=[5, 20])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--profile", default="cpu", help="grid: whose recorded grids to re-time")
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma", "grid"],
+                        help="which benchmark (default: all but grid; results in results/bench/)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[5, 20], help="prior: the ranks k to time")
+    parser.add_argument("--repeats", type=int, default=5, help="prior: timed repetitions per case (median kept)")
+    add_profile_argument(parser, default="cpu", help="grid: whose recorded grids to re-time (default: cpu)")
     parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
     parser.add_argument("--all", action="store_true", help="grid: re-time every run (hours; resumes where it stopped)")
     args = parser.parse_args(argv)
+    return run_main(lambda: _bench(args), errors=(ValueError, MissingPrerequisite))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    """The benchmarks ``args`` ask for, printed and written to ``results/bench/``."""
     profile = get_profile(args.profile)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -283,4 +291,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from .plots import save_table
-from .profiles import Profile, get_profile, results_dir
+from .cli import add_profile_argument, run_main
+from .profiles import PROFILES, Profile, get_profile, results_dir
 from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
@@ -260,12 +262,14 @@ def update_report(profile: Profile, path: Path = REPORT) -> bool:
     return new != text
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu")
+    add_profile_argument(parser, default="cpu", help=f"whose results fill REPORT.md's generated blocks, one of "
+                                                     f"{', '.join(PROFILES)} (default: cpu)")
     args = parser.parse_args(argv)
-    print("REPORT.md", "updated" if update_report(get_profile(args.profile)) else "already up to date")
+    return run_main(lambda: print("REPORT.md", "updated" if update_report(get_profile(args.profile))
+                                  else "already up to date"), errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,26 +1,33 @@
 """Run the study's notebooks headlessly through papermill: ``python -m repro.reproduce --profile cpu``.
 
-Executed notebooks go to ``results/<profile>/notebooks/``. Finished work inside a notebook (priors, runs)
-is cached by ``repro`` itself, so re-running is cheap. A failing notebook stops the batch with a non-zero
-exit naming the notebook and cell; its partially executed copy is kept for inspection. Every execution appends
-its wall and CPU time (the kernel's, all threads and loader workers included) to ``notebooks/timings.csv``.
+Executed notebooks go to ``results/<profile>/notebooks/``. Each is executed into ``results/<profile>/tmp/`` (git
+ignores it) and moved over the one in ``notebooks/`` only when every cell succeeded, so a failed or interrupted run
+never overwrites a committed notebook. A failing notebook stops the batch with a non-zero exit naming the notebook,
+the cell and where its partial copy is. Finished work inside a notebook (priors, runs, notebook 01's tables) is cached
+by ``repro`` itself, so re-running is cheap. ``--claims`` runs only the claims' notebooks, and notebook 01 only when
+one of its outputs is missing. Every execution appends its wall and CPU time (the kernel's, all threads and loader
+workers included) to ``notebooks/timings.csv``; the last successful one of each notebook gives the batch's ETA.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime
+import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from .profiles import PROFILES, Profile, get_profile, results_dir
+from .cli import add_profile_argument, run_main
+from .profiles import Profile, get_profile, results_dir
 from .report import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PRIORS_NOTEBOOK = "01_prior_fitting"        # builds the priors every claim uses
 TIMING_FIELDS = ["notebook", "profile", "started_at", "wall_s", "cpu_s", "ok"]
+PROJECT_KERNEL = "repro"                    # what the notebooks name; `make setup` installs it in .venv
 
 
 def _children_cpu_s() -> float:
@@ -39,6 +46,21 @@ def _log_timing(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def last_wall_s(path: Path, profile: Profile) -> dict[str, float]:
+    """Notebook -> wall seconds of its last successful execution on ``profile`` (from ``timings.csv``)."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {r["notebook"]: float(r["wall_s"]) for r in csv.DictReader(f)
+                if r.get("profile") == profile.name and r.get("ok") == "True"}
+
+
+def parse_claims(text: str | None) -> list[str] | None:
+    """``"C3,c4,,"`` -> ``["C3", "C4"]`` (case and empty items ignored); None or blank: every notebook."""
+    claims = [c.strip().upper() for c in (text or "").split(",") if c.strip()]
+    return claims or None
+
+
 def notebooks_for(claims: list[str] | None) -> list[str]:
     """Notebooks to run for ``claims`` (all present notebooks when None), without repeats, in order."""
     present = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -54,46 +76,99 @@ def notebooks_for(claims: list[str] | None) -> list[str]:
     return sorted({PRIORS_NOTEBOOK} | {CLAIMS[c][2] for c in claims})
 
 
-def run(profile: Profile, claims: list[str] | None = None) -> int:
-    """Execute the notebooks of ``claims`` (every notebook when None) on ``profile``; 0 when all succeeded."""
+def priors_missing(profile: Profile) -> list[Path]:
+    """Notebook 01's outputs that are not on disk: priors of every kind the profile fits, and its tables."""
+    from .experiments.source_quality import outputs   # lazy: torch is needed only once a batch runs
+
+    return [p for p in outputs(profile) if not p.exists()]
+
+
+def kernel_name() -> str:
+    """The project's kernel when it runs this interpreter's environment, else ``python3``, which jupyter_client
+    starts with this interpreter: the batch runs in its own environment, with or without ``make setup``'s kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(PROJECT_KERNEL).argv
+    except NoSuchKernel:
+        return "python3"
+    python = shutil.which(argv[0]) if argv else None
+    # compare the environments, not the interpreters: a venv's python is a symlink to the base one
+    same = python is not None and Path(python).parent.resolve().parent == Path(sys.prefix).resolve()
+    return PROJECT_KERNEL if same else "python3"
+
+
+def _when(seconds: float) -> str:
+    return (datetime.datetime.now() + datetime.timedelta(seconds=seconds)).strftime("%H:%M")
+
+
+def _plan(names: list[str], expected: dict[str, float], timings: Path) -> str:
+    """One line: how many notebooks, and when the batch should end by the recorded timings."""
+    known = [expected[n] for n in names if n in expected]
+    if not known:
+        return f"{len(names)} notebook(s); no ETA: none has a successful run in {timings} yet"
+    unknown = f", {len(names) - len(known)} never timed" if len(known) < len(names) else ""
+    return (f"{len(names)} notebook(s); their last runs took {sum(known) / 60:.1f} min{unknown}: "
+            f"ETA {_when(sum(known))}")
+
+
+def _execute(profile: Profile, name: str, scratch: Path, kernel: str) -> Exception | None:
+    """Execute ``name`` into ``scratch`` with papermill's cell progress bar; the execution error, if any."""
     import papermill as pm
 
-    out_dir = results_dir(profile) / "notebooks"
+    try:
+        pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", scratch, parameters={"profile": profile.name},
+                            cwd=str(NOTEBOOK_DIR), progress_bar=True, kernel_name=kernel)
+    except pm.PapermillExecutionError as e:
+        return e
+    return None
+
+
+def run(profile: Profile, claims: list[str] | None = None) -> int:
+    """Execute the notebooks of ``claims`` (every notebook when None) on ``profile``; 0 when all succeeded."""
+    out_dir, scratch_dir = results_dir(profile) / "notebooks", results_dir(profile) / "tmp" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    scratch_dir.mkdir(parents=True, exist_ok=True)
     names = notebooks_for(claims)
+    if claims and PRIORS_NOTEBOOK in names and not priors_missing(profile):
+        names.remove(PRIORS_NOTEBOOK)
+        print(f"{PRIORS_NOTEBOOK}: skipped, its priors and tables exist (run without --claims to re-execute it)")
+    expected, kernel = last_wall_s(out_dir / "timings.csv", profile), kernel_name()
+    print(_plan(names, expected, out_dir / "timings.csv"), flush=True)
     for i, name in enumerate(names, 1):
-        out = out_dir / f"{name}.ipynb"
-        print(f"[{i}/{len(names)}] {name} (profile {profile.name}) ...", flush=True)
+        out, scratch = out_dir / f"{name}.ipynb", scratch_dir / f"{name}.ipynb"
+        eta = f"; last run {expected[name]:.0f} s, ETA {_when(expected[name])}" if name in expected else ""
+        print(f"[{i}/{len(names)}] {name} (profile {profile.name}, kernel {kernel}{eta}) ...", flush=True)
         started, t0, cpu0 = datetime.datetime.now(datetime.timezone.utc), time.time(), _children_cpu_s()
-        error = None
-        try:
-            pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", out, parameters={"profile": profile.name},
-                                cwd=str(NOTEBOOK_DIR), progress_bar=False)
-        except pm.PapermillExecutionError as e:
-            error = e
+        error = _execute(profile, name, scratch, kernel)
         wall, cpu = time.time() - t0, _children_cpu_s() - cpu0
         _log_timing(out_dir / "timings.csv", {"notebook": name, "profile": profile.name,
                                               "started_at": started.isoformat(timespec="seconds"),
                                               "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "ok": error is None})
         if error is not None:
             print(f"FAILED: notebook {name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
-                  f"{error.ename}: {error.evalue}\n  partially executed notebook kept at {out}", file=sys.stderr)
+                  f"{error.ename}: {error.evalue}\n  partially executed notebook kept at {scratch}; {out} is unchanged",
+                  file=sys.stderr)
             return 1
+        os.replace(scratch, out)       # atomic: the committed notebook is either the old one or the finished one
         print(f"[{i}/{len(names)}] {name} done in {wall:.0f} s wall, {cpu:.0f} s CPU -> {out}", flush=True)
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default=None, help=f"one of {', '.join(PROFILES)} (default: $REPRO_PROFILE or cpu)")
-    parser.add_argument("--claims", default=None, help="comma-separated claim ids, e.g. C1,C2 (default: every notebook)")
+    add_profile_argument(parser)
+    parser.add_argument("--claims", default=None, metavar="IDS",
+                        help="comma-separated claim ids, e.g. C1,C3 (any case): only their notebooks, and notebook 01 "
+                             "only when its outputs are missing (default: every notebook)")
     args = parser.parse_args(argv)
-    try:
-        claims = [c.strip().upper() for c in args.claims.split(",")] if args.claims else None
-        return run(get_profile(args.profile), claims)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    def body() -> int:
+        profile = get_profile(args.profile)
+        from .data import checksums, data_dir      # lazy: --help needs no torch
+        checksums.require_present(data_dir())      # a fresh clone stops here, in one line, saying how to fetch it
+        return run(profile, parse_claims(args.claims))
+    return run_main(body, errors=(ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """A resumable experiment grid: run each setting once, one CSV row per finished run, safe to kill at any time.
 
-``run_grid`` calls ``fn(run)`` for every run whose key has no row yet and appends the returned metrics to a
+``run_grid`` calls ``fn(run)`` for every run without an ``ok`` row and appends the returned metrics to a
 CSV. The CSV is rewritten whole to a temporary file and renamed over the old one after every run, so a
 reader (or a rerun after SIGKILL) sees either the old file or the new one, never a partial row. Runs that
-raise are recorded as ``failed: <Type>: <message>`` and the grid goes on; a rerun skips finished runs.
+raise are recorded as ``failed: <Type>: <message>`` and the grid goes on; the next call retries them, and a
+retried run's row keeps the errors of its earlier attempts in ``previous_errors`` (one row per key).
+Two kinds of failure change that (:class:`MissingPrerequisite`, :class:`RepeatableFailure`).
 The module knows nothing about models: a run is a study name and a set of JSON-able scalar settings.
 """
 from __future__ import annotations
@@ -30,14 +32,37 @@ try:  # advisory lock so that two processes sharing a CSV do not lose each other
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None
 
-__all__ = ["Run", "run_grid", "load_results", "completed_keys", "RESERVED_COLUMNS"]
+__all__ = ["Run", "run_grid", "load_results", "completed_keys", "RESERVED_COLUMNS", "MissingPrerequisite",
+           "RepeatableFailure"]
 
 log = logging.getLogger(__name__)
 
 # Columns the runner writes itself; hyperparameters and metrics may not use these names.
-RESERVED_COLUMNS = ("study", "key", "status", "wall_time_s", "finished_at")
+RESERVED_COLUMNS = ("study", "key", "status", "wall_time_s", "finished_at", "previous_errors")
 # Read as text: a 12-hex key made only of digits must not become an integer (and lose leading zeros).
-_TEXT_COLUMNS = {"study": str, "key": str, "status": str, "finished_at": str}
+_TEXT_COLUMNS = {"study": str, "key": str, "status": str, "finished_at": str, "previous_errors": str}
+_HISTORY_SEPARATOR = " | "
+
+
+class MissingPrerequisite(FileNotFoundError):
+    """A run needs a file that another command builds (e.g. the priors of notebook 01).
+
+    Every other run of the grid would fail the same way, so ``run_grid`` records this one and stops by re-raising;
+    the message ends with the command that builds the file (``command``), and the next call retries the run.
+    """
+
+    def __init__(self, what: str, command: str):
+        super().__init__(f"{what}: build it with `{command}`")
+        self.command = command
+
+
+class RepeatableFailure(Exception):
+    """A failure that re-running with the same code and inputs repeats (a seeded run that diverges): ``run_grid``
+    retries it in a new process, never again in the process where it failed, so a loop over grids cannot spin on it."""
+
+
+# (CSV path, key) of the runs that raised a RepeatableFailure in this process.
+_REPEATED_HERE: set[tuple[str, str]] = set()
 _SCALARS = (str, bool, int, float, type(None))
 
 
@@ -158,13 +183,26 @@ def _remove_stale_temps(path: Path) -> None:
             tmp.unlink()
 
 
+def _history(rows: list[dict[str, str]]) -> str:
+    """``previous_errors`` of a new row replacing ``rows`` (same key): their own history, then their failures."""
+    entries = []
+    for r in rows:
+        entries += [e for e in (r.get("previous_errors") or "").split(_HISTORY_SEPARATOR) if e]
+        if r.get("status", "").startswith("failed"):
+            entries.append(f"{r.get('finished_at', '')} {r['status']}".strip())
+    return _HISTORY_SEPARATOR.join(entries)
+
+
 def _append_row(path: Path, row: dict[str, str]) -> None:
-    """Add ``row`` to the CSV, replacing an earlier row with the same key (a retried failure)."""
+    """Add ``row`` to the CSV, replacing an earlier row with the same key (a retried failure, kept in the new row's
+    ``previous_errors``)."""
     with _locked(path.parent):
         columns, rows = _read_rows(path)
         same = [r for r in rows if r.get("key") == row["key"]]
         if row["status"] != "ok" and any(r.get("status") == "ok" for r in same):
             return  # another process finished it meanwhile: keep its success
+        if history := _history(same):
+            row = {**row, "previous_errors": history}
         rows = [r for r in rows if r.get("key") != row["key"]] + [row]
         columns = columns + [c for c in row if c not in columns]  # union, old order first
         _write_rows(path, columns, rows)
@@ -237,15 +275,24 @@ def _claim(folder: Path, key: str) -> bool:
     return True
 
 
+def _failed_rows(path: Path) -> dict[str, tuple]:
+    """The failed rows of the CSV as they are now (key -> its cells): a row that changes later was rewritten by a
+    new attempt, here or in another process."""
+    return {r["key"]: tuple(sorted(r.items())) for r in _read_rows(path)[1] if r.get("status", "").startswith("failed")}
+
+
 def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_path: str | os.PathLike, *,
              predictions_dir: str | os.PathLike | None = None, desc: str | None = None,
-             retry_failed: bool = False, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
-    """Run ``fn`` on every run not yet in ``csv_path``; return the rows of all ``runs`` (old and new).
+             retry_failed: bool = True, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
+    """Run ``fn`` on every run without an ``ok`` row in ``csv_path``; return the rows of all ``runs`` (old and new).
 
     ``fn(run)`` returns a dict of scalar metrics, optionally with ``"predictions"``: a dict of tensors or
     arrays saved atomically to ``predictions_dir/<key>.pt`` before the row is written (an ``ok`` row
-    therefore always has its file). Any Exception (e.g. ``DivergenceError``) is recorded as a failed row
-    and the grid continues; failed runs are retried only with ``retry_failed=True``.
+    therefore always has its file). Any Exception is recorded as a failed row and the grid continues.
+    A run recorded as failed when the call starts is tried again (``retry_failed=False``: left as it is), once:
+    a run that fails during this call, here or in another process, is not retried by it. Not retried in this
+    process at all: a run that raised a :class:`RepeatableFailure` here (e.g. ``DivergenceError``). A
+    :class:`MissingPrerequisite` is recorded, then re-raised: the grid stops, since every run would fail alike.
     KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
 
     ``shared=True`` lets several processes work through the same grid: each run is claimed (a file holding
@@ -264,16 +311,22 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
         claims.mkdir(exist_ok=True)
     with _locked(path.parent):
         _remove_stale_temps(path)
+    where = str(path.resolve())
+    to_retry = _failed_rows(path) if retry_failed else {}
 
     def finished() -> set[str]:
-        rows = _read_rows(path)[1]
-        ok = {r["key"] for r in rows if r.get("status") == "ok"}
-        failed = {r["key"] for r in rows if r.get("status", "").startswith("failed")}
-        return ok if retry_failed else ok | failed
+        done = set()
+        for r in _read_rows(path)[1]:
+            key, status = r.get("key"), r.get("status", "")
+            if status == "ok" or (status.startswith("failed") and (
+                    to_retry.get(key) != tuple(sorted(r.items())) or (where, key) in _REPEATED_HERE)):
+                done.add(key)
+        return done
 
     def execute(run: Run) -> bool:
         params = run.params
         t0 = time.perf_counter()
+        error = None
         try:
             result = dict(fn(run))
             predictions = result.pop("predictions", None)
@@ -289,13 +342,18 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
                     _save_predictions(predictions, pred_dir / f"{run.key}.pt")
             status = "ok"
         except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
-            metrics, status = {}, f"failed: {_first_line(e)}"
-            log.warning("run %s %r %s", run.key, params, status, exc_info=True)
+            metrics, status, error = {}, f"failed: {_first_line(e)}", e
+            # a missing prerequisite is said in one line; anything else needs its traceback in the log
+            log.warning("run %s %r %s", run.key, params, status, exc_info=not isinstance(e, MissingPrerequisite))
+            if isinstance(e, RepeatableFailure):
+                _REPEATED_HERE.add((where, run.key))
         row = {"study": run.study, **params, **metrics, "key": run.key, "status": status,
                "wall_time_s": time.perf_counter() - t0,
                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _append_row(path, {k: _cell(v) for k, v in row.items()})
-        return status == "ok"
+        if isinstance(error, MissingPrerequisite):
+            raise error
+        return error is None
 
     done = finished()
     todo = [r for r in runs if r.key not in done]

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from repro import bench
-from repro.runner import Run, load_results
+from repro.runner import MissingPrerequisite, Run, load_results
 from repro.profiles import get_profile
 
 SMOKE = get_profile("smoke")
@@ -87,6 +87,6 @@ def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch, smoke_pri
     with pytest.raises(FileNotFoundError, match="run notebook 01"):     # runs are keyed on the priors: none yet
         bench.required_runs(SMOKE)
     shutil.copytree(smoke_priors_dir / "smoke" / "priors", tmp_path / "smoke" / "priors")
-    with pytest.raises(RuntimeError, match="not recorded.*make studies PROFILE=smoke"):
+    with pytest.raises(MissingPrerequisite, match="not recorded.*build it with `make studies PROFILE=smoke`"):
         bench.required_runs(SMOKE)
     assert not list(tmp_path.rglob("runs.csv"))                              # and it ran nothing

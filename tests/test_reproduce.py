@@ -19,6 +19,7 @@ def write_notebook(path, *sources):
 
 def test_claims_select_their_notebooks():
     assert reproduce.notebooks_for(["C1"]) == ["01_prior_fitting", "02_loss_geometry"]
+    assert reproduce.parse_claims("C3,c4,,") == ["C3", "C4"] and reproduce.parse_claims(" , ") is None
     with pytest.raises(ValueError, match=r"unknown claim id\(s\) \['C42'\]; valid: C1, C2"):
         reproduce.notebooks_for(["C42"])
 
@@ -31,12 +32,17 @@ def test_failing_cell_exits_nonzero_naming_notebook_and_cell(tmp_path, monkeypat
     write_notebook(notebooks / "03_never.ipynb", "z = 3")
     monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    out_dir = tmp_path / "results" / "smoke" / "notebooks"
+    out_dir.mkdir(parents=True)
+    (out_dir / "02_broken.ipynb").write_text("the committed executed notebook")
     assert reproduce.run(SMOKE) == 1
     err = capsys.readouterr().err
     assert "notebook 02_broken failed in cell" in err and "RuntimeError: boom in cell" in err
-    out_dir = tmp_path / "results" / "smoke" / "notebooks"
     assert (out_dir / "01_fine.ipynb").exists()
-    partial = nbformat.read(out_dir / "02_broken.ipynb", as_version=4)       # kept for inspection
+    assert (out_dir / "02_broken.ipynb").read_text() == "the committed executed notebook"   # never overwritten
+    scratch = tmp_path / "results" / "smoke" / "tmp" / "notebooks" / "02_broken.ipynb"
+    assert f"partially executed notebook kept at {scratch}" in err
+    partial = nbformat.read(scratch, as_version=4)                                        # kept for inspection
     assert any(o.get("ename") == "RuntimeError" for c in partial.cells for o in c.get("outputs", []))
     assert not (out_dir / "03_never.ipynb").exists()
     log = pd.read_csv(out_dir / "timings.csv")
@@ -59,3 +65,62 @@ def test_each_execution_logs_its_wall_and_kernel_cpu_time(tmp_path, monkeypatch)
     assert (sleep.wall_s >= 1.5).all() and (burn.wall_s >= 1.5).all()
     # kernel start-up costs the same CPU in both; the 1.5 s burnt must show on top of it
     assert (burn.cpu_s.to_numpy() - sleep.cpu_s.to_numpy() > 1.2).all()
+
+
+def test_claims_skip_notebook_01_when_its_outputs_exist(tmp_path, monkeypatch, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_prior_fitting.ipynb", "x = 1")
+    write_notebook(notebooks / "04_scale_sweep.ipynb", "y = 2")
+    monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    timings = tmp_path / "results" / "smoke" / "notebooks" / "timings.csv"
+    monkeypatch.setattr(reproduce, "priors_missing", lambda profile: [tmp_path / "ssl_prior.pt"])
+    assert reproduce.run(SMOKE, ["C3"]) == 0
+    assert list(pd.read_csv(timings).notebook) == ["01_prior_fitting", "04_scale_sweep"]   # a prior missing: run 01
+    capsys.readouterr()
+    monkeypatch.setattr(reproduce, "priors_missing", lambda profile: [])
+    assert reproduce.run(SMOKE, ["C3"]) == 0
+    assert list(pd.read_csv(timings).notebook)[2:] == ["04_scale_sweep"]                     # all there: skipped
+    out = capsys.readouterr().out
+    assert "01_prior_fitting: skipped, its priors and tables exist" in out
+    assert "1 notebook(s); their last runs took" in out and "[1/1] 04_scale_sweep (profile smoke" in out
+    assert "last run " in out and "ETA " in out                                             # from timings.csv
+    assert reproduce.run(SMOKE) == 0                                                         # no claims: every one
+    assert list(pd.read_csv(timings).notebook)[3:] == ["01_prior_fitting", "04_scale_sweep"]
+
+
+def test_the_batch_uses_the_project_kernel_only_in_this_environment(monkeypatch):
+    assert reproduce.kernel_name() in ("repro", "python3")
+    monkeypatch.setattr(reproduce, "PROJECT_KERNEL", "no-such-kernel-here")
+    assert reproduce.kernel_name() == "python3"          # `make setup` not run: the current environment's kernel
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "nope"], "error: unknown profile 'nope'; valid profiles: smoke, cpu, paper"),
+    (["--profile", "smoke", "--claims", "C3,C42"], "error: unknown claim id(s) ['C42']; valid: C1, C2"),
+])
+def test_bad_input_is_one_line(argv, message, capsys):
+    assert reproduce.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(message)
+
+
+def test_without_the_data_the_batch_stops_in_one_line_saying_where_and_how(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    assert reproduce.main(["--profile", "smoke"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"the study's data is not in {tmp_path / 'data'}" in err
+    assert "fetch it with `make data` (python -m repro.data download all)" in err
+    assert not (tmp_path / "results" / "smoke" / "notebooks").exists()          # nothing ran
+
+
+def test_notebooks_name_the_kernel_make_setup_installs():
+    import json
+
+    for path in sorted(reproduce.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+        spec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert spec == {"display_name": "repro (.venv)", "language": "python", "name": reproduce.PROJECT_KERNEL}, path
+    makefile = (reproduce.NOTEBOOK_DIR.parent / "Makefile").read_text()
+    assert f'--name {reproduce.PROJECT_KERNEL} --display-name "repro (.venv)"' in makefile

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.runner import Run, _append_row, completed_keys, load_results, run_grid
+from repro import runner
+from repro.runner import MissingPrerequisite, Run, _append_row, completed_keys, load_results, run_grid
 from repro.train import DivergenceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,10 +116,59 @@ def test_failed_run_is_recorded_and_grid_continues(tmp_path):
 
     fn2 = counting()
     run_grid(runs, fn2, out)
-    assert fn2.calls == []  # failures are not retried by default
-    df = run_grid(runs, fn2, out, retry_failed=True)
+    assert fn2.calls == []  # a divergence repeats: not retried in the process where it happened ...
+    run_grid(runs, fn2, out, retry_failed=False)
+    assert fn2.calls == []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "_REPEATED_HERE", set())  # ... but by the next process
+        df = run_grid(runs, fn2, out)
     assert fn2.calls == [runs[1].key]
     assert list(df["status"]) == ["ok"] * 4 and df["key"].is_unique and len(load_results(out)) == 4
+    assert df["previous_errors"].iloc[1].endswith("failed: DivergenceError: loss became nan")
+
+
+def test_failed_run_is_retried_by_the_next_call_keeping_its_error(tmp_path):
+    out = tmp_path / "r.csv"
+    runs = [Run("s", {"i": i}) for i in range(3)]
+    attempts = []
+
+    def flaky(run):  # run 1 fails twice, then succeeds
+        attempts.append(run["i"])
+        if run["i"] == 1 and attempts.count(1) <= 2:
+            raise OSError(f"disk full (attempt {attempts.count(1)})")
+        return {"acc": 0.5}
+    assert list(run_grid(runs, flaky, out)["status"]) == ["ok", "failed: OSError: disk full (attempt 1)", "ok"]
+    assert attempts == [0, 1, 2]                                   # once per call, even when it fails
+    run_grid(runs, flaky, out)
+    df = run_grid(runs, flaky, out)
+    assert attempts == [0, 1, 2, 1, 1] and list(df["status"]) == ["ok"] * 3
+    history = df["previous_errors"].iloc[1].split(" | ")
+    assert [h.split(" ", 1)[1] for h in history] == ["failed: OSError: disk full (attempt 1)",
+                                                     "failed: OSError: disk full (attempt 2)"]
+    assert "T" in history[0].split(" ", 1)[0]                      # each error with the time it happened
+    assert pd.isna(df["previous_errors"].iloc[0]) and len(load_results(out)) == 3   # one row per key
+
+
+def test_missing_prerequisite_stops_the_grid_and_heals_once_built(tmp_path):
+    """fail, build the prerequisite, resume, succeed: the sequence of a grid started before notebook 01."""
+    out, prior = tmp_path / "r.csv", tmp_path / "prior.pt"
+    runs = [Run("s", {"i": i}) for i in range(5)]
+
+    def needs_prior(run):
+        if not prior.exists():
+            raise MissingPrerequisite(f"{prior} does not exist", "make prior")
+        return {"acc": float(prior.read_text()) + run["i"]}
+    fn = counting(needs_prior)
+    with pytest.raises(MissingPrerequisite, match="build it with `make prior`"):
+        run_grid(runs, fn, out)
+    assert len(fn.calls) == 1                                      # stopped at once: one failure, not five
+    (row,) = load_results(out).to_dict("records")
+    assert row["status"] == f"failed: MissingPrerequisite: {prior} does not exist: build it with `make prior`"
+    prior.write_text("10")                                         # build it
+    df = run_grid(runs, fn, out)                                   # resume
+    assert list(df["status"]) == ["ok"] * 5 and list(df["acc"]) == [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert len(fn.calls) == 6 and "build it with `make prior`" in df["previous_errors"].iloc[0]
+    assert df["previous_errors"].iloc[1:].isna().all()
 
 
 def test_keyboard_interrupt_propagates_with_nothing_half_written(tmp_path):

@@ -68,3 +68,41 @@ def test_matched_epoch_is_the_closest_cifar_probe():
     assert source_quality.matched_epoch(tie) == 3                        # ties: the later (more trained) epoch
     with pytest.raises(ValueError, match="both the 'ssl' and the 'supervised'"):
         source_quality.matched_epoch(probes[probes.kind == "ssl"])
+
+
+def test_notebook_01_tables_are_read_back_while_the_priors_are_unchanged(tmp_path, monkeypatch):
+    """A re-run on finished priors computes nothing and rewrites the table byte for byte; a refitted prior's rows are
+    computed again, the other kind's stay as they were."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    profile = get_profile("smoke")
+    protocols = {"supervised": "0123456789ab", "ssl": "000000000042"}   # an all-digit hash must stay text
+    monkeypatch.setattr(pretrain, "prior_protocol", lambda p, kind: protocols[kind])
+    computed = []
+
+    def evaluate(p, kind, run=[0]):      # every computation gives new last digits (another thread count)
+        computed.append(kind)
+        run[0] += 1
+        return _evaluation(kind, 0.5 + 1e-9 * run[0], 1 / 3)
+    monkeypatch.setattr(source_quality, "evaluate_source", evaluate)
+    first = source_quality.source_evaluation(profile, ["supervised", "ssl"])
+    path = tmp_path / "smoke" / "prior_fitting" / "source_evaluation.csv"
+    committed = path.read_bytes()
+    assert computed == ["supervised", "ssl"] and set(first.prior_protocol) == set(protocols.values())
+
+    again = source_quality.source_evaluation(profile, ["supervised", "ssl"])
+    assert computed == ["supervised", "ssl"] and path.read_bytes() == committed        # nothing re-computed
+    pd.testing.assert_frame_equal(again, pd.read_csv(path, dtype={"kind": str, "prior_protocol": str}))
+    assert list(source_quality.swa_check(again).swa_ok) == list(source_quality.swa_check(first).swa_ok)
+
+    protocols["ssl"] = "fedcba987654"                                                  # the SSL prior was refitted
+    source_quality.source_evaluation(profile, ["supervised", "ssl"])
+    assert computed == ["supervised", "ssl", "ssl"]
+    lines = path.read_text().splitlines()
+    assert lines[:5] == committed.decode().splitlines()[:5] and "fedcba987654" in lines[-1]
+
+
+def test_notebook_01_outputs_are_the_priors_of_every_kind_and_the_tables(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    names = [p.name for p in source_quality.outputs(get_profile("smoke"))]
+    assert names == ["supervised_prior.pt", "ssl_prior.pt", "supervised_matched_prior.pt", "source_evaluation.csv",
+                     "swa_check.csv", "snapshot_norms.csv", "swag_spectrum.csv", "probes_by_epoch.csv"]

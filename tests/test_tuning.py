@@ -92,3 +92,19 @@ def test_unknown_stage_is_refused(capsys):
     with pytest.raises(SystemExit):
         studies.main(["--profile", "smoke", "--stages", "C2,nope"])
     assert "unknown stage(s) ['nope']" in capsys.readouterr().err
+
+
+def test_studies_before_notebook_01_stop_at_once_naming_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    assert studies.main(["--profile", "smoke", "--check"]) == 1            # make studies' check, before the workers
+    assert capsys.readouterr().err.strip().endswith("`python -m repro.reproduce --profile smoke --claims C1`")
+    assert studies.main(["--profile", "smoke"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and "(run notebook 01)" in err
+    assert err.endswith("build it with `python -m repro.reproduce --profile smoke --claims C1`")
+    assert not list(tmp_path.rglob("*.csv"))                 # nothing recorded
+
+
+def test_studies_bad_profile_is_one_line(capsys):
+    assert studies.main(["--profile", "nope"]) == 1
+    assert capsys.readouterr().err.strip() == "error: unknown profile 'nope'; valid profiles: smoke, cpu, paper"

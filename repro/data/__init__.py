@@ -9,7 +9,9 @@ Everything returned is ``uint8`` N x C x H x W; augmentation works on these tens
 * :mod:`repro.data.subsets`: class-balanced subsets and splits, minibatches (:func:`batches`, :class:`SplitDataset`);
 * :mod:`repro.data.transforms`: augmentation and resizing (:func:`train_transform`, :func:`as_rgb`, ...);
 * :mod:`repro.data.downloads`: fetching the datasets from their public sources (:func:`download`);
-  the command line ``python -m repro.data download NAME`` is :mod:`repro.data.__main__`;
+  the command line ``python -m repro.data download NAME|all`` is :mod:`repro.data.__main__`;
+* :mod:`repro.data.checksums`: the SHA-256 of every file the study reads, and the checks against them
+  (``python -m repro.data verify``);
 * :mod:`repro.data.shift`: the distribution-shift test sets (corruptions, CIFAR-10.1);
 * :mod:`repro.data.imagenet`: ImageNet-1k read from its official archives (paper profile's source);
 * :mod:`repro.data.voc`: Pascal VOC 2012 segmentation (paper profile's downstream task).
@@ -32,6 +34,7 @@ from .formats import (
     clear_memory_cache,
     data_dir,
     load,
+    pack_encoded,
     pack_npz,
 )
 from .subsets import SplitDataset, batches, stratified_subset, train_val_split
@@ -40,7 +43,7 @@ from .transforms import as_rgb, resize_segmentation, segmentation_transform, tra
 __all__ = [
     "DATASETS", "DatasetInfo", "Split", "data_dir", "cache_dir", "load", "clear_memory_cache",
     "stratified_subset", "train_val_split", "train_transform", "as_rgb", "resize_segmentation",
-    "batches", "SplitDataset", "pack_npz", "download",
+    "batches", "SplitDataset", "pack_npz", "pack_encoded", "download",
     "available", "segmentation_transform",
     "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "CAMVID_CLASSES", "CAMVID_IGNORE",
 ]

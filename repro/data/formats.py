@@ -8,7 +8,8 @@ N x C x H x W tensors by :func:`load` (repeated loads in a process are served fr
   encoded images concatenated in ``jpeg`` (uint8; JPEG or PNG files), ``offsets`` (int64, N+1),
   ``labels`` (int64, N) or, for CamVid, ``masks`` (uint8 N x H x W, 11 = ignore) and
   ``ignore_index``; plus ``classes`` and ``names`` (and ``class_names`` for Tiny-ImageNet).
-  Written by :func:`pack_npz`; the decoded images are cached on disk by :mod:`repro.data.cache`.
+  Written by :func:`pack_npz` (or :func:`pack_encoded`, from encoded files); the decoded images are cached on disk
+  by :mod:`repro.data.cache`.
 * ``fashion-mnist/*-idx?-ubyte.gz``: the original IDX files.
 * ``cifar10.1/cifar10.1_v6_{data,labels}.npy``: the official CIFAR-10.1 v6 files.
 """
@@ -31,7 +32,7 @@ from .cache import _decoded_images
 
 __all__ = [
     "DATASETS", "DatasetInfo", "Split", "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "CAMVID_CLASSES",
-    "CAMVID_IGNORE", "data_dir", "load", "available", "clear_memory_cache", "pack_npz",
+    "CAMVID_IGNORE", "data_dir", "load", "available", "clear_memory_cache", "pack_npz", "pack_encoded",
 ]
 
 
@@ -72,7 +73,7 @@ DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
         DatasetInfo("cifar10", "classification", {"train": 50_000, "test": 10_000}, (3, 32, 32), 10,
-                    description="CIFAR-10 (JPEG q75 re-encoding here; PNG of the original via download)"),
+                    description="CIFAR-10 as a JPEG q75 re-encoding (the bytes of the study's source, see download)"),
         DatasetInfo("tinyimagenet32", "classification", {"train": 60_000, "val": 10_000}, (3, 32, 32), 200,
                     description="Tiny-ImageNet-200 at 32 px, first 300 train images per class"),
         DatasetInfo("camvid", "segmentation", {"train": 367, "val": 101, "test": 233}, (3, 180, 240), 11,
@@ -250,7 +251,7 @@ def _load_cifar101(data_path: Path, labels_path: Path) -> Split:
 def pack_npz(path: str | Path, images: np.ndarray, targets: np.ndarray, classes: Sequence[str],
              names: Sequence[str], fmt: str = "PNG", quality: int | None = None,
              subsampling: int | None = None, **extra) -> Path:
-    """Write images (uint8 N x H x W x 3) in the packed format read by :func:`load`.
+    """Encode images (uint8 N x H x W x 3) and write them in the packed format read by :func:`load`.
 
     ``targets`` of shape (N,) are stored as ``labels`` (int64), of shape (N, H, W) as ``masks``
     (uint8, file compressed). ``fmt`` is a Pillow format ("PNG" lossless, "JPEG" with ``quality``
@@ -259,26 +260,40 @@ def pack_npz(path: str | Path, images: np.ndarray, targets: np.ndarray, classes:
     images, targets = np.asarray(images), np.asarray(targets)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
         raise ValueError(f"images must be uint8 N x H x W x 3, got {images.dtype} {images.shape}")
-    n = len(images)
-    if len(names) != n:
-        raise ValueError(f"{len(names)} names for {n} images")
-    if targets.ndim == 1 and targets.shape == (n,):
-        arrays = {"labels": targets.astype(np.int64)}
-    elif targets.shape == images.shape[:3]:
-        arrays = {"masks": targets.astype(np.uint8)}
-    else:
-        raise ValueError(f"targets of shape {targets.shape} match neither labels ({n},) "
+    if not (targets.shape == (len(images),) or targets.shape == images.shape[:3]):
+        raise ValueError(f"targets of shape {targets.shape} match neither labels ({len(images)},) "
                          f"nor masks {images.shape[:3]}")
     opts = {k: v for k, v in (("quality", quality), ("subsampling", subsampling)) if v is not None}
-    chunks, offsets = [], [0]
+    encoded = []
     for img in images:
         b = io.BytesIO()
         PIL.Image.fromarray(img, "RGB").save(b, format=fmt, **opts)
-        chunks.append(np.frombuffer(b.getvalue(), np.uint8))
-        offsets.append(offsets[-1] + len(chunks[-1]))
-    arrays.update(jpeg=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
-                  offsets=np.asarray(offsets, np.int64), classes=np.asarray(list(classes)),
-                  names=np.asarray(list(names)), **{k: np.asarray(v) for k, v in extra.items()})
+        encoded.append(b.getvalue())
+    return pack_encoded(path, encoded, targets, classes, names, **extra)
+
+
+def pack_encoded(path: str | Path, encoded: Sequence[bytes], targets: np.ndarray, classes: Sequence[str],
+                 names: Sequence[str], **extra) -> Path:
+    """Write images already encoded (JPEG or PNG file bytes, kept as they are) in the packed format of :func:`load`.
+
+    The arrays are written in the order of the study's files, since a zip's entry order is part of its bytes: with
+    labels ``jpeg, offsets, labels, classes, <extra>, names`` (``np.savez``); with masks ``jpeg, offsets, masks,
+    names, classes, <extra>`` (``np.savez_compressed``). So the same inputs give the study's files byte for byte.
+    """
+    targets, n = np.asarray(targets), len(encoded)
+    if len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} images")
+    chunks = [np.frombuffer(b, np.uint8) for b in encoded]
+    head = {"jpeg": np.concatenate(chunks) if chunks else np.zeros(0, np.uint8),
+            "offsets": np.cumsum([0] + [len(c) for c in chunks], dtype=np.int64)}
+    tail = {k: np.asarray(v) for k, v in extra.items()}
+    classes_, names_ = np.asarray(list(classes)), np.asarray(list(names))
+    if targets.shape == (n,):
+        arrays = {**head, "labels": targets.astype(np.int64), "classes": classes_, **tail, "names": names_}
+    elif targets.ndim == 3 and len(targets) == n:
+        arrays = {**head, "masks": targets.astype(np.uint8), "names": names_, "classes": classes_, **tail}
+    else:
+        raise ValueError(f"targets of shape {targets.shape} are neither labels ({n},) nor masks ({n}, H, W)")
     path = Path(path)
     with atomic_file(path) as f:  # a file object, so numpy does not append ".npz"
         (np.savez_compressed if "masks" in arrays else np.savez)(f, **arrays)

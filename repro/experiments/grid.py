@@ -6,7 +6,8 @@ run on the source prior it starts from, and runs it through :func:`repro.runner.
 is trained once, and several processes can work through the same grid.
 
 :func:`recording` replays studies without training: inside it, every run a study asks for must already be recorded,
-and its key is collected (``repro.bench`` uses it to find the runs the notebooks read).
+and its key is collected (``repro.bench`` uses it to find the runs the notebooks read); a missing one raises
+:class:`repro.runner.MissingPrerequisite`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from ..analysis.predictions import predictions_dir
 from ..profiles import Profile, results_dir
-from ..runner import Run, load_results, run_grid
+from ..runner import MissingPrerequisite, Run, load_results, run_grid
 from .approaches import TASKS, default_params
 from .pretrain import prior_protocol
 from .segmentation import run_segmentation
@@ -58,8 +59,8 @@ def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: st
     if needed is not None:
         missing = [r for r in runs if r.key not in set(load_results(csv).get("key", []))]
         if missing:
-            raise RuntimeError(f"{len(missing)} run(s) of {csv} are not recorded (e.g. {missing[0].params}); "
-                               f"run the grid first: make studies PROFILE={profile.name}")
+            raise MissingPrerequisite(f"{len(missing)} run(s) of {csv} are not recorded (e.g. {missing[0].params})",
+                                      f"make studies PROFILE={profile.name}")
         needed.update({r.key: (r.study, r.params) for r in runs})
     return run_grid(runs, lambda r: RUN[task](profile, r.params), csv, predictions_dir=predictions_dir(profile, task),
                     desc=desc, shared=True)

@@ -1,33 +1,31 @@
 """The source task (paper step i): pre-train a backbone, then fit SWAG around it and save the prior.
 
-Two kinds, as in the paper: ``supervised`` (cross-entropy on the source labels) and ``ssl``
-(SimCLR / NT-Xent). SWAG is collected on the *same* loss the backbone was trained with, over the whole
-model; the saved prior is its marginal over the backbone. Every stage resumes from its checkpoint and
-is skipped when its artifact exists, so notebook 01 can be re-run or interrupted freely.
+Two kinds, as in the paper: ``supervised`` (cross-entropy on the source labels) and ``ssl`` (SimCLR / NT-Xent). SWAG
+is collected on the *same* loss the backbone was trained with, over the whole model; the saved prior is its marginal
+over the backbone. Every stage resumes from its checkpoint and is skipped when its artifact exists, so notebook 01 can
+be re-run or interrupted freely; reading a missing one raises :func:`missing`'s error, which names notebook 01.
 
-Two sources, one pipeline (:func:`prepare`); only the model, the batches and the pre-training stage
-differ (:func:`_tiny_source`, :func:`_imagenet_source`):
+Two sources, one pipeline (:func:`prepare`); only the model, the batches and the pre-training stage differ
+(:func:`_tiny_source`, :func:`_imagenet_source`):
 
 * ``smoke`` / ``cpu``: Tiny-ImageNet-32, the backbone pre-trained here from scratch;
-* ``paper``: ImageNet at 224 px and released weights, no pre-training (as the paper): torchvision's
-  ResNet-50/101 with its 1000-way ``fc`` (supervised), or a SimCLR ResNet-50 checkpoint
-  (``$REPRO_SIMCLR_CHECKPOINT``, SSL). Needs a GPU (``profile.device == 'cuda'``) and the ImageNet files
-  in ``<data dir>/imagenet``.
+* ``paper``: ImageNet at 224 px and released weights, no pre-training (as the paper): torchvision's ResNet-50/101
+  with its 1000-way ``fc`` (supervised), or a SimCLR ResNet-50 checkpoint (``$REPRO_SIMCLR_CHECKPOINT``, SSL). Needs
+  a GPU (``profile.device == 'cuda'``) and the ImageNet files in ``<data dir>/imagenet``.
 
 Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``supervised_matched`` (claim C5): the
 supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
-(:mod:`repro.experiments.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
+(:mod:`.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
 
 SWAG protocol (version 2): a burn-in of ``profile.swag_burnin_epochs`` at the constant SWAG learning rate, then
 ``profile.swag_epochs`` of collection. Version 1 collected right after the one-cycle schedule had annealed the
 learning rate to 0, so the chain was still moving away from the checkpoint while it was averaged (the SWA mean came
-out worse than the checkpoint). Every prior file stores its fitting protocol and a hash of it
-(:func:`protocol_hash`); downstream runs are keyed on that hash, so a run made with another prior is never reused.
+out worse than the checkpoint). Every prior file stores its fitting protocol and a hash of it (:func:`protocol_hash`);
+downstream runs are keyed on that hash, so a run made with another prior is never reused.
 
-Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt``
-(model at the SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal,
-deviations; float16 deviations to keep it small), and ``epochs/{kind}/epoch_NNN.pt``, the pre-training state after every
-epoch (committed: the probes by epoch and the quality-matched prior are computed from them).
+Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt`` (model at the
+SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal, float16 deviations), and
+``epochs/{kind}/epoch_NNN.pt``, the state after every pre-training epoch (the probes by epoch and C5's prior use them).
 """
 from __future__ import annotations
 
@@ -49,6 +47,7 @@ from ..method.prior_files import load_prior, prior_meta
 from ..method.priors import parameter_layout
 from ..models import Classifier, build_backbone, pretrained
 from ..profiles import Profile, results_dir
+from ..runner import MissingPrerequisite
 from .ssl import SimCLR, nt_xent, simclr_augment, simclr_loss
 from ..method.swag import fit_swag
 from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
@@ -118,9 +117,22 @@ def prior_protocol(profile: Profile, kind: str) -> str:
     """The protocol hash stored in the ``kind`` prior of ``profile`` (what downstream runs are keyed on)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (python -m repro.reproduce --claims C1) first")
+        raise missing(path, profile)
     stat = path.stat()
     return _stored_protocol(path, stat.st_ino, stat.st_mtime_ns)
+
+
+def missing(path: Path, profile: Profile) -> MissingPrerequisite:
+    """The error for an artifact of notebook 01 that is not there, naming the command that builds it."""
+    return MissingPrerequisite(f"{path} does not exist (run notebook 01)",
+                               f"python -m repro.reproduce --profile {profile.name} --claims C1")
+
+
+def require_priors(profile: Profile) -> None:
+    """Raise :class:`MissingPrerequisite` unless the prior of every kind the profile fits is on disk."""
+    for kind in source_kinds(profile):
+        if not (path := artifacts(profile, kind).prior).exists():
+            raise missing(path, profile)
 
 
 def check_protocol(profile: Profile, kind: str, expected: str) -> None:
@@ -146,9 +158,8 @@ def source_splits(profile: Profile) -> tuple[data.Split, torch.Tensor, torch.Ten
 
 
 def source_num_classes(profile: Profile) -> int:
-    if profile.source_dataset == "imagenet":
-        return imagenet.NUM_CLASSES
-    return data.DATASETS[profile.source_dataset].num_classes
+    return (imagenet.NUM_CLASSES if profile.source_dataset == "imagenet"
+            else data.DATASETS[profile.source_dataset].num_classes)
 
 
 def build_source_model(profile: Profile, kind: str, num_classes: int) -> nn.Module:
@@ -374,8 +385,7 @@ def load_source_model(profile: Profile, kind: str, which: str = "swa") -> nn.Mod
     out = artifacts(profile, kind)
     path = {"pretrained": out.pretrained, "swa": out.swa}[which]
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) "
-                                f"for profile {profile.name!r} first")
+        raise missing(path, profile)
     model = build_source_model(profile, kind, source_num_classes(profile))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
@@ -385,5 +395,5 @@ def load_source_prior(profile: Profile, kind: str, **kwargs):
     """The learned prior of ``kind`` (see :func:`repro.method.prior_files.load_prior` for scale, rank, ...)."""
     path = artifacts(profile, kind).prior
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 01 (or repro.experiments.pretrain.prepare) first")
+        raise missing(path, profile)
     return load_prior(path, **kwargs)

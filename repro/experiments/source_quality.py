@@ -5,11 +5,17 @@ Every state of a backbone is scored the same way, so that numbers compare across
 * ``source_acc``: the supervised head on the source val split (NaN for SSL, which has no head);
 * ``probe_source_acc``: a linear probe on frozen features, source train subset -> source val;
 * ``probe_cifar10_acc``: a linear probe, CIFAR-10 train subset (``probe_n``) -> CIFAR-10 test subset (``probe_test_n``).
+
+Notebook 01's tables of these scores (:func:`source_evaluation`, :func:`probes`, :func:`spectrum`) are read back
+while the priors they describe are unchanged (:func:`per_prior_table`), so re-running the notebook on finished
+priors trains no probe and rewrites them byte for byte. :func:`outputs` lists what the notebook builds.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -153,3 +159,55 @@ def snapshot_norms(profile: Profile, kind: str) -> pd.DataFrame:
     norms = [meta["start_norm"], *meta["snapshot_norms"]]
     return pd.DataFrame({"kind": kind, "snapshot": range(len(norms)), "norm": norms})
 
+
+
+# ---------------------------------------------------------------------------------------- notebook 01's tables
+
+TABLES = ("source_evaluation", "swa_check", "snapshot_norms", "swag_spectrum")    # in prior_fitting/, every profile
+
+
+def outputs(profile: Profile) -> list[Path]:
+    """What notebook 01 builds: the prior of every kind the profile fits and its tables (the probes by epoch only
+    where it fits the quality-matched prior). A claim's notebooks need all of them."""
+    folder = results_dir(profile) / "prior_fitting"
+    tables = TABLES + (("probes_by_epoch",) if pretrain.MATCHED in pretrain.source_kinds(profile) else ())
+    return ([pretrain.artifacts(profile, k).prior for k in pretrain.source_kinds(profile)]
+            + [folder / f"{t}.csv" for t in tables])
+
+
+def per_prior_table(profile: Profile, name: str, kinds: Iterable[str], compute: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
+    """``results/<profile>/prior_fitting/<name>.csv``, one block of rows per kind, saved and returned. A kind's rows are
+    read back when they were computed for the prior on disk (their ``prior_protocol`` is its protocol hash), else
+    ``compute(kind)`` makes them. Reading back keeps the committed numbers exactly: re-computed probes move in their
+    last digits with the thread count, and cost minutes."""
+    from ..plots import save_table
+
+    path = results_dir(profile) / "prior_fitting" / f"{name}.csv"
+    old = pd.read_csv(path, dtype={"kind": str, "prior_protocol": str}) if path.exists() else pd.DataFrame()
+    parts = []
+    for kind in kinds:
+        protocol = pretrain.prior_protocol(profile, kind)
+        cached = old[(old.kind == kind) & (old.prior_protocol == protocol)] if "prior_protocol" in old else old.iloc[:0]
+        parts.append(cached if not cached.empty else compute(kind).assign(prior_protocol=protocol))
+    table = pd.concat(parts, ignore_index=True)
+    save_table(table, profile, f"prior_fitting/{name}")
+    return table
+
+
+def source_evaluation(profile: Profile, kinds: Iterable[str]) -> pd.DataFrame:
+    """:func:`evaluate_source` of every kind (notebook 01's ``source_evaluation.csv``, read back when unchanged)."""
+    return per_prior_table(profile, "source_evaluation", kinds, functools.partial(evaluate_source, profile))
+
+
+def probes(profile: Profile, kinds: Iterable[str]) -> pd.DataFrame:
+    """:func:`probes_by_epoch` of every kind (``probes_by_epoch.csv``, read back while the kind's prior is unchanged:
+    its protocol hash covers the pre-training the epochs come from)."""
+    return per_prior_table(profile, "probes_by_epoch", kinds, functools.partial(probes_by_epoch, profile))
+
+
+def spectrum(profile: Profile, kinds: Iterable[str]) -> pd.DataFrame:
+    """The singular values of each prior's deviations (``swag_spectrum.csv``, read back while the prior is unchanged)."""
+    def one(kind: str) -> pd.DataFrame:
+        sv = pretrain.load_source_prior(profile, kind).singular_values().numpy()
+        return pd.DataFrame({"kind": kind, "index": range(1, len(sv) + 1), "singular_value": sv})
+    return per_prior_table(profile, "swag_spectrum", kinds, one)

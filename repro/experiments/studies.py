@@ -8,6 +8,8 @@ the whole downstream grid as one of several processes sharing it (``make studies
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from typing import Callable, Iterable
 
 import pandas as pd
@@ -15,9 +17,12 @@ import torch
 
 from ..analysis.metrics import classification_metrics
 from ..analysis.predictions import load_predictions
+from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile
+from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, lookup
 from .grid import run_settings
+from .pretrain import require_priors
 from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
@@ -114,28 +119,37 @@ STAGES: dict[str, Callable[[Profile], object]] = {
     "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation, "C10": deep_ensemble,
     "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
+
+
 def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES)) -> None:
-    """Every tuning family (in ``worker``'s order), then each of ``stages``: a profile's downstream grids."""
+    """Every tuning family (in ``worker``'s order), then each of ``stages``: a profile's downstream grids. Stops at
+    once, before any run, when a prior is missing (:func:`.pretrain.require_priors` names the command that builds it)."""
+    require_priors(profile)
     for approach, kind in TUNE_ORDERS[worker]:
         print(approach, kind, tuned(profile, approach, kind), flush=True)
     for stage in stages:
         STAGES[stage](profile)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.experiments.studies", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default=None)
+    add_profile_argument(parser)
     parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
                         help="which tuning order to start with (run one process per worker)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the grids can start (notebook 01's priors exist), then exit")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
-    run_profile(profile, args.worker, stages)
+    # the workers' logs show each long run's progress (repro.experiments.transfer logs it every 10 % of its steps)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    body = (lambda: require_priors(get_profile(args.profile))) if args.check else (
+        lambda: run_profile(get_profile(args.profile), args.worker, stages))
+    return run_main(body, errors=(ValueError, MissingPrerequisite))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,8 @@ segmentation (:mod:`.segmentation`), which only swaps the model and the loss.
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import time
 from typing import Callable
 
@@ -26,6 +28,14 @@ from ..train import DivergenceError, check_finite, seed_everything
 
 
 DOWNSTREAM = {"cifar10": "test", "fashion-mnist": "test"}
+PROGRESS_LINES = 10     # a long run logs its step, loss and elapsed time this many times (every 10 % of its steps)
+
+log = logging.getLogger(__name__)
+
+
+def progress_steps(steps: int, lines: int = PROGRESS_LINES) -> set[int]:
+    """The (1-based) steps after which a run of ``steps`` steps logs its progress: evenly spread, the last included."""
+    return {math.ceil(k * steps / lines) for k in range(1, lines + 1)} - {0}
 
 
 def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, split: str,
@@ -100,6 +110,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                                 samples_per_cycle=max(1, p["bma_samples"] // p["cycles"]))
     batch_size = min(p["batch_size"], N)
     samples: list[dict] = []
+    report_at = progress_steps(p["steps"])
     t0 = time.perf_counter()
     step, epoch = 0, 0
     model.train()
@@ -120,6 +131,9 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
             if a.bayes and schedule.collect_at(step):
                 samples.append({k: v.clone() for k, v in model.state_dict().items()})
             step += 1
+            if step in report_at:   # through logging, so a worker's log shows it and a notebook stays quiet
+                log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed", p["approach"], p["seed"], step,
+                         p["steps"], 100 * step // p["steps"], loss.item(), time.perf_counter() - t0)
         epoch += 1
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
