@@ -17,6 +17,7 @@ and, per re-timed run, the re-time grid ``grid_<profile>_runs.csv``) and are pri
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 import statistics
 import sys
@@ -29,7 +30,7 @@ import torch
 from torch.distributions import LowRankMultivariateNormal
 
 from . import data
-from .models import build_classifier
+from .models import build_classifier, channels_last
 from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .cli import add_profile_argument, run_main
 from .profiles import Profile, get_profile, results_root
@@ -94,8 +95,12 @@ def _cpu_model_and_batch(P: Profile):
 
 
 def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 20) -> pd.DataFrame:
-    """Median time of one training step per optimiser, steps interleaved so drift hits all alike."""
+    """Median time of one training step per optimiser, steps interleaved so drift hits all alike; in the
+    channels-last layout downstream training uses, and plain SGD also in the default layout of the first protocol."""
     P, model, x, y = _cpu_model_and_batch(profile)
+    contiguous, x_contiguous = copy.deepcopy(model), x
+    model.to(memory_format=torch.channels_last)
+    x = channels_last(x)
     params = list(model.parameters())
     d_backbone = sum(p.numel() for p in model.backbone.parameters())
     g = torch.Generator().manual_seed(1)
@@ -105,6 +110,7 @@ def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 2
     prior = ComposedPrior([learned, IsotropicGaussianPrior(sum(p.numel() for p in model.head.parameters()), 1.0)])
     N = 5000
     optimisers = {
+        "sgd, default layout": torch.optim.SGD(contiguous.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4),
         "sgd": torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4),
         "sgd+prior (MAP)": SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=0.0, prior=prior),
         "sgld+prior": SGLD(params, lr=1e-3, num_data=N, temperature=1.0, prior=prior),
@@ -112,11 +118,13 @@ def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 2
     }
     times: dict[str, list[float]] = {k: [] for k in optimisers}
     model.train()
+    contiguous.train()
     for i in range(warmup + steps):
         for name, opt in optimisers.items():
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=False)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            net, xb = (contiguous, x_contiguous) if name == "sgd, default layout" else (model, x)
+            torch.nn.functional.cross_entropy(net(xb), y).backward()
             opt.step()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)

@@ -177,3 +177,36 @@ def segmentation_examples(images, masks, predictions: dict) -> plt.Figure:
             if i == 0:
                 ax.set_title(cols[j].replace(" (", "\n("), fontsize="small")
     return fig
+
+
+def learning_curves(rows: pd.DataFrame, labels: dict | None = None, budgets: pd.DataFrame | None = None) -> plt.Figure:
+    """Notebook 09: holdout accuracy against total steps (log2), one panel per training-set size, one line per arm
+    (``rows`` have a column ``arm``); the chosen budget of each size as a dashed line."""
+    sizes = sorted(rows.n_train.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.6), squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        _errorbars(ax, rows[rows.n_train == n], "steps", "accuracy", "arm", labels)
+        if budgets is not None and n in set(budgets.n_train):
+            b = budgets.set_index("n_train").budget.get(n)
+            if pd.notna(b):
+                ax.axvline(b, color="gray", ls="--", lw=1)
+        ax.set(xscale="log", xlabel="total steps", ylabel="holdout accuracy", title=f"n = {n}")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("Learning curves (mean ± SE over seeds; dashed: the chosen budget)")
+    return fig
+
+
+def accuracy_by_cycle(samples: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
+    """Notebook 09: the accuracy of each kept sample against the cycle it ends, at each size's largest budget
+    (one line per arm); a flat line means every cycle ends at a trained model."""
+    sizes = sorted(samples.n_train.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.4), squeeze=False)
+    for ax, n in zip(axes[0], sizes):
+        sub = samples[samples.n_train == n]
+        sub = sub[sub.steps == sub.steps.max()]
+        _errorbars(ax, sub, "cycle", "accuracy", "arm", labels)
+        ax.set(xlabel="cycle (0 = burn-in, not kept)", ylabel="holdout accuracy of one sample",
+               title=f"n = {n}, {int(sub.steps.max()) if len(sub) else 0} steps")
+    axes[0][0].legend(fontsize="small")
+    return fig

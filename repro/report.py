@@ -158,9 +158,12 @@ def render_tuning(profile: Profile) -> str:
         cells = ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
         lines.append(f"| {r.approach} | {r.prior_kind} | " + " | ".join(cells) + " |")
     p = profile
-    lines.append(f"\nFixed for every run: {p.downstream_steps} steps, batch {p.downstream_batch_size}, momentum 0.9, "
-                 f"Bayes: SGHMC at T = 1, {p.cycles} cosine cycles (first half of each noise-free), {p.bma_samples} "
-                 f"samples in the BMA; MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} images.")
+    budgets = ", ".join(f"n ≤ {n}: {s}" for n, s in sorted(p.downstream_steps))
+    lines.append(f"\nFixed for every run: batch {p.downstream_batch_size}, momentum 0.9; Bayes: SGHMC, cosine cycles "
+                 f"(first half of each noise-free); MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} "
+                 f"images. Steps, cycles, burn-in cycles, BMA samples and temperature are in each run's CSV row: the "
+                 f"first protocol ran 200 steps and 5 cycles, all kept; the profile now gives steps by training-set "
+                 f"size ({budgets}; notebook 09) and {p.cycles} cycles, the first burn-in, {p.bma_samples} samples.")
     return "\n".join(lines)
 
 

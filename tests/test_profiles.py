@@ -41,7 +41,8 @@ COUNT_KNOBS = {
     "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
     "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
     "downstream_test_n": _size, "train_sizes": len, "seeds": len, "ranks": len, "scales": len,
-    "downstream_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
+    "downstream_steps": lambda v: max(s for _, s in v), "budget_grid": max, "budget_sizes": len,
+    "budget_max_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
     "factor_grid": len, "temperatures": len, "segmentation_steps": _size, "segmentation_batch_size": _size,
@@ -89,6 +90,36 @@ def test_other_invariants(name):
     assert p.device in ("cpu", "cuda") and (p.device == "cpu") == (name != "paper")
 
 
+def test_steps_for_takes_the_next_measured_size_up():
+    p = get_profile("smoke", downstream_steps=((1000, 800), (100, 200), (5000, 3200)))
+    assert [p.steps_for(n) for n in (10, 100, 101, 300, 1000, 4999, 5000, 50000)] == [200, 200, 800, 800, 800, 3200,
+                                                                                      3200, 3200]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_budget_invariants(name):
+    p = PROFILES[name]
+    sizes = [n for n, _ in p.downstream_steps]
+    assert len(set(sizes)) == len(sizes) and all(s >= 1 for _, s in p.downstream_steps)
+    steps = [s for _, s in sorted(p.downstream_steps)]
+    assert steps == sorted(steps)                              # budgets grow with n: steps_for never under-trains
+    assert list(p.budget_grid) == [p.budget_grid[0] * 2 ** i for i in range(len(p.budget_grid))]   # doubling
+    assert p.budget_max_steps >= p.budget_grid[-1]
+    assert p.bma_samples % (p.cycles - 1 if p.cycles > 1 else 1) == 0   # samples spread evenly past the burn-in
+
+
+def test_budget_rule_matches_notebook_09():
+    """The cpu profile's budgets are notebook 09's table (once notebook 09 has chosen them on cpu)."""
+    path = results_dir(PROFILES["cpu"]) / "training_budget" / "budgets.csv"
+    if not path.exists():
+        pytest.skip("notebook 09 has not run on the cpu profile yet")
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    assert table.budget.notna().all(), f"notebook 09 has not chosen every size's budget yet: {path}"
+    assert {int(n): PROFILES["cpu"].steps_for(int(n)) for n in table.n_train} == dict(zip(table.n_train, table.budget))
+
+
 def test_unknown_profile_lists_valid_names():
     with pytest.raises(ValueError) as e:
         get_profile("huge")
@@ -106,8 +137,8 @@ def test_unknown_knob_lists_valid_knobs():
 
 
 def test_overrides_apply_without_touching_the_table():
-    p = get_profile("smoke", seeds=(7,), downstream_steps=1)
-    assert p.seeds == (7,) and p.downstream_steps == 1 and p.name == "smoke"
+    p = get_profile("smoke", seeds=(7,), downstream_steps=((100, 1),))
+    assert p.seeds == (7,) and p.steps_for(100) == 1 and p.name == "smoke"
     assert PROFILES["smoke"].seeds == (0, 1)
     assert get_profile(p) is not None and get_profile(p).seeds == (7,)
     assert get_profile(p, cycles=9).cycles == 9

@@ -274,6 +274,35 @@ def test_cyclical_schedule():
         CyclicalSchedule(total_steps=3, cycles=4, lr=0.1)
 
 
+def test_burnin_cycles_keep_no_sample():
+    s = CyclicalSchedule(total_steps=100, cycles=4, lr=0.2, explore_fraction=0.6, samples_per_cycle=2, burnin_cycles=1)
+    collected = [t for t in range(100) if s.collect_at(t)]
+    assert collected == [44, 49, 69, 74, 94, 99] and s.n_samples == 6          # cycle 0 (steps 0-24) kept nothing
+    assert [s.cycle_of(t) for t in collected] == [1, 1, 2, 2, 3, 3]
+    assert s.lr_at(25) == pytest.approx(0.2)                                   # the burn-in cycle's schedule is unchanged
+    with pytest.raises(ValueError, match="burnin_cycles must be in 0..3"):
+        CyclicalSchedule(total_steps=100, cycles=4, lr=0.1, burnin_cycles=4)
+
+
+def test_bn_refresh_uses_the_statistics_of_the_given_images():
+    """BMA with ``bn_images``: each sample predicts with BatchNorm statistics of those images (the running ones it
+    carried are ignored; PyTorch's running variance is the unbiased one); without, with the running ones."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    x = torch.randn(64, 3) * 3 + 1
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["1.running_mean"].fill_(100.0)                      # stale statistics, far from the data's
+    with torch.no_grad():
+        h = model[0](x)
+        expected = model[2]((h - h.mean(0)) / torch.sqrt(h.var(0) + 1e-5) * model[1].weight
+                            + model[1].bias).softmax(1)
+    refreshed = bma_probs(model, [state], x, bn_images=x)
+    assert torch.allclose(refreshed, expected, atol=1e-5)
+    stale = bma_probs(model, [state], x)
+    assert not torch.allclose(stale, expected, atol=1e-2)
+    assert torch.equal(bma_probs(model, [state], x, bn_images=x), refreshed)      # deterministic
+
+
 def test_bma_averages_probabilities_not_logits():
     model = torch.nn.Linear(2, 2, bias=False)
     states = [{"weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]])}, {"weight": torch.tensor([[-3.0, 0.0], [0.0, 0.0]])}]

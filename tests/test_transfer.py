@@ -42,6 +42,29 @@ def test_every_approach_runs_and_reports_probabilities(approach):
     assert out["samples_collected"] == (P.bma_samples if approaches.APPROACHES[approach].bayes else 1)
 
 
+def test_holdout_is_fixed_and_outside_every_training_subset():
+    held = None
+    for n, seed in ((100, 0), (100, 1), (300, 0)):
+        tr, ev = transfer.downstream_indices(P, "cifar10", n, seed, "holdout", P.val_fraction)
+        assert len(tr) == n and len(ev) == P.downstream_test_n and not torch.isin(tr, ev).any()
+        assert held is None or torch.equal(ev, held)             # one set for every size and seed
+        held = ev
+    # val and test subsets are the ones the first protocol used: the holdout does not move them
+    tr, _ = transfer.downstream_indices(P, "cifar10", 100, 0, "test", P.val_fraction)
+    assert torch.equal(tr, transfer.data.stratified_subset(transfer.data.load("cifar10", "train").targets, 100, seed=0))
+
+
+def test_sampler_run_reports_each_sample_by_cycle_and_both_bn_variants():
+    p = params(bn_refresh=True)
+    out = transfer.run_transfer(P, p)
+    accs, cycles = out["sample_accuracy"].split(";"), [int(c) for c in out["sample_cycle"].split(";")]
+    assert len(accs) == len(cycles) == out["samples_collected"] == P.bma_samples
+    assert min(cycles) == p["burnin_cycles"] == 1 and max(cycles) == p["cycles"] - 1
+    assert all(0 <= float(a) <= 1 for a in accs)
+    assert 0 <= out["bn_running_accuracy"] <= 1 and out["bn_running_nll"] != out["nll"]
+    assert "sample_accuracy" not in transfer.run_transfer(P, params("map_learned"))
+
+
 def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     # plain SGD (no prior): with a prior the implicit diagonal step keeps even lr = 1e6 finite
     runs = [Run("t", params("sgd_transfer", lr=1e6)), Run("t", params("sgd_transfer"))]
@@ -62,7 +85,7 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     (dict(approach="map_learned", sampler="sgd"), "approach 'map_learned' optimises \\(MAP\\): its temperature is 0, got 1.0"),
     (dict(prior_kind="imagenet"), "approach 'bayes_learned' \\(pretrained initialisation\\) takes prior_kind supervised or ssl or supervised_matched, got 'imagenet'"),
     (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
-    (dict(split="train"), "split must be 'val' or 'test'"),
+    (dict(split="train"), "a transfer run's split must be one of val, test, holdout, got 'train'"),
     (dict(sampler="adam"), "approach 'bayes_learned' takes sampler sgld or sghmc, got 'adam'"),
 ])
 def test_bad_run_parameters(change, message):

@@ -35,6 +35,10 @@ from .pretrain import KINDS
 
 PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
 INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc")}      # inference -> the samplers it takes
+# where a run is evaluated: "val" holds out val_fraction of its n images (tuning); "test" trains on all n and scores
+# the test split; "holdout" trains on all n and scores a fixed set of training-split images outside every subset
+# (notebook 09's learning curves: precise, and never the test split)
+SPLITS = ("val", "test", "holdout")
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,14 @@ class Task:
     default_kind: str          # prior kind of a pre-trained approach unless a run says otherwise
     scale: float               # default lambda of the learned prior
     sampler: str               # default sampler of the Bayes approaches
-    steps: str                 # the profile knobs holding its step budget and batch size
-    batch_size: str
+    batch_size: str            # the profile knob holding its batch size
     datasets: bool             # a run names its dataset and training-set size (transfer) or uses the profile's
 
 
 TASKS: dict[str, Task] = {
-    "transfer": Task(tuple(APPROACHES), False, "ssl", 1e3, "sghmc", "downstream_steps", "downstream_batch_size", True),
+    "transfer": Task(tuple(APPROACHES), False, "ssl", 1e3, "sghmc", "downstream_batch_size", True),
     "segmentation": Task(("sgd_transfer", "bayes_nonlearned", "bayes_learned", "map_learned"), True, "supervised", 1e4,
-                         "sgld", "segmentation_steps", "segmentation_batch_size", False),
+                         "sgld", "segmentation_batch_size", False),
 }
 
 
@@ -114,13 +117,18 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
     if t.datasets:
         p |= dict(dataset="cifar10", n_train=profile.train_sizes[0])
     p |= dict(seed=0, split="test", sampler=t.sampler if bayes else "sgd", temperature=1.0 if bayes else 0.0,
-              lr=0.03, momentum=0.9, steps=getattr(profile, t.steps), batch_size=getattr(profile, t.batch_size),
-              cycles=profile.cycles if bayes else 1, bma_samples=profile.bma_samples if bayes else 1,
-              explore_fraction=0.5, member=0)
+              lr=0.03, momentum=0.9, steps=0, batch_size=getattr(profile, t.batch_size),
+              cycles=profile.cycles if bayes else 1, burnin_cycles=0,
+              bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0, bn_refresh=False)
     unknown = sorted(set(overrides) - set(p))
     if unknown:
         raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(p)}")
-    return p | overrides
+    p |= overrides
+    if "steps" not in overrides:      # the budget of the run's training-set size (notebook 09's rule)
+        p["steps"] = profile.steps_for(p["n_train"]) if t.datasets else profile.segmentation_steps
+    if "burnin_cycles" not in overrides:   # a sampler's first cycle is burn-in, kept out of the BMA
+        p["burnin_cycles"] = int(bayes and p["cycles"] > 1)
+    return p
 
 
 def check_params(p: dict, task: str = "transfer") -> Approach:
@@ -135,8 +143,11 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
     if p["sampler"] not in INFERENCES[a.inference]:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
-    if p["split"] not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {p['split']!r}")
+    splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
+    if p["split"] not in splits:
+        raise ValueError(f"a {task} run's split must be one of {', '.join(splits)}, got {p['split']!r}")
+    if not 0 <= p["burnin_cycles"] < p["cycles"]:
+        raise ValueError(f"burnin_cycles must be in 0..cycles - 1 = {p['cycles'] - 1}, got {p['burnin_cycles']}")
     valid_kinds = KINDS if a.init == "pretrained" else ("none",)
     if p["prior_kind"] not in valid_kinds:
         raise ValueError(f"approach {p['approach']!r} ({a.init} initialisation) takes prior_kind "

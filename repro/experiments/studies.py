@@ -1,7 +1,7 @@
-"""The downstream studies of notebooks 03-08, each a list of settings on a task's grid (:mod:`.grid`).
+"""The downstream studies of notebooks 03-09, each a list of settings on a task's grid (:mod:`.grid`).
 
-rank ablation (C2), scale sweep (C3), five-way comparison (C4-C6, C8 on its shifted test set), temperature ablation,
-deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9). Every setting takes the hyperparameters its approach
+Training budget (notebook 09, :mod:`.budget`), rank ablation (C2), scale sweep (C3), five-way comparison (C4-C6, C8 on
+its shifted test set), temperature ablation, deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9). Every setting takes the hyperparameters its approach
 was tuned to on validation (:mod:`.tuning`). ``python -m repro.experiments.studies --profile cpu --worker 1`` runs
 the whole downstream grid as one of several processes sharing it (``make studies``).
 """
@@ -21,6 +21,7 @@ from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile
 from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, lookup
+from .budget import learning_curves
 from .grid import run_settings
 from .pretrain import require_priors
 from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
@@ -114,20 +115,25 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
     return run_settings(profile, "segmentation", settings, desc="C9 segmentation")
 
 
-# In the order a worker runs them by default (notebook 08's grid last).
+# In the order a worker runs them by default (notebook 09's learning curves first: they choose the budgets the
+# others run at, once profiles.py holds them; notebook 08's grid last).
 STAGES: dict[str, Callable[[Profile], object]] = {
-    "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation, "C10": deep_ensemble,
-    "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+    "budget": learning_curves, "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
+    "C10": deep_ensemble, "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
 
 
 def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES)) -> None:
-    """Every tuning family (in ``worker``'s order), then each of ``stages``: a profile's downstream grids. Stops at
-    once, before any run, when a prior is missing (:func:`.pretrain.require_priors` names the command that builds it)."""
+    """Each of ``stages``, every tuning family (in ``worker``'s order) before the first stage that is not notebook
+    09's budget curves: a profile's downstream grids. Stops at once, before any run, when a prior is missing
+    (:func:`.pretrain.require_priors` names the command that builds it)."""
     require_priors(profile)
-    for approach, kind in TUNE_ORDERS[worker]:
-        print(approach, kind, tuned(profile, approach, kind), flush=True)
+    tuned_yet = False
     for stage in stages:
+        if stage != "budget" and not tuned_yet:    # the budget curves have fixed hyperparameters; the rest are tuned
+            for approach, kind in TUNE_ORDERS[worker]:
+                print(approach, kind, tuned(profile, approach, kind), flush=True)
+            tuned_yet = True
         STAGES[stage](profile)
 
 

@@ -17,12 +17,12 @@ from torch import Tensor, nn
 
 from .. import data
 from ..analysis.metrics import classification_metrics
-from ..models import Classifier, build_backbone
+from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model, load_source_prior
 from ..method.priors import IsotropicGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
-from .approaches import Approach, check_params
-from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs
+from .approaches import SPLITS, Approach, check_params
+from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
 from ..data.shift import ShiftSet, shift_set
 from ..train import DivergenceError, check_finite, seed_everything
 
@@ -38,27 +38,47 @@ def progress_steps(steps: int, lines: int = PROGRESS_LINES) -> set[int]:
     return {math.ceil(k * steps / lines) for k in range(1, lines + 1)} - {0}
 
 
-def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, split: str,
-                    val_fraction: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(train images, train labels, eval images, eval labels).
+HOLDOUT_SEED = 99_991   # the holdout images: one fixed draw from each training split, outside every run's subset
+
+
+def downstream_indices(profile: Profile, dataset: str, n_train: int, seed: int, split: str,
+                       val_fraction: float) -> tuple[Tensor, Tensor]:
+    """(training indices, evaluation indices) of a run; both index the training split, except for ``split='test'``,
+    whose evaluation indices index the test split.
 
     ``split='val'``: the run trains on part of the n_train images and is evaluated on the rest (for tuning);
-    ``split='test'``: it trains on all n_train images and is evaluated on the profile's test subset.
+    ``split='test'``: it trains on all n_train images and is evaluated on the profile's test subset;
+    ``split='holdout'``: it trains on n_train images drawn from the training split less a fixed stratified set of
+    ``downstream_test_n`` images, and is evaluated on that set (notebook 09: as precise as the test subset, and not it).
     """
     if dataset not in DOWNSTREAM:
         raise ValueError(f"unknown downstream dataset {dataset!r}; valid: {', '.join(DOWNSTREAM)}")
-    if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     train, test = data.load(dataset, "train"), data.load(dataset, DOWNSTREAM[dataset])
-    if not 1 <= n_train <= len(train):
-        raise ValueError(f"n_train must be in 1..{len(train)} (size of {dataset} train), got {n_train}")
-    rgb = (lambda x: data.as_rgb(x, profile.image_size)) if train.images.shape[1] == 1 else (lambda x: x)
-    idx = data.stratified_subset(train.targets, n_train, seed=seed)
+    n_eval = min(profile.downstream_test_n or len(test), len(test))
+    pool = torch.arange(len(train))
+    if split == "holdout":
+        held = data.stratified_subset(train.targets, n_eval, seed=HOLDOUT_SEED)
+        pool = pool[~torch.isin(pool, held)]
+    if not 1 <= n_train <= len(pool):
+        raise ValueError(f"n_train must be in 1..{len(pool)} (size of {dataset} train"
+                         f"{' less the holdout' if split == 'holdout' else ''}), got {n_train}")
+    idx = pool[data.stratified_subset(train.targets[pool], n_train, seed=seed)]
     if split == "val":
         tr, va = data.train_val_split(train.targets[idx], val_fraction, seed=seed)
-        return rgb(train.images[idx[tr]]), train.targets[idx[tr]], rgb(train.images[idx[va]]), train.targets[idx[va]]
-    te = data.stratified_subset(test.targets, min(profile.downstream_test_n or len(test), len(test)), seed=0)
-    return rgb(train.images[idx]), train.targets[idx], rgb(test.images[te]), test.targets[te]
+        return idx[tr], idx[va]
+    return idx, (held if split == "holdout" else data.stratified_subset(test.targets, n_eval, seed=0))
+
+
+def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, split: str,
+                    val_fraction: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(train images, train labels, eval images, eval labels) of :func:`downstream_indices`; grey images as RGB."""
+    tr, ev = downstream_indices(profile, dataset, n_train, seed, split, val_fraction)
+    train = data.load(dataset, "train")
+    evaluated = data.load(dataset, DOWNSTREAM[dataset]) if split == "test" else train
+    rgb = (lambda x: data.as_rgb(x, profile.image_size)) if train.images.shape[1] == 1 else (lambda x: x)
+    return rgb(train.images[tr]), train.targets[tr], rgb(evaluated.images[ev]), evaluated.targets[ev]
 
 
 def build_model_and_prior(profile: Profile, p: dict, num_classes: int, a: Approach,
@@ -85,6 +105,15 @@ def build_model_and_prior(profile: Profile, p: dict, num_classes: int, a: Approa
     return model, None                                          # weight decay in the optimiser
 
 
+def cyclical_schedule(a: Approach, p: dict) -> CyclicalSchedule:
+    """The run's learning-rate schedule: ``cycles`` cosine cycles, the first ``burnin_cycles`` kept out of the BMA
+    and ``bma_samples`` spread over the rest. A noise-free optimiser has no exploration phase: MAP runs take the
+    cosine schedule alone (one cycle)."""
+    per_cycle = max(1, p["bma_samples"] // (p["cycles"] - p["burnin_cycles"]))
+    return CyclicalSchedule(p["steps"], p["cycles"], p["lr"], p["explore_fraction"] if a.bayes else 0.0,
+                            samples_per_cycle=per_cycle, burnin_cycles=p["burnin_cycles"])
+
+
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
                   transform, loss_fn) -> tuple[list[dict], float]:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
@@ -95,6 +124,9 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     and the training wall time.
     """
     N = len(x)
+    # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
+    # order, which the priors use, is their logical order and does not change
+    model.to(memory_format=torch.channels_last)
     params = [q for q in model.parameters() if q.requires_grad]
     if a.prior == "weight_decay":
         opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
@@ -105,9 +137,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
         else:                                                   # SGHMC; MAP's "sgd" is SGHMC at T = 0
             opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"], temperature=p["temperature"],
                         generator=gen, prior=prior)
-    # a noise-free optimiser has no exploration phase: MAP runs take the cosine schedule alone
-    schedule = CyclicalSchedule(p["steps"], p["cycles"], p["lr"], p["explore_fraction"] if a.bayes else 0.0,
-                                samples_per_cycle=max(1, p["bma_samples"] // p["cycles"]))
+    schedule = cyclical_schedule(a, p)
     batch_size = min(p["batch_size"], N)
     samples: list[dict] = []
     report_at = progress_steps(p["steps"])
@@ -122,7 +152,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                 break
             schedule.apply(opt, step)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            loss = loss_fn(model(channels_last(xb)), yb)
             check_finite(loss, "training loss")
             loss.backward()
             opt.step()                                          # adds the prior (its stiff diagonal part exactly)
@@ -149,13 +179,23 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
     states, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
-    probs = bma_probs(model, states, ex)
+    # BN refresh: each sample's BatchNorm statistics re-estimated on the training images (else its running ones)
+    bn_images = x if p["bn_refresh"] else None
+    each = list(sample_probs(model, states, ex, bn_images=bn_images))
+    probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
+    if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
+        schedule = cyclical_schedule(a, p)
+        cycles = [schedule.cycle_of(t) for t in range(schedule.total_steps) if schedule.collect_at(t)]
+        out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
+                "sample_cycle": ";".join(map(str, cycles))}
+        if p["bn_refresh"]:                       # the same samples with their running statistics, to compare
+            out |= {f"bn_running_{k}": v for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
     predictions = {"probs": probs.half(), "labels": ey}
     if p["dataset"] == "cifar10" and p["split"] == "test":     # C8: the same models on the shifted test set
         shifted = _shift_set(profile)
-        shift_probs = bma_probs(model, states, shifted.images)
+        shift_probs = bma_probs(model, states, shifted.images, bn_images=bn_images)
         out |= {f"shift_{k}": v for k, v in classification_metrics(shift_probs, shifted.labels).items()}
         out["shift_set"] = shifted.name
         predictions |= {"shift_probs": shift_probs.half(), "shift_labels": shifted.labels, "shift_cell": shifted.cell}

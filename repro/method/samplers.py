@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ..models import EVAL_BATCH_SIZE, for_evaluation
+from ..train import update_bn
 from .priors import Prior
 
 
@@ -204,7 +205,8 @@ class CyclicalSchedule:
 
     Within each cycle of ``ceil(total_steps / cycles)`` steps the learning rate falls from ``lr`` to 0
     along a half cosine; the first ``explore_fraction`` of the cycle is noise-free exploration; samples
-    are collected at ``samples_per_cycle`` evenly spaced steps ending at the cycle's last step.
+    are collected at ``samples_per_cycle`` evenly spaced steps ending at the cycle's last step, in every cycle
+    after the first ``burnin_cycles`` (burn-in: the chain is still travelling from its initialisation).
     """
 
     total_steps: int
@@ -212,10 +214,13 @@ class CyclicalSchedule:
     lr: float
     explore_fraction: float = 0.5
     samples_per_cycle: int = 1
+    burnin_cycles: int = 0
 
     def __post_init__(self):
         if self.cycles < 1 or self.total_steps < self.cycles:
             raise ValueError(f"need 1 <= cycles <= total_steps, got cycles={self.cycles}, total_steps={self.total_steps}")
+        if not 0 <= self.burnin_cycles < self.cycles:
+            raise ValueError(f"burnin_cycles must be in 0..{self.cycles - 1}, got {self.burnin_cycles}")
         if not 0 <= self.explore_fraction < 1:
             raise ValueError(f"explore_fraction must be in [0, 1), got {self.explore_fraction}")
         sampling_steps = self.cycle_length - math.floor(self.explore_fraction * self.cycle_length)
@@ -225,6 +230,10 @@ class CyclicalSchedule:
     @property
     def cycle_length(self) -> int:
         return math.ceil(self.total_steps / self.cycles)
+
+    def cycle_of(self, step: int) -> int:
+        """The (0-based) cycle ``step`` belongs to."""
+        return step // self.cycle_length
 
     def position(self, step: int) -> float:
         """Where ``step`` (0-based) sits in its cycle, in [0, 1)."""
@@ -237,7 +246,10 @@ class CyclicalSchedule:
         return self.position(step) >= self.explore_fraction
 
     def collect_at(self, step: int) -> bool:
-        """True where a sample is kept: the cycle's last step and evenly spaced steps before it."""
+        """True where a sample is kept: past the burn-in cycles, the cycle's last step and evenly spaced steps
+        before it."""
+        if self.cycle_of(step) < self.burnin_cycles:
+            return False
         S = self.cycle_length
         cycle_end = min((step // S + 1) * S, self.total_steps) - 1
         spacing = max(1, (S - math.ceil(self.explore_fraction * S)) // self.samples_per_cycle)
@@ -256,15 +268,26 @@ class CyclicalSchedule:
 
 
 @torch.inference_mode()
-def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = EVAL_BATCH_SIZE) -> Tensor:
-    """Bayesian model average: mean over samples of softmax(model(x)) over the class dimension (dim 1: [N, C] for
-    classification, [N, C, H, W] for segmentation); ``states`` are state dicts."""
+def sample_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = EVAL_BATCH_SIZE,
+                 bn_images: Tensor | None = None) -> Iterator[Tensor]:
+    """softmax(model(x)) over the class dimension (dim 1) for each state dict in ``states``, in order.
+    ``bn_images``: re-estimate BatchNorm statistics for each state on them first (else the state's running ones)."""
+    for state in states:
+        model.load_state_dict(state)
+        if bn_images is not None:
+            update_bn(model, bn_images)
+        net = for_evaluation(model)                     # an eval-mode copy: BN folded, channels-last
+        yield torch.cat([net(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
+
+
+@torch.inference_mode()
+def bma_probs(model: nn.Module, states: Sequence[dict], images: Tensor, batch_size: int = EVAL_BATCH_SIZE,
+              bn_images: Tensor | None = None) -> Tensor:
+    """Bayesian model average: the mean of :func:`sample_probs` over ``states`` ([N, C] for classification,
+    [N, C, H, W] for segmentation)."""
     if not states:
         raise ValueError("BMA needs at least one collected sample; none were collected")
     total = None
-    for state in states:
-        model.load_state_dict(state)
-        net = for_evaluation(model)                     # an eval-mode copy: BN folded, channels-last
-        probs = torch.cat([net(images[i:i + batch_size]).softmax(1) for i in range(0, len(images), batch_size)])
+    for probs in sample_probs(model, states, images, batch_size, bn_images):
         total = probs if total is None else total.add_(probs)
     return total / len(states)

@@ -1,0 +1,160 @@
+"""Notebook 09: how many steps a downstream run needs, chosen by a rule fixed before the results (pre-registered).
+
+**Learning curves.** At each size n of ``budget_sizes``, every arm of :data:`ARMS` is trained for a doubling grid of
+total steps (``budget_grid``, then doubled again while the rule is not yet met, up to ``budget_max_steps``),
+each budget a separate run with its own schedule (a 400-step run is not the first half of an 800-step one). Runs use
+``split="holdout"``: they train on all n images and are scored on a fixed set of ``downstream_test_n`` CIFAR-10
+training images outside every subset, as precise as the test subset and never it.
+
+**Hyperparameters** are fixed before the curves exist: the values the version-1 tuning chose at n = 1 000 with 200
+steps (``results/cpu/transfer/tuning.csv``, SSL prior, :data:`HYPERPARAMETERS`), the only tuned values there were. The
+budget is a property of the optimisation; every approach is re-tuned per size at the chosen budgets afterwards.
+
+**The rule.** For a rule arm (:data:`RULE_ARMS`: SGD transfer and the two MAP arms) the budget at n is the smallest B
+on the grid at which doubling gains less than :data:`THRESHOLD` (1 accuracy point) in mean holdout accuracy over
+seeds: acc(2B) - acc(B) < 0.01. The budget of size n is the largest over the rule arms. The sampler arms are not part
+of the rule: they get the same total steps as MAP, in ``cycles`` cycles, the first of them burn-in. Their curves, the
+accuracy of each sample by the cycle it ends, and BatchNorm statistics re-estimated per sample (``bn_refresh``) are
+measured here to show whether each cycle ends at a trained model and whether the refresh helps.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..profiles import Profile
+from .grid import run_settings
+
+THRESHOLD = 0.01          # a doubling that gains less than this (accuracy) is not worth its cost
+RULE_ARMS = ("sgd_transfer", "map_learned", "map_nonlearned")
+# arm -> (approach, prior kind, temperature); the cold arm is the T -> 0 end of the authors' regime (T ~ 4e-8)
+ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", 0.0), "map_learned": ("map_learned", "ssl", 0.0),
+        "map_nonlearned": ("map_nonlearned", "none", 0.0), "bayes_learned_T1": ("bayes_learned", "ssl", 1.0),
+        "bayes_learned_T0": ("bayes_learned", "ssl", 0.0)}
+HYPERPARAMETERS = {"sgd_transfer": dict(lr=0.03, weight_decay=5e-4), "map_learned": dict(lr=0.03, scale=1e6, head_var=0.1),
+                   "map_nonlearned": dict(lr=0.03, alpha=1.0), "bayes_learned": dict(lr=0.03, scale=1e2, head_var=0.1)}
+RULE_SEEDS = 2            # seeds of the rule arms (their mean decides); the sampler arms run the first seed only
+
+
+def settings(profile: Profile, n: int, steps: int) -> list[dict]:
+    """Every arm's runs of ``steps`` steps on ``n`` images."""
+    out = []
+    for arm, (approach, kind, temperature) in ARMS.items():
+        bayes = approach.startswith("bayes")
+        seeds = profile.seeds[:1] if bayes else profile.seeds[:RULE_SEEDS]
+        extra = dict(temperature=temperature, bn_refresh=True) if bayes else {}
+        out += [dict(approach=approach, prior_kind=kind, dataset="cifar10", n_train=n, split="holdout", seed=s,
+                     steps=steps, **HYPERPARAMETERS[approach], **extra) for s in seeds]
+    return out
+
+
+def arm_of(row: pd.Series) -> str:
+    """The :data:`ARMS` name of a run's row."""
+    if not row.approach.startswith("bayes"):
+        return row.approach
+    return f"{row.approach}_T{row.temperature:g}"
+
+
+def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD) -> int | None:
+    """The rule on one arm's curve (steps -> mean accuracy): the smallest B with curve[2B] - curve[B] < ``threshold``;
+    None while no doubling on the curve gains less (the curve has not flattened yet)."""
+    curve = curve.sort_index()
+    for b in curve.index:
+        if 2 * b in curve.index and curve[2 * b] - curve[b] < threshold:
+            return int(b)
+    return None
+
+
+def with_arms(rows: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs, each with its :data:`ARMS` name in a column ``arm``."""
+    ok = rows[rows.status == "ok"]
+    return ok.assign(arm=ok.apply(arm_of, axis=1) if len(ok) else pd.Series(dtype=str))
+
+
+def curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean holdout accuracy and NLL (and their spread over seeds) per size, arm and budget, from finished runs."""
+    ok = with_arms(rows)
+    return (ok.groupby(["n_train", "arm", "steps"]).agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"),
+                                                         nll=("nll", "mean"), seeds=("seed", "nunique"))
+            .reset_index())
+
+
+def budgets(table: pd.DataFrame, threshold: float = THRESHOLD) -> pd.DataFrame:
+    """Per size: each rule arm's chosen budget and the size's budget (the largest; None until every arm has one)."""
+    out = []
+    for n, g in table.groupby("n_train"):
+        row = {"n_train": int(n)}
+        for arm in RULE_ARMS:
+            curve = g[g.arm == arm].set_index("steps").accuracy
+            row[arm] = chosen_budget(curve, threshold)
+        chosen = [row[a] for a in RULE_ARMS]
+        row["budget"] = max(chosen) if all(b is not None for b in chosen) else None
+        out.append(row)
+    return pd.DataFrame(out, columns=["n_train", *RULE_ARMS, "budget"]).astype(
+        {c: "Int64" for c in (*RULE_ARMS, "budget")})     # integers, <NA> where the rule has not chosen yet
+
+
+def learning_curves(profile: Profile) -> pd.DataFrame:
+    """Run (or read back) the learning curves of every size, extending each size's grid until the rule is met; all
+    rows. Several processes can share it: each decision is made from the shared CSV, the same in every process."""
+    grids = {n: list(profile.budget_grid) for n in profile.budget_sizes}
+    while True:
+        todo = [s for n, g in grids.items() for steps in g for s in settings(profile, n, steps)]
+        todo.sort(key=lambda s: -s["steps"] * (1 + s["n_train"] / 1e4))  # long runs first: less idle at the end
+        rows = run_settings(profile, "transfer", todo, desc="09 training budget")
+        chosen = budgets(curves(rows)).set_index("n_train").budget
+        extend = [n for n, g in grids.items() if pd.isna(chosen.get(n)) and 2 * g[-1] <= profile.budget_max_steps]
+        if not extend:
+            return rows
+        for n in extend:
+            grids[n].append(2 * grids[n][-1])
+
+
+def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sampler runs' per-sample holdout accuracy, one row per sample, with the cycle whose end it belongs to."""
+    ok = rows[(rows.status == "ok") & rows.approach.str.startswith("bayes")]
+    out = []
+    for _, r in ok.iterrows():
+        for acc, cycle in zip(str(r.sample_accuracy).split(";"), str(r.sample_cycle).split(";")):
+            out.append({"n_train": r.n_train, "arm": arm_of(r), "steps": r.steps, "seed": r.seed,
+                        "cycle": int(cycle), "accuracy": float(acc)})
+    return pd.DataFrame(out)
+
+
+CYCLE_TOLERANCE = 0.02    # rule 3: a kept cycle may end at most this far below the first kept one
+BN_GAIN = 0.005           # rule 4: re-estimated BatchNorm statistics are adopted for at least this accuracy gain
+
+
+def cycle_check(samples: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
+    """Rule 3 at the chosen budgets: per size and sampler arm, the mean accuracy of the first kept cycle's samples,
+    the worst later cycle's, and whether the worst stays within :data:`CYCLE_TOLERANCE` of the first."""
+    at = samples.merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"], right_on=["n_train", "budget"])
+    out = []
+    for (n, arm), g in at.groupby(["n_train", "arm"]):
+        by_cycle = g.groupby("cycle").accuracy.mean().sort_index()
+        first, worst = by_cycle.iloc[0], by_cycle.iloc[1:].min() if len(by_cycle) > 1 else by_cycle.iloc[0]
+        out.append({"n_train": n, "arm": arm, "first_kept_cycle": first, "worst_later_cycle": worst,
+                    "trained_every_cycle": bool(worst >= first - CYCLE_TOLERANCE)})
+    return pd.DataFrame(out)
+
+
+def bn_refresh_table(rows: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
+    """Rule 4's data: the sampler runs at each size's chosen budget, BMA accuracy and NLL with BatchNorm statistics
+    re-estimated per sample (``accuracy``, ``nll``) and with the chain's running ones (``bn_running_*``)."""
+    ok = with_arms(rows)
+    ok = ok[ok.approach.str.startswith("bayes")].merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"],
+                                                       right_on=["n_train", "budget"])
+    cols = ["n_train", "arm", "seed", "steps", "accuracy", "bn_running_accuracy", "nll", "bn_running_nll"]
+    return ok[cols].assign(gain=ok.accuracy - ok.bn_running_accuracy, nll_change=ok.nll - ok.bn_running_nll)
+
+
+def adopt_bn_refresh(bn: pd.DataFrame) -> bool:
+    """Rule 4: re-estimate BatchNorm per sample iff it gains at least :data:`BN_GAIN` mean accuracy without a
+    higher mean NLL."""
+    return bool(len(bn) and bn.gain.mean() >= BN_GAIN and bn.nll_change.mean() <= 0)
+
+
+def profile_check(profile: Profile, budgets: pd.DataFrame) -> pd.DataFrame:
+    """Per size: the budget this notebook chose and the one the profile gives (``Profile.steps_for``)."""
+    return budgets[["n_train", "budget"]].assign(
+        profile_steps=[profile.steps_for(int(n)) for n in budgets.n_train],
+        agree=lambda d: d.budget == d.profile_steps)

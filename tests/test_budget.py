@@ -1,0 +1,92 @@
+"""Notebook 09's pre-registered budget rule, on simulated learning curves whose flattening point is known."""
+import math
+
+import pandas as pd
+import pytest
+
+from repro.experiments import budget
+
+
+def saturating(steps: int, ceiling: float = 0.8, scale: float = 400.0) -> float:
+    """A learning curve acc = ceiling (1 - exp(-steps / scale)): doubling B gains ceiling (e^-B/s - e^-2B/s)."""
+    return ceiling * (1 - math.exp(-steps / scale))
+
+
+def first_flat(scale: float, grid, ceiling: float = 0.8) -> int | None:
+    """The closed form of the rule on that curve: the smallest B (with 2B on the grid) where
+    ceiling (e^-B/s - e^-2B/s) < 0.01; None if there is none."""
+    return next((b for b in grid if 2 * b in grid
+                 and ceiling * (math.exp(-b / scale) - math.exp(-2 * b / scale)) < budget.THRESHOLD), None)
+
+
+GRID = [200 * 2 ** i for i in range(7)]
+
+
+@pytest.mark.parametrize("scale, expected", [(50.0, 400), (400.0, 3200), (1000.0, 6400), (1500.0, None)])
+def test_rule_finds_where_doubling_stops_paying(scale, expected):
+    curve = pd.Series({b: saturating(b, scale=scale) for b in GRID})
+    assert first_flat(scale, GRID) == expected                 # the simulated truth, worked out by hand above
+    assert budget.chosen_budget(curve) == expected
+
+
+def test_rule_waits_while_the_curve_still_climbs():
+    curve = pd.Series({b: 0.1 * math.log2(b) for b in GRID[:4]})      # +0.1 per doubling: never flat
+    assert budget.chosen_budget(curve) is None
+    assert budget.chosen_budget(pd.Series({200: 0.5})) is None        # one point: no doubling to judge
+
+
+def test_rule_takes_the_first_flat_doubling_even_if_a_later_one_climbs():
+    # a dip then a late climb (noise): the rule as registered takes the first doubling that gains < 1 point
+    curve = pd.Series({200: 0.50, 400: 0.60, 800: 0.605, 1600: 0.64, 3200: 0.645})
+    assert budget.chosen_budget(curve) == 400
+
+
+def _table(curves: dict, grid=GRID, n=1000, seeds=2, noise=0.0) -> pd.DataFrame:
+    """Finished runs of every rule arm: its curve (a scale of :func:`saturating`, or a function of the steps) plus
+    +-noise alternating over seeds."""
+    def acc(curve, b):
+        return curve(b) if callable(curve) else saturating(b, scale=curve)
+    rows = [{"n_train": n, "approach": arm, "temperature": 0.0, "steps": b, "seed": s, "status": "ok",
+             "accuracy": acc(curve, b) + noise * (-1) ** s, "nll": 1.0}
+            for arm, curve in curves.items() for b in grid for s in range(seeds)]
+    return pd.DataFrame(rows)
+
+
+def test_size_budget_is_the_largest_arm_budget_and_seeds_are_averaged():
+    scales = {"sgd_transfer": 100.0, "map_learned": 400.0, "map_nonlearned": 1000.0}
+    rows = _table(scales, noise=0.05)                # seed noise that cancels in the mean
+    b = budget.budgets(budget.curves(rows)).iloc[0]
+    assert [b[a] for a in budget.RULE_ARMS] == [first_flat(s, GRID) for s in scales.values()]
+    assert b.budget == first_flat(1000.0, GRID) == 6400
+
+
+def test_size_has_no_budget_until_every_rule_arm_has_one():
+    climbing = lambda b: 0.05 * math.log2(b)                                  # +5 points per doubling
+    rows = _table({"sgd_transfer": 50.0, "map_learned": 50.0, "map_nonlearned": climbing}, grid=GRID[:3])
+    b = budget.budgets(budget.curves(rows)).iloc[0]
+    assert b.sgd_transfer == b.map_learned == 400
+    assert pd.isna(b.map_nonlearned) and pd.isna(b.budget)
+
+
+def test_sampler_arms_are_named_by_temperature_and_kept_out_of_the_rule():
+    rows = _table({"sgd_transfer": 100.0, "map_learned": 100.0, "map_nonlearned": 100.0})
+    sampler = rows[rows.approach == "sgd_transfer"].assign(approach="bayes_learned", temperature=1.0, accuracy=0.0)
+    table = budget.curves(pd.concat([rows, sampler]))
+    assert "bayes_learned_T1" in set(table.arm)
+    assert budget.budgets(table).iloc[0].budget == first_flat(100.0, GRID)
+
+
+def test_cycle_check_flags_a_cycle_that_ends_untrained():
+    samples = pd.DataFrame([{"n_train": 100, "arm": "bayes_learned_T1", "steps": 800, "seed": 0, "cycle": c,
+                             "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.61), (3, 0.57))]
+                           + [{"n_train": 100, "arm": "bayes_learned_T0", "steps": 800, "seed": 0, "cycle": c,
+                               "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.59), (3, 0.595))])
+    checked = budget.cycle_check(samples, pd.DataFrame({"n_train": [100], "budget": [800]})).set_index("arm")
+    assert not checked.loc["bayes_learned_T1", "trained_every_cycle"]        # 3 points below the first kept cycle
+    assert checked.loc["bayes_learned_T0", "trained_every_cycle"]            # 1 point: within the tolerance
+
+
+@pytest.mark.parametrize("gain, nll_change, adopt", [(0.006, -0.01, True), (0.004, -0.01, False), (0.02, 0.01, False)])
+def test_bn_refresh_rule(gain, nll_change, adopt):
+    bn = pd.DataFrame({"gain": [gain, gain], "nll_change": [nll_change, nll_change]})
+    assert budget.adopt_bn_refresh(bn) is adopt
