@@ -39,6 +39,7 @@ class Profile:
     downstream_test_n: int | None   # test subset size (stratified); None = the whole test split
     train_sizes: tuple[int, ...]    # downstream training-set sizes (log scale)
     seeds: tuple[int, ...]
+    t1_seeds: tuple[int, ...]       # seeds of the sampler arms at T = 1, whose spread over seeds is large
     ranks: tuple[int, ...]          # rank ablation
     scales: tuple[float, ...]       # prior-scale (lambda) grid
     downstream_steps: tuple[tuple[int, int], ...]  # (n, steps): the step budget of an n-image run (notebook 09's
@@ -53,6 +54,8 @@ class Profile:
     cycles: int                     # cyclical SG-MCMC cycles, the first of them burn-in (no samples kept)
     bma_samples: int                # samples kept for the Bayesian model average (spread over the other cycles)
     temperatures: tuple[float, ...] # temperature ablation of Bayes + learned prior (1 = true posterior, 0 = no noise)
+    cold_temperatures: tuple[float, ...]  # the cold regime's T is chosen on validation from these (authors: T ~ 4e-8)
+    tuning_seeds: int               # seeds whose mean validation accuracy picks each hyperparameter
     val_fraction: float             # held-out share of the downstream training data for tuning
     geometry_random_directions: int
     geometry_top_directions: int
@@ -83,10 +86,11 @@ PROFILES: dict[str, Profile] = {
             name="smoke", model="resnet8", width=8, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
-            downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), ranks=(0, 1, 5),
+            downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), t1_seeds=(0, 1), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32,
             downstream_batch_size=32, study_n=100,
-            lr_grid=(0.03,), factor_grid=(1.0,), cycles=2, bma_samples=2, temperatures=(1.0, 0.0), val_fraction=0.2,
+            lr_grid=(0.03,), factor_grid=(1.0,), cycles=2, bma_samples=2, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
+            val_fraction=0.2,
             geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, geometry_bn_n=128, segmentation_dataset="camvid", segmentation_size=(45, 60),
             segmentation_steps=6, segmentation_batch_size=4, decoder_channels=16, aspp_rates=(1, 2, 3),
         ),
@@ -94,11 +98,12 @@ PROFILES: dict[str, Profile] = {
             name="cpu", model="resnet20", width=16, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
             source_epochs=12, ssl_epochs=12, swag_burnin_epochs=1, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000, probe_test_n=5000,
-            downstream_test_n=2000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2),
+            downstream_test_n=2000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2), t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             downstream_steps=((100, 200), (1000, 200), (5000, 200)), budget_grid=(200, 400, 800),
             budget_sizes=(100, 1000, 5000), budget_max_steps=12800, downstream_batch_size=64, study_n=1000,
-            lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
+            lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0),
+            cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000, geometry_bn_n=2048,
             segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
             decoder_channels=32, aspp_rates=(2, 4, 6),
@@ -108,11 +113,13 @@ PROFILES: dict[str, Profile] = {
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
             source_epochs=0, ssl_epochs=0, swag_burnin_epochs=0.1, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000, probe_test_n=None,
             downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
+            t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000),
             budget_max_steps=40000,
             downstream_batch_size=16, study_n=1000,
-            lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0), val_fraction=0.2,
+            lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0),
+            cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000, geometry_bn_n=5120,
             segmentation_dataset="voc", segmentation_size=(513, 513), segmentation_steps=30000, segmentation_batch_size=16,
             decoder_channels=256, aspp_rates=(6, 12, 18),

@@ -40,12 +40,12 @@ def _size(value):
 COUNT_KNOBS = {
     "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
     "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
-    "downstream_test_n": _size, "train_sizes": len, "seeds": len, "ranks": len, "scales": len,
+    "downstream_test_n": _size, "train_sizes": len, "seeds": len, "t1_seeds": len, "ranks": len, "scales": len,
     "downstream_steps": lambda v: max(s for _, s in v), "budget_grid": max, "budget_sizes": len,
     "budget_max_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
-    "factor_grid": len, "temperatures": len, "segmentation_steps": _size, "segmentation_batch_size": _size,
+    "factor_grid": len, "temperatures": len, "cold_temperatures": len, "tuning_seeds": _size, "segmentation_steps": _size, "segmentation_batch_size": _size,
     "decoder_channels": _size,
 }
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch)
@@ -106,6 +106,9 @@ def test_budget_invariants(name):
     assert list(p.budget_grid) == [p.budget_grid[0] * 2 ** i for i in range(len(p.budget_grid))]   # doubling
     assert p.budget_max_steps >= p.budget_grid[-1]
     assert p.bma_samples % (p.cycles - 1 if p.cycles > 1 else 1) == 0   # samples spread evenly past the burn-in
+    assert 0.0 in p.cold_temperatures and all(0 <= t < 1 for t in p.cold_temperatures)
+    assert 1 <= p.tuning_seeds <= len(p.seeds)
+    assert set(p.seeds) <= set(p.t1_seeds)                     # T = 1 arms get the seeds of every arm, and more
 
 
 def test_budget_rule_matches_notebook_09():

@@ -65,7 +65,9 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
         target = dict(optimum, alpha=1e-3 if p["approach"].endswith("isotropic") else optimum["alpha"])
         if p["approach"].startswith("bayes"):
             target |= {"scale": 1e2, "alpha": target["alpha"] / 100}
-        return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items())
+        cold = abs(math.log10(p["temperature"] + 1e-6) - math.log10(1e-2)) if 0 < p["temperature"] < 1 or \
+            p["temperature"] == 0 else 0.0                       # the cold regime is best at T = 1e-2
+        return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items()) - 0.01 * cold
 
     fake = FakeGrid(accuracy)
     monkeypatch.setattr(tuning, "run_settings", fake)
@@ -73,19 +75,61 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     assert tuning.tuned(P, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
     assert tuning.tuned(P, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
     assert tuning.tuned(P, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
-    # Bayes: the MAP winners, then its own prior width (alpha grid extended below MAP's factor grid)
-    assert tuning.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)}
-    assert tuning.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)}
-    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)}
+    # Bayes at T = 1: the MAP winners, then its own prior width (alpha grid extended below MAP's factor grid)
+    t1 = {"temperature": 1.0}
+    assert tuning.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)} | t1
+    assert tuning.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)} | t1
+    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)} | t1
+    # cold: the MAP winners, then T from the profile's cold temperatures
+    assert tuning.tuned(P, "bayes_learned", "ssl", regime="cold") == {"lr": 0.1, "scale": 1e5,
+                                                                      "head_var": pytest.approx(0.1), "temperature": 1e-2}
     assert {p["split"] for p in fake.asked} == {"val"}
     assert {p["approach"] for p in fake.asked} == {"sgd_transfer", "map_nonlearned", "map_learned", "map_isotropic",
                                                    "bayes_nonlearned", "bayes_isotropic", "bayes_learned"}
-    assert {(p["n_train"], p["dataset"], p["seed"]) for p in fake.asked} == {(P.study_n, "cifar10", P.seeds[0])}
-    s = studies.setting(P, "bayes_learned", "ssl", n_train=100, seed=2)
+    # every stage ran every tuning seed, at study_n by default
+    assert {(p["n_train"], p["dataset"], p["seed"]) for p in fake.asked} == {(P.study_n, "cifar10", s)
+                                                                            for s in P.seeds[:P.tuning_seeds]}
+    assert P.tuning_seeds == 2
+    s = studies.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
     assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e2,
-                 "head_var": pytest.approx(0.1), "n_train": 100, "seed": 2}
+                 "head_var": pytest.approx(0.1), "temperature": 1.0, "n_train": P.study_n, "seed": 2}
     p = approaches.default_params(P, "transfer", **s)
     assert p["split"] == "test" and p["temperature"] == 1.0 and p["bma_samples"] == P.bma_samples
+
+
+def test_each_size_and_dataset_is_tuned_on_its_own_validation_split(monkeypatch):
+    # the best lr moves with n and differs on Fashion-MNIST: each (size, dataset) finds its own
+    best_lr = {(100, "cifar10"): 0.01, (5000, "cifar10"): 0.1, (100, "fashion-mnist"): 0.03}
+    fake = FakeGrid(lambda p: 1 - abs(math.log10(p["lr"]) - math.log10(best_lr[p["n_train"], p["dataset"]]))
+                    - abs(math.log10(p["weight_decay"]) - math.log10(5e-4)))
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    for (n, ds), lr in best_lr.items():
+        assert tuning.tuned(P, "sgd_transfer", "ssl", n, ds)["lr"] == lr
+        assert {p["n_train"] for p in fake.asked if p["dataset"] == ds and p["n_train"] == n}
+    assert {(p["n_train"], p["dataset"]) for p in fake.asked} == set(best_lr)
+    with pytest.raises(ValueError, match="unknown temperature regime 'warm'"):
+        tuning.tuned(P, "bayes_learned", "ssl", regime="warm")
+
+
+def test_the_best_value_is_the_best_mean_over_seeds():
+    # seed 0 alone would pick lr 0.3; the mean over both seeds picks 0.1
+    df = pd.DataFrame({"lr": [0.1, 0.1, 0.3, 0.3], "seed": [0, 1, 0, 1], "accuracy": [0.60, 0.60, 0.62, 0.50],
+                       "nll": 1.0, "status": "ok"})
+    assert tuning.best_value(df, "lr") == 0.1
+    tie = pd.DataFrame({"lr": [0.1, 0.3], "accuracy": [0.6, 0.6], "nll": [0.9, 0.8], "status": "ok"})
+    assert tuning.best_value(tie, "lr") == 0.3                   # ties: the lower mean NLL
+
+
+@pytest.mark.parametrize("tightest, best, centre, expected", [(0.30, 0.70, 2.9, 1e3), (0.60, 0.70, 4.8, 1e5),
+                                                              (0.70, 0.70, 3.0, 1.0)])
+def test_mid_slope_is_half_way_up_from_the_tightest_prior(tightest, best, centre, expected):
+    # a logistic rise in log10(lambda) from `tightest` to `best`, half-way at lambda = 10^centre (just below the
+    # grid point the rule must pick), flat at the widest prior
+    scales = [10.0 ** e for e in range(8)]
+    curve = pd.Series({lam: tightest + (best - tightest) / (1 + math.exp(-3 * (math.log10(lam) - centre)))
+                       for lam in scales})
+    curve[1e7] = best                                            # the best lambda is the widest
+    assert tuning.mid_slope_scale(curve) == expected
 
 
 def test_unknown_stage_is_refused(capsys):

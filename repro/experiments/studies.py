@@ -24,54 +24,85 @@ from .approaches import FIVE_WAY, lookup
 from .budget import learning_curves
 from .grid import run_settings
 from .pretrain import require_priors
-from .tuning import TUNE_ORDERS, sweep, tuned, tuned_segmentation, validation_setting
+from .tuning import (REGIMES, TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_segmentation, tuning_seeds,
+                     validation_setting)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
 
 def tuning_table(profile: Profile) -> pd.DataFrame:
-    """The tuned hyperparameters of every approach (one row per approach and prior kind)."""
-    rows = [{"approach": a, "prior_kind": k, **tuned(profile, a, k)} for a, k in TUNE_ORDERS[0]]
+    """The tuned hyperparameters of every approach, prior kind, size and (samplers) temperature regime, CIFAR-10 and
+    the Fashion-MNIST approaches of the five-way study."""
+    rows = [{"dataset": ds, "n_train": n, "approach": a, "prior_kind": k, "regime": r if lookup(a).bayes else "map",
+             **tuned(profile, a, k, n, ds, r)}
+            for ds, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))) for n in profile.train_sizes
+            for a, k in TUNE_ORDERS[0] if k in kinds + ("none",) and (ds == "cifar10" or a in FIVE_WAY)
+            for r in (REGIMES if lookup(a).bayes else REGIMES[:1])]
     return pd.DataFrame(rows)
 
 
-def setting(profile: Profile, approach: str, kind: str = "ssl", **kw) -> dict:
-    """A test-split setting of ``approach`` with its tuned hyperparameters; ``kw`` (n_train, seed, ...) win."""
+def setting(profile: Profile, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
+    """A test-split setting of ``approach`` with the hyperparameters tuned at its size and dataset (``n_train``,
+    ``dataset`` in ``kw``; ``study_n`` and CIFAR-10 by default), a sampler's in temperature ``regime``; ``kw`` win."""
     kind = kind if lookup(approach).init == "pretrained" else "none"
-    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind), **kw}
+    n, dataset = kw.get("n_train", profile.study_n), kw.get("dataset", "cifar10")
+    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind, n, dataset, regime), **kw}
+
+
+def arms(profile: Profile, approach: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(regime, seeds) of every arm of ``approach``: a sampler runs in both temperature regimes, at T = 1 with
+    ``t1_seeds``; MAP runs once, with ``seeds``."""
+    if not lookup(approach).bayes:
+        return [("T1", profile.seeds)]
+    return [("T1", profile.t1_seeds), ("cold", profile.seeds)]
 
 
 # ------------------------------------------------------------------------------------------------ studies
 
 def rank_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C2: Bayes + learned prior at every rank of the profile, and the isotropic learned-mean prior."""
+    """C2 at ``study_n``: Bayes + learned prior at every rank in both temperature regimes, MAP + learned at every rank
+    at its mid-slope lambda (where the prior still pulls), and the isotropic learned-mean prior (Bayes, T = 1)."""
     base = dict(n_train=profile.study_n, dataset="cifar10")
-    settings = [setting(profile, "bayes_learned", kind, rank=r, seed=s, **base)
-                for r in profile.ranks for s in profile.seeds]
-    settings += [setting(profile, "bayes_isotropic", kind, seed=s, **base) for s in profile.seeds]
+    settings = [setting(profile, "bayes_learned", kind, regime, rank=r, seed=s, **base)
+                for regime, seeds in arms(profile, "bayes_learned") for r in profile.ranks for s in seeds]
+    mid = mid_slope(profile, kind, profile.study_n)
+    settings += [{"approach": "map_learned", "prior_kind": kind, **mid, "rank": r, "seed": s, **base}
+                 for r in profile.ranks for s in profile.seeds]
+    settings += [setting(profile, "bayes_isotropic", kind, seed=s, **base) for s in profile.t1_seeds]
     return run_settings(profile, "transfer", settings, desc="C2 rank ablation")
 
 
 def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C3: MAP and Bayes with the learned prior over lambda on the test split, every seed, starting from the grid
-    each approach's validation sweep ended with and extended until the best lambda is interior."""
+    """C3 at ``study_n``: MAP and Bayes (T = 1) with the learned prior over lambda on the test split, every seed,
+    starting from the grid each approach's validation sweep ended with and extended until the best lambda is
+    interior."""
     rows = []
     for approach in ("map_learned", "bayes_learned"):
         s = setting(profile, approach, kind, n_train=profile.study_n)
-        val_base = validation_setting(profile, approach, kind, **{k: v for k, v in s.items() if k in ("lr", "head_var")})
-        _, grid = sweep(profile, val_base, "scale", profile.scales, f"tune {approach}/{kind}: scale")
+        if approach == "map_learned":
+            _, grid = scale_sweep(profile, kind, profile.study_n)
+        else:
+            val_base = validation_setting(profile, approach, kind, **{k: v for k, v in s.items()
+                                                                     if k in ("lr", "head_var", "temperature")})
+            _, grid = sweep(profile, val_base, "scale", profile.scales, f"tune {approach} T = 1 ({kind}, "
+                            f"n = {profile.study_n}): scale", seeds=tuning_seeds(profile))
         rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
     return pd.concat(rows, ignore_index=True)
 
 
 def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
-    """C4-C6: the five approaches (learned ones per prior kind) at every training-set size and seed."""
+    """C4-C6: the five approaches (learned ones per prior kind; samplers in both temperature regimes) at every
+    training-set size, with the hyperparameters tuned at that size."""
     settings = []
     for n in profile.train_sizes:
-        for seed in profile.seeds:
-            for approach in FIVE_WAY:
-                for kind in (kinds if lookup(approach).init == "pretrained" else ("none",)):
-                    settings.append(setting(profile, approach, kind, n_train=n, seed=seed, dataset=dataset))
+        for approach in FIVE_WAY:
+            for kind in (kinds if lookup(approach).init == "pretrained" else ("none",)):
+                for regime, seeds in arms(profile, approach):
+                    settings += [setting(profile, approach, kind, regime, n_train=n, seed=seed, dataset=dataset)
+                                 for seed in seeds]
+    settings += [{"approach": "map_learned", "prior_kind": kind, **mid_slope(profile, kind, n, dataset), "n_train": n,
+                  "seed": seed, "dataset": dataset} for n in profile.train_sizes for kind in kinds
+                 for seed in profile.seeds]                         # MAP + learned where the prior still pulls
     return run_settings(profile, "transfer", settings, desc=f"C4-C6 five-way ({dataset})")
 
 
@@ -80,27 +111,36 @@ def temperature_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
     prior width tuned for Bayes at T = 1 and at the (wider) one tuned for MAP. The authors' code runs one
     cosine-annealed SGLD pass at T ~ 4e-8 (its ``cyclic_lr`` cannot be set from its arguments and its SGLD step has no
     noise switch), closest to MAP at a MAP-like width; the T ~ 0 rows here are the cyclical sampler without noise."""
-    scales = dict.fromkeys([tuned(profile, "bayes_learned", kind)["scale"], tuned(profile, "map_learned", kind)["scale"]])
-    return run_settings(profile, "transfer", [setting(profile, "bayes_learned", kind, n_train=profile.study_n, seed=s, temperature=t,
-                                          scale=lam) for lam in scales for t in profile.temperatures for s in profile.seeds],
-                        desc="temperature ablation")
+    widths = {"T1": setting(profile, "bayes_learned", kind, "T1"), "cold": setting(profile, "bayes_learned", kind, "cold")}
+    settings = [w | dict(n_train=profile.study_n, seed=s, temperature=t)
+                for w in widths.values() for t in profile.temperatures for s in profile.seeds]
+    return run_settings(profile, "transfer", settings, desc="temperature ablation")
 
 
-def deep_ensemble(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C10: ``bma_samples`` SGD-transfer members (member 0 is the five-way run) per seed at ``study_n``."""
-    settings = [setting(profile, "sgd_transfer", kind, n_train=profile.study_n, seed=s, member=m)
-                for s in profile.seeds for m in range(profile.bma_samples)]
-    return run_settings(profile, "transfer", settings, desc="C10 deep ensemble")
+def deep_ensemble(profile: Profile, kind: str = "ssl", equal_compute: bool = False) -> pd.DataFrame:
+    """C10 at ``study_n``: ``bma_samples`` SGD-transfer members per seed (member 0 is the five-way run), each trained
+    for the full budget as the paper does; ``equal_compute``: one member per kept sampler cycle, each trained for
+    1/m of the budget, so the m members together take the sampler's steps (m = the sampler's kept cycles)."""
+    s = setting(profile, "sgd_transfer", kind, n_train=profile.study_n)
+    if equal_compute:
+        members = profile.cycles - (1 if profile.cycles > 1 else 0)
+        s |= {"steps": profile.steps_for(profile.study_n) // members}
+    else:
+        members = profile.bma_samples
+    settings = [s | {"seed": seed, "member": m} for seed in profile.seeds for m in range(members)]
+    return run_settings(profile, "transfer", settings,
+                        desc=f"C10 deep ensemble{' at equal compute' if equal_compute else ''}")
 
 
-def ensemble_metrics(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C10: per seed, the metrics of the deep ensemble (the mean of its members' test probabilities)."""
-    rows = deep_ensemble(profile, kind)
+def ensemble_metrics(profile: Profile, kind: str = "ssl", equal_compute: bool = False) -> pd.DataFrame:
+    """C10: per seed, the metrics of a deep ensemble (the mean of its members' test probabilities)."""
+    rows = deep_ensemble(profile, kind, equal_compute)
     out = []
     for seed, g in rows[rows.status == "ok"].groupby("seed"):
         preds = [load_predictions(profile, key) for key in g.key]
         probs = torch.stack([p["probs"].float() for p in preds]).mean(0)
-        out.append({"seed": seed, "members": len(g), **classification_metrics(probs, preds[0]["labels"])})
+        out.append({"seed": seed, "members": len(g), "steps_per_member": int(g.steps.iloc[0]),
+                    **classification_metrics(probs, preds[0]["labels"])})
     return pd.DataFrame(out)
 
 
@@ -119,7 +159,7 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
 # others run at, once profiles.py holds them; notebook 08's grid last).
 STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": learning_curves, "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
-    "C10": deep_ensemble, "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+    "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
 
 
@@ -131,8 +171,10 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
     tuned_yet = False
     for stage in stages:
         if stage != "budget" and not tuned_yet:    # the budget curves have fixed hyperparameters; the rest are tuned
-            for approach, kind in TUNE_ORDERS[worker]:
-                print(approach, kind, tuned(profile, approach, kind), flush=True)
+            for n in profile.train_sizes:
+                for approach, kind in TUNE_ORDERS[worker]:
+                    for regime in (REGIMES if lookup(approach).bayes else REGIMES[:1]):
+                        print(n, approach, kind, regime, tuned(profile, approach, kind, n, regime=regime), flush=True)
             tuned_yet = True
         STAGES[stage](profile)
 

@@ -19,12 +19,12 @@ from .. import data
 from ..analysis.metrics import classification_metrics
 from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model, load_source_prior
-from ..method.priors import IsotropicGaussianPrior, Prior, transfer_prior
+from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
 from .approaches import SPLITS, Approach, check_params
 from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
 from ..data.shift import ShiftSet, shift_set
-from ..train import DivergenceError, check_finite, seed_everything
+from ..train import DivergenceError, check_finite, flat_params, seed_everything
 
 
 DOWNSTREAM = {"cifar10": "test", "fashion-mnist": "test"}
@@ -192,6 +192,8 @@ def run_transfer(profile: Profile, params: dict) -> dict:
                 "sample_cycle": ";".join(map(str, cycles))}
         if p["bn_refresh"]:                       # the same samples with their running statistics, to compare
             out |= {f"bn_running_{k}": v for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
+    if a.prior == "learned":   # C2: how far the run moved, and how much of it along the prior's low-rank directions
+        out |= _displacement(model, states, prior.parts[0])
     predictions = {"probs": probs.half(), "labels": ey}
     if p["dataset"] == "cifar10" and p["split"] == "test":     # C8: the same models on the shifted test set
         shifted = _shift_set(profile)
@@ -200,6 +202,18 @@ def run_transfer(profile: Profile, params: dict) -> dict:
         out["shift_set"] = shifted.name
         predictions |= {"shift_probs": shift_probs.half(), "shift_labels": shifted.labels, "shift_cell": shifted.cell}
     return out | {"predictions": predictions}
+
+
+def _displacement(model: nn.Module, states: list[dict], learned: LowRankGaussianPrior) -> dict:
+    """Mean over the predicting states of ||theta - mu|| and ||P_U (theta - mu)|| over the backbone (the learned
+    prior's block of the flat parameter vector)."""
+    total = along = 0.0
+    for state in states:
+        model.load_state_dict(state)
+        theta = flat_params(model)[:learned.dim].double()
+        total += float((theta - learned.mean.double()).norm())
+        along += learned.low_rank_displacement(theta)
+    return {"displacement": total / len(states), "low_rank_displacement": along / len(states)}
 
 
 @functools.lru_cache(maxsize=2)

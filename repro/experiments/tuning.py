@@ -1,8 +1,10 @@
 """Hyperparameters chosen on validation splits, never on test: the tuning protocol of every downstream approach.
 
-Tuning protocol (the test split is never looked at):
-  * data: the validation split (``val_fraction``) of a ``study_n``-image CIFAR-10 training subset, first seed;
-  * criterion: highest validation accuracy, ties broken by lower validation NLL;
+Tuning protocol, second version (issue #19; the test split is never looked at):
+  * data: at **every training-set size** n, the validation split (``val_fraction``) of the run's own n-image training
+    subset, of CIFAR-10 or (for its own runs) Fashion-MNIST; runs take the size's step budget (``Profile.steps_for``);
+  * criterion: the highest **mean** validation accuracy over the first ``tuning_seeds`` seeds, ties broken by the
+    lower mean validation NLL;
   * order (coordinate-wise, each stage at the winners of the earlier ones); a "sweep" extends its log grid a decade
     at a time while the best value is at an edge (at most 3 times per side):
       - SGD transfer, per prior kind: lr over ``lr_grid``, then weight decay x ``factor_grid``;
@@ -10,15 +12,18 @@ Tuning protocol (the test split is never looked at):
       - MAP, learned prior, per kind: lr of SGD transfer (same initialisation), a sweep of lambda from ``scales``,
         then head variance x ``factor_grid``;
       - MAP, isotropic learned-mean prior: lr of SGD transfer, alpha = 1e-2 x ``factor_grid``;
-      - Bayes (T = 1), each prior: the MAP winners, then a sweep of the prior's width again (lambda from ``scales``;
-        alpha from the MAP alpha x ``factor_grid``), because the posterior's spread, unlike the MAP point, depends
-        on it directly;
-  * Fashion-MNIST runs reuse the CIFAR-10 values (no second tuning budget at this scale).
+      - Bayes at T = 1 (regime ``"T1"``), each prior: the MAP winners, then a sweep of the prior's width again (lambda
+        from ``scales``; alpha from the MAP alpha x ``factor_grid``), because the posterior's spread, unlike the MAP
+        point, depends on it directly;
+      - Bayes, cold (regime ``"cold"``), each prior: the MAP winners (the tempered posterior concentrates on the MAP
+        point as T -> 0), then T from ``cold_temperatures`` (the authors' code ran at T ~ 4e-8).
+  * MAP + learned is also reported at a **mid-slope lambda** (:func:`mid_slope_scale`): where the validation curve
+    is half-way up from the tightest prior to the best lambda, so the prior still pulls.
 
-Amendment (recorded in REPORT.md): the first version of this protocol gave each Bayes approach its MAP
-counterpart's values. The first rank-ablation runs showed that this puts the SSL Bayes runs at lambda = 1e6
-(prior standard deviation ~2 per weight), where SGHMC at T = 1 wanders far from the source solution; the Bayes
-width sweep was added before the rest of the grid ran. The runs made under the first version stay in the CSV.
+First version (kept in the CSVs, used by the 200-step results of REPORT's "budget sensitivity" table): one seed,
+n = ``study_n`` only, 200 steps, reused at every size and on Fashion-MNIST; no cold regime. Its amendment stays in force:
+the Bayes width sweep, added when the first rank-ablation runs put the SSL Bayes runs at lambda = 1e6, where SGHMC at
+T = 1 wandered far from the source solution.
 
 Segmentation (CamVid's validation split, best mIoU): the learning rate for SGD transfer (reused by all), then the
 prior width per approach (lambda for the learned priors, alpha for the non-learned one) on a coarse log grid
@@ -37,6 +42,7 @@ from .grid import run_settings
 
 MAX_EXTENSIONS = 3
 SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
+REGIMES = ("T1", "cold")                  # a sampler's two temperature regimes: the stated posterior, the authors'
 
 
 def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
@@ -48,20 +54,42 @@ def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
     return ok.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0]
 
 
-def validation_setting(profile: Profile, approach: str, kind: str, **kw) -> dict:
-    """A setting of ``approach`` on the tuning data: the validation split of a ``study_n``-image CIFAR-10 subset."""
-    return dict(approach=approach, prior_kind=kind, split="val", n_train=profile.study_n,
-                seed=profile.seeds[0], dataset="cifar10", **kw)
+def best_value(df: pd.DataFrame, name: str, metric: str = "accuracy") -> float:
+    """The value of ``name`` with the highest mean ``metric`` over its finished rows (seeds); ties: lower mean NLL."""
+    ok = df[df.status == "ok"]
+    if ok.empty:
+        raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
+    means = ok.groupby(name)[[c for c in (metric, "nll") if c in ok]].mean().reset_index()
+    return float(best_row(means.assign(status="ok"), metric)[name])
+
+
+def mean_curve(df: pd.DataFrame, name: str, metric: str = "accuracy") -> pd.Series:
+    """Mean ``metric`` over finished rows (seeds) by value of ``name``, sorted by that value."""
+    ok = df[df.status == "ok"]
+    return ok.groupby(name)[metric].mean().sort_index()
+
+
+def tuning_seeds(profile: Profile) -> list[int]:
+    return list(profile.seeds[:profile.tuning_seeds])
+
+
+def validation_setting(profile: Profile, approach: str, kind: str, n: int | None = None, dataset: str = "cifar10",
+                       **kw) -> dict:
+    """A setting of ``approach`` on the tuning data: the validation split of an n-image subset (``study_n`` by
+    default) of ``dataset``, at the first seed (stages run every tuning seed)."""
+    return dict(approach=approach, prior_kind=kind, split="val", n_train=n or profile.study_n,
+                seed=profile.seeds[0], dataset=dataset, **kw)
 
 
 def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str) -> dict:
-    """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``; return ``base``
-    with the winner."""
+    """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``, every tuning seed;
+    return ``base`` with the winner."""
     if values is None:
         default = base.get(name, default_params(profile, "transfer", base["approach"])[name])
         values = [default * f for f in profile.factor_grid]
-    rows = run_settings(profile, "transfer", [base | {name: v} for v in values], desc=desc)
-    return base | {name: float(best_row(rows)[name])}
+    rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values for s in tuning_seeds(profile)],
+                        desc=desc)
+    return base | {name: best_value(rows, name)}
 
 
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
@@ -74,7 +102,7 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
     added = {"low": 0, "high": 0}
     while True:
         rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
-        score = rows[rows.status == "ok"].groupby(name)[metric].mean()
+        score = mean_curve(rows, name, metric)
         best = score.idxmax() if not score.empty else None
         if best == grid[-1] and added["high"] < MAX_EXTENSIONS:
             grid.append(grid[-1] * 10)
@@ -86,59 +114,93 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
             return rows, grid
 
 
-def tuned(profile: Profile, approach: str, kind: str = "ssl") -> dict:
-    """The hyperparameters of ``approach`` chosen on the validation split (see the module docstring).
+def mid_slope_scale(curve: pd.Series) -> float:
+    """The mid-slope lambda of a MAP validation curve (lambda -> mean accuracy): the smallest lambda, up to the best
+    one, whose accuracy reaches half-way from the tightest prior's (the smallest lambda) to the best. There the prior
+    still pulls the solution towards the source; at the best lambda of a wide sweep it often no longer does."""
+    curve = curve.sort_index()
+    best = curve.idxmax()
+    target = curve.iloc[0] + 0.5 * (curve.max() - curve.iloc[0])
+    rising = curve[curve.index <= best]
+    return float(rising[rising >= target].index[0])
+
+
+def tuned(profile: Profile, approach: str, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10",
+          regime: str = "T1") -> dict:
+    """The hyperparameters of ``approach`` chosen on the validation split of an n-image ``dataset`` subset
+    (``study_n`` by default); for a sampler, in the temperature ``regime`` (see the module docstring). A sampler's
+    answer includes its ``temperature``.
 
     Cached per process: once its runs exist the answer cannot change (``run_grid`` returns only when every run of
     a stage has a row, whichever process ran it).
     """
-    return dict(_tuned(profile, approach, kind))
+    if regime not in REGIMES:
+        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
+    bayes = lookup(approach).bayes
+    return dict(_tuned(profile, approach, kind, n or profile.study_n, dataset, regime if bayes else "T1"))
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned(profile: Profile, approach: str, kind: str) -> tuple[tuple[str, float], ...]:
-    return tuple(_tune(profile, approach, kind).items())
+def _tuned(profile: Profile, approach: str, kind: str, n: int, dataset: str, regime: str) -> tuple[tuple[str, float], ...]:
+    return tuple(_tune(profile, approach, kind, n, dataset, regime).items())
 
 
-def _tune(profile: Profile, approach: str, kind: str) -> dict:
+def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
     a = lookup(approach)
+    val = functools.partial(validation_setting, profile, n=n, dataset=dataset)
+    where = f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
     if a.prior == "weight_decay":
-        s = _stage(profile, validation_setting(profile, "sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd/{kind}: lr")
-        s = _stage(profile, s, "weight_decay", None, f"tune sgd/{kind}: wd")
+        s = _stage(profile, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
+        s = _stage(profile, s, "weight_decay", None, f"tune sgd ({where}): wd")
         return {k: s[k] for k in ("lr", "weight_decay")}
-    if a.bayes:   # the MAP winners, then the prior's width again for the sampler (T = 1)
-        map_name = approach.replace("bayes_", "map_")
-        s = validation_setting(profile, approach, kind, **tuned(profile, map_name, kind))
+    if a.bayes:   # the MAP winners, then the prior's width again (T = 1) or the temperature (cold)
+        winners = tuned(profile, approach.replace("bayes_", "map_"), kind, n, dataset)
+        s = val(approach, kind, **winners)
+        if regime == "cold":
+            s = _stage(profile, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
+            return winners | {"temperature": s["temperature"]}
         name = "scale" if a.prior == "learned" else "alpha"
         grid = profile.scales if name == "scale" else [s[name] * f for f in profile.factor_grid]
-        rows, _ = sweep(profile, s, name, grid, f"tune {approach}/{kind}: {name}")
-        return {k: v for k, v in s.items() if k in ("lr", "scale", "head_var", "alpha")} | {name: float(best_row(rows)[name])}
+        rows, _ = sweep(profile, s, name, grid, f"tune {approach} T = 1 ({where}): {name}", seeds=tuning_seeds(profile))
+        return winners | {name: best_value(rows, name), "temperature": 1.0}
     if a.prior == "isotropic":
-        s = _stage(profile, validation_setting(profile, "map_nonlearned", "none"), "lr", profile.lr_grid, "tune non-learned: lr")
-        s = _stage(profile, s, "alpha", None, "tune non-learned: alpha")
+        s = _stage(profile, val("map_nonlearned", "none"), "lr", profile.lr_grid, f"tune non-learned ({where}): lr")
+        s = _stage(profile, s, "alpha", None, f"tune non-learned ({where}): alpha")
         return {k: s[k] for k in ("lr", "alpha")}
-    lr = tuned(profile, "sgd_transfer", kind)["lr"]
+    lr = tuned(profile, "sgd_transfer", kind, n, dataset)["lr"]
     if a.prior == "isotropic_mean":
-        s = _stage(profile, validation_setting(profile, "map_isotropic", kind, lr=lr), "alpha", None, f"tune isotropic/{kind}: alpha")
+        s = _stage(profile, val("map_isotropic", kind, lr=lr), "alpha", None, f"tune isotropic ({where}): alpha")
         return {k: s[k] for k in ("lr", "alpha")}
-    rows, _ = sweep(profile, validation_setting(profile, "map_learned", kind, lr=lr), "scale", profile.scales,
-                    f"tune map_learned/{kind}: scale")
-    s = validation_setting(profile, "map_learned", kind, lr=lr, scale=float(best_row(rows).scale))
-    s = _stage(profile, s, "head_var", None, f"tune learned/{kind}: head var")
+    rows, _ = scale_sweep(profile, kind, n, dataset)
+    s = _stage(profile, val("map_learned", kind, lr=lr, scale=best_value(rows, "scale")), "head_var", None,
+               f"tune learned ({where}): head var")
     return {k: s[k] for k in ("lr", "scale", "head_var")}
 
 
+def scale_sweep(profile: Profile, kind: str, n: int | None = None, dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float]]:
+    """MAP + learned prior over lambda on validation (every tuning seed; the grid extended while its best is at an
+    edge), at SGD transfer's tuned lr: the rows and the final grid."""
+    n = n or profile.study_n
+    lr = tuned(profile, "sgd_transfer", kind, n, dataset)["lr"]
+    base = validation_setting(profile, "map_learned", kind, n=n, dataset=dataset, lr=lr)
+    return sweep(profile, base, "scale", profile.scales, f"tune map_learned ({kind}, n = {n}): scale",
+                 seeds=tuning_seeds(profile))
+
+
+def mid_slope(profile: Profile, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10") -> dict:
+    """MAP + learned's tuned hyperparameters with lambda at the validation curve's mid-slope (:func:`mid_slope_scale`)."""
+    rows, _ = scale_sweep(profile, kind, n, dataset)
+    return tuned(profile, "map_learned", kind, n, dataset) | {"scale": mid_slope_scale(mean_curve(rows, "scale"))}
+
+
 # Worker orders for the tuning families: two processes start on independent families.
-TUNE_ORDERS = (
-    [("sgd_transfer", "ssl"), ("map_learned", "ssl"), ("bayes_learned", "ssl"), ("map_isotropic", "ssl"),
-     ("bayes_isotropic", "ssl"), ("map_nonlearned", "none"), ("bayes_nonlearned", "none"),
-     ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
-     ("sgd_transfer", "supervised_matched"), ("map_learned", "supervised_matched"), ("bayes_learned", "supervised_matched")],
-    [("sgd_transfer", "supervised_matched"), ("map_learned", "supervised_matched"), ("bayes_learned", "supervised_matched"),
-     ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
-     ("map_nonlearned", "none"), ("bayes_nonlearned", "none"), ("sgd_transfer", "ssl"), ("map_learned", "ssl"),
-     ("bayes_learned", "ssl"), ("map_isotropic", "ssl"), ("bayes_isotropic", "ssl")],
-)
+FAMILIES = [("sgd_transfer", "ssl"), ("map_learned", "ssl"), ("bayes_learned", "ssl"), ("map_isotropic", "ssl"),
+            ("bayes_isotropic", "ssl"), ("map_nonlearned", "none"), ("bayes_nonlearned", "none"),
+            ("sgd_transfer", "supervised"), ("map_learned", "supervised"), ("bayes_learned", "supervised"),
+            ("sgd_transfer", "supervised_matched"), ("map_learned", "supervised_matched"),
+            ("bayes_learned", "supervised_matched")]
+TUNE_ORDERS = (FAMILIES, [f for kind in ("supervised_matched", "supervised", "none", "ssl") for f in FAMILIES
+                          if f[1] == kind])
 
 
 # ----------------------------------------------------------------------------------------------- segmentation
@@ -154,11 +216,11 @@ def _tuned_segmentation(profile: Profile, approach: str, kind: str) -> tuple[tup
     val = dict(split="val", seed=profile.seeds[0])
     lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, **val) for lr in profile.lr_grid],
                            desc="tune segmentation: lr")
-    lr = float(best_row(lr_rows, "miou").lr)
+    lr = best_value(lr_rows, "lr", "miou")
     if approach == "sgd_transfer":
         return (("lr", lr),)
     name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if approach == "bayes_nonlearned" else ("scale", SEGMENTATION_WIDTHS)
     base = dict(approach=approach, prior_kind=kind, lr=lr, **val)
     rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", task="segmentation",
                     metric="miou")
-    return (("lr", lr), (name, float(best_row(rows, "miou")[name])))
+    return (("lr", lr), (name, best_value(rows, name, "miou")))

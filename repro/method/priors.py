@@ -132,6 +132,15 @@ class LowRankGaussianPrior(Prior):
         return D @ V[:, :k].to(D.dtype)                         # = U_svd S over the top k directions
 
     @torch.no_grad()
+    def low_rank_displacement(self, theta: Tensor) -> float:
+        """||P_U (theta - mu)||: the length of theta - mu along the prior's low-rank directions (the column span of its
+        rank-k factor); 0 at rank 0. How far a run moved where the low-rank part, not the diagonal, sets the width."""
+        if self.rank == 0:
+            return 0.0
+        basis = torch.linalg.qr(self._U.double()).Q                  # d x k, orthonormal
+        return float((basis.T @ (theta - self.mean).double()).norm())
+
+    @torch.no_grad()
     def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
         r = self._check(theta) - self.mean
         ra = r * self.inv_a
