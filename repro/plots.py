@@ -86,14 +86,15 @@ def _errorbars(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str, labels:
 
 
 def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
-    """Fig 2b: test accuracy of Bayes + learned prior against rank; the isotropic learned-mean prior as a band."""
+    """Fig 2b: test accuracy of the learned-prior arms against rank, one line per ``arm`` (the approach where there is
+    no such column); the isotropic learned-mean prior of each arm as a band."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    learned = rows[rows.approach == "bayes_learned"]
-    _errorbars(ax, learned, "rank", "accuracy", "approach", labels)
-    iso = rows[rows.approach == "bayes_isotropic"].accuracy
-    if len(iso):
+    by = "arm" if "arm" in rows else "approach"
+    learned = rows[rows.approach.isin(["bayes_learned", "map_learned"])]
+    _errorbars(ax, learned, "rank", "accuracy", by, labels)
+    for name, iso in rows[rows.approach == "bayes_isotropic"].groupby(by).accuracy:
         m, se = iso.mean(), iso.sem() if len(iso) > 1 else 0.0
-        ax.axhline(m, color="gray", ls="--", label=(labels or {}).get("bayes_isotropic", "isotropic"))
+        ax.axhline(m, color="gray", ls="--", label=(labels or {}).get(name, name))
         ax.axhspan(m - se, m + se, color="gray", alpha=0.2)
     ranks = sorted(learned["rank"].unique())
     ax.set(xscale="symlog", xlabel="rank k of the low-rank part (0 = diagonal only)", ylabel="test accuracy",

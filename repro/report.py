@@ -17,6 +17,7 @@ from .plots import save_table
 from .cli import add_profile_argument, run_main
 from .profiles import PROFILES, Profile, get_profile, results_dir
 from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
+from .experiments.approaches import APPROACHES, LABELS, REGIMES   # sampler claims are concluded per regime
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -41,13 +42,23 @@ CLAIMS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str) -> pd.DataFrame:
-    """Write a claim's verdict row (called by the last cell of each claim notebook)."""
+def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str,
+                 regime: str | None = None) -> pd.DataFrame:
+    """Write a claim's verdict row (called by the last cell of each claim notebook). A claim about samplers has one row
+    per temperature ``regime`` (see :data:`repro.experiments.approaches.REGIMES`): recording one keeps the others."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence)])
+    if regime is not None and regime not in REGIMES:
+        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
+    row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence,
+                             regime=regime or "")])
+    old = _table(profile, f"claims/{claim}")
+    if regime is not None and old is not None and "regime" in old:
+        kept = old[old.regime.fillna("").isin(set(REGIMES) - {regime})]
+        row = pd.concat([kept, row]).assign(order=lambda d: d.regime.map(list(REGIMES).index)).sort_values("order")
+        row = row.drop(columns="order").reset_index(drop=True)
     save_table(row, profile, f"claims/{claim}")
     return row
 
@@ -62,16 +73,18 @@ def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: l
 
 
 def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
-             figures: list[str] = (), folder: str = "transfer") -> pd.DataFrame | None:
-    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests``, record the claim
-    with links to its notebook, tables and figures, and print the verdict. ``result`` is what a rule of
-    :mod:`repro.analysis.verdicts` returns: (tests table or None, verdict, finding). Returns the table, rounded."""
+             figures: list[str] = (), folder: str = "transfer", regime: str | None = None) -> pd.DataFrame | None:
+    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
+    ``regime`` appended for a claim concluded once per temperature regime), record the claim with links to its
+    notebook, tables and figures, and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts`
+    returns: (tests table or None, verdict, finding). Returns the table, rounded."""
     table, verdict, finding = result
     if table is not None:
-        tables = [f"{folder}/{claim.lower()}_tests", *tables]
+        tables = [f"{folder}/{claim.lower()}_tests{'_' + regime if regime else ''}", *tables]
         save_table(table, profile, tables[0])
-    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)))
-    print(f"{claim}: {verdict} — {finding}\n")
+    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)),
+                 regime)
+    print(f"{claim}{f' ({REGIMES[regime]})' if regime else ''}: {verdict} — {finding}\n")
     return None if table is None else table.round(4)
 
 
@@ -83,13 +96,13 @@ def render_summary(profile: Profile) -> str:
              "|---|---|---|---|---|---|"]
     for claim, (statement, other, notebook) in CLAIMS.items():
         path = folder / f"{claim}.csv"
-        if path.exists():
-            row = pd.read_csv(path).iloc[0]
-            finding, verdict, evidence = row.finding, f"**{row.verdict}**", row.evidence
-        else:
-            finding, verdict, evidence = "—", "not yet tested", f"`notebooks/{notebook}.ipynb`"
-        cells = (claim, statement, other, finding, verdict, evidence)
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")   # a | would split a cell
+        rows = pd.read_csv(path, keep_default_na=False).to_dict("records") if path.exists() else [
+            dict(finding="—", verdict=None, evidence=f"`notebooks/{notebook}.ipynb`")]
+        for row in rows:   # one line per temperature regime where a claim was concluded in each
+            regime = row.get("regime", "")
+            cells = (f"{claim} ({REGIMES[regime]})" if regime else claim, statement, other, row["finding"],
+                     f"**{row['verdict']}**" if row["verdict"] else "not yet tested", row["evidence"])
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")   # a | would split a cell
     return "\n".join(lines)
 
 
@@ -233,9 +246,49 @@ def render_amendment(profile: Profile) -> str:
     lines = ["| id | verdict, first rules (one-sided t-tests over seeds, size × seed pooled, no Holm) | verdict, amended "
              "rules (bootstrap over seeds × images, Holm, TOST) |", "|---|---|---|"]
     for claim in CLAIMS:
-        now = pd.read_csv(folder / f"{claim}.csv").verdict.iloc[0] if (folder / f"{claim}.csv").exists() else "—"
+        now = _verdicts(profile, claim)
         after = f"{now} (rule not yet amended)" if claim in NOT_AMENDED else now
         lines.append(f"| {claim} | {before.get(claim, '—')} | {after} |")
+    return "\n".join(lines)
+
+
+def _verdicts(profile: Profile, claim: str) -> str:
+    """A claim's current verdict, one per temperature regime where it has several ("—" before it is concluded)."""
+    if (df := _table(profile, f"claims/{claim}")) is None:
+        return "—"
+    regimes = df.regime.fillna("") if "regime" in df else [""] * len(df)
+    return "; ".join(f"{REGIMES[r]}: {v}" if r else v for r, v in zip(regimes, df.verdict))
+
+
+def render_budget(profile: Profile) -> str:
+    """Budget sensitivity: each claim's verdict under the first protocol (200 steps, T = 1, one tuning for every size;
+    ``claims/first_protocol.csv``) and under the second, and the mean test accuracy of every CIFAR-10 five-way arm
+    under each (``transfer/first_protocol_five_way_summary.csv``, ``transfer/five_way_summary.csv``)."""
+    first = _table(profile, "claims/first_protocol")
+    if first is None:
+        return "_No first-protocol verdicts on this profile._"
+    lines = ["| id | first protocol (200 steps, T = 1) | second protocol (budgets of notebook 09, both regimes) |",
+             "|---|---|---|"]
+    for claim, verdict in zip(first.claim, first.verdict):
+        now = _table(profile, f"claims/{claim}")
+        second = _verdicts(profile, claim) if now is not None and "regime" in now else "pending"
+        lines.append(f"| {claim} | {verdict} | {second}{' (source side, issue #18)' if claim == 'C1' else ''} |")
+    old, new = _table(profile, "transfer/first_protocol_five_way_summary"), _table(profile, "transfer/five_way_summary")
+    if old is None:
+        return "\n".join(lines)
+    new = new if new is not None and "arm" in new else None          # written by the second protocol's notebook 05
+    lines += ["", "| arm | prior | n | first protocol: 200 steps | second: the size's budget (T = 1 for a sampler) | "
+              "second, cold T |", "|---|---|---|---|---|---|"]
+    for r in old[old.dataset == "cifar10"].itertuples():
+        cells = []
+        for arm in (r.approach, f"{r.approach} (T1)", f"{r.approach} (cold)"):
+            g = None if new is None else new[(new.dataset == "cifar10") & (new.arm == arm) & (new.prior_kind == r.prior_kind)
+                                             & (new.n_train == r.n_train)]
+            cells.append("pending" if g is None else f"{g.accuracy_mean.iloc[0]:.3f}" if len(g) else "")
+        bayes = APPROACHES[r.approach].bayes
+        cells = [cells[1], cells[2]] if bayes else [cells[0], "—"]
+        lines.append(f"| {LABELS[r.approach]} | {r.prior_kind} | {r.n_train} | {r.accuracy_mean:.3f} | {cells[0]} | "
+                     f"{cells[1]} |")
     return "\n".join(lines)
 
 
@@ -251,7 +304,7 @@ def render_simulation(profile: Profile) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "amendment": render_amendment, "simulation": render_simulation, "source": render_source,
+BLOCKS = {"claims": render_summary, "amendment": render_amendment, "budget": render_budget, "simulation": render_simulation, "source": render_source,
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 
 

@@ -44,6 +44,39 @@ def test_map_is_an_explicit_inference_at_temperature_zero():
         approaches.check_params(p | {"temperature": 0.5})
 
 
+def test_each_run_belongs_to_one_temperature_regime():
+    import pandas as pd
+
+    df = pd.DataFrame({"approach": ["map_learned", "bayes_learned", "bayes_learned", "bayes_nonlearned", "sgd_transfer"],
+                       "temperature": [0.0, 1.0, 1e-2, 0.0, 0.0]})
+    assert list(approaches.with_regime(df).regime) == ["map", "T1", "cold", "cold", "map"]
+    assert list(approaches.with_regime(df).arm) == ["map_learned", "bayes_learned (T1)", "bayes_learned (cold)",
+                                                   "bayes_nonlearned (cold)", "sgd_transfer"]
+    cold = approaches.in_regime(df, "cold")
+    assert list(cold.approach) == ["map_learned", "bayes_learned", "bayes_nonlearned", "sgd_transfer"]
+    assert list(approaches.in_regime(df, "T1").temperature) == [0.0, 1.0, 0.0]
+    assert approaches.ARM_LABELS["bayes_learned (cold)"] == "(1) Bayes + learned, cold T"
+    with pytest.raises(ValueError, match="unknown temperature regime 'hot'"):
+        approaches.in_regime(df, "hot")
+
+
+def test_a_sampler_keeps_its_first_cycle_out_of_the_bma_by_default():
+    assert approaches.default_params(P, "transfer", "bayes_learned")["burnin_cycles"] == 1
+    assert approaches.default_params(P, "transfer", "bayes_learned", cycles=1)["burnin_cycles"] == 0
+    assert approaches.default_params(P, "transfer", "map_learned")["burnin_cycles"] == 0
+    p = approaches.default_params(P, "transfer", "bayes_learned", burnin_cycles=2)
+    with pytest.raises(ValueError, match="burnin_cycles must be in 0..cycles - 1 = 1, got 2"):
+        approaches.check_params(p)
+
+
+def test_steps_follow_the_budget_of_the_training_set_size():
+    cpu = get_profile("cpu", downstream_steps=((100, 400), (1000, 1600), (5000, 3200)))
+    assert [approaches.default_params(cpu, "transfer", "sgd_transfer", n_train=n)["steps"]
+            for n in (100, 300, 1000, 5000)] == [400, 1600, 1600, 3200]
+    assert approaches.default_params(cpu, "transfer", "sgd_transfer", n_train=300, steps=7)["steps"] == 7
+    assert approaches.default_params(cpu, "segmentation", "sgd_transfer")["steps"] == cpu.segmentation_steps
+
+
 class Held:
     """What the optimiser of a run holds at its first step (the step itself is replaced: nothing trains)."""
 

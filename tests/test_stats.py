@@ -103,6 +103,15 @@ def test_outcome_and_word():
     assert set(verdicts.VERDICTS) == {"reproduced", "partially reproduced", "not reproduced", "inconclusive"}
 
 
+def test_two_runs_in_one_pairing_cell_are_refused():
+    """Two temperature regimes of one arm and seed must not be paired silently (one of them would be dropped)."""
+    import pandas as pd
+
+    df = pd.DataFrame({"approach": ["a", "a", "b"], "seed": [0, 0, 0], "accuracy": [0.5, 0.6, 0.4], "status": "ok"})
+    with pytest.raises(ValueError, match="selects more than one run for"):
+        stats.compare(df, {"approach": "a"}, {"approach": "b"})
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         stats.paired_bootstrap(np.array([[np.nan, 1.0]]))

@@ -54,12 +54,12 @@ def per_image_outcomes(profile: Profile, rows: pd.DataFrame) -> dict[str, dict[s
     return out
 
 
-def ensemble_outcomes(profile: Profile, members: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-    """Per seed, key ``ensemble-<seed>`` -> per-image outcomes of the deep ensemble (mean of its members' probabilities)."""
+def ensemble_outcomes(profile: Profile, members: pd.DataFrame, prefix: str = "ensemble") -> dict[str, dict[str, np.ndarray]]:
+    """Per seed, key ``<prefix>-<seed>`` -> per-image outcomes of the deep ensemble (mean of its members' probabilities)."""
     out = {}
     for seed, g in _ok(members).groupby("seed"):
         preds = [load_predictions(profile, k) for k in g.key]
-        out[f"ensemble-{seed}"] = per_image(torch.stack([p["probs"].float() for p in preds]).mean(0), preds[0]["labels"])
+        out[f"{prefix}-{seed}"] = per_image(torch.stack([p["probs"].float() for p in preds]).mean(0), preds[0]["labels"])
     return out
 
 

@@ -187,7 +187,11 @@ def stacked(df: pd.DataFrame, specs: Sequence[dict], on: Sequence[str] = ("seed"
                                                   sub["key"].to_numpy() if "key" in sub else np.full(len(sub), None)]
         recs: dict = {}
         for row in zip(*cols):
-            recs.setdefault(row[0] if len(on) == 1 else tuple(row[:len(on)]), row[len(on):])
+            cell = row[0] if len(on) == 1 else tuple(row[:len(on)])
+            if cell in recs:   # e.g. a sampler's two temperature regimes: pairing would silently take one of them
+                raise ValueError(f"{spec} selects more than one run for {dict(zip(on, np.atleast_1d(cell)))}; "
+                                 f"narrow it (one temperature regime: repro.experiments.approaches.in_regime)")
+            recs[cell] = row[len(on):]
         tables.append(recs)
     common = set(tables[0]).intersection(*tables[1:])
     if len(on) == 1:

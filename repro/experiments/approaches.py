@@ -69,6 +69,38 @@ LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + lear
           "deep_ensemble": "(6) deep ensemble"}                          # as tables and figures name them
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 
+# A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
+# regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
+REGIMES = {"T1": "T = 1", "cold": "cold T"}
+
+
+def regime_of(approach: str, temperature: float) -> str:
+    """A run's temperature regime: ``"map"`` for an optimiser, else ``"T1"`` (T = 1) or ``"cold"`` (T < 1)."""
+    if not APPROACHES[approach].bayes:
+        return "map"
+    return "T1" if temperature == 1 else "cold"
+
+
+def in_regime(df, regime: str):
+    """The rows of every optimiser and the sampler rows of temperature ``regime`` (a verdict's data in that regime);
+    the row's regime in a column ``regime``."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
+    df = with_regime(df)
+    return df[df.regime.isin(["map", regime])]
+
+
+def with_regime(df):
+    """``df`` with each row's regime (:func:`regime_of`) in a column ``regime``, and an ``arm`` column naming the
+    approach and, for a sampler, its regime (``bayes_learned (cold)``): how tables and figures tell the arms apart."""
+    regime = [regime_of(a, t) for a, t in zip(df.approach, df.temperature)] if len(df) else []
+    df = df.assign(regime=regime)
+    return df.assign(arm=[a if r == "map" else f"{a} ({r})" for a, r in zip(df.approach, df.regime)])
+
+
+ARM_LABELS = LABELS | {f"{a} ({r})": f"{LABELS[a]}, {label}" for a in APPROACHES if APPROACHES[a].bayes
+                       for r, label in REGIMES.items()}
+
 
 @dataclass(frozen=True)
 class Task:

@@ -20,11 +20,11 @@ from ..analysis.predictions import load_predictions
 from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile
 from ..runner import MissingPrerequisite
-from .approaches import FIVE_WAY, lookup
+from .approaches import FIVE_WAY, REGIMES, lookup
 from .budget import learning_curves
 from .grid import run_settings
 from .pretrain import require_priors
-from .tuning import (REGIMES, TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_segmentation, tuning_seeds,
+from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_segmentation, tuning_seeds,
                      validation_setting)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
@@ -37,7 +37,7 @@ def tuning_table(profile: Profile) -> pd.DataFrame:
              **tuned(profile, a, k, n, ds, r)}
             for ds, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))) for n in profile.train_sizes
             for a, k in TUNE_ORDERS[0] if k in kinds + ("none",) and (ds == "cifar10" or a in FIVE_WAY)
-            for r in (REGIMES if lookup(a).bayes else REGIMES[:1])]
+            for r in (REGIMES if lookup(a).bayes else ("T1",))]
     return pd.DataFrame(rows)
 
 
@@ -49,10 +49,10 @@ def setting(profile: Profile, approach: str, kind: str = "ssl", regime: str = "T
     return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind, n, dataset, regime), **kw}
 
 
-def arms(profile: Profile, approach: str) -> list[tuple[str, tuple[int, ...]]]:
+def arms(profile: Profile, approach: str, task: str = "transfer") -> list[tuple[str, tuple[int, ...]]]:
     """(regime, seeds) of every arm of ``approach``: a sampler runs in both temperature regimes, at T = 1 with
     ``t1_seeds``; MAP runs once, with ``seeds``."""
-    if not lookup(approach).bayes:
+    if not lookup(approach, task).bayes:
         return [("T1", profile.seeds)]
     return [("T1", profile.t1_seeds), ("cold", profile.seeds)]
 
@@ -60,15 +60,16 @@ def arms(profile: Profile, approach: str) -> list[tuple[str, tuple[int, ...]]]:
 # ------------------------------------------------------------------------------------------------ studies
 
 def rank_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C2 at ``study_n``: Bayes + learned prior at every rank in both temperature regimes, MAP + learned at every rank
-    at its mid-slope lambda (where the prior still pulls), and the isotropic learned-mean prior (Bayes, T = 1)."""
+    """C2 at ``study_n``: Bayes + learned prior at every rank and the isotropic learned-mean prior, both in both
+    temperature regimes, and MAP + learned at every rank at its mid-slope lambda (where the prior still pulls)."""
     base = dict(n_train=profile.study_n, dataset="cifar10")
     settings = [setting(profile, "bayes_learned", kind, regime, rank=r, seed=s, **base)
                 for regime, seeds in arms(profile, "bayes_learned") for r in profile.ranks for s in seeds]
     mid = mid_slope(profile, kind, profile.study_n)
     settings += [{"approach": "map_learned", "prior_kind": kind, **mid, "rank": r, "seed": s, **base}
                  for r in profile.ranks for s in profile.seeds]
-    settings += [setting(profile, "bayes_isotropic", kind, seed=s, **base) for s in profile.t1_seeds]
+    settings += [setting(profile, "bayes_isotropic", kind, regime, seed=s, **base)
+                 for regime, seeds in arms(profile, "bayes_isotropic") for s in seeds]
     return run_settings(profile, "transfer", settings, desc="C2 rank ablation")
 
 
@@ -100,10 +101,15 @@ def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = 
                 for regime, seeds in arms(profile, approach):
                     settings += [setting(profile, approach, kind, regime, n_train=n, seed=seed, dataset=dataset)
                                  for seed in seeds]
-    settings += [{"approach": "map_learned", "prior_kind": kind, **mid_slope(profile, kind, n, dataset), "n_train": n,
-                  "seed": seed, "dataset": dataset} for n in profile.train_sizes for kind in kinds
-                 for seed in profile.seeds]                         # MAP + learned where the prior still pulls
     return run_settings(profile, "transfer", settings, desc=f"C4-C6 five-way ({dataset})")
+
+
+def map_mid_slope(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
+    """MAP + learned prior at its mid-slope lambda (:func:`.tuning.mid_slope`: where the prior still pulls) at every
+    training-set size, beside the five-way study's MAP at the validation-best lambda."""
+    settings = [{"approach": "map_learned", "prior_kind": kind, **mid_slope(profile, kind, n, dataset), "n_train": n,
+                 "seed": seed, "dataset": dataset} for n in profile.train_sizes for kind in kinds for seed in profile.seeds]
+    return run_settings(profile, "transfer", settings, desc=f"MAP at mid-slope lambda ({dataset})")
 
 
 def temperature_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
@@ -149,9 +155,10 @@ SEGMENTATION = (("sgd_transfer", "supervised"), ("bayes_nonlearned", "supervised
 
 
 def segmentation_study(profile: Profile) -> pd.DataFrame:
-    """C9: every approach and prior of ``SEGMENTATION`` with its tuned values, every seed, on CamVid test."""
-    settings = [dict(approach=a, prior_kind=k, seed=s, **tuned_segmentation(profile, a, k))
-                for a, k in SEGMENTATION for s in profile.seeds]
+    """C9: every approach and prior of ``SEGMENTATION`` with its tuned values (samplers in both temperature regimes,
+    at T = 1 with ``t1_seeds``), on CamVid test."""
+    settings = [dict(approach=a, prior_kind=k, seed=s, **tuned_segmentation(profile, a, k, regime))
+                for a, k in SEGMENTATION for regime, seeds in arms(profile, a, "segmentation") for s in seeds]
     return run_settings(profile, "segmentation", settings, desc="C9 segmentation")
 
 
@@ -159,7 +166,8 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
 # others run at, once profiles.py holds them; notebook 08's grid last).
 STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": learning_curves, "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
-    "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+    "mid_slope": map_mid_slope, "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True),
+    "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
 
 
@@ -173,7 +181,7 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
         if stage != "budget" and not tuned_yet:    # the budget curves have fixed hyperparameters; the rest are tuned
             for n in profile.train_sizes:
                 for approach, kind in TUNE_ORDERS[worker]:
-                    for regime in (REGIMES if lookup(approach).bayes else REGIMES[:1]):
+                    for regime in (REGIMES if lookup(approach).bayes else ("T1",)):
                         print(n, approach, kind, regime, tuned(profile, approach, kind, n, regime=regime), flush=True)
             tuned_yet = True
         STAGES[stage](profile)

@@ -37,12 +37,11 @@ from typing import Iterable
 import pandas as pd
 
 from ..profiles import Profile
-from .approaches import default_params, lookup
+from .approaches import REGIMES, TASKS, default_params, lookup
 from .grid import run_settings
 
 MAX_EXTENSIONS = 3
 SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
-REGIMES = ("T1", "cold")                  # a sampler's two temperature regimes: the stated posterior, the authors'
 
 
 def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
@@ -205,22 +204,38 @@ TUNE_ORDERS = (FAMILIES, [f for kind in ("supervised_matched", "supervised", "no
 
 # ----------------------------------------------------------------------------------------------- segmentation
 
-def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised") -> dict:
-    """The validation-tuned hyperparameters of a segmentation approach (see the module docstring)."""
+def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised", regime: str = "T1") -> dict:
+    """The validation-tuned hyperparameters of a segmentation approach (see the module docstring); a sampler's in
+    temperature ``regime``, its answer with its ``temperature``: at T = 1 its own width sweep, cold the width of its
+    MAP counterpart (its own T = 1 width where there is none) and T from ``cold_temperatures``."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = lookup(approach, "segmentation")
-    return dict(_tuned_segmentation(profile, approach, kind if a.prior == "learned" else "supervised"))
+    return dict(_tuned_segmentation(profile, approach, kind if a.prior == "learned" else "supervised",
+                                    regime if a.bayes else "T1"))
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned_segmentation(profile: Profile, approach: str, kind: str) -> tuple[tuple[str, float], ...]:
-    val = dict(split="val", seed=profile.seeds[0])
-    lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, **val) for lr in profile.lr_grid],
-                           desc="tune segmentation: lr")
+def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str) -> tuple[tuple[str, float], ...]:
+    val = dict(split="val")
+    seeds = tuning_seeds(profile)
+    lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, **val, seed=s)
+                                                     for lr in profile.lr_grid for s in seeds], desc="tune segmentation: lr")
     lr = best_value(lr_rows, "lr", "miou")
     if approach == "sgd_transfer":
         return (("lr", lr),)
-    name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if approach == "bayes_nonlearned" else ("scale", SEGMENTATION_WIDTHS)
-    base = dict(approach=approach, prior_kind=kind, lr=lr, **val)
-    rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", task="segmentation",
-                    metric="miou")
-    return (("lr", lr), (name, best_value(rows, name, "miou")))
+    a = lookup(approach, "segmentation")
+    name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
+    if regime == "cold":
+        counterpart = approach.replace("bayes_", "map_")
+        width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
+                 else tuned_segmentation(profile, approach, kind, "T1"))[name]
+        rows = run_settings(profile, "segmentation", [dict(approach=approach, prior_kind=kind, lr=lr, **val, seed=s,
+                                                           **{name: width, "temperature": t})
+                                                      for t in profile.cold_temperatures for s in seeds],
+                            desc=f"tune segmentation {approach}/{kind} cold: T")
+        return (("lr", lr), (name, width), ("temperature", best_value(rows, "temperature", "miou")))
+    base = dict(approach=approach, prior_kind=kind, lr=lr, seed=seeds[0], **val)
+    rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", seeds=seeds,
+                    task="segmentation", metric="miou")
+    return (("lr", lr), (name, best_value(rows, name, "miou"))) + ((("temperature", 1.0),) if a.bayes else ())
