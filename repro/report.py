@@ -165,11 +165,13 @@ def render_tuning(profile: Profile) -> str:
     """The tuned hyperparameters (notebook 03 writes ``transfer/tuning.csv``) and the fixed ones of every run."""
     if (df := _table(profile, "transfer/tuning")) is None:
         return NOT_RUN
-    cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha") if c in df]
-    lines = ["| approach | prior | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    keys = [c for c in ("dataset", "n_train", "approach", "prior_kind", "regime") if c in df]   # the second protocol
+    cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature") if c in df]
+    lines = ["| " + " | ".join(keys + cols) + " |", "|" + "---|" * len(keys + cols)]
     for r in df.itertuples():
-        cells = ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
-        lines.append(f"| {r.approach} | {r.prior_kind} | " + " | ".join(cells) + " |")
+        cells = [str(getattr(r, c)) for c in keys]
+        cells += ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
     p = profile
     budgets = ", ".join(f"n ≤ {n}: {s}" for n, s in sorted(p.downstream_steps))
     lines.append(f"\nFixed for every run: batch {p.downstream_batch_size}, momentum 0.9; Bayes: SGHMC, cosine cycles "

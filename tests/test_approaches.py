@@ -64,8 +64,8 @@ def test_a_sampler_keeps_its_first_cycle_out_of_the_bma_by_default():
     assert approaches.default_params(P, "transfer", "bayes_learned")["burnin_cycles"] == 1
     assert approaches.default_params(P, "transfer", "bayes_learned", cycles=1)["burnin_cycles"] == 0
     assert approaches.default_params(P, "transfer", "map_learned")["burnin_cycles"] == 0
-    p = approaches.default_params(P, "transfer", "bayes_learned", burnin_cycles=2)
-    with pytest.raises(ValueError, match="burnin_cycles must be in 0..cycles - 1 = 1, got 2"):
+    p = approaches.default_params(P, "transfer", "bayes_learned", burnin_cycles=3)
+    with pytest.raises(ValueError, match="burnin_cycles must be in 0..cycles - 1 = 2, got 3"):
         approaches.check_params(p)
 
 

@@ -90,3 +90,23 @@ def test_cycle_check_flags_a_cycle_that_ends_untrained():
 def test_bn_refresh_rule(gain, nll_change, adopt):
     bn = pd.DataFrame({"gain": [gain, gain], "nll_change": [nll_change, nll_change]})
     assert budget.adopt_bn_refresh(bn) is adopt
+
+
+def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch):
+    from repro.profiles import get_profile
+    from repro.runner import MissingPrerequisite
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    P = get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200)
+    with pytest.raises(MissingPrerequisite, match="notebook 09 has not chosen the budgets yet") as e:
+        budget.require_budgets(P)
+    assert e.value.command == "make studies PROFILE=smoke STAGES=budget"
+    folder = tmp_path / "smoke" / "training_budget"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"budget": [200]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame({"n_train": [100], "budget": [400]}).to_csv(folder / "budgets.csv", index=False)
+    budget.require_budgets(P)                                          # the profile holds the chosen budgets
+    pd.DataFrame({"n_train": [100], "budget": [800]}).to_csv(folder / "budgets.csv", index=False)
+    assert budget.mismatches(P) == ["n = 100: notebook 09 chose 800 steps, the profile gives 400"]
+    pd.DataFrame({"n_train": [100], "budget": [None]}).to_csv(folder / "budgets.csv", index=False)
+    assert budget.mismatches(P) == ["n = 100: notebook 09 has not chosen a budget (its curves have not flattened)"]

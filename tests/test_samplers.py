@@ -312,3 +312,34 @@ def test_bma_averages_probabilities_not_logits():
     assert p[0, 0].item() == pytest.approx((sig(1) + sig(-3)) / 2)
     with pytest.raises(ValueError, match="at least one collected sample"):
         bma_probs(model, [], x)
+
+
+def test_a_step_is_the_same_in_channels_last_layout():
+    """Downstream training runs channels-last: the samplers' flat parameter vector is in logical order, so one SGHMC
+    step with a prior moves the parameters exactly as in the default layout (up to the convolution's rounding)."""
+    from repro.method.priors import ComposedPrior, IsotropicGaussianPrior
+
+    def step(layout):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+        x = torch.randn(5, 3, 8, 8)
+        model.to(memory_format=layout)
+        params = list(model.parameters())
+        d = sum(p.numel() for p in params)
+        prior = ComposedPrior([IsotropicGaussianPrior(d - 10, 0.5, mean=torch.randn(d - 10)),
+                               IsotropicGaussianPrior(10, 2.0)])
+        opt = SGHMC(params, lr=0.1, num_data=5, momentum=0.9, temperature=1.0,
+                    generator=torch.Generator().manual_seed(1), prior=prior)
+        for _ in range(3):
+            opt.zero_grad()
+            model(x.contiguous(memory_format=layout)).square().mean().backward()
+            opt.step()
+        return torch.cat([p.detach().reshape(-1) for p in params])
+
+    assert model_is_channels_last_capable()
+    assert torch.allclose(step(torch.channels_last), step(torch.contiguous_format), atol=1e-5)
+
+
+def model_is_channels_last_capable() -> bool:
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    return conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -118,6 +118,11 @@ def test_the_best_value_is_the_best_mean_over_seeds():
     assert tuning.best_value(df, "lr") == 0.1
     tie = pd.DataFrame({"lr": [0.1, 0.3], "accuracy": [0.6, 0.6], "nll": [0.9, 0.8], "status": "ok"})
     assert tuning.best_value(tie, "lr") == 0.3                   # ties: the lower mean NLL
+    # lr 1.0 diverged on one seed: its surviving seed (0.9) does not make it the winner
+    failed = pd.DataFrame({"lr": [0.1, 0.1, 1.0, 1.0], "seed": [0, 1, 0, 1], "accuracy": [0.6, 0.6, 0.9, float("nan")],
+                           "nll": 1.0, "status": ["ok", "ok", "ok", "failed: DivergenceError: loss became nan"]})
+    assert tuning.best_value(failed, "lr") == 0.1
+    assert list(tuning.mean_curve(failed, "lr").index) == [0.1]
 
 
 @pytest.mark.parametrize("tightest, best, centre, expected", [(0.30, 0.70, 2.9, 1e3), (0.60, 0.70, 4.8, 1e5),

@@ -290,8 +290,10 @@ def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -
     if "split" not in df:
         return None
     test = select(df, approach=approach, split="test")
-    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset")
-             if c in test and test[c].nunique() == 1}
+    # the validation rows of the test rows' protocol: the same settings, step budget and schedule (not the runs of an
+    # earlier protocol that share the hyperparameters)
+    query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset",
+                                          "steps", "cycles", "burnin_cycles", "bma_samples") if c in test and test[c].nunique() == 1}
     val = select(df, approach=approach, split="val", **query)
     val = val[val.scale.isin(list(grid))]
     if val.empty:

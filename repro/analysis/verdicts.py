@@ -349,7 +349,8 @@ def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     sup, ssl = list(table.outcome.iloc[:2]), list(table.outcome.iloc[2:])
     verdict = word(sup, partial="effect" in sup or all(o == "effect" for o in ssl))
     finding = (_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r, True)}"
-                                                for r in table.itertuples()) + f"; {ok(df).seed.nunique()} seeds")
+                                                for r in table.itertuples())
+               + f"; {int(table.n_seeds.min())} paired seeds")
     return table, verdict, finding
 
 

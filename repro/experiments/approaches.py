@@ -36,8 +36,8 @@ from .pretrain import KINDS
 PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
 INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc")}      # inference -> the samplers it takes
 # where a run is evaluated: "val" holds out val_fraction of its n images (tuning); "test" trains on all n and scores
-# the test split; "holdout" trains on all n and scores a fixed set of training-split images outside every subset
-# (notebook 09's learning curves: precise, and never the test split)
+# the test split; "holdout" trains on all n and scores a fixed set of training-split images kept out of the holdout
+# runs' training subsets (notebook 09's learning curves: precise, and never the test split)
 SPLITS = ("val", "test", "holdout")
 
 
@@ -78,6 +78,8 @@ def regime_of(approach: str, temperature: float) -> str:
     """A run's temperature regime: ``"map"`` for an optimiser, else ``"T1"`` (T = 1) or ``"cold"`` (T < 1)."""
     if not APPROACHES[approach].bayes:
         return "map"
+    if temperature > 1:
+        raise ValueError(f"T = {temperature} > 1 belongs to no temperature regime of the study")
     return "T1" if temperature == 1 else "cold"
 
 
@@ -176,6 +178,8 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
+    if p["bn_refresh"] and not _task(task).datasets:
+        raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")
     if p["split"] not in splits:
         raise ValueError(f"a {task} run's split must be one of {', '.join(splits)}, got {p['split']!r}")
     if not 0 <= p["burnin_cycles"] < p["cycles"]:

@@ -4,11 +4,11 @@
 total steps (``budget_grid``, then doubled again while the rule is not yet met, up to ``budget_max_steps``),
 each budget a separate run with its own schedule (a 400-step run is not the first half of an 800-step one). Runs use
 ``split="holdout"``: they train on all n images and are scored on a fixed set of ``downstream_test_n`` CIFAR-10
-training images outside every subset, as precise as the test subset and never it.
+training images outside their training subsets, as precise as the test subset and never it.
 
 **Hyperparameters** are fixed before the curves exist: the values the version-1 tuning chose at n = 1 000 with 200
-steps (``results/cpu/transfer/tuning.csv``, SSL prior, :data:`HYPERPARAMETERS`), the only tuned values there were. The
-budget is a property of the optimisation; every approach is re-tuned per size at the chosen budgets afterwards.
+steps (``results/cpu/transfer/first_protocol_tuning.csv``, SSL prior; :data:`ARMS`), the only tuned values there
+were. The budget is a property of the optimisation; every approach is re-tuned per size at the chosen budgets.
 
 **The rule.** For a rule arm (:data:`RULE_ARMS`: SGD transfer and the two MAP arms) the budget at n is the smallest B
 on the grid at which doubling gains less than :data:`THRESHOLD` (1 accuracy point) in mean holdout accuracy over
@@ -16,34 +16,43 @@ seeds: acc(2B) - acc(B) < 0.01. The budget of size n is the largest over the rul
 of the rule: they get the same total steps as MAP, in ``cycles`` cycles, the first of them burn-in. Their curves, the
 accuracy of each sample by the cycle it ends, and BatchNorm statistics re-estimated per sample (``bn_refresh``) are
 measured here to show whether each cycle ends at a trained model and whether the refresh helps.
+
+**Segmentation** (one size, CamVid): the same rule on mean validation mIoU of SGD transfer and MAP + learned
+(:data:`SEGMENTATION_ARMS`, supervised backbone), which sets ``segmentation_steps``.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from ..profiles import Profile
+from ..profiles import Profile, results_dir
+from ..runner import MissingPrerequisite
 from .grid import run_settings
 
-THRESHOLD = 0.01          # a doubling that gains less than this (accuracy) is not worth its cost
+THRESHOLD = 0.01          # a doubling that gains less than this (accuracy, mIoU) is not worth its cost
 RULE_ARMS = ("sgd_transfer", "map_learned", "map_nonlearned")
-# arm -> (approach, prior kind, temperature); the cold arm is the T -> 0 end of the authors' regime (T ~ 4e-8)
-ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", 0.0), "map_learned": ("map_learned", "ssl", 0.0),
-        "map_nonlearned": ("map_nonlearned", "none", 0.0), "bayes_learned_T1": ("bayes_learned", "ssl", 1.0),
-        "bayes_learned_T0": ("bayes_learned", "ssl", 0.0)}
-HYPERPARAMETERS = {"sgd_transfer": dict(lr=0.03, weight_decay=5e-4), "map_learned": dict(lr=0.03, scale=1e6, head_var=0.1),
-                   "map_nonlearned": dict(lr=0.03, alpha=1.0), "bayes_learned": dict(lr=0.03, scale=1e2, head_var=0.1)}
 RULE_SEEDS = 2            # seeds of the rule arms (their mean decides); the sampler arms run the first seed only
+# arm -> (approach, prior kind, temperature, hyperparameters). The version-1 tuned values (n = 1 000, 200 steps;
+# results/cpu/transfer/first_protocol_tuning.csv). The cold arm is the T -> 0 end of the authors' regime (T ~ 4e-8)
+# at the MAP width, as the cold regime of the studies runs it; the T = 1 arm at the width tuned for T = 1.
+ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", 0.0, dict(lr=0.03, weight_decay=5e-4)),
+        "map_learned": ("map_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1)),
+        "map_nonlearned": ("map_nonlearned", "none", 0.0, dict(lr=0.03, alpha=1.0)),
+        "bayes_learned_T1": ("bayes_learned", "ssl", 1.0, dict(lr=0.03, scale=1e2, head_var=0.1)),
+        "bayes_learned_T0": ("bayes_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1))}
+# segmentation (CamVid val, mIoU): the version-1 tuned values of its two optimisers, supervised backbone
+SEGMENTATION_ARMS = {"sgd_transfer": ("sgd_transfer", "supervised", 0.0, dict(lr=0.1)),
+                     "map_learned": ("map_learned", "supervised", 0.0, dict(lr=0.1, scale=1e6))}
 
 
 def settings(profile: Profile, n: int, steps: int) -> list[dict]:
     """Every arm's runs of ``steps`` steps on ``n`` images."""
     out = []
-    for arm, (approach, kind, temperature) in ARMS.items():
+    for approach, kind, temperature, hyper in ARMS.values():
         bayes = approach.startswith("bayes")
         seeds = profile.seeds[:1] if bayes else profile.seeds[:RULE_SEEDS]
         extra = dict(temperature=temperature, bn_refresh=True) if bayes else {}
         out += [dict(approach=approach, prior_kind=kind, dataset="cifar10", n_train=n, split="holdout", seed=s,
-                     steps=steps, **HYPERPARAMETERS[approach], **extra) for s in seeds]
+                     steps=steps, **hyper, **extra) for s in seeds]
     return out
 
 
@@ -109,6 +118,26 @@ def learning_curves(profile: Profile) -> pd.DataFrame:
             grids[n].append(2 * grids[n][-1])
 
 
+def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
+    """The same rule for segmentation (CamVid's validation split, mIoU, one size): every arm of
+    :data:`SEGMENTATION_ARMS` over the doubling grid, extended while unmet. Returns the runs, the curves (mean mIoU
+    per arm and budget) and the budget (the largest arm's; None while unmet)."""
+    grid = list(profile.budget_grid)
+    while True:
+        todo = [dict(approach=a, prior_kind=k, split="val", seed=s, steps=steps, **hyper)
+                for steps in grid for a, k, _, hyper in SEGMENTATION_ARMS.values() for s in profile.seeds[:RULE_SEEDS]]
+        todo.sort(key=lambda s: -s["steps"])
+        rows = run_settings(profile, "segmentation", todo, desc="09 training budget (segmentation)")
+        ok = rows[rows.status == "ok"]
+        table = ok.groupby(["approach", "steps"]).agg(miou=("miou", "mean"), miou_sd=("miou", "std"),
+                                                      seeds=("seed", "nunique")).reset_index()
+        chosen = [chosen_budget(table[table.approach == a].set_index("steps").miou) for a in SEGMENTATION_ARMS]
+        budget = max(chosen) if all(b is not None for b in chosen) else None
+        if budget is not None or 2 * grid[-1] > profile.budget_max_steps:
+            return rows, table, budget
+        grid.append(2 * grid[-1])
+
+
 def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
     """The sampler runs' per-sample holdout accuracy, one row per sample, with the cycle whose end it belongs to."""
     ok = rows[(rows.status == "ok") & rows.approach.str.startswith("bayes")]
@@ -121,7 +150,7 @@ def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 CYCLE_TOLERANCE = 0.02    # rule 3: a kept cycle may end at most this far below the first kept one
-BN_GAIN = 0.005           # rule 4: re-estimated BatchNorm statistics are adopted for at least this accuracy gain
+BN_GAIN = 0.005           # rule 5: re-estimated BatchNorm statistics are adopted for at least this accuracy gain
 
 
 def cycle_check(samples: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
@@ -138,7 +167,7 @@ def cycle_check(samples: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
 
 
 def bn_refresh_table(rows: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
-    """Rule 4's data: the sampler runs at each size's chosen budget, BMA accuracy and NLL with BatchNorm statistics
+    """Rule 5's data: the sampler runs at each size's chosen budget, BMA accuracy and NLL with BatchNorm statistics
     re-estimated per sample (``accuracy``, ``nll``) and with the chain's running ones (``bn_running_*``)."""
     ok = with_arms(rows)
     ok = ok[ok.approach.str.startswith("bayes")].merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"],
@@ -148,13 +177,38 @@ def bn_refresh_table(rows: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
 
 
 def adopt_bn_refresh(bn: pd.DataFrame) -> bool:
-    """Rule 4: re-estimate BatchNorm per sample iff it gains at least :data:`BN_GAIN` mean accuracy without a
+    """Rule 5: re-estimate BatchNorm per sample iff it gains at least :data:`BN_GAIN` mean accuracy without a
     higher mean NLL."""
     return bool(len(bn) and bn.gain.mean() >= BN_GAIN and bn.nll_change.mean() <= 0)
 
 
-def profile_check(profile: Profile, budgets: pd.DataFrame) -> pd.DataFrame:
-    """Per size: the budget this notebook chose and the one the profile gives (``Profile.steps_for``)."""
-    return budgets[["n_train", "budget"]].assign(
-        profile_steps=[profile.steps_for(int(n)) for n in budgets.n_train],
-        agree=lambda d: d.budget == d.profile_steps)
+def profile_check(profile: Profile, budgets: pd.DataFrame, segmentation: int | None = None) -> pd.DataFrame:
+    """Per size (and segmentation): the budget this notebook chose and the one the profile gives."""
+    rows = [{"n_train": str(n), "budget": b, "profile_steps": profile.steps_for(int(n))}
+            for n, b in zip(budgets.n_train, budgets.budget)]
+    rows.append({"n_train": "segmentation", "budget": segmentation, "profile_steps": profile.segmentation_steps})
+    out = pd.DataFrame(rows)
+    return out.assign(agree=[pd.notna(b) and int(b) == s for b, s in zip(out.budget, out.profile_steps)])
+
+
+def mismatches(profile: Profile) -> list[str]:
+    """What stands between the profile and notebook 09's choices: a missing table, a budget not chosen yet, or a
+    profile budget that differs from the chosen one (empty when the profile holds notebook 09's budgets)."""
+    folder = results_dir(profile) / "training_budget"
+    if not (folder / "budgets.csv").exists() or not (folder / "segmentation_budget.csv").exists():
+        return [f"notebook 09 has not chosen the budgets yet ({folder} has no budgets.csv and segmentation_budget.csv)"]
+    budgets = pd.read_csv(folder / "budgets.csv")
+    segmentation = pd.read_csv(folder / "segmentation_budget.csv").budget.iloc[0]
+    check = profile_check(profile, budgets, None if pd.isna(segmentation) else int(segmentation))
+    return [f"n = {r.n_train}: notebook 09 " + ("has not chosen a budget (its curves have not flattened)"
+                                               if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile "
+                                               f"gives {r.profile_steps}") for r in check.itertuples() if not r.agree]
+
+
+def require_budgets(profile: Profile) -> None:
+    """Raise :class:`MissingPrerequisite` unless the profile trains at notebook 09's budgets."""
+    problems = mismatches(profile)
+    if problems:
+        raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (set downstream_steps "
+                                  "and segmentation_steps in repro/profiles.py to notebook 09's table)",
+                                  f"make studies PROFILE={profile.name} STAGES=budget")

@@ -21,7 +21,7 @@ from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile
 from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, REGIMES, lookup
-from .budget import learning_curves
+from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
 from .pretrain import require_priors
 from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_segmentation, tuning_seeds,
@@ -30,14 +30,24 @@ from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_se
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
 
+def tuned_families(profile: Profile, worker: int = 0) -> list[tuple[str, str, int, str, str]]:
+    """(approach, kind, n, dataset, regime) of every tuned setting the studies use, in ``worker``'s order: the
+    five-way approaches at every size (Fashion-MNIST: the SSL prior's), the isotropic learned-mean prior at
+    ``study_n`` only (C2, C7)."""
+    out = []
+    for dataset, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))):
+        for n in profile.train_sizes:
+            for a, k in TUNE_ORDERS[worker]:
+                used = a in FIVE_WAY or (dataset == "cifar10" and n == profile.study_n)
+                if used and k in kinds + ("none",):
+                    out += [(a, k, n, dataset, r) for r in (REGIMES if lookup(a).bayes else ("T1",))]
+    return out
+
+
 def tuning_table(profile: Profile) -> pd.DataFrame:
-    """The tuned hyperparameters of every approach, prior kind, size and (samplers) temperature regime, CIFAR-10 and
-    the Fashion-MNIST approaches of the five-way study."""
+    """The tuned hyperparameters of every approach, prior kind, size, dataset and (samplers) temperature regime."""
     rows = [{"dataset": ds, "n_train": n, "approach": a, "prior_kind": k, "regime": r if lookup(a).bayes else "map",
-             **tuned(profile, a, k, n, ds, r)}
-            for ds, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))) for n in profile.train_sizes
-            for a, k in TUNE_ORDERS[0] if k in kinds + ("none",) and (ds == "cifar10" or a in FIVE_WAY)
-            for r in (REGIMES if lookup(a).bayes else ("T1",))]
+             **tuned(profile, a, k, n, ds, r)} for a, k, n, ds, r in tuned_families(profile)]
     return pd.DataFrame(rows)
 
 
@@ -165,24 +175,26 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
 # In the order a worker runs them by default (notebook 09's learning curves first: they choose the budgets the
 # others run at, once profiles.py holds them; notebook 08's grid last).
 STAGES: dict[str, Callable[[Profile], object]] = {
-    "budget": learning_curves, "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
+    "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
     "mid_slope": map_mid_slope, "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True),
     "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
 
 
-def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES)) -> None:
+def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES),
+                any_budget: bool = False) -> None:
     """Each of ``stages``, every tuning family (in ``worker``'s order) before the first stage that is not notebook
     09's budget curves: a profile's downstream grids. Stops at once, before any run, when a prior is missing
-    (:func:`.pretrain.require_priors` names the command that builds it)."""
+    (:func:`.pretrain.require_priors` names the command that builds it), and before the first stage after the budget
+    curves while the profile does not hold the budgets they chose (unless ``any_budget``)."""
     require_priors(profile)
     tuned_yet = False
     for stage in stages:
         if stage != "budget" and not tuned_yet:    # the budget curves have fixed hyperparameters; the rest are tuned
-            for n in profile.train_sizes:
-                for approach, kind in TUNE_ORDERS[worker]:
-                    for regime in (REGIMES if lookup(approach).bayes else ("T1",)):
-                        print(n, approach, kind, regime, tuned(profile, approach, kind, n, regime=regime), flush=True)
+            if not any_budget:                      # ... and trained at the budgets the curves chose
+                require_budgets(profile)
+            for a, k, n, ds, r in tuned_families(profile, worker):
+                print(ds, n, a, k, r, tuned(profile, a, k, n, ds, r), flush=True)
             tuned_yet = True
         STAGES[stage](profile)
 
@@ -193,6 +205,9 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
                         help="which tuning order to start with (run one process per worker)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--any-budget", action="store_true",
+                        help="run the stages after notebook 09's curves at the profile's step budgets even where "
+                             "notebook 09 has not chosen them (smoke tests, exploration)")
     parser.add_argument("--check", action="store_true",
                         help="only check that the grids can start (notebook 01's priors exist), then exit")
     args = parser.parse_args(argv)
@@ -203,7 +218,7 @@ def main(argv=None) -> int:
     # the workers' logs show each long run's progress (repro.experiments.transfer logs it every 10 % of its steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     body = (lambda: require_priors(get_profile(args.profile))) if args.check else (
-        lambda: run_profile(get_profile(args.profile), args.worker, stages))
+        lambda: run_profile(get_profile(args.profile), args.worker, stages, args.any_budget))
     return run_main(body, errors=(ValueError, MissingPrerequisite))
 
 

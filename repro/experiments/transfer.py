@@ -10,7 +10,7 @@ import functools
 import logging
 import math
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ def progress_steps(steps: int, lines: int = PROGRESS_LINES) -> set[int]:
     return {math.ceil(k * steps / lines) for k in range(1, lines + 1)} - {0}
 
 
-HOLDOUT_SEED = 99_991   # the holdout images: one fixed draw from each training split, outside every run's subset
+HOLDOUT_SEED = 99_991   # the holdout images: one fixed draw per training split, kept out of holdout runs' subsets
 
 
 def downstream_indices(profile: Profile, dataset: str, n_train: int, seed: int, split: str,
@@ -114,14 +114,21 @@ def cyclical_schedule(a: Approach, p: dict) -> CyclicalSchedule:
                             samples_per_cycle=per_cycle, burnin_cycles=p["burnin_cycles"])
 
 
+class Fit(NamedTuple):
+    """What :func:`fit_or_sample` returns: the states to predict with, the cycle each ended (a sampler's collected
+    samples; the final state of an optimiser, in its only cycle) and the training wall time."""
+    states: list[dict]
+    cycles: list[int]
+    train_time_s: float
+
+
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
-                  transform, loss_fn) -> tuple[list[dict], float]:
+                  transform, loss_fn) -> Fit:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
 
     The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch) plus -log p(theta)/N, the temperature
     convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
-    :func:`.approaches.check_params`). Returns the states to predict with (the collected samples, or the final state)
-    and the training wall time.
+    :func:`.approaches.check_params`). Returns a :class:`Fit`.
     """
     N = len(x)
     # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
@@ -140,6 +147,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     schedule = cyclical_schedule(a, p)
     batch_size = min(p["batch_size"], N)
     samples: list[dict] = []
+    cycles: list[int] = []
     report_at = progress_steps(p["steps"])
     t0 = time.perf_counter()
     step, epoch = 0, 0
@@ -160,6 +168,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                 check_finite(opt.log_prior, "prior log-density")
             if a.bayes and schedule.collect_at(step):
                 samples.append({k: v.clone() for k, v in model.state_dict().items()})
+                cycles.append(schedule.cycle_of(step))
             step += 1
             if step in report_at:   # through logging, so a worker's log shows it and a notebook stays quiet
                 log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed", p["approach"], p["seed"], step,
@@ -167,7 +176,9 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
         epoch += 1
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
-    return (samples if a.bayes else [model.state_dict()]), time.perf_counter() - t0
+    if a.bayes:
+        return Fit(samples, cycles, time.perf_counter() - t0)
+    return Fit([model.state_dict()], [schedule.cycles - 1], time.perf_counter() - t0)
 
 
 def run_transfer(profile: Profile, params: dict) -> dict:
@@ -178,7 +189,7 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
-    states, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
+    states, cycles, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
     # BN refresh: each sample's BatchNorm statistics re-estimated on the training images (else its running ones)
     bn_images = x if p["bn_refresh"] else None
     each = list(sample_probs(model, states, ex, bn_images=bn_images))
@@ -186,8 +197,6 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
     if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
-        schedule = cyclical_schedule(a, p)
-        cycles = [schedule.cycle_of(t) for t in range(schedule.total_steps) if schedule.collect_at(t)]
         out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
                 "sample_cycle": ";".join(map(str, cycles))}
         if p["bn_refresh"]:                       # the same samples with their running statistics, to compare

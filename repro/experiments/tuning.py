@@ -53,19 +53,27 @@ def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
     return ok.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0]
 
 
-def best_value(df: pd.DataFrame, name: str, metric: str = "accuracy") -> float:
-    """The value of ``name`` with the highest mean ``metric`` over its finished rows (seeds); ties: lower mean NLL."""
+def _scored(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The finished rows of the values of ``name`` whose every run (seed) finished: a value where a seed failed (e.g.
+    diverged) is not scored on its survivors, which would favour unstable settings; unless every value lost one."""
     ok = df[df.status == "ok"]
     if ok.empty:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
+    complete = ok[~ok[name].isin(set(df.loc[df.status != "ok", name]))]
+    return complete if not complete.empty else ok
+
+
+def best_value(df: pd.DataFrame, name: str, metric: str = "accuracy") -> float:
+    """The value of ``name`` with the highest mean ``metric`` over its runs (seeds), every one of them finished;
+    ties: lower mean NLL."""
+    ok = _scored(df, name)
     means = ok.groupby(name)[[c for c in (metric, "nll") if c in ok]].mean().reset_index()
     return float(best_row(means.assign(status="ok"), metric)[name])
 
 
 def mean_curve(df: pd.DataFrame, name: str, metric: str = "accuracy") -> pd.Series:
-    """Mean ``metric`` over finished rows (seeds) by value of ``name``, sorted by that value."""
-    ok = df[df.status == "ok"]
-    return ok.groupby(name)[metric].mean().sort_index()
+    """Mean ``metric`` over the runs (seeds) of each value of ``name`` whose every run finished, sorted by value."""
+    return _scored(df, name).groupby(name)[metric].mean().sort_index()
 
 
 def tuning_seeds(profile: Profile) -> list[int]:

@@ -203,10 +203,11 @@ def add_prior_grad_(params: Sequence[Tensor], prior: Prior, num_data: int, witho
 class CyclicalSchedule:
     """Cosine cycles (Zhang et al. 2020, cSG-MCMC).
 
-    Within each cycle of ``ceil(total_steps / cycles)`` steps the learning rate falls from ``lr`` to 0
-    along a half cosine; the first ``explore_fraction`` of the cycle is noise-free exploration; samples
-    are collected at ``samples_per_cycle`` evenly spaced steps ending at the cycle's last step, in every cycle
-    after the first ``burnin_cycles`` (burn-in: the chain is still travelling from its initialisation).
+    The ``total_steps`` are split into ``cycles`` cycles of ``total_steps // cycles`` or one more steps (cycle c starts
+    at floor(c T / C), so every cycle, the last included, runs its whole cosine). Within each cycle the learning rate
+    falls from ``lr`` to 0 along a half cosine; the first ``explore_fraction`` of the cycle is noise-free
+    exploration; samples are collected at ``samples_per_cycle`` evenly spaced steps ending at the cycle's last step,
+    in every cycle after the first ``burnin_cycles`` (burn-in: the chain is still travelling from its initialisation).
     """
 
     total_steps: int
@@ -223,21 +224,27 @@ class CyclicalSchedule:
             raise ValueError(f"burnin_cycles must be in 0..{self.cycles - 1}, got {self.burnin_cycles}")
         if not 0 <= self.explore_fraction < 1:
             raise ValueError(f"explore_fraction must be in [0, 1), got {self.explore_fraction}")
-        sampling_steps = self.cycle_length - math.floor(self.explore_fraction * self.cycle_length)
+        sampling_steps = self.cycle_length - math.ceil(self.explore_fraction * self.cycle_length)
         if not 1 <= self.samples_per_cycle <= sampling_steps:
             raise ValueError(f"samples_per_cycle must be in 1..{sampling_steps}, got {self.samples_per_cycle}")
 
     @property
     def cycle_length(self) -> int:
-        return math.ceil(self.total_steps / self.cycles)
+        """The length of the shortest cycle (the others are one step longer)."""
+        return self.total_steps // self.cycles
+
+    def start(self, cycle: int) -> int:
+        """The first step of ``cycle`` (``start(cycles)`` = ``total_steps``)."""
+        return cycle * self.total_steps // self.cycles
 
     def cycle_of(self, step: int) -> int:
-        """The (0-based) cycle ``step`` belongs to."""
-        return step // self.cycle_length
+        """The (0-based) cycle ``step`` belongs to: the largest c with start(c) <= step."""
+        return ((step + 1) * self.cycles + self.total_steps - 1) // self.total_steps - 1
 
     def position(self, step: int) -> float:
         """Where ``step`` (0-based) sits in its cycle, in [0, 1)."""
-        return (step % self.cycle_length) / self.cycle_length
+        c = self.cycle_of(step)
+        return (step - self.start(c)) / (self.start(c + 1) - self.start(c))
 
     def lr_at(self, step: int) -> float:
         return 0.5 * self.lr * (math.cos(math.pi * self.position(step)) + 1)
@@ -248,13 +255,13 @@ class CyclicalSchedule:
     def collect_at(self, step: int) -> bool:
         """True where a sample is kept: past the burn-in cycles, the cycle's last step and evenly spaced steps
         before it."""
-        if self.cycle_of(step) < self.burnin_cycles:
+        c = self.cycle_of(step)
+        if c < self.burnin_cycles:
             return False
-        S = self.cycle_length
-        cycle_end = min((step // S + 1) * S, self.total_steps) - 1
-        spacing = max(1, (S - math.ceil(self.explore_fraction * S)) // self.samples_per_cycle)
-        back = cycle_end - step
-        return back >= 0 and back % spacing == 0 and back // spacing < self.samples_per_cycle
+        length = self.start(c + 1) - self.start(c)
+        spacing = max(1, (length - math.ceil(self.explore_fraction * length)) // self.samples_per_cycle)
+        back = self.start(c + 1) - 1 - step
+        return back % spacing == 0 and back // spacing < self.samples_per_cycle
 
     def apply(self, optimizer: Optimizer, step: int) -> None:
         """Set lr and the noise flag of every param group for ``step``."""
