@@ -358,3 +358,18 @@ def test_as_rgb():
     assert torch.equal(out[:, 1, 2:30, 2:30], x[:, 0]) and out[:, :, :2].sum() == 0
     assert torch.equal(out[:, 0], out[:, 2])
     assert as_rgb(x[0], 16).shape == (3, 16, 16)
+
+
+def test_augmented_copies_are_deterministic_and_augmented():
+    """The images BatchNorm statistics are re-estimated on: one crop + flip of each image, in order, fixed by seed."""
+    from repro import data
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=g)
+    tf = data.train_transform("cifar10", 32)
+    a, b = data.augmented(images, tf, seed=3), data.augmented(images, tf, seed=3)
+    assert a.shape == images.shape and a.dtype == torch.uint8 and torch.equal(a, b)
+    assert not torch.equal(a, data.augmented(images, tf, seed=4))
+    changed = (a != images).flatten(1).any(1).float().mean().item()
+    assert changed > 0.9                                   # almost every image is cropped or flipped
+    assert torch.equal(data.augmented(images, None), images)   # no transform: the images themselves

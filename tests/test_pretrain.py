@@ -244,7 +244,7 @@ def test_paper_supervised_structure(fake_paper, monkeypatch):
     assert fake_paper["supervised"] == ["resnet8"] and fake_paper["simclr"] == []
     root, which, size, _, transform = fake_paper["split"][0]
     assert (root, which, size) == (fake_paper["root"], "train", 32)
-    assert [s[3] for s in fake_paper["split"][1:]] == [False]           # BatchNorm images: eval transform
+    assert [s[3] for s in fake_paper["split"][1:]] == [None]     # BatchNorm images: the train (augmenting) transform
     # no pre-training: the pretrained artifact is the released model, then a fractional SWAG epoch
     released = torch.load(out.pretrained, weights_only=True)
     assert all(torch.equal(released[k], v) for k, v in fake_paper["released"].items())
@@ -409,6 +409,6 @@ def test_a_prior_fitted_under_another_protocol_is_refused_not_overwritten(result
     raw = torch.load(out.prior, weights_only=True)
     del raw["meta"]["version"]
     torch.save(raw, out.prior)
-    with pytest.raises(ValueError, match="version: stored none, now 2"):
+    with pytest.raises(ValueError, match=f"version: stored none, now {pretrain.PROTOCOL_VERSION}"):
         pretrain.prepare(SMOKE, "supervised")
     assert out.prior.stat().st_mtime_ns != before and load_prior(out.prior).dim > 0   # still there, untouched by prepare

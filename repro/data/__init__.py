@@ -37,13 +37,13 @@ from .formats import (
     pack_encoded,
     pack_npz,
 )
-from .subsets import SplitDataset, batches, stratified_subset, train_val_split
+from .subsets import SplitDataset, augmented, batches, stratified_subset, train_val_split
 from .transforms import as_rgb, resize_segmentation, segmentation_transform, train_transform
 
 __all__ = [
     "DATASETS", "DatasetInfo", "Split", "data_dir", "cache_dir", "load", "clear_memory_cache",
     "stratified_subset", "train_val_split", "train_transform", "as_rgb", "resize_segmentation",
-    "batches", "SplitDataset", "pack_npz", "pack_encoded", "download",
+    "batches", "augmented", "SplitDataset", "pack_npz", "pack_encoded", "download",
     "available", "segmentation_transform",
     "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "CAMVID_CLASSES", "CAMVID_IGNORE",
 ]

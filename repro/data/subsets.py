@@ -125,6 +125,15 @@ def batches(images: Tensor, targets: Tensor, batch_size: int, shuffle: bool = Fa
         yield x, y
 
 
+def augmented(images: Tensor, transform: Callable, seed: int = 0, batch_size: int = 256) -> Tensor:
+    """One augmented copy of each image, in order, deterministic given ``seed``: the images BatchNorm statistics are
+    re-estimated on. The training augmentation, as SWA's ``bn_update`` runs over the training loader: statistics of
+    unaugmented images differ from the ones the network was trained with (re-estimating them on the plain images cost
+    the supervised source checkpoint 2.6 points of source accuracy; on augmented ones, nothing)."""
+    labels = torch.zeros(len(images), dtype=torch.long)
+    return torch.cat([x for x, _ in batches(images, labels, batch_size, seed=seed, transform=transform)])
+
+
 class SplitDataset(torch.utils.data.Dataset):
     """Map-style Dataset over in-memory tensors with an optional per-sample transform
     (uses the global RNG, as DataLoader workers seed it)."""

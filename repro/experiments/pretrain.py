@@ -1,9 +1,8 @@
 """The source task (paper step i): pre-train a backbone, then fit SWAG around it and save the prior.
 
-Two kinds, as in the paper: ``supervised`` (cross-entropy on the source labels) and ``ssl`` (SimCLR / NT-Xent). SWAG
-is collected on the *same* loss the backbone was trained with, over the whole model; the saved prior is its marginal
-over the backbone. Every stage resumes from its checkpoint and is skipped when its artifact exists, so notebook 01 can
-be re-run or interrupted freely; reading a missing one raises :func:`missing`'s error, which names notebook 01.
+Two kinds, as in the paper: ``supervised`` (cross-entropy) and ``ssl`` (SimCLR / NT-Xent). SWAG is collected on the
+*same* loss, over the whole model; the prior is its marginal over the backbone. Every stage resumes from its
+checkpoint and is skipped when its artifact exists (a missing one raises :func:`missing`'s error, naming notebook 01).
 
 Two sources, one pipeline (:func:`prepare`); only the model, the batches and the pre-training stage differ
 (:func:`_tiny_source`, :func:`_imagenet_source`):
@@ -17,14 +16,11 @@ Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``s
 supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
 (:mod:`.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
 
-SWAG protocol (version 2): a burn-in of ``profile.swag_burnin_epochs`` at the constant SWAG learning rate, then
-``profile.swag_epochs`` of collection. Version 1 collected right after the one-cycle schedule had annealed the
-learning rate to 0, so the chain was still moving away from the checkpoint while it was averaged (the SWA mean came
-out worse than the checkpoint). Every prior file stores its fitting protocol and a hash of it (:func:`protocol_hash`);
-downstream runs are keyed on that hash, so a run made with another prior is never reused.
-
-Artifacts in ``results/<profile>/priors/``: ``{kind}_pretrained.pt`` (model state), ``{kind}_swa.pt`` (model at the
-SWAG mean, BatchNorm statistics recomputed), ``{kind}_prior.pt`` (mean, diagonal, float16 deviations), and
+SWAG protocol (version 3; notebook 01 says why each version changed): a burn-in of ``profile.swag_burnin_epochs``
+at the constant SWAG lr, then ``profile.swag_epochs`` of collection. Each prior file stores its protocol and hash
+(:func:`protocol_hash`); downstream runs are keyed on it. Artifacts in ``results/<profile>/priors/``:
+``{kind}_pretrained.pt``, ``{kind}_swa.pt`` (the SWAG mean, BatchNorm statistics recomputed on augmented training
+images, :func:`bn_images`, as SWA's ``bn_update``), ``{kind}_prior.pt`` (mean, diagonal, float16 deviations), and
 ``epochs/{kind}/epoch_NNN.pt``, the state after every pre-training epoch (the probes by epoch and C5's prior use them).
 """
 from __future__ import annotations
@@ -56,7 +52,7 @@ from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle
 MATCHED = "supervised_matched"
 KINDS = ("supervised", "ssl", MATCHED)
 # Version of the SWAG fitting protocol (see the module docstring); part of every prior's protocol hash.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Hyperparameters of the source task, recorded in every prior file (``supervised_matched`` uses ``supervised``'s).
 HYPERPARAMETERS = {
@@ -66,10 +62,8 @@ HYPERPARAMETERS = {
 # SWAG learning rates, tried in this order until the SWA mean is at least as good as the checkpoint
 # (repro.experiments.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
 SWAG_LRS = (0.01, 0.003, 0.001)
-# Epochs of fitting the SimCLR projection head on the frozen released backbone (paper profile, SSL).
-PROJECTOR_EPOCHS = 1
-# Unaugmented training images BatchNorm statistics are recomputed on at the SWA mean: this many batches.
-BN_BATCHES = 20
+PROJECTOR_EPOCHS = 1                  # epochs fitting the SimCLR projector on the frozen released backbone (paper)
+BN_BATCHES, BN_SEED = 20, 7           # batches of augmented training images BatchNorm statistics are recomputed on
 
 
 @dataclass(frozen=True)
@@ -212,7 +206,7 @@ class _Source:
     model: nn.Module                                  # initialised (seeded) source model, on the device
     epoch_batches: Callable[[int], Iterable[tuple]]   # the batches of epoch e, seeded by e (full batches only)
     steps_per_epoch: int
-    bn_images: Callable[[], Tensor]                   # unaugmented training images for the BatchNorm recomputation
+    bn_images: Callable[[], Tensor]                   # images for the BatchNorm recomputation (bn_images)
     pretrain_params: list[nn.Parameter]               # what the pre-training stage trains ...
     pretrain_epochs: int                              # ... for this many epochs (0: nothing to train)
     pretrain_loss: Callable[[nn.Module, tuple], Tensor]
@@ -236,9 +230,16 @@ def _tiny_source(profile: Profile, kind: str, seed: int, device: torch.device) -
     # the quality-matched prior trains nothing: its state is an epoch of the supervised pre-training
     epochs = {"supervised": profile.source_epochs, "ssl": profile.ssl_epochs, MATCHED: 0}[kind]
     return _Source(model, epoch_batches, len(images) // profile.batch_size,
-                   bn_images=lambda: images[: profile.batch_size * BN_BATCHES],
+                   bn_images=lambda: bn_images(profile, images),
                    pretrain_params=list(model.parameters()), pretrain_epochs=epochs, pretrain_loss=_source_loss(kind),
                    pretrain_desc=f"pre-train {kind}", meta={"source_train_n": len(images), "epochs": epochs})
+
+
+def bn_images(profile: Profile, images: Tensor) -> Tensor:
+    """``BN_BATCHES`` batches of ``images``, crop + flip, a fixed draw: where source models' BatchNorm statistics are
+    re-estimated (the SWA mean; every state notebook 01 scores)."""
+    transform = data.train_transform(profile.source_dataset, profile.image_size)
+    return data.augmented(images[: profile.batch_size * BN_BATCHES], transform, seed=BN_SEED)
 
 
 def _loader_workers() -> int:
@@ -276,12 +277,12 @@ def _imagenet_source(profile: Profile, kind: str, seed: int, device: torch.devic
             train, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers, pin_memory=pin,
             generator=torch.Generator().manual_seed(seed * 1000 + epoch))   # order and worker seeds
 
-    def bn_images() -> Tensor:
-        plain = imagenet.imagenet_split(root, "train", image_size=size, train_transform=False)
-        idx = torch.randperm(len(plain), generator=torch.Generator().manual_seed(seed))[: bs * BN_BATCHES]
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(plain, idx.tolist()), batch_size=bs,
-                                             num_workers=workers)
-        return torch.cat([x for x, _ in loader])
+    def bn_images() -> Tensor:   # augmented (RandomResizedCrop + flip), as SWA's bn_update over the train loader
+        augmented = imagenet.imagenet_split(root, "train", image_size=size)
+        idx = torch.randperm(len(augmented), generator=torch.Generator().manual_seed(seed))[: bs * BN_BATCHES]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(BN_SEED)
+            return torch.cat([augmented[i][0][None] for i in idx.tolist()])
 
     seed_everything(seed)
     if kind == "supervised":   # nothing to pre-train: the released model already has its head
@@ -365,7 +366,7 @@ def prepare(profile: Profile, kind: str, seed: int = 0, from_epoch: int | None =
         norm_of=lambda theta: theta[:d_backbone].norm().item())
 
     load_flat_(model, swag.mean.float())
-    update_bn(model, src.bn_images())           # unaugmented training images
+    update_bn(model, src.bn_images())           # augmented training images, as SWA's bn_update
     atomic_torch_save(model.state_dict(), out.swa)
     protocol = {"version": PROTOCOL_VERSION, "kind": kind, "profile": profile.name, "model": profile.model,
                 "width": profile.width, "image_size": profile.image_size, "source_dataset": profile.source_dataset,

@@ -66,20 +66,29 @@ def score(model: nn.Module, kind: str, d: ProbeData) -> dict[str, float]:
 def evaluate_source(profile: Profile, kind: str, n_samples: int = 5, seed: int = 0) -> pd.DataFrame:
     """One row per model state: the pre-trained checkpoint, the SWA mean, ``n_samples`` SWAG draws at scale 1.
 
-    A draw replaces the backbone by a sample of the learned prior, keeps the head at the SWA mean, and recomputes the
-    BatchNorm statistics on the source probe images (unaugmented).
+    A draw replaces the backbone by a sample of the learned prior and keeps the head at the SWA mean. Every state is
+    scored with BatchNorm statistics recomputed on the same augmented source probe images (:func:`.pretrain.bn_images`),
+    so the SWA check compares weights, not ways of estimating BatchNorm statistics; the checkpoint is also scored with
+    the running statistics it was trained with (``pretrained_running_bn``, outside the check).
     """
     d = probe_data(profile)
+    bn = pretrain.bn_images(profile, d.source_x)
     sizes = {"n_source_val": len(d.val_y), "n_cifar10_test": len(d.cifar_test_y)}
-    rows = [{"kind": kind, "state": "pretrained", **score(pretrain.load_source_model(profile, kind, "pretrained"), kind, d)},
-            {"kind": kind, "state": "swa_mean", **score(pretrain.load_source_model(profile, kind, "swa"), kind, d)}]
+
+    def scored(model: nn.Module, state: str, refresh: bool = True) -> dict:
+        if refresh:
+            update_bn(model, bn)
+        return {"kind": kind, "state": state, **score(model, kind, d)}
+
+    rows = [scored(pretrain.load_source_model(profile, kind, "pretrained"), "pretrained_running_bn", refresh=False),
+            scored(pretrain.load_source_model(profile, kind, "pretrained"), "pretrained"),
+            scored(pretrain.load_source_model(profile, kind, "swa"), "swa_mean")]
     prior = pretrain.load_source_prior(profile, kind, scale=1.0, eps=0.0)
     g = torch.Generator().manual_seed(seed)
     for i in range(n_samples):
         model = pretrain.load_source_model(profile, kind, "swa")
         load_flat_(model.backbone, prior.sample(1, generator=g)[0])
-        update_bn(model, d.source_x)
-        rows.append({"kind": kind, "state": f"swag_sample_{i}", **score(model, kind, d)})
+        rows.append(scored(model, f"swag_sample_{i}"))
     return pd.DataFrame(rows).assign(**sizes)
 
 
@@ -110,8 +119,8 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
                    lrs: tuple[float, ...] = pretrain.SWAG_LRS) -> pd.DataFrame:
     """Fit ``kind``'s prior at the first of ``lrs`` whose SWA mean passes :func:`swa_check` (the last lr is kept even
     if it fails: a failure is reported, not tuned away). Every attempt's check is appended to
-    ``prior_fitting/swag_attempts.csv``; a failed attempt's prior is deleted (its numbers stay in that table). An
-    existing prior is kept as it is. Returns the attempts of ``kind``."""
+    ``prior_fitting/swag_attempts.csv`` with the protocol version; a failed attempt's prior is deleted (its numbers stay in
+    that table). An existing prior is kept as it is. Returns the attempts of ``kind`` under the current protocol."""
     from ..plots import save_table
 
     out, log = pretrain.artifacts(profile, kind), results_dir(profile) / "prior_fitting" / "swag_attempts.csv"
@@ -121,14 +130,16 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
     else:
         for lr in lrs:
             pretrain.prepare(profile, kind, from_epoch=from_epoch, swag_lr=lr)
-            check = swa_check(evaluate_source(profile, kind)).assign(swag_lr=lr)
+            check = swa_check(evaluate_source(profile, kind)).assign(swag_lr=lr, version=pretrain.PROTOCOL_VERSION)
             attempts = pd.concat([attempts, check], ignore_index=True)
             save_table(attempts, profile, "prior_fitting/swag_attempts")
             if check.swa_ok.iloc[0] or lr == lrs[-1]:
                 break
             out.prior.unlink()
             out.swa.unlink()
-    return attempts[attempts.kind == kind] if not attempts.empty else attempts
+    if attempts.empty:
+        return attempts
+    return attempts[(attempts.kind == kind) & (attempts.version == pretrain.PROTOCOL_VERSION)]
 def probes_by_epoch(profile: Profile, kind: str) -> pd.DataFrame:
     """The scores of the pre-training state after every epoch (from :func:`repro.experiments.pretrain.epoch_state`)."""
     d, rows, epoch = probe_data(profile), [], 1

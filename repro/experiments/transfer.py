@@ -190,8 +190,9 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
     states, cycles, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
-    # BN refresh: each sample's BatchNorm statistics re-estimated on the training images (else its running ones)
-    bn_images = x if p["bn_refresh"] else None
+    # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
+    # ones), as SWA's bn_update over the training loader
+    bn_images = data.augmented(x, transform, seed=p["seed"]) if p["bn_refresh"] else None
     each = list(sample_probs(model, states, ex, bn_images=bn_images))
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
