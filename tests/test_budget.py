@@ -72,18 +72,18 @@ def test_sampler_arms_are_named_by_temperature_and_kept_out_of_the_rule():
     rows = _table({"sgd_transfer": 100.0, "map_learned": 100.0, "map_nonlearned": 100.0})
     sampler = rows[rows.approach == "sgd_transfer"].assign(approach="bayes_learned", temperature=1.0, accuracy=0.0)
     table = budget.curves(pd.concat([rows, sampler]))
-    assert "bayes_learned_T1" in set(table.arm)
+    assert "bayes_learned (T1)" in set(table.arm)
     assert budget.budgets(table).iloc[0].budget == first_flat(100.0, GRID)
 
 
 def test_cycle_check_flags_a_cycle_that_ends_untrained():
-    samples = pd.DataFrame([{"n_train": 100, "arm": "bayes_learned_T1", "steps": 800, "seed": 0, "cycle": c,
+    samples = pd.DataFrame([{"n_train": 100, "arm": "bayes_learned (T1)", "steps": 800, "seed": 0, "cycle": c,
                              "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.61), (3, 0.57))]
-                           + [{"n_train": 100, "arm": "bayes_learned_T0", "steps": 800, "seed": 0, "cycle": c,
+                           + [{"n_train": 100, "arm": "bayes_learned (cold)", "steps": 800, "seed": 0, "cycle": c,
                                "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.59), (3, 0.595))])
     checked = budget.cycle_check(samples, pd.DataFrame({"n_train": [100], "budget": [800]})).set_index("arm")
-    assert not checked.loc["bayes_learned_T1", "trained_every_cycle"]        # 3 points below the first kept cycle
-    assert checked.loc["bayes_learned_T0", "trained_every_cycle"]            # 1 point: within the tolerance
+    assert not checked.loc["bayes_learned (T1)", "trained_every_cycle"]        # 3 points below the first kept cycle
+    assert checked.loc["bayes_learned (cold)", "trained_every_cycle"]            # 1 point: within the tolerance
 
 
 @pytest.mark.parametrize("gain, nll_change, adopt", [(0.006, -0.01, True), (0.004, -0.01, False), (0.02, 0.01, False)])

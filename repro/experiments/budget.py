@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite
+from .approaches import with_regime
 from .grid import run_settings
 
 THRESHOLD = 0.01          # a doubling that gains less than this (accuracy, mIoU) is not worth its cost
@@ -37,8 +38,8 @@ RULE_SEEDS = 2            # seeds of the rule arms (their mean decides); the sam
 ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", 0.0, dict(lr=0.03, weight_decay=5e-4)),
         "map_learned": ("map_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1)),
         "map_nonlearned": ("map_nonlearned", "none", 0.0, dict(lr=0.03, alpha=1.0)),
-        "bayes_learned_T1": ("bayes_learned", "ssl", 1.0, dict(lr=0.03, scale=1e2, head_var=0.1)),
-        "bayes_learned_T0": ("bayes_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1))}
+        "bayes_learned (T1)": ("bayes_learned", "ssl", 1.0, dict(lr=0.03, scale=1e2, head_var=0.1)),
+        "bayes_learned (cold)": ("bayes_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1))}
 # segmentation (CamVid val, mIoU): the version-1 tuned values of its two optimisers, supervised backbone
 SEGMENTATION_ARMS = {"sgd_transfer": ("sgd_transfer", "supervised", 0.0, dict(lr=0.1)),
                      "map_learned": ("map_learned", "supervised", 0.0, dict(lr=0.1, scale=1e6))}
@@ -56,13 +57,6 @@ def settings(profile: Profile, n: int, steps: int) -> list[dict]:
     return out
 
 
-def arm_of(row: pd.Series) -> str:
-    """The :data:`ARMS` name of a run's row."""
-    if not row.approach.startswith("bayes"):
-        return row.approach
-    return f"{row.approach}_T{row.temperature:g}"
-
-
 def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD) -> int | None:
     """The rule on one arm's curve (steps -> mean accuracy): the smallest B with curve[2B] - curve[B] < ``threshold``;
     None while no doubling on the curve gains less (the curve has not flattened yet)."""
@@ -74,9 +68,9 @@ def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD) -> int | None:
 
 
 def with_arms(rows: pd.DataFrame) -> pd.DataFrame:
-    """The finished runs, each with its :data:`ARMS` name in a column ``arm``."""
-    ok = rows[rows.status == "ok"]
-    return ok.assign(arm=ok.apply(arm_of, axis=1) if len(ok) else pd.Series(dtype=str))
+    """The finished runs, each named by its arm in a column ``arm`` (the keys of :data:`ARMS`: the study's arm names,
+    :func:`.approaches.with_regime`)."""
+    return with_regime(rows[rows.status == "ok"])
 
 
 def curves(rows: pd.DataFrame) -> pd.DataFrame:
@@ -140,11 +134,11 @@ def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, i
 
 def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
     """The sampler runs' per-sample holdout accuracy, one row per sample, with the cycle whose end it belongs to."""
-    ok = rows[(rows.status == "ok") & rows.approach.str.startswith("bayes")]
+    ok = with_arms(rows)
     out = []
-    for _, r in ok.iterrows():
+    for _, r in ok[ok.approach.str.startswith("bayes")].iterrows():
         for acc, cycle in zip(str(r.sample_accuracy).split(";"), str(r.sample_cycle).split(";")):
-            out.append({"n_train": r.n_train, "arm": arm_of(r), "steps": r.steps, "seed": r.seed,
+            out.append({"n_train": r.n_train, "arm": r.arm, "steps": r.steps, "seed": r.seed,
                         "cycle": int(cycle), "accuracy": float(acc)})
     return pd.DataFrame(out)
 
