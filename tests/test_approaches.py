@@ -6,7 +6,7 @@ import torch
 
 from repro.experiments import approaches, segmentation, transfer
 from repro.experiments.pretrain import load_source_model
-from repro.method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
+from repro.method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior, Widened
 from repro.method.samplers import SGHMC, SGLD
 from repro.profiles import get_profile
 
@@ -23,7 +23,7 @@ def test_one_vocabulary_for_both_tasks():
         t, s = approaches.lookup(name, "transfer"), approaches.lookup(name, "segmentation")
         assert (t.prior, t.inference) == (s.prior, s.inference) and s.init == "pretrained"
     assert approaches.lookup("bayes_nonlearned").init == "random"       # transfer starts (4) from scratch
-    assert {a.inference for a in approaches.APPROACHES.values()} == {"map", "sampler"}
+    assert {a.inference for a in approaches.APPROACHES.values()} == {"map", "sampler", "variational"}
     with pytest.raises(ValueError, match="unknown task 'detection'"):
         approaches.lookup("map_learned", "detection")
 
@@ -40,8 +40,12 @@ def test_one_temperature_rule(temperature):
 def test_map_is_an_explicit_inference_at_temperature_zero():
     p = approaches.default_params(P, "transfer", "map_learned")
     assert p["temperature"] == 0.0 and p["sampler"] == "sgd"
-    with pytest.raises(ValueError, match=r"optimises \(MAP\): its temperature is 0, got 0.5"):
+    with pytest.raises(ValueError, match=r"runs no sampler: its temperature is 0, got 0.5"):
         approaches.check_params(p | {"temperature": 0.5})
+    vi = approaches.default_params(P, "transfer", "vi_learned")
+    assert vi["temperature"] == 0.0 and vi["sampler"] == "de_elbo" and approaches.regime_of("vi_learned", 0.0) == "map"
+    with pytest.raises(ValueError, match="takes sampler de_elbo or elbo, got 'sghmc'"):
+        approaches.check_params(vi | {"sampler": "sghmc"})
 
 
 def test_each_run_belongs_to_one_temperature_regime():
@@ -134,10 +138,18 @@ def test_every_parameter_reaches_the_sampler_and_the_prior(monkeypatch, task, na
     if a.prior == "weight_decay":
         assert first["kind"] == "SGD" and first["weight_decay"] == p["weight_decay"]
     else:
-        assert first["kind"] == {"sgld": "SGLD", "sghmc": "SGHMC", "sgd": "SGHMC"}[p["sampler"]]
+        kinds = {"sgld": "SGLD", "sghmc": "SGHMC", "sgd": "SGHMC", "de_elbo": "DataEmphasizedVI"}
+        assert first["kind"] == kinds[p["sampler"]]
         assert first["temperature"] == p["temperature"] == (ODD["temperature"] if a.bayes else 0.0)
         assert math.isclose(first["lr0"], p["lr"])                   # the cyclical schedule starts at the run's lr
     mean = None
     if a.init == "pretrained" and a.prior != "isotropic":
         mean = torch.cat([q.detach().reshape(-1) for q in load_source_model(P, p["prior_kind"]).backbone.parameters()])
-    check_prior(first["prior"], a, p, mean)
+    if a.inference == "variational":   # the prior's blocks at unit width, their widths learned: rank and kind still set
+        blocks = first["prior"].parts
+        assert all(isinstance(b, Widened) for b in blocks)
+        check_prior(ComposedPrior([b.base for b in blocks]) if len(blocks) > 1 else blocks[0].base, a,
+                    p | dict(scale=1.0, alpha=1.0, head_var=1.0), mean)
+        assert a.prior != "learned" or blocks[0].base.eps == 0.0
+    else:
+        check_prior(first["prior"], a, p, mean)

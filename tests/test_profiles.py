@@ -41,7 +41,7 @@ COUNT_KNOBS = {
     "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
     "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
     "downstream_test_n": _size, "train_sizes": len, "seeds": len, "t1_seeds": len, "ranks": len, "scales": len,
-    "downstream_steps": lambda v: max(s for _, s in v), "budget_grid": max, "budget_sizes": len,
+    "downstream_steps": lambda v: max(s for _, s in v), "budget_grid": max, "budget_sizes": len, "elbo_sizes": len,
     "budget_max_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,

@@ -90,7 +90,7 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     assert {(p["n_train"], p["dataset"], p["seed"]) for p in fake.asked} == {(P.study_n, "cifar10", s)
                                                                             for s in P.seeds[:P.tuning_seeds]}
     assert P.tuning_seeds == 2
-    s = studies.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
+    s = tuning.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
     assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e2,
                  "head_var": pytest.approx(0.1), "temperature": 1.0, "n_train": P.study_n, "seed": 2}
     p = approaches.default_params(P, "transfer", **s)

@@ -12,13 +12,19 @@ bayes_nonlearned (4)       N(0, alpha I) over all parameters     random         
 map_nonlearned (5)         N(0, alpha I) over all parameters     random          map
 bayes_isotropic (7)        N(mu, alpha I)                        SWA mean        sampler
 map_isotropic              N(mu, alpha I)                        SWA mean        map
+vi_learned                 learned                               SWA mean        variational
+vi_isotropic               N(mu, alpha I)                        SWA mean        variational
+vi_nonlearned              N(0, alpha I) over all parameters     random          variational
 =========================  ===================================  ==============  =========
 
 Learned-mean priors put N(0, head_var I) on the new head. The deep ensemble (6) is ``sgd_transfer`` runs that differ
 only in ``member``. A run adds the **prior kind** (``ssl``, ``supervised``, ``supervised_matched``: which source prior
 and backbone; ``none`` for a random initialisation) and the **temperature** T: ``map`` optimises (T = 0, SGD with
 momentum, one prediction); ``sampler`` runs SGLD/SGHMC targeting p(theta | data)^(1/T) and predicts with a BMA
-(T = 0 is the cyclical schedule without noise). The temperature a run records is the one its sampler holds.
+(T = 0 is the cyclical schedule without noise); ``variational`` (an extension, not the paper's: notebook 10) fits
+q = N(m, sigma^2 I) on the data-emphasized (``de_elbo``) or plain (``elbo``) ELBO, learning the prior's widths
+(lambda, alpha, head variance) as it goes (:mod:`repro.method.variational`), and predicts once, with m; its learned
+widths then feed MAP and sampler runs. The temperature a run records is the one its sampler holds (0 for the others).
 
 Segmentation starts every approach from a pre-trained backbone, as the paper fine-tunes ImageNet-initialised networks
 throughout: its ``bayes_nonlearned`` is N(0, alpha I) around a supervised initialisation (:data:`TASKS`).
@@ -30,11 +36,12 @@ import math
 from dataclasses import dataclass
 
 from ..method.samplers import check_temperature
+from ..method.variational import OBJECTIVES
 from ..profiles import Profile
 from .pretrain import KINDS
 
 PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
-INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc")}      # inference -> the samplers it takes
+INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc"), "variational": OBJECTIVES}  # inference -> its algorithms
 # where a run is evaluated: "val" holds out val_fraction of its n images (tuning); "test" trains on all n and scores
 # the test split; "holdout" trains on all n and scores a fixed set of training-split images kept out of the holdout
 # runs' training subsets (notebook 09's learning curves: precise, and never the test split)
@@ -46,6 +53,7 @@ class Approach:
     prior: str       # one of PRIORS: "isotropic" is zero-mean over all parameters, "isotropic_mean" centred on mu
     init: str        # "pretrained" (the SWA mean of the prior kind's source model) | "random"
     inference: str   # "map" (optimise at T = 0, predict once) | "sampler" (SG-MCMC at temperature T, BMA)
+                     # | "variational" (fit q and the prior's widths on an ELBO, predict once with q's mean)
 
     @property
     def bayes(self) -> bool:
@@ -60,13 +68,17 @@ APPROACHES: dict[str, Approach] = {
     "map_nonlearned": Approach("isotropic", "random", "map"),
     "bayes_isotropic": Approach("isotropic_mean", "pretrained", "sampler"),
     "map_isotropic": Approach("isotropic_mean", "pretrained", "map"),
+    "vi_learned": Approach("learned", "pretrained", "variational"),
+    "vi_isotropic": Approach("isotropic_mean", "pretrained", "variational"),
+    "vi_nonlearned": Approach("isotropic", "random", "variational"),
 }
 
 FIVE_WAY = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned")   # the paper's (1)-(5)
 LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + learned", "sgd_transfer": "(3) SGD transfer",
           "bayes_nonlearned": "(4) Bayes + non-learned", "map_nonlearned": "(5) MAP + non-learned",
           "bayes_isotropic": "(7) Bayes + isotropic N(μ, αI)", "map_isotropic": "MAP + isotropic N(μ, αI)",
-          "deep_ensemble": "(6) deep ensemble"}                          # as tables and figures name them
+          "deep_ensemble": "(6) deep ensemble", "vi_learned": "VI + learned", "vi_isotropic": "VI + isotropic N(μ, αI)",
+          "vi_nonlearned": "VI + non-learned"}                            # as tables and figures name them
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
@@ -75,7 +87,8 @@ REGIMES = {"T1": "T = 1", "cold": "cold T"}
 
 
 def regime_of(approach: str, temperature: float) -> str:
-    """A run's temperature regime: ``"map"`` for an optimiser, else ``"T1"`` (T = 1) or ``"cold"`` (T < 1)."""
+    """A run's temperature regime: ``"map"`` for an optimiser (MAP, SGD, a variational fit), else ``"T1"`` (T = 1) or
+    ``"cold"`` (T < 1)."""
     if not APPROACHES[approach].bayes:
         return "map"
     if temperature > 1:
@@ -150,7 +163,8 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
              rank=profile.swag_max_rank, scale=t.scale, head_var=1.0, alpha=alpha, weight_decay=5e-4)
     if t.datasets:
         p |= dict(dataset="cifar10", n_train=profile.train_sizes[0])
-    p |= dict(seed=0, split="test", sampler=t.sampler if bayes else "sgd", temperature=1.0 if bayes else 0.0,
+    algorithm = {"map": "sgd", "sampler": t.sampler, "variational": OBJECTIVES[0]}[a.inference]
+    p |= dict(seed=0, split="test", sampler=algorithm, temperature=1.0 if bayes else 0.0,
               lr=0.03, momentum=0.9, steps=0, batch_size=getattr(profile, t.batch_size),
               cycles=profile.cycles if bayes else 1, burnin_cycles=0,
               bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0, bn_refresh=False)
@@ -172,8 +186,8 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
         if not p[key] > 0 or not math.isfinite(p[key]):
             raise ValueError(f"{key} must be a finite number > 0, got {p[key]}")
     check_temperature(p["temperature"])
-    if a.inference == "map" and p["temperature"] != 0:
-        raise ValueError(f"approach {p['approach']!r} optimises (MAP): its temperature is 0, got {p['temperature']}")
+    if not a.bayes and p["temperature"] != 0:
+        raise ValueError(f"approach {p['approach']!r} runs no sampler: its temperature is 0, got {p['temperature']}")
     if p["sampler"] not in INFERENCES[a.inference]:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")

@@ -84,7 +84,7 @@ def run_segmentation(profile: Profile, params: dict) -> dict:
     model, prior = build_model_and_prior(profile, p, num_classes, a, wrap=_model(profile))
     loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
-    states, _, train_time = fit_or_sample(model, prior, a, p, x, y, transform, loss)
+    states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss)
     probs = bma_probs(model, states, ex, batch_size=16)
     return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,
             "predictions": {"pred": probs[:EXAMPLES].argmax(1).to(torch.uint8), "images": ex[:EXAMPLES],

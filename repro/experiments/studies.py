@@ -1,7 +1,8 @@
 """The downstream studies of notebooks 03-09, each a list of settings on a task's grid (:mod:`.grid`).
 
 Training budget (notebook 09, :mod:`.budget`), rank ablation (C2), scale sweep (C3), five-way comparison (C4-C6, C8 on
-its shifted test set), temperature ablation, deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9). Every setting takes the hyperparameters its approach
+its shifted test set), temperature ablation, deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9), and notebook 10's extension (E1: widths learned by the
+data-emphasized ELBO, :mod:`.learned_scale`). Every setting takes the hyperparameters its approach
 was tuned to on validation (:mod:`.tuning`). ``python -m repro.experiments.studies --profile cpu --worker 1`` runs
 the whole downstream grid as one of several processes sharing it (``make studies``).
 """
@@ -24,7 +25,8 @@ from .approaches import FIVE_WAY, REGIMES, lookup
 from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
 from .pretrain import require_priors
-from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, sweep, tuned, tuned_segmentation, tuning_seeds,
+from .learned_scale import learned_scale_study
+from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, setting, sweep, tuned, tuned_segmentation, tuning_seeds,
                      validation_setting)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
@@ -49,14 +51,6 @@ def tuning_table(profile: Profile) -> pd.DataFrame:
     rows = [{"dataset": ds, "n_train": n, "approach": a, "prior_kind": k, "regime": r if lookup(a).bayes else "map",
              **tuned(profile, a, k, n, ds, r)} for a, k, n, ds, r in tuned_families(profile)]
     return pd.DataFrame(rows)
-
-
-def setting(profile: Profile, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
-    """A test-split setting of ``approach`` with the hyperparameters tuned at its size and dataset (``n_train``,
-    ``dataset`` in ``kw``; ``study_n`` and CIFAR-10 by default), a sampler's in temperature ``regime``; ``kw`` win."""
-    kind = kind if lookup(approach).init == "pretrained" else "none"
-    n, dataset = kw.get("n_train", profile.study_n), kw.get("dataset", "cifar10")
-    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind, n, dataset, regime), **kw}
 
 
 def arms(profile: Profile, approach: str, task: str = "transfer") -> list[tuple[str, tuple[int, ...]]]:
@@ -178,6 +172,7 @@ STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
     "mid_slope": map_mid_slope, "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True),
     "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+    "E1": learned_scale_study,
 }
 
 

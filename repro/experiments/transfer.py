@@ -23,6 +23,7 @@ from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior,
 from ..profiles import Profile
 from .approaches import SPLITS, Approach, check_params
 from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
+from ..method.variational import DataEmphasizedVI
 from ..data.shift import ShiftSet, shift_set
 from ..train import DivergenceError, check_finite, flat_params, seed_everything
 
@@ -116,10 +117,25 @@ def cyclical_schedule(a: Approach, p: dict) -> CyclicalSchedule:
 
 class Fit(NamedTuple):
     """What :func:`fit_or_sample` returns: the states to predict with, the cycle each ended (a sampler's collected
-    samples; the final state of an optimiser, in its only cycle) and the training wall time."""
+    samples; the final state of an optimiser, in its only cycle), the training wall time, and what a variational fit
+    learned (its prior widths by run-parameter name, and q's sigma)."""
     states: list[dict]
     cycles: list[int]
     train_time_s: float
+    learned: dict | None = None
+
+
+def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
+    """The blocks of a run's prior (:func:`build_model_and_prior`) at unit width, each named by the run parameter that
+    sets its width: what a variational fit learns. The learned block drops its jitter, so that widening it is exact."""
+    if a.prior == "isotropic":
+        return [("alpha", IsotropicGaussianPrior(prior.dim, 1.0))]
+    backbone, head = prior.parts
+    if a.prior == "learned":
+        first = ("scale", backbone.with_(scale=1.0, eps=0.0))
+    else:
+        first = ("alpha", IsotropicGaussianPrior(backbone.dim, 1.0, mean=backbone.mean))
+    return [first, ("head_var", IsotropicGaussianPrior(head.dim, 1.0))]
 
 
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
@@ -135,10 +151,13 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     # order, which the priors use, is their logical order and does not change
     model.to(memory_format=torch.channels_last)
     params = [q for q in model.parameters() if q.requires_grad]
+    gen = torch.Generator().manual_seed(p["seed"] * 7919 + p["member"])
     if a.prior == "weight_decay":
         opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
+    elif a.inference == "variational":
+        opt = DataEmphasizedVI(params, lr=p["lr"], num_data=N, blocks=unit_width_blocks(prior, a),
+                               objective=p["sampler"], momentum=p["momentum"], generator=gen)
     else:
-        gen = torch.Generator().manual_seed(p["seed"] * 7919 + p["member"])
         if p["sampler"] == "sgld":
             opt = SGLD(params, lr=p["lr"], num_data=N, temperature=p["temperature"], generator=gen, prior=prior)
         else:                                                   # SGHMC; MAP's "sgd" is SGHMC at T = 0
@@ -171,14 +190,19 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                 cycles.append(schedule.cycle_of(step))
             step += 1
             if step in report_at:   # through logging, so a worker's log shows it and a notebook stays quiet
-                log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed", p["approach"], p["seed"], step,
-                         p["steps"], 100 * step // p["steps"], loss.item(), time.perf_counter() - t0)
+                log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed%s", p["approach"], p["seed"], step,
+                         p["steps"], 100 * step // p["steps"], loss.item(), time.perf_counter() - t0,
+                         f"; sigma {opt.sigma:.3g}, widths {opt.widths}" if isinstance(opt, DataEmphasizedVI) else "")
         epoch += 1
+    learned = None
+    if isinstance(opt, DataEmphasizedVI):
+        opt.finish()                                            # the parameters back at q's mean
+        learned = opt.widths | {"sigma": opt.sigma}
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
     if a.bayes:
         return Fit(samples, cycles, time.perf_counter() - t0)
-    return Fit([model.state_dict()], [schedule.cycles - 1], time.perf_counter() - t0)
+    return Fit([model.state_dict()], [schedule.cycles - 1], time.perf_counter() - t0, learned)
 
 
 def run_transfer(profile: Profile, params: dict) -> dict:
@@ -189,7 +213,7 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
-    states, cycles, train_time = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
+    states, cycles, train_time, learned = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
     # ones), as SWA's bn_update over the training loader
     bn_images = data.augmented(x, transform, seed=p["seed"]) if p["bn_refresh"] else None
@@ -197,6 +221,8 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
+    if learned:                                   # a variational fit: the widths it learned, and q's sigma
+        out |= {f"learned_{k}": v for k, v in learned.items()}
     if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
         out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
                 "sample_cycle": ";".join(map(str, cycles))}

@@ -132,6 +132,14 @@ def mid_slope_scale(curve: pd.Series) -> float:
     return float(rising[rising >= target].index[0])
 
 
+def setting(profile: Profile, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
+    """A test-split setting of ``approach`` with the hyperparameters tuned at its size and dataset (``n_train``,
+    ``dataset`` in ``kw``; ``study_n`` and CIFAR-10 by default), a sampler's in temperature ``regime``; ``kw`` win."""
+    kind = kind if lookup(approach).init == "pretrained" else "none"
+    n, dataset = kw.get("n_train", profile.study_n), kw.get("dataset", "cifar10")
+    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind, n, dataset, regime), **kw}
+
+
 def tuned(profile: Profile, approach: str, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10",
           regime: str = "T1") -> dict:
     """The hyperparameters of ``approach`` chosen on the validation split of an n-image ``dataset`` subset

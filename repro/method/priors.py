@@ -6,7 +6,10 @@ directions). Writing Sigma = A + U U^T with A diagonal, Woodbury and the matrix-
 log-density and gradient in O(d k + k^3) without ever forming a d x d matrix:
 
     Sigma^-1 r = A^-1 r - W C^-1 W^T r,   W = A^-1 U,   C = I_k + U^T A^-1 U
-    log|Sigma| = sum log a + log|C|
+    log|Sigma| = sum log a + log|C|,   tr(Sigma^-1) = sum 1/a - tr(C^-1 W^T W)
+
+The same three quantities give the KL divergence of an isotropic Gaussian from any of these priors in closed form
+(:meth:`Prior.kl_from_isotropic`, the data-emphasized ELBO of :mod:`repro.method.variational`).
 """
 from __future__ import annotations
 
@@ -30,7 +33,11 @@ class Prior:
 
     def log_prob(self, theta: Tensor) -> Tensor:
         """log p(theta), differentiable with autograd."""
-        return self.log_prob_and_grad(theta)[0]
+        return -0.5 * (self.mahalanobis(theta) + self.log_det() + self.dim * LOG_2PI)
+
+    def mahalanobis(self, theta: Tensor) -> Tensor:
+        """(theta - mu)^T Sigma^-1 (theta - mu), differentiable with autograd."""
+        raise NotImplementedError
 
     def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
         """(log p(theta), d log p / d theta) in closed form, without autograd: the training hot path.
@@ -44,6 +51,21 @@ class Prior:
         """(mean, precision) of the diagonal part of the precision matrix, P = diag(precision) - R with R
         positive semi-definite: the stiff part of the prior (tiny SWAG variances) that explicit steps cannot take."""
         raise NotImplementedError
+
+    def log_det(self) -> float:
+        """log |Sigma|, the log-determinant of the covariance."""
+        raise NotImplementedError
+
+    def trace_precision(self) -> float:
+        """tr(Sigma^-1), the trace of the precision matrix."""
+        raise NotImplementedError
+
+    def kl_from_isotropic(self, m: Tensor, var: float) -> Tensor:
+        """KL(N(m, var I) || p) in closed form, differentiable in ``m``:
+        1/2 [var tr(Sigma^-1) + (m - mu)^T Sigma^-1 (m - mu) - d + log|Sigma| - d log var], whose quadratic and
+        and log-determinant terms those of log p(m)."""
+        return 0.5 * (var * self.trace_precision() + self.mahalanobis(m) - self.dim * (1 + math.log(var))
+                      + self.log_det())
 
     def _check(self, theta: Tensor) -> Tensor:
         if theta.shape != (self.dim,):
@@ -71,9 +93,15 @@ class IsotropicGaussianPrior(Prior):
         mean = self.mean if self.mean is not None else torch.zeros(self.dim)
         return mean, torch.full_like(mean, 1 / self.variance)
 
-    def log_prob(self, theta: Tensor) -> Tensor:
+    def log_det(self) -> float:
+        return self.dim * math.log(self.variance)
+
+    def trace_precision(self) -> float:
+        return self.dim / self.variance
+
+    def mahalanobis(self, theta: Tensor) -> Tensor:
         r = self._check(theta) if self.mean is None else self._check(theta) - self.mean
-        return -0.5 * (r.dot(r) / self.variance + self.dim * (math.log(self.variance) + LOG_2PI))
+        return r.dot(r) / self.variance
 
 
 class LowRankGaussianPrior(Prior):
@@ -156,13 +184,22 @@ class LowRankGaussianPrior(Prior):
     def diagonal(self) -> tuple[Tensor, Tensor]:
         return self.mean, self.inv_a
 
-    def log_prob(self, theta: Tensor) -> Tensor:
+    def log_det(self) -> float:
+        return float(self._log_det)
+
+    def trace_precision(self) -> float:
+        if not self.rank:
+            return float(self.inv_a.double().sum())
+        gram = (self._Wt.double() @ self._Wt.T.double())               # W^T W, k x k
+        return float(self.inv_a.double().sum() - torch.cholesky_solve(gram, self._chol.double()).trace())
+
+    def mahalanobis(self, theta: Tensor) -> Tensor:
         r = self._check(theta) - self.mean
         quad = r.dot(r * self.inv_a)
         if self.rank:
             t = self._Wt @ r
             quad = quad - t.dot(torch.cholesky_solve(t[:, None], self._chol)[:, 0])
-        return self._const - 0.5 * quad
+        return quad
 
     def singular_values(self) -> Tensor:
         """Spectrum of the stored deviations: singular values of D / sqrt(K - 1), descending."""
@@ -220,8 +257,43 @@ class ComposedPrior(Prior):
         means, precisions = zip(*(p.diagonal() for p in self.parts))
         return torch.cat(means), torch.cat(precisions)
 
-    def log_prob(self, theta: Tensor) -> Tensor:
-        return sum(p.log_prob(t) for p, t in zip(self.parts, self._check(theta).split(self.sizes)))
+    def log_det(self) -> float:
+        return sum(p.log_det() for p in self.parts)
+
+    def trace_precision(self) -> float:
+        return sum(p.trace_precision() for p in self.parts)
+
+    def mahalanobis(self, theta: Tensor) -> Tensor:
+        return sum(p.mahalanobis(t) for p, t in zip(self.parts, self._check(theta).split(self.sizes)))
+
+
+class Widened(Prior):
+    """N(mu, width * Sigma) of a prior N(mu, Sigma): its covariance multiplied by ``width``, exactly (no jitter
+    re-added, unlike a :class:`LowRankGaussianPrior` rebuilt at another scale), so that each block's KL has a
+    closed-form optimal width (:mod:`repro.method.variational`). ``width`` may be changed in place."""
+
+    def __init__(self, base: Prior, width: float = 1.0):
+        self.base, self.dim, self.width = base, base.dim, float(width)
+        self._base_log_det = base.log_det()
+        self._base_trace = base.trace_precision()
+
+    def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
+        logp, grad = self.base.log_prob_and_grad(theta, without_diagonal)
+        top = -0.5 * (self._base_log_det + self.dim * LOG_2PI)          # the base's log-density at its mean
+        return (logp - top) / self.width + top - 0.5 * self.dim * math.log(self.width), grad / self.width
+
+    def mahalanobis(self, theta: Tensor) -> Tensor:
+        return self.base.mahalanobis(theta) / self.width
+
+    def diagonal(self) -> tuple[Tensor, Tensor]:
+        mean, precision = self.base.diagonal()
+        return mean, precision / self.width
+
+    def log_det(self) -> float:
+        return self._base_log_det + self.dim * math.log(self.width)
+
+    def trace_precision(self) -> float:
+        return self._base_trace / self.width
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,17 +75,21 @@ class SGHMC(Optimizer):
         super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum,
                                       temperature=temperature, noise=True))
         self.generator = generator
-        self.prior, self.log_prior = prior, None
+        self.prior, self.log_prior = None, None
+        self._flat_momentum: Tensor | None = None
         if prior is not None:
             if len(self.param_groups) != 1:
                 raise ValueError("an optimiser with a prior takes one parameter group (the prior's flat order)")
-            params = self.param_groups[0]["params"]
-            if sum(p.numel() for p in params) != prior.dim:
-                raise ValueError(f"the prior covers {prior.dim} parameters, the optimiser has "
-                                 f"{sum(p.numel() for p in params)}")
-            mean, precision = prior.diagonal()
-            self._mu, self._precision = mean.to(params[0].dtype), precision.to(params[0].dtype)
-            self._flat_momentum: Tensor | None = None
+            self.set_prior(prior)
+
+    def set_prior(self, prior: Prior) -> None:
+        """Take ``prior`` from the next step on (its diagonal part is read once, here)."""
+        params = self.param_groups[0]["params"]
+        if sum(p.numel() for p in params) != prior.dim:
+            raise ValueError(f"the prior covers {prior.dim} parameters, the optimiser has "
+                             f"{sum(p.numel() for p in params)}")
+        mean, precision = prior.diagonal()
+        self.prior, self._mu, self._precision = prior, mean.to(params[0].dtype), precision.to(params[0].dtype)
 
     def _noise(self, params: Sequence[Tensor]) -> list[Tensor]:
         # One draw for the whole group, split into views: no per-parameter RNG calls.

@@ -1,0 +1,144 @@
+"""Notebook 10 (issue #23; an extension, not a claim of the paper): the prior's widths learned by the data-emphasized
+ELBO (:mod:`repro.method.variational`) on the whole training set, against the validation grid of :mod:`.tuning`.
+
+Pre-registered (fixed before any of its results existed):
+
+* **Fits.** At each size n of ``elbo_sizes`` and each seed, one variational fit per prior family of :data:`FAMILIES`
+  (the learned prior of the notebook's kind: lambda and the head variance; the non-learned isotropic prior: alpha)
+  on all n images, at the size's step budget and the learning rate the grid chose for that family's MAP arm (the
+  optimiser's step size is not a prior width: both protocols share it). The plain ELBO (kappa = 1) is fitted for the
+  learned prior as an ablation.
+* **Arms.** With the fitted widths: MAP, and the sampler at T = 1 and in the cold regime (its T as the grid chose it:
+  a temperature is not a width), every other hyperparameter as the grid chose it; the plain ELBO's widths feed MAP
+  only. Each is paired, per size and seed, with the same arm at the grid's widths (the five-way runs of notebook 05).
+* **Rule** (:func:`verdict`): per family, arm and size, a paired bootstrap over seeds x test images of test accuracy,
+  DE-ELBO minus grid. The target is met where the DE-ELBO arm is better (p < 0.05) or equivalent within
+  :data:`MARGIN` (TOST, p < 0.05), missed where it is worse (p < 0.05), unclear otherwise; Holm over the family of
+  comparisons. **CPU time of choosing the widths**: the grid's is the training time of the validation runs that
+  chose them at that size (MAP's lambda / alpha and head-variance stages and the sampler's T = 1 width sweep, every
+  tuning seed); the DE-ELBO's is one fit's. Verdict: ``reproduced`` (target met) if every comparison is met and each
+  size's time ratio is at most :data:`TIME_RATIO`; ``not reproduced`` if a comparison is missed; ``partially
+  reproduced`` if the MAP arms are met at every size but not every sampler arm; else ``inconclusive``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..analysis.stats import Outcomes, adjust, compare
+from ..analysis.verdicts import word
+from ..profiles import Profile
+from ..runner import load_results
+from .approaches import lookup
+from .grid import grid_csv, run_settings
+from .tuning import setting, tuned
+
+MARGIN = 0.01        # "within 1 accuracy point"
+TIME_RATIO = 0.2     # "at no more than one fifth of the grid's selection CPU time"
+# family -> (variational approach, MAP approach, sampler approach, the widths it learns)
+FAMILIES = {"learned": ("vi_learned", "map_learned", "bayes_learned", ("scale", "head_var")),
+            "non-learned": ("vi_nonlearned", "map_nonlearned", "bayes_nonlearned", ("alpha",))}
+ARMS = ("map", "T1", "cold")          # MAP, and the sampler in each temperature regime
+KIND = "ssl"                          # the learned prior's kind: the paper's headline (SimCLR) prior
+
+
+def _kind(approach: str, kind: str) -> str:
+    return kind if lookup(approach).init == "pretrained" else "none"
+
+
+def learned_scale_study(profile: Profile, kind: str = KIND) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Notebook 10's runs: the fits, then every arm at the grid's and the fits' widths."""
+    fitted = fits(profile, kind)
+    return fitted, arms(profile, kind, fitted)
+
+
+def fits(profile: Profile, kind: str = KIND, families=tuple(FAMILIES)) -> pd.DataFrame:
+    """The variational fits (``objective`` de_elbo for every family, elbo for the learned prior), one row each with
+    ``family``, ``objective`` and the widths learned in ``learned_*`` columns."""
+    settings, labels = [], []
+    for family in families:
+        vi, map_, _, _ = FAMILIES[family]
+        for objective in ("de_elbo", "elbo") if family == "learned" else ("de_elbo",):
+            for n in profile.elbo_sizes:
+                lr = tuned(profile, map_, _kind(map_, kind), n)["lr"]
+                for seed in profile.seeds:
+                    settings.append(dict(approach=vi, prior_kind=_kind(vi, kind), n_train=n, seed=seed, lr=lr,
+                                         sampler=objective, dataset="cifar10"))
+                    labels.append(dict(family=family, objective=objective))
+    rows = run_settings(profile, "transfer", settings, desc="DE-ELBO fits")
+    return pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
+
+
+def arms(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
+    """Every arm at the grid's widths and at each fit's (``widths`` column: "grid", "de_elbo" or "elbo"), one row per
+    run with ``family`` and ``arm`` (map, T1, cold)."""
+    settings, labels = [], []
+    for fit in fitted[fitted.status == "ok"].itertuples():
+        _, map_, sampler, names = FAMILIES[fit.family]
+        learned = {name: float(getattr(fit, f"learned_{name}")) for name in names}
+        for arm in ARMS if fit.objective == "de_elbo" else ("map",):
+            approach, regime = (map_, "T1") if arm == "map" else (sampler, arm)
+            grid = setting(profile, approach, _kind(approach, kind), regime, n_train=fit.n_train, seed=fit.seed)
+            for widths, s in (("grid", grid), (fit.objective, grid | learned)):
+                if widths == "grid" and fit.objective != "de_elbo":
+                    continue
+                settings.append(s)
+                labels.append(dict(family=fit.family, arm=arm, widths=widths))
+    rows = run_settings(profile, "transfer", settings, desc="DE-ELBO arms")
+    return pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
+
+
+def grid_widths(profile: Profile, kind: str = KIND) -> pd.DataFrame:
+    """The widths the validation grid chose per family and size: MAP's (which the cold sampler keeps) and the T = 1
+    sampler's own."""
+    rows = []
+    for family, (_, map_, sampler, names) in FAMILIES.items():
+        for n in profile.elbo_sizes:
+            for arm, approach in (("map", map_), ("T1", sampler)):
+                t = tuned(profile, approach, _kind(approach, kind), n, "cifar10", "T1")
+                rows.append(dict(family=family, n_train=n, arm=arm, **{name: t[name] for name in names}))
+    return pd.DataFrame(rows)
+
+
+def selection_time(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
+    """Per family and size: the grid's CPU time of choosing the widths (see the module docstring) and one DE-ELBO
+    fit's (mean over seeds), in seconds, and their ratio."""
+    runs = load_results(grid_csv(profile, "transfer"))
+    val = runs[(runs.split == "val") & (runs.status == "ok") & (runs.dataset == "cifar10")]
+    out = []
+    for family in fitted.family.unique():
+        _, map_, sampler, _ = FAMILIES[family]
+        for n in profile.elbo_sizes:
+            lr = tuned(profile, map_, _kind(map_, kind), n)["lr"]
+            at = val[(val.n_train == n) & (val.prior_kind == _kind(map_, kind))]
+            grid = at[((at.approach == map_) & (at.lr == lr)) | ((at.approach == sampler) & (at.temperature == 1.0))]
+            de = fitted[(fitted.family == family) & (fitted.objective == "de_elbo") & (fitted.n_train == n)
+                        & (fitted.status == "ok")]
+            out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),
+                            de_elbo_cpu_s=de.train_time_s.mean()))
+    return pd.DataFrame(out).assign(ratio=lambda d: d.de_elbo_cpu_s / d.grid_cpu_s)
+
+
+def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None = None
+            ) -> tuple[pd.DataFrame, str, str]:
+    """The pre-registered rule (module docstring) on the rows of :func:`arms` and :func:`selection_time`."""
+    rows = []
+    de = table[table.widths != "elbo"]
+    for (family, arm), g in de.groupby(["family", "arm"], sort=False):
+        for c in compare(g, dict(widths="de_elbo"), dict(widths="grid"), on=("n_train", "seed"), outcomes=outcomes,
+                         by_size=True)[1:]:
+            rows.append(dict(family=family, arm=arm, **c))
+    tests = pd.DataFrame(adjust(rows))
+    tests["target"] = tests.outcome.map({"effect": "met", "equivalent": "met", "reversed": "missed"}).fillna("unclear")
+    fast = bool((times.ratio <= TIME_RATIO).all())
+    outcomes_ = ["effect" if t == "met" else "reversed" if t == "missed" else "unclear" for t in tests.target]
+    map_met = bool((tests[tests.arm == "map"].target == "met").all())
+    w = word(outcomes_, partial=map_met and "reversed" not in outcomes_)
+    if w == "reproduced" and not fast:
+        w = "partially reproduced"
+    worst = tests.loc[tests.mean_diff.idxmin()]
+    finding = (f"Regime: n = {', '.join(str(int(n)) for n in sorted(tests.n_train.unique()))}. DE-ELBO widths vs the "
+               f"validation grid's: target met in {int((tests.target == 'met').sum())} of {len(tests)} comparisons, "
+               f"missed in {int((tests.target == 'missed').sum())}; largest shortfall {100 * worst.mean_diff:+.2f} pt "
+               f"({worst.family}, {worst.arm}, n = {int(worst.n_train)}); selection CPU time "
+               f"{times.ratio.min():.2f}-{times.ratio.max():.2f} x the grid's (target <= {TIME_RATIO:g}).")
+    return tests, w, finding
