@@ -30,11 +30,11 @@ reproduce: setup
 	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS))
 
 ## The downstream grids of notebooks 03-09 with two single-threaded background workers (resumable; logs below);
-## STAGES=budget,C2 runs only those stages (python -m repro.experiments.studies --help lists them).
+## STAGES=budget,C2 runs only those stages (python -m repro.studies --help lists them).
 studies: setup
-	@$(PY) -m repro.experiments.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
+	@$(PY) -m repro.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
 	mkdir -p results/$(PROFILE)
-	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.experiments.studies --profile $(PROFILE) --worker $$w \
+	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.studies --profile $(PROFILE) --worker $$w \
 		$(if $(STAGES),--stages $(STAGES)) > results/$(PROFILE)/studies_$$w.log 2>&1 & done
 	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
 

@@ -3,9 +3,10 @@
 The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
 import graph has no cycle):
 
-``profiles``, ``files``, ``runner``, ``cli``
-    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, the resumable CSV grid (failed runs retried),
-    what the ``python -m`` entry points share (``--profile``, one-line errors).
+``profiles``, ``files``, ``claims``, ``runner``, ``cli``
+    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, who runs which run of a shared grid (claims with
+    a lease, safe on a network filesystem), the resumable CSV grid (failed runs retried), what the ``python -m`` entry
+    points share (``--profile``, one-line errors).
 ``data/``
     the datasets in memory: ``formats`` (registry, readers, packer), ``cache`` (decoded images), ``subsets``
     (stratified subsets, batches), ``transforms``, ``downloads`` and ``checksums`` (``python -m repro.data download``,
@@ -16,16 +17,20 @@ import graph has no cycle):
     the training loop, devices, flat parameter vectors, linear probes.
 ``method/``
     the paper's mathematics: ``swag`` (SWAG moments), ``priors`` (learned low-rank Gaussian and isotropic priors),
-    ``prior_files`` (their file format), ``samplers`` (SGLD, SGHMC with the temperature convention, BMA).
+    ``prior_files`` (their file format), ``samplers`` (SGLD, SGHMC with the temperature convention, BMA), and
+    ``variational`` (the data-emphasized ELBO that learns the prior's widths: notebook 10, an extension).
 ``experiments/``
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
     vocabulary), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
-    ``tuning`` (validation protocol), ``studies`` (the claim grids; ``python -m repro.experiments.studies``).
+    ``tuning`` (validation protocol), ``budget`` (notebook 09), ``learned_scale`` (notebook 10), ``launch`` (workers on
+    a SLURM cluster, through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
+    run's cost table).
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
     decision rule of every claim), ``simulate`` (the rules on simulated tables).
-``plots``, ``report``, ``reproduce``, ``bench``
-    figures and tables, REPORT.md's generated blocks, the papermill batch, benchmarks.
+``plots``, ``report``, ``reproduce``, ``studies``, ``bench``
+    figures and tables, REPORT.md's generated blocks, the papermill batch (``--dry-run``: its cost), the grids'
+    command, benchmarks.
 
 Conventions (prior scale, temperature, approaches): ``docs/conventions.md``. Library functions take a
 :class:`repro.profiles.Profile`; only the entry points (notebooks, ``python -m`` commands) resolve one by name.

@@ -155,16 +155,46 @@ def run(profile: Profile, claims: list[str] | None = None) -> int:
     return 0
 
 
+def dry_run(profile: Profile, claims: list[str] | None = None) -> int:
+    """Print what the notebooks of ``claims`` would run and cost (:mod:`repro.experiments.costs`); train nothing."""
+    import pandas as pd
+
+    from .experiments import costs        # lazy: --help needs no torch
+
+    names = notebooks_for(claims)
+    recorded = last_wall_s(results_dir(profile) / "notebooks" / "timings.csv", profile)
+    table = costs.cost_table(profile, names)
+    with pd.option_context("display.width", 160, "display.max_rows", 200):
+        print(f"Dry run on profile {profile.name}: runs still to do per notebook and grid, and their estimated hours "
+              f"of one worker (divide by the number of workers for wall time)\n")
+        print(table.round(2).to_string(index=False))
+        untimed = [n for n in names if n not in costs.NOTEBOOK_STAGES]
+        print("\nNotebooks without a grid (their own work; last recorded wall time): " + ", ".join(
+            f"{n} {recorded[n] / 3600:.2f} h" if n in recorded else f"{n} (never timed)" for n in untimed))
+        if "assumed" in set(table.basis.str.split(", ").explode()):
+            print(f"\nBasis 'assumed': {costs.ASSUMPTION}.")
+        check = costs.timing_check(profile)
+        if not check.empty:
+            print("\nThe per-step rates on the runs already recorded (in sample):")
+            print(check.round(3).to_string(index=False))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.reproduce", description=__doc__.splitlines()[0])
     add_profile_argument(parser)
     parser.add_argument("--claims", default=None, metavar="IDS",
                         help="comma-separated claim ids, e.g. C1,C3 (any case): only their notebooks, and notebook 01 "
                              "only when its outputs are missing (default: every notebook)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="train nothing: list per notebook and grid the runs still to do and their estimated "
+                             "CPU- or GPU-hours (from the recorded timings, or a stated per-step assumption)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         profile = get_profile(args.profile)
+        if args.dry_run:
+            return dry_run(profile, parse_claims(args.claims))
         from .data import checksums, data_dir      # lazy: --help needs no torch
         checksums.require_present(data_dir())      # a fresh clone stops here, in one line, saying how to fetch it
         return run(profile, parse_claims(args.claims))

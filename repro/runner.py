@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .claims import claim
 from .files import atomic_file, atomic_torch_save
 
 try:  # advisory lock so that two processes sharing a CSV do not lose each other's rows
@@ -160,17 +161,18 @@ def _write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> N
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Exclusive flock on the CSV's folder for a read-modify-write (no lock file left behind)."""
+def _locked(csv_path: Path) -> Iterator[None]:
+    """Exclusive lock for a read-modify-write of a CSV: a POSIX record lock (``lockf``) on ``.<csv name>.lock``
+    beside it, which NFS (v3 through its lock manager, v4 natively) and Lustre honour across the nodes of a cluster."""
     if fcntl is None:
         yield
         return
-    fd = os.open(folder, os.O_RDONLY)
+    fd = os.open(csv_path.parent / f".{csv_path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # filesystems without flock on directories: single writer assumed
-            pass
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks: single writer assumed
+            log.warning("no lock on %s's filesystem: a single writer is assumed", csv_path)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -196,7 +198,7 @@ def _history(rows: list[dict[str, str]]) -> str:
 def _append_row(path: Path, row: dict[str, str]) -> None:
     """Add ``row`` to the CSV, replacing an earlier row with the same key (a retried failure, kept in the new row's
     ``previous_errors``)."""
-    with _locked(path.parent):
+    with _locked(path):
         columns, rows = _read_rows(path)
         same = [r for r in rows if r.get("key") == row["key"]]
         if row["status"] != "ok" and any(r.get("status") == "ok" for r in same):
@@ -245,36 +247,6 @@ def _save_predictions(predictions: Any, path: Path) -> None:
     atomic_torch_save(out, path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _claim(folder: Path, key: str) -> bool:
-    """Take ``key`` for this process (an O_EXCL file holding our pid); a dead holder's claim is taken over."""
-    path = folder / key
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        try:
-            pid = int(path.read_text() or 0)
-        except (OSError, ValueError):
-            return False
-        if pid and pid != os.getpid() and not _alive(pid):
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return _claim(folder, key)
-        return False
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
-
-
 def _failed_rows(path: Path) -> dict[str, tuple]:
     """The failed rows of the CSV as they are now (key -> its cells): a row that changes later was rewritten by a
     new attempt, here or in another process."""
@@ -295,9 +267,10 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     :class:`MissingPrerequisite` is recorded, then re-raised: the grid stops, since every run would fail alike.
     KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
 
-    ``shared=True`` lets several processes work through the same grid: each run is claimed (a file holding
-    the pid in ``.<csv name>.claims/``) before it starts, so no two processes run it; a process returns only
-    when every run has a row, taking over the runs of a process that died.
+    ``shared=True`` lets several processes, on one machine or on the nodes of a cluster sharing the filesystem,
+    work through the same grid: each run is claimed (:mod:`repro.claims`: a file in ``.<csv name>.claims/`` with a
+    heartbeat) before it starts, so no two processes run it; a process returns only when every run has a row,
+    taking over the runs of a process that died (at once on this host; after the lease on another).
     """
     runs = list(dict.fromkeys(runs))  # collapse duplicates, keep first-seen order
     for r in runs:
@@ -309,7 +282,7 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     claims = path.parent / f".{path.name}.claims"
     if shared:
         claims.mkdir(exist_ok=True)
-    with _locked(path.parent):
+    with _locked(path):
         _remove_stale_temps(path)
     where = str(path.resolve())
     to_retry = _failed_rows(path) if retry_failed else {}
@@ -363,19 +336,19 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
         while todo:
             waiting = []
             for run in todo:
+                held = None
                 if shared:
                     if run.key in finished():
                         bar.update(1)
                         continue
-                    if not _claim(claims, run.key):
+                    if (held := claim(claims, run.key)) is None:
                         waiting.append(run)       # another process is on it
                         continue
                 try:
                     n_failed += not execute(run)
                 finally:
-                    if shared:
-                        with contextlib.suppress(OSError):
-                            (claims / run.key).unlink()
+                    if held is not None:
+                        held.release()
                 bar.update(1)
                 if n_failed:
                     bar.set_postfix(failed=n_failed)

@@ -1,9 +1,11 @@
 """The resumable grid: skip finished runs, record failures, survive SIGKILL/SIGTERM, save predictions atomically."""
 import csv
+import json
 import dataclasses
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -373,15 +375,16 @@ def test_shared_grid_waits_for_a_live_claim_and_takes_over_a_dead_one(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (claims / runs[0].key).write_text(str(live.pid))   # another process is running run 0
-    (claims / runs[1].key).write_text(str(dead.pid))   # a process that died while running run 1
+    host = socket.gethostname()
+    (claims / f"{runs[0].key}.0").write_text(json.dumps({"host": host, "pid": live.pid}))  # a process running run 0
+    (claims / f"{runs[1].key}.0").write_text(json.dumps({"host": host, "pid": dead.pid}))  # one that died in run 1
     calls = []
 
     def fn(run):
         calls.append(run["i"])
         if len(calls) == 2:   # meanwhile the live process finishes run 0 and releases its claim
             _append_row(out, {"study": "shared", "i": "0", "acc": "0.5", "key": runs[0].key, "status": "ok"})
-            (claims / runs[0].key).unlink()
+            (claims / f"{runs[0].key}.0").unlink()
         return {"acc": run["i"] / 10}
 
     try:

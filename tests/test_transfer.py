@@ -82,7 +82,7 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
     (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
     (dict(scale=0.0), "scale must be a finite number > 0"),
-    (dict(approach="map_learned", sampler="sgd"), "approach 'map_learned' optimises \\(MAP\\): its temperature is 0, got 1.0"),
+    (dict(approach="map_learned", sampler="sgd"), "approach 'map_learned' runs no sampler: its temperature is 0, got 1.0"),
     (dict(prior_kind="imagenet"), "approach 'bayes_learned' \\(pretrained initialisation\\) takes prior_kind supervised or ssl or supervised_matched, got 'imagenet'"),
     (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
     (dict(split="train"), "a transfer run's split must be one of val, test, holdout, got 'train'"),

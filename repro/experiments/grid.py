@@ -7,7 +7,8 @@ is trained once, and several processes can work through the same grid.
 
 :func:`recording` replays studies without training: inside it, every run a study asks for must already be recorded,
 and its key is collected (``repro.bench`` uses it to find the runs the notebooks read); a missing one raises
-:class:`repro.runner.MissingPrerequisite`.
+:class:`repro.runner.MissingPrerequisite`. :func:`planning` is the dry run (``repro.reproduce --dry-run``): inside it
+a run that is not recorded is not trained but collected, and the study gets a :data:`PLACEHOLDER` row for it.
 """
 from __future__ import annotations
 
@@ -30,10 +31,22 @@ RUN: dict[str, Callable[[Profile, dict], dict]] = {"transfer": run_transfer, "se
 assert set(RUN) == set(TASKS)
 
 _recording: contextvars.ContextVar[dict | None] = contextvars.ContextVar("recording", default=None)
+_planning: contextvars.ContextVar[list | None] = contextvars.ContextVar("planning", default=None)
+# What a study reads from a run that is only planned: equal scores everywhere, so that a tuning stage keeps its first
+# value and a sweep or a budget grid is not extended (a dry run counts the runs known to be needed, not the extensions
+# results may call for), and widths of 1 where a variational fit's would be.
+PLACEHOLDER = {"status": "ok", "planned": True, "accuracy": 0.0, "nll": 0.0, "ece": 0.0, "miou": 0.0,
+               "train_time_s": 0.0, "learned_scale": 1.0, "learned_head_var": 1.0, "learned_alpha": 1.0,
+               "learned_sigma": 1.0}
 
 
 def grid_csv(profile: Profile, task: str = "transfer") -> Path:
     return results_dir(profile) / task / "runs.csv"
+
+
+def is_planning() -> bool:
+    """Whether a dry run (:func:`planning`) is collecting runs instead of training them."""
+    return _planning.get() is not None
 
 
 def keyed_on_prior(profile: Profile, params: dict) -> dict:
@@ -43,7 +56,12 @@ def keyed_on_prior(profile: Profile, params: dict) -> dict:
     Priors fitted before protocols were hashed (``"v1"``) add nothing: the runs recorded with them keep their keys, and
     no run keyed on a hashed prior can ever match one of them."""
     kind = params.get("prior_kind", "none")
-    protocol = "v1" if kind == "none" else prior_protocol(profile, kind)
+    try:
+        protocol = "v1" if kind == "none" else prior_protocol(profile, kind)
+    except MissingPrerequisite:
+        if not is_planning():
+            raise
+        protocol = "planned"                 # a dry run before notebook 01: the prior does not exist yet
     return params if protocol == "v1" else params | {"prior_protocol": protocol}
 
 
@@ -62,8 +80,30 @@ def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: st
             raise MissingPrerequisite(f"{len(missing)} run(s) of {csv} are not recorded (e.g. {missing[0].params})",
                                       f"make studies PROFILE={profile.name}")
         needed.update({r.key: (r.study, r.params) for r in runs})
+    if (plan := _planning.get()) is not None:
+        done = load_results(csv)
+        done = done[done.status == "ok"] if not done.empty else done
+        missing = [r for r in runs if done.empty or r.key not in set(done.key)]
+        plan.extend((task, r) for r in missing if (task, r) not in plan)
+        fake = pd.DataFrame([{"study": r.study, **r.params, "key": r.key, **PLACEHOLDER} for r in missing])
+        rows = pd.concat([done, fake], ignore_index=True) if not done.empty else fake
+        order = {r.key: i for i, r in enumerate(runs)}
+        rows = rows[rows.key.isin(order)].drop_duplicates("key")
+        return rows.iloc[rows.key.map(order).argsort(kind="stable")].reset_index(drop=True)
     return run_grid(runs, lambda r: RUN[task](profile, r.params), csv, predictions_dir=predictions_dir(profile, task),
                     desc=desc, shared=True)
+
+
+@contextlib.contextmanager
+def planning() -> Iterator[list[tuple[str, Run]]]:
+    """Inside: no run is trained; every (task, run) a study needs that is not recorded is collected, in order (the
+    dry run). Choices made inside rest on placeholder rows: clear :mod:`.tuning`'s cache after it."""
+    planned: list[tuple[str, Run]] = []
+    token = _planning.set(planned)
+    try:
+        yield planned
+    finally:
+        _planning.reset(token)
 
 
 @contextlib.contextmanager

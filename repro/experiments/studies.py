@@ -1,14 +1,16 @@
-"""The downstream studies of notebooks 03-09, each a list of settings on a task's grid (:mod:`.grid`).
+"""The downstream studies of notebooks 03-10, each a list of settings on a task's grid (:mod:`.grid`).
 
 Training budget (notebook 09, :mod:`.budget`), rank ablation (C2), scale sweep (C3), five-way comparison (C4-C6, C8 on
 its shifted test set), temperature ablation, deep ensemble (C10), Fashion-MNIST five-way, segmentation (C9), and notebook 10's extension (E1: widths learned by the
 data-emphasized ELBO, :mod:`.learned_scale`). Every setting takes the hyperparameters its approach
-was tuned to on validation (:mod:`.tuning`). ``python -m repro.experiments.studies --profile cpu --worker 1`` runs
-the whole downstream grid as one of several processes sharing it (``make studies``).
+was tuned to on validation (:mod:`.tuning`). ``python -m repro.studies --profile cpu --worker 1`` runs
+the whole downstream grid as one of several processes sharing it (``make studies``); ``--launcher slurm`` submits
+many such workers to a cluster (:mod:`.launch`).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from typing import Callable, Iterable
@@ -19,11 +21,12 @@ import torch
 from ..analysis.metrics import classification_metrics
 from ..analysis.predictions import load_predictions
 from ..cli import add_profile_argument, run_main
-from ..profiles import Profile, get_profile
+from ..profiles import Profile, get_profile, results_dir
 from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, REGIMES, lookup
 from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
+from .launch import launch, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
 from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, setting, sweep, tuned, tuned_segmentation, tuning_seeds,
@@ -194,11 +197,41 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
         STAGES[stage](profile)
 
 
+def run_worker(profile_name: str, index: int, stages: Iterable[str] = tuple(STAGES), any_budget: bool = False) -> None:
+    """One worker of a launched job array (:mod:`.launch`): worker ``index`` starts on tuning order
+    ``index % len(TUNE_ORDERS)`` and, like every worker, claims runs from the shared grids until all are done."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run_profile(get_profile(profile_name), index % len(TUNE_ORDERS), stages, any_budget)
+
+
+def _submit(args, stages: list[str]) -> None:
+    """Submit ``args.workers`` workers as a SLURM job array and say how to follow them."""
+    profile = get_profile(args.profile)
+    require_priors(profile)                 # before queueing 32 jobs that would each stop at once
+    folder = results_dir(profile) / "slurm"
+    params = slurm_parameters(args.workers, args.partition, args.gpus_per_worker, args.cpus_per_worker, args.mem_gb,
+                              args.timeout_min)
+    jobs = launch(slurm_executor(folder, **params), args.workers,
+                  functools.partial(run_worker, profile.name, stages=stages, any_budget=args.any_budget))
+    print(f"submitted {len(jobs)} workers (job array {jobs[0].job_id.split('_')[0]}); logs in {folder}; follow them "
+          f"with `squeue -u $USER` and `tail -f {folder}/*_log.err`; resubmit the same command to resume")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.experiments.studies", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m repro.studies", description=__doc__.splitlines()[0])
     add_profile_argument(parser)
     parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
                         help="which tuning order to start with (run one process per worker)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local (default): this process is one worker (make studies starts two); slurm: submit "
+                             "--workers workers as a SLURM job array through submitit (see README)")
+    parser.add_argument("--workers", type=int, default=1, help="with --launcher slurm: how many workers")
+    parser.add_argument("--partition", default=None, help="with --launcher slurm: the SLURM partition")
+    parser.add_argument("--gpus-per-worker", type=int, default=0, help="with --launcher slurm: GPUs of each worker")
+    parser.add_argument("--cpus-per-worker", type=int, default=4, help="with --launcher slurm: CPU cores of each")
+    parser.add_argument("--mem-gb", type=int, default=32, help="with --launcher slurm: memory of each worker")
+    parser.add_argument("--timeout-min", type=int, default=24 * 60,
+                        help="with --launcher slurm: wall-time limit of each worker (resubmit to resume after it)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
     parser.add_argument("--any-budget", action="store_true",
                         help="run the stages after notebook 09's curves at the profile's step budgets even where "
@@ -212,9 +245,13 @@ def main(argv=None) -> int:
         parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
     # the workers' logs show each long run's progress (repro.experiments.transfer logs it every 10 % of its steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    body = (lambda: require_priors(get_profile(args.profile))) if args.check else (
-        lambda: run_profile(get_profile(args.profile), args.worker, stages, args.any_budget))
-    return run_main(body, errors=(ValueError, MissingPrerequisite))
+    if args.check:
+        body = lambda: require_priors(get_profile(args.profile))          # noqa: E731
+    elif args.launcher == "slurm":
+        body = lambda: _submit(args, stages)                               # noqa: E731
+    else:
+        body = lambda: run_profile(get_profile(args.profile), args.worker, stages, args.any_budget)  # noqa: E731
+    return run_main(body, errors=(ValueError, RuntimeError, MissingPrerequisite))
 
 
 if __name__ == "__main__":

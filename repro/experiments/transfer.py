@@ -197,7 +197,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     learned = None
     if isinstance(opt, DataEmphasizedVI):
         opt.finish()                                            # the parameters back at q's mean
-        learned = opt.widths | {"sigma": opt.sigma}
+        learned = opt.learned
     if not all(torch.isfinite(q).all() for q in params):
         raise DivergenceError("parameters became non-finite")
     if a.bayes:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from .approaches import REGIMES, TASKS, default_params, lookup
-from .grid import run_settings
+from .grid import is_planning, run_settings
 
 MAX_EXTENSIONS = 3
 SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
@@ -109,6 +109,8 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
     added = {"low": 0, "high": 0}
     while True:
         rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
+        if is_planning():                          # a dry run knows no scores: it plans no extension
+            return rows, grid
         score = mean_curve(rows, name, metric)
         best = score.idxmax() if not score.empty else None
         if best == grid[-1] and added["high"] < MAX_EXTENSIONS:
@@ -206,6 +208,12 @@ def mid_slope(profile: Profile, kind: str = "ssl", n: int | None = None, dataset
     """MAP + learned's tuned hyperparameters with lambda at the validation curve's mid-slope (:func:`mid_slope_scale`)."""
     rows, _ = scale_sweep(profile, kind, n, dataset)
     return tuned(profile, "map_learned", kind, n, dataset) | {"scale": mid_slope_scale(mean_curve(rows, "scale"))}
+
+
+def clear_cache() -> None:
+    """Forget every tuned choice of this process (after a dry run, whose choices rest on placeholder rows)."""
+    _tuned.cache_clear()
+    _tuned_segmentation.cache_clear()
 
 
 # Worker orders for the tuning families: two processes start on independent families.

@@ -28,6 +28,17 @@ method on log w would approach, without its step size). Then, at those widths,
   overshoot. A preconditioner: the optimum is unchanged.
 
 Between steps the model's parameters hold the perturbed theta the next forward pass needs; :meth:`finish` puts m back.
+
+Two properties of this objective to read its results by (both measured, in notebook 10):
+
+* **The widths follow q's spread.** w_b* >= sigma^2 t_b / d_b, and t_b / d_b, the mean precision of a SWAG prior at
+  unit width, is huge (~5e5 for the ``cpu`` supervised prior: its variances are ~1e-6), so a learned lambda can come
+  mostly from sigma rather than from how far m moved. Each fit reports the share of every width that comes from
+  sigma^2 t_b (``<name>_from_sigma``).
+* **A collapsed start.** With the widths profiled, KL_b = d_b / 2 log(1 + q_b / (sigma^2 t_b)) + const, which pulls
+  each block towards q_b = 0. A block started exactly at its prior mean (the backbone, at the source solution) starts
+  there: its width is sigma^2 t_b / d_b, the KL's pull on sigma is zero, and only the data move m away; the
+  objective also has stationary points with a block collapsed onto its mean. The tests start off the mean.
 """
 from __future__ import annotations
 
@@ -90,6 +101,20 @@ class DataEmphasizedVI(SGHMC):
         """The learned width of each block, by name (lambda, alpha, head variance)."""
         return {name: b.width for name, b in zip(self.names, self.blocks)}
 
+    @property
+    def learned(self) -> dict[str, float]:
+        """The widths, q's sigma, and the share of each width that comes from sigma (module docstring)."""
+        var = self.sigma ** 2
+        spread = {f"{name}_from_sigma": var * b.base.trace_precision() / (b.dim * b.width)
+                  for name, b in zip(self.names, self.blocks)}
+        return self.widths | {"sigma": self.sigma} | spread
+
+    def _set_widths(self, var: float) -> None:
+        """Every block at its optimal width for q = N(m, var I), m being the parameters now."""
+        m = torch.cat([p.reshape(-1) for p in self._params()])
+        for block, m_b in zip(self.blocks, m.split([b.dim for b in self.blocks])):
+            block.width = optimal_width(block, m_b, var)
+
     def _params(self) -> list[Tensor]:
         return self.param_groups[0]["params"]
 
@@ -101,32 +126,34 @@ class DataEmphasizedVI(SGHMC):
 
     def _perturb(self) -> None:
         params = self._params()
-        self._eps = torch.randn(self.dim, generator=self.generator, dtype=params[0].dtype)
+        self._eps = torch.randn(self.dim, generator=self.generator, dtype=params[0].dtype).to(params[0].device)
         with torch.no_grad():
             self._shift(self.sigma)
 
     @torch.no_grad()
     def finish(self) -> None:
-        """Leave the parameters at the mean m (training is over)."""
+        """Leave the parameters at the mean m (training is over), the widths at their optimum for the final q."""
         if self._eps is not None:
             self._shift(-self.sigma)
             self._eps = None
+            self._set_widths(self.sigma ** 2)
 
     @torch.no_grad()
     def step(self, closure=None):
         if self._eps is None:
             raise RuntimeError("finish() was called: this optimiser no longer holds a perturbation to step from")
+        if closure is not None:   # it would re-evaluate the loss at m, not at the perturbed theta the step needs
+            raise ValueError("DataEmphasizedVI takes no closure: call backward() on the loss at the current "
+                             "parameters, then step()")
         params = self._params()
         g = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
         sigma = self.sigma
         data_grad_log_sigma = sigma * float(g.double().dot(self._eps.double()))
         self._shift(-sigma)                                           # back to m
         var = sigma * sigma
-        m = torch.cat([p.reshape(-1) for p in params])
-        for block, m_b in zip(self.blocks, m.split([b.dim for b in self.blocks])):
-            block.width = optimal_width(block, m_b, var)
+        self._set_widths(var)
         self.set_prior(self.prior)                                    # the diagonal at the new widths
-        loss = super().step(closure)                                  # m: MAP step at the widths w*
+        loss = super().step()                                         # m: MAP step at the widths w*
         kl_grad = var * sum(b.trace_precision() for b in self.blocks) - self.dim
         grad = (data_grad_log_sigma + kl_grad / self.kappa_n) * self.kappa_n / self.dim
         group = self.param_groups[0]

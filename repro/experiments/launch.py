@@ -1,0 +1,42 @@
+"""Workers of the downstream grids on a cluster, through submitit (SLURM job arrays), not a scheduler of our own.
+
+``python -m repro.studies --profile paper --launcher slurm --workers 32 --partition gpu --gpus-per-worker 1`` submits
+32 workers as one job array; each is :func:`repro.experiments.studies.run_worker`, which claims runs from the shared
+grid exactly as the local workers of ``make studies`` do (:mod:`repro.claims`: safe on a network filesystem; the runs
+of a job that was killed are taken over once their lease expires). Resubmitting the same command resumes: finished runs
+are read back, not trained again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+def slurm_parameters(workers: int, partition: str | None, gpus_per_worker: int, cpus_per_worker: int,
+                     mem_gb: int, timeout_min: int, name: str = "repro") -> dict[str, Any]:
+    """submitit's parameters for a job array of ``workers`` single-task workers (all of them running at once)."""
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    params = dict(name=name, timeout_min=timeout_min, nodes=1, tasks_per_node=1, cpus_per_task=cpus_per_worker,
+                  gpus_per_node=gpus_per_worker, mem_gb=mem_gb, slurm_array_parallelism=workers)
+    if partition:
+        params["slurm_partition"] = partition
+    return params
+
+
+def slurm_executor(folder: Path, **params: Any):
+    """A submitit executor for SLURM with ``params``; one clear error where SLURM is not installed."""
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as e:              # submitit looks for srun / sbatch
+        raise RuntimeError(f"cannot submit to SLURM from this machine ({e}); run it on the cluster's login node, "
+                           f"or use --launcher local") from None
+    executor.update_parameters(**params)
+    return executor
+
+
+def launch(executor, workers: int, worker: Callable[[int], Any]) -> Sequence:
+    """Submit ``worker(0)``, ..., ``worker(workers - 1)`` as one job array on a submitit ``executor``; the jobs."""
+    return executor.map_array(worker, range(workers))

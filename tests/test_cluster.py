@@ -1,0 +1,155 @@
+"""Past one machine: claims with a lease, workers launched through submitit, and the dry run's cost table."""
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repro import claims
+from repro.experiments import launch
+from repro.runner import Run, load_results, run_grid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_claim(folder: Path, key: str, attempt: int, host: str, pid: int, age_s: float = 0.0) -> Path:
+    path = folder / f"{key}.{attempt}"
+    path.write_text(json.dumps({"host": host, "pid": pid}))
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_a_claim_on_another_host_is_taken_over_only_after_its_lease(tmp_path):
+    write_claim(tmp_path, "k", 0, "node-17", 4242, age_s=10)
+    assert claims.claim(tmp_path, "k", lease_s=60) is None               # heartbeat 10 s ago: still held
+    write_claim(tmp_path, "k", 0, "node-17", 4242, age_s=120)
+    held = claims.claim(tmp_path, "k", lease_s=60)                        # silent for 2 min: stale
+    assert held is not None and held.path.name == "k.1"
+    assert claims.claim(tmp_path, "k", lease_s=60) is None               # now ours: nobody else gets it
+    held.release()
+    assert list(tmp_path.iterdir()) == []                                 # every attempt file removed
+
+
+def test_a_claim_of_a_dead_local_process_is_taken_over_at_once(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_claim(tmp_path, "k", 3, socket.gethostname(), dead.pid, age_s=0)
+    held = claims.claim(tmp_path, "k", lease_s=3600)
+    assert held is not None and held.path.name == "k.4"
+    held.release()
+
+
+def test_the_heartbeat_keeps_a_claim_fresh(tmp_path):
+    held = claims.claim(tmp_path, "k", heartbeat_s=0.05)
+    then = time.time() - 1000
+    os.utime(held.path, (then, then))
+    time.sleep(0.3)
+    assert time.time() - held.path.stat().st_mtime < 5
+    held.release()
+
+
+TAKEOVER = r"""
+import sys, time
+from pathlib import Path
+from repro import claims
+folder, go = Path(sys.argv[1]), Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+held = claims.claim(folder, "k", lease_s=60)
+print("won" if held else "lost")
+time.sleep(0.5)
+"""
+
+
+def test_only_one_of_many_processes_takes_over_a_stale_claim(tmp_path):
+    folder, go = tmp_path / "claims", tmp_path / "go"
+    folder.mkdir()
+    write_claim(folder, "k", 0, "node-17", 4242, age_s=3600)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", TAKEOVER, str(folder), str(go)], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(8)]
+    time.sleep(1.0)
+    go.touch()
+    results = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(results) == ["lost"] * 7 + ["won"]
+
+
+def _grid_worker(csv: str, log: str, n: int, index: int) -> None:
+    """A worker of the test grid: each run logs its start and its end with the worker's pid."""
+    def fn(run):
+        with open(log, "a") as f:
+            f.write(f"start {run['i']} {os.getpid()}\n")
+        time.sleep(0.2)
+        with open(log, "a") as f:
+            f.write(f"done {run['i']} {os.getpid()}\n")
+        return {"acc": run["i"] / n}
+    run_grid([Run("cluster", {"i": i}) for i in range(n)], fn, csv, shared=True, poll_s=0.05)
+
+
+def test_submitit_workers_finish_a_grid_exactly_once_when_one_is_killed(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])      # the jobs unpickle this module's worker
+    csv, log, n = tmp_path / "grid.csv", tmp_path / "calls.log", 40
+    executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
+    executor.update_parameters(timeout_min=5)
+    jobs = launch.launch(executor, 4, functools.partial(_grid_worker, str(csv), str(log), n))
+    deadline = time.time() + 120
+    while not (log.exists() and "start" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    victim = int(log.read_text().split()[2])                           # the pid that started the first run
+    os.kill(victim, signal.SIGKILL)                                      # mid-run
+    while not all(j.done() for j in jobs) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(j.done() for j in jobs), "the workers did not finish"
+    lines = [line.split() for line in log.read_text().splitlines()]
+    finished = sorted(int(i) for what, i, _ in lines if what == "done")
+    assert finished == list(range(n))                                   # every run completed exactly once
+    mine = {what: {i for w, i, pid in lines if w == what and int(pid) == victim} for what in ("start", "done")}
+    (killed_in,) = mine["start"] - mine["done"]                         # the run the victim was killed in ...
+    assert [int(pid) != victim for w, i, pid in lines if w == "done" and i == killed_in] == [True]   # ... done elsewhere
+    df = load_results(csv)
+    assert len(df) == n and df.key.is_unique and (df.status == "ok").all()
+    assert len({pid for what, _, pid in lines if what == "done"}) >= 3  # the survivors shared the work
+
+
+def test_slurm_parameters_and_a_clear_error_without_slurm(tmp_path, capsys):
+    params = launch.slurm_parameters(32, "gpu", 1, 8, 64, 720)
+    assert params == dict(name="repro", timeout_min=720, nodes=1, tasks_per_node=1, cpus_per_task=8,
+                          gpus_per_node=1, mem_gb=64, slurm_array_parallelism=32, slurm_partition="gpu")
+    with pytest.raises(ValueError, match="--workers must be >= 1"):
+        launch.slurm_parameters(0, None, 0, 1, 1, 1)
+    if not any((Path(p) / "srun").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        with pytest.raises(RuntimeError, match="cannot submit to SLURM from this machine"):
+            launch.slurm_executor(tmp_path, **params)
+
+
+def test_the_dry_run_plans_exactly_the_runs_a_stage_then_trains(smoke_priors_dir, tmp_path, monkeypatch):
+    """Planning deep_ensemble's grid (tuning included) trains nothing and counts the runs that running it then
+    records; rates come from those recorded runs afterwards."""
+    import shutil
+
+    from repro.experiments import costs, grid
+    from repro.profiles import get_profile
+
+    shutil.copytree(smoke_priors_dir, tmp_path / "results")
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    P = get_profile("smoke")
+    monkeypatch.setitem(costs.NOTEBOOK_STAGES, "05_five_way", ("C10",))
+    planned = costs.plan(P, ["05_five_way"])
+    assert len(planned) > 0 and set(planned.basis) == {"assumed"}
+    assert not grid.grid_csv(P).exists()                                 # nothing trained
+    costs.STAGES["C10"](P)
+    recorded = load_results(grid.grid_csv(P))
+    assert len(recorded) == len(planned) and (recorded.status == "ok").all()
+    assert costs.plan(P, ["05_five_way"]).empty                           # now nothing is left to do
+    check = costs.timing_check(P)
+    assert check.runs.sum() == len(recorded) and abs(check.error).max() < 0.5
