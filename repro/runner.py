@@ -334,15 +334,19 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=desc or (runs[0].study if runs else None),
               dynamic_ncols=True) as bar:
         while todo:
-            waiting = []
+            waiting, done = [], finished() if shared else set()
             for run in todo:
                 held = None
                 if shared:
-                    if run.key in finished():
+                    if run.key in done:
                         bar.update(1)
                         continue
                     if (held := claim(claims, run.key)) is None:
                         waiting.append(run)       # another process is on it
+                        continue
+                    if run.key in finished():     # read under our claim: finished meanwhile by the last holder
+                        held.release()
+                        bar.update(1)
                         continue
                 try:
                     n_failed += not execute(run)
