@@ -138,8 +138,11 @@ def render_source(profile: Profile) -> str:
         sd = lambda c: "—" if samples[c].isna().all() else f"{samples[c].mean():.3f} ± {samples[c].std():.3f}"
         lines.append(f"| {kind} | {len(samples)} SWAG draws (scale 1) | " + " | ".join(sd(c) for c in cols) + " | |")
     if (probes := _table(profile, "prior_fitting/probes_by_epoch")) is not None:
-        lines.append("\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{0}/prior_fitting/probes_by_epoch.csv), "
-                     "[figure](results/{0}/figures/01_probes_by_epoch.png)):\n".format(profile.name))
+        figure = "01_probes_by_epoch.png"
+        link = (f", [figure](results/{profile.name}/figures/{figure})"
+                if (results_dir(profile) / "figures" / figure).exists() else "")      # once notebook 01 has drawn it
+        lines.append(f"\nCIFAR-10 linear probe by pre-training epoch ([CSV](results/{profile.name}/prior_fitting/"
+                     f"probes_by_epoch.csv){link}):\n")
         wide = probes.pivot(index="kind", columns="epoch", values="probe_cifar10_acc")
         lines.append("| prior | " + " | ".join(f"ep {e}" for e in wide.columns) + " |")
         lines.append("|---|" + "---|" * len(wide.columns))
