@@ -40,14 +40,20 @@ def _class(task: str, approach: str) -> str:
     return lookup(approach, task).inference
 
 
-def seconds_per_step(profile: Profile) -> dict[tuple[str, str], float]:
-    """(task, inference) -> median recorded wall seconds per step on ``profile`` (empty without recorded runs)."""
-    rates = {}
+def _recorded(profile: Profile) -> dict[str, pd.DataFrame]:
+    """task -> its finished runs on ``profile`` (tasks without any left out)."""
+    out = {}
     for task in ("transfer", "segmentation"):
         rows = load_results(grid_csv(profile, task))
-        if rows.empty:
-            continue
-        ok = rows[(rows.status == "ok") & (rows.steps > 0)]
+        if not rows.empty:
+            out[task] = rows[(rows.status == "ok") & (rows.steps > 0)]
+    return out
+
+
+def seconds_per_step(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> dict[tuple[str, str], float]:
+    """(task, inference) -> median recorded wall seconds per step on ``profile`` (empty without recorded runs)."""
+    rates = {}
+    for task, ok in (recorded if recorded is not None else _recorded(profile)).items():
         for inference, g in ok.groupby([_class(task, a) for a in ok.approach]):
             rates[(task, inference)] = float((g.wall_time_s / g.steps).median())
     return rates
@@ -98,12 +104,9 @@ def cost_table(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
 def timing_check(profile: Profile) -> pd.DataFrame:
     """The rates tested on the recorded runs themselves (in sample): per grid, the recorded hours against the hours
     the rates give the same runs."""
-    rates, out = seconds_per_step(profile), []
-    for task in ("transfer", "segmentation"):
-        rows = load_results(grid_csv(profile, task))
-        if rows.empty:
-            continue
-        ok = rows[(rows.status == "ok") & (rows.steps > 0)]
+    recorded, out = _recorded(profile), []
+    rates = seconds_per_step(profile, recorded)
+    for task, ok in recorded.items():
         model = sum(_rate(rates, task, _class(task, a))[0] * s for a, s in zip(ok.approach, ok.steps))
         out.append(dict(task=task, runs=len(ok), recorded_hours=ok.wall_time_s.sum() / 3600, model_hours=model / 3600))
     return pd.DataFrame(out).assign(error=lambda d: d.model_hours / d.recorded_hours - 1) if out else pd.DataFrame()

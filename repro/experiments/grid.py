@@ -83,8 +83,10 @@ def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: st
     if (plan := _planning.get()) is not None:
         done = load_results(csv)
         done = done[done.status == "ok"] if not done.empty else done
-        missing = [r for r in runs if done.empty or r.key not in set(done.key)]
-        plan.extend((task, r) for r in missing if (task, r) not in plan)
+        recorded = set() if done.empty else set(done.key)
+        missing = list(dict.fromkeys(r for r in runs if r.key not in recorded))     # a run asked for twice: once
+        planned = set(plan)
+        plan.extend((task, r) for r in missing if (task, r) not in planned)
         fake = pd.DataFrame([{"study": r.study, **r.params, "key": r.key, **PLACEHOLDER} for r in missing])
         rows = pd.concat([done, fake], ignore_index=True) if not done.empty else fake
         order = {r.key: i for i, r in enumerate(runs)}

@@ -78,9 +78,8 @@ def arms(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
         for arm in ARMS if fit.objective == "de_elbo" else ("map",):
             approach, regime = (map_, "T1") if arm == "map" else (sampler, arm)
             grid = setting(profile, approach, _kind(approach, kind), regime, n_train=fit.n_train, seed=fit.seed)
-            for widths, s in (("grid", grid), (fit.objective, grid | learned)):
-                if widths == "grid" and fit.objective != "de_elbo":
-                    continue
+            pairs = ([("grid", grid)] if fit.objective == "de_elbo" else []) + [(fit.objective, grid | learned)]
+            for widths, s in pairs:       # the grid's arm once, beside the DE-ELBO fit's
                 settings.append(s)
                 labels.append(dict(family=fit.family, arm=arm, widths=widths))
     rows = run_settings(profile, "transfer", settings, desc="DE-ELBO arms")
