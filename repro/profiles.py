@@ -38,10 +38,12 @@ class Profile:
     # downstream (notebooks 02-08)
     downstream_test_n: int | None   # test subset size (stratified); None = the whole test split
     train_sizes: tuple[int, ...]    # downstream training-set sizes (log scale)
+    fashion_sizes: tuple[int, ...]  # the sizes of the Fashion-MNIST five-way (a subset of train_sizes)
     seeds: tuple[int, ...]
     t1_seeds: tuple[int, ...]       # seeds of the sampler arms at T = 1, whose spread over seeds is large
     ranks: tuple[int, ...]          # rank ablation
-    scales: tuple[float, ...]       # prior-scale (lambda) grid
+    scales: tuple[float, ...]       # prior-scale (lambda) grid of the C3 scale study on the test split
+    tuning_scales: tuple[float, ...]  # lambda grid the validation sweeps start from (coarser: tuning runs at every size)
     downstream_steps: tuple[tuple[int, int], ...]  # (n, steps): the step budget of an n-image run (notebook 09's
                                     # rule; see Profile.steps_for)
     budget_grid: tuple[int, ...]    # notebook 09: the doubling grid of total steps its learning curves start with
@@ -87,8 +89,8 @@ PROFILES: dict[str, Profile] = {
             name="smoke", model="resnet8", width=8, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
-            downstream_test_n=500, train_sizes=(100, 300), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
-            scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32, elbo_sizes=(100,),
+            downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
+            scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32, elbo_sizes=(100,),
             downstream_batch_size=32, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
             val_fraction=0.2,
@@ -99,10 +101,10 @@ PROFILES: dict[str, Profile] = {
             name="cpu", model="resnet20", width=16, image_size=32, device="cpu",
             source_dataset="tinyimagenet32", source_train_n=None, source_val_n=None,
             source_epochs=12, ssl_epochs=12, swag_burnin_epochs=1, swag_epochs=2, swag_snapshots=30, swag_max_rank=20, batch_size=128, probe_n=10000, probe_test_n=5000,
-            downstream_test_n=2000, train_sizes=(100, 300, 1000, 5000), seeds=(0, 1, 2), t1_seeds=(0, 1, 2, 3, 4),
-            ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
-            downstream_steps=((100, 200), (1000, 200), (5000, 200)), budget_grid=(200, 400, 800),
-            budget_sizes=(100, 1000, 5000), budget_max_steps=12800, elbo_sizes=(100, 1000, 5000), downstream_batch_size=64, study_n=1000,
+            downstream_test_n=2000, train_sizes=(100, 300, 1000), fashion_sizes=(100, 1000), seeds=(0, 1, 2), t1_seeds=(0, 1, 2, 3, 4),
+            ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
+            tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 200)), budget_grid=(200, 400, 800),
+            budget_sizes=(100, 1000), budget_max_steps=12800, elbo_sizes=(100, 1000), downstream_batch_size=64, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000, geometry_bn_n=2048,
@@ -113,9 +115,11 @@ PROFILES: dict[str, Profile] = {
             name="paper", model="resnet50", width=64, image_size=224, device="cuda",
             source_dataset="imagenet", source_train_n=None, source_val_n=None,
             source_epochs=0, ssl_epochs=0, swag_burnin_epochs=0.1, swag_epochs=0.25, swag_snapshots=40, swag_max_rank=20, batch_size=64, probe_n=10000, probe_test_n=None,
-            downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
+            downstream_test_n=None, train_sizes=(10, 100, 1000, 10000, 50000),
+            fashion_sizes=(10, 100, 1000, 10000, 50000), seeds=(0, 1, 2, 3, 4),
             t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            tuning_scales=(1e1, 1e3, 1e5, 1e7, 1e9),
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000),
             budget_max_steps=40000, elbo_sizes=(100, 1000, 10000),
             downstream_batch_size=16, study_n=1000,

@@ -53,19 +53,23 @@ def _table(curves: dict, grid=GRID, n=1000, seeds=2, noise=0.0) -> pd.DataFrame:
 
 
 def test_size_budget_is_the_largest_arm_budget_and_seeds_are_averaged():
-    scales = {"sgd_transfer": 100.0, "map_learned": 400.0, "map_nonlearned": 1000.0}
+    scales = {"sgd_transfer": 100.0, "map_learned": 400.0}
     rows = _table(scales, noise=0.05)                # seed noise that cancels in the mean
     b = budget.budgets(budget.curves(rows)).iloc[0]
     assert [b[a] for a in budget.RULE_ARMS] == [first_flat(s, GRID) for s in scales.values()]
-    assert b.budget == first_flat(1000.0, GRID) == 6400
+    assert b.budget == first_flat(400.0, GRID) == 3200
 
 
-def test_size_has_no_budget_until_every_rule_arm_has_one():
-    climbing = lambda b: 0.05 * math.log2(b)                                  # +5 points per doubling
+def test_the_from_scratch_arm_is_reported_not_followed():
+    # amended rule: MAP + non-learned climbs 5 points per doubling; the size's budget is the rule arms', and the
+    # non-learned arm's gain over the last doubling at that budget is reported
+    climbing = lambda b: 0.05 * math.log2(b)
     rows = _table({"sgd_transfer": 50.0, "map_learned": 50.0, "map_nonlearned": climbing}, grid=GRID[:3])
     b = budget.budgets(budget.curves(rows)).iloc[0]
-    assert b.sgd_transfer == b.map_learned == 400
-    assert pd.isna(b.map_nonlearned) and pd.isna(b.budget)
+    assert b.sgd_transfer == b.map_learned == b.budget == 400
+    assert b.map_nonlearned_gain == pytest.approx(0.05)
+    rows = _table({"sgd_transfer": 50.0, "map_learned": lambda b: 0.05 * math.log2(b)}, grid=GRID[:3])
+    assert pd.isna(budget.budgets(budget.curves(rows)).iloc[0].budget)   # a rule arm still climbing: no budget yet
 
 
 def test_sampler_arms_are_named_by_temperature_and_kept_out_of_the_rule():

@@ -40,7 +40,7 @@ def _size(value):
 COUNT_KNOBS = {
     "width": _size, "source_train_n": _size, "source_val_n": _size, "source_epochs": _size, "ssl_epochs": _size,
     "swag_epochs": _size, "swag_snapshots": _size, "swag_max_rank": _size, "batch_size": _size, "probe_n": _size, "probe_test_n": _size,
-    "downstream_test_n": _size, "train_sizes": len, "seeds": len, "t1_seeds": len, "ranks": len, "scales": len,
+    "downstream_test_n": _size, "train_sizes": len, "fashion_sizes": len, "seeds": len, "t1_seeds": len, "ranks": len, "scales": len, "tuning_scales": len,
     "downstream_steps": lambda v: max(s for _, s in v), "budget_grid": max, "budget_sizes": len, "elbo_sizes": len,
     "budget_max_steps": _size, "cycles": _size, "bma_samples": _size, "geometry_random_directions": _size,
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
@@ -83,6 +83,7 @@ def test_other_invariants(name):
     p = PROFILES[name]
     assert p.model in BACKBONES
     assert list(p.train_sizes) == sorted(set(p.train_sizes)) and min(p.train_sizes) > 0
+    assert set(p.fashion_sizes) <= set(p.train_sizes) and p.study_n in p.fashion_sizes   # Fashion is tuned at study_n
     assert len(set(p.seeds)) == len(p.seeds)
     assert all(s >= 1 for s in p.scales)                       # lambda >= 1 (docs/conventions.md §1)
     assert 0 < p.val_fraction < 1

@@ -55,7 +55,7 @@ def test_holdout_is_fixed_and_outside_every_training_subset():
 
 
 def test_sampler_run_reports_each_sample_by_cycle_and_both_bn_variants():
-    p = params(bn_refresh=True)
+    p = params(bn_refresh=True, split="holdout")
     out = transfer.run_transfer(P, p)
     accs, cycles = out["sample_accuracy"].split(";"), [int(c) for c in out["sample_cycle"].split(";")]
     assert len(accs) == len(cycles) == out["samples_collected"] == P.bma_samples
@@ -63,6 +63,19 @@ def test_sampler_run_reports_each_sample_by_cycle_and_both_bn_variants():
     assert all(0 <= float(a) <= 1 for a in accs)
     assert 0 <= out["bn_running_accuracy"] <= 1 and out["bn_running_nll"] != out["nll"]
     assert "sample_accuracy" not in transfer.run_transfer(P, params("map_learned"))
+    assert "bn_running_accuracy" not in transfer.run_transfer(P, params(bn_refresh=True))   # notebook 09's data only
+
+
+@pytest.mark.parametrize("bn_refresh", [False, True])
+def test_the_shifted_set_is_scored_by_the_same_samples_as_the_test_set(monkeypatch, bn_refresh):
+    # with the test images themselves as the "shifted" set, the one-pass evaluation must give them the test
+    # probabilities exactly: the same samples, the same BatchNorm statistics, the right rows
+    p = params(bn_refresh=bn_refresh)
+    _, _, ex, ey = transfer.downstream_data(P, "cifar10", p["n_train"], p["seed"], "test", P.val_fraction)
+    monkeypatch.setattr(transfer, "_shift_set", lambda profile: transfer.ShiftSet("same", ex, ey, -torch.ones_like(ey)))
+    out = transfer.run_transfer(P, p)
+    pred = out["predictions"]
+    assert torch.equal(pred["shift_probs"], pred["probs"]) and out["shift_accuracy"] == out["accuracy"]
 
 
 def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):

@@ -64,7 +64,7 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     def accuracy(p):   # separable, maximal at `optimum`; other widths for the isotropic-mean prior and for Bayes
         target = dict(optimum, alpha=1e-3 if p["approach"].endswith("isotropic") else optimum["alpha"])
         if p["approach"].startswith("bayes"):
-            target |= {"scale": 1e2, "alpha": target["alpha"] / 100}
+            target |= {"scale": 1e3, "alpha": target["alpha"] / 100}
         cold = abs(math.log10(p["temperature"] + 1e-6) - math.log10(1e-2)) if 0 < p["temperature"] < 1 or \
             p["temperature"] == 0 else 0.0                       # the cold regime is best at T = 1e-2
         return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items()) - 0.01 * cold
@@ -79,7 +79,7 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     t1 = {"temperature": 1.0}
     assert tuning.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)} | t1
     assert tuning.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)} | t1
-    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e2, "head_var": pytest.approx(0.1)} | t1
+    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e3, "head_var": pytest.approx(0.1)} | t1
     # cold: the MAP winners, then T from the profile's cold temperatures
     assert tuning.tuned(P, "bayes_learned", "ssl", regime="cold") == {"lr": 0.1, "scale": 1e5,
                                                                       "head_var": pytest.approx(0.1), "temperature": 1e-2}
@@ -91,24 +91,55 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
                                                                             for s in P.seeds[:P.tuning_seeds]}
     assert P.tuning_seeds == 2
     s = tuning.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
-    assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e2,
+    assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e3,
                  "head_var": pytest.approx(0.1), "temperature": 1.0, "n_train": P.study_n, "seed": 2}
     p = approaches.default_params(P, "transfer", **s)
     assert p["split"] == "test" and p["temperature"] == 1.0 and p["bma_samples"] == P.bma_samples
 
 
 def test_each_size_and_dataset_is_tuned_on_its_own_validation_split(monkeypatch):
-    # the best lr moves with n and differs on Fashion-MNIST: each (size, dataset) finds its own
-    best_lr = {(100, "cifar10"): 0.01, (5000, "cifar10"): 0.1, (100, "fashion-mnist"): 0.03}
+    # the best lr moves with n and differs on Fashion-MNIST: each CIFAR-10 size finds its own; Fashion-MNIST is tuned
+    # on its own split at study_n, and its other sizes take those values without runs of their own
+    best_lr = {(100, "cifar10"): 0.01, (P.study_n, "cifar10"): 0.03, (5000, "cifar10"): 0.1,
+               (P.study_n, "fashion-mnist"): 0.3}
     fake = FakeGrid(lambda p: 1 - abs(math.log10(p["lr"]) - math.log10(best_lr[p["n_train"], p["dataset"]]))
                     - abs(math.log10(p["weight_decay"]) - math.log10(5e-4)))
     monkeypatch.setattr(tuning, "run_settings", fake)
+    P4 = get_profile("cpu", lr_grid=(0.01, 0.03, 0.1, 0.3))
     for (n, ds), lr in best_lr.items():
-        assert tuning.tuned(P, "sgd_transfer", "ssl", n, ds)["lr"] == lr
-        assert {p["n_train"] for p in fake.asked if p["dataset"] == ds and p["n_train"] == n}
+        assert tuning.tuned(P4, "sgd_transfer", "ssl", n, ds)["lr"] == lr
+    assert tuning.tuned(P4, "sgd_transfer", "ssl", 100, "fashion-mnist")["lr"] == 0.3
     assert {(p["n_train"], p["dataset"]) for p in fake.asked} == set(best_lr)
     with pytest.raises(ValueError, match="unknown temperature regime 'warm'"):
         tuning.tuned(P, "bayes_learned", "ssl", regime="warm")
+
+
+def test_what_is_chosen_once_is_reused_without_runs_of_its_own(monkeypatch):
+    # weight decay and the cold T are chosen at study_n; the matched prior takes the supervised prior's values
+    best = {"ssl": {"weight_decay": 5e-5, "temperature": 1e-2}, "supervised": {"weight_decay": 5e-3, "temperature": 0.0}}
+
+    def accuracy(p):
+        b = best["ssl" if p["prior_kind"] == "ssl" else "supervised"]
+        t = 0.0 if p["temperature"] in (0.0, 1.0) else p["temperature"]
+        return (1 - abs(math.log10(p["weight_decay"]) - math.log10(b["weight_decay"]))
+                - abs(math.log10(t + 1e-6) - math.log10(b["temperature"] + 1e-6)))
+
+    fake = FakeGrid(accuracy)
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    for kind, b in best.items():
+        for n in P.train_sizes:
+            assert tuning.tuned(P, "sgd_transfer", kind, n)["weight_decay"] == pytest.approx(b["weight_decay"])
+            assert tuning.tuned(P, "bayes_learned", kind, n, regime="cold")["temperature"] == b["temperature"]
+    asked = pd.DataFrame(fake.asked)
+    sgd = asked[asked.approach == "sgd_transfer"].groupby(["prior_kind", "n_train"]).weight_decay.nunique()
+    assert set(sgd[sgd > 1].index.get_level_values("n_train")) == {P.study_n}   # the wd stage ran at study_n only
+    assert set(asked[asked.temperature < 1].query("approach == 'bayes_learned'").n_train) == {P.study_n}
+    families = [(a, n, r) for n in P.train_sizes for a, r in (("sgd_transfer", "T1"), ("map_learned", "T1"),
+                                                              ("bayes_learned", "T1"), ("bayes_learned", "cold"))]
+    supervised = [tuning.tuned(P, a, "supervised", n, regime=r) for a, n, r in families]
+    before = len(fake.asked)
+    assert [tuning.tuned(P, a, "supervised_matched", n, regime=r) for a, n, r in families] == supervised
+    assert len(fake.asked) == before                                              # no run of its own
 
 
 def test_the_best_value_is_the_best_mean_over_seeds():
@@ -157,3 +188,21 @@ def test_studies_before_notebook_01_stop_at_once_naming_the_command(tmp_path, mo
 def test_studies_bad_profile_is_one_line(capsys):
     assert studies.main(["--profile", "nope"]) == 1
     assert capsys.readouterr().err.strip() == "error: unknown profile 'nope'; valid profiles: smoke, cpu, paper"
+
+
+def test_segmentation_cold_takes_the_T_its_sampler_chose_on_the_transfer_task(monkeypatch):
+    class BothTasks(FakeGrid):     # segmentation rows score mIoU; every setting remembers its task
+        def __call__(self, profile, task, settings, desc=None):
+            rows = super().__call__(profile, task, settings, desc)
+            self.asked[-len(rows):] = [p | {"task": task} for p in self.asked[-len(rows):]]
+            return rows.assign(miou=rows.accuracy)
+
+    fake = BothTasks(lambda p: 1 - abs(math.log10(p["temperature"] + 1e-6) - math.log10(1e-3 + 1e-6)))
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    tuning._tuned_segmentation.cache_clear()
+    for approach, kind in (("bayes_learned", "supervised"), ("bayes_learned", "ssl"), ("bayes_nonlearned", "supervised")):
+        assert tuning.tuned_segmentation(P, approach, kind, "cold")["temperature"] == 1e-3
+    asked = pd.DataFrame(fake.asked)
+    assert (asked[asked.task == "segmentation"].temperature.isin([0.0, 1.0])).all()   # no T grid of its own
+    assert set(asked[(asked.task == "transfer") & (asked.temperature < 1)].n_train) == {P.study_n}
+    tuning._tuned_segmentation.cache_clear()

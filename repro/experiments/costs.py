@@ -5,13 +5,18 @@ has not recorded is counted, tuning included, as its own notebook's. A planned t
 no sweep or budget grid is extended, so the counts are those known to be needed now (a sweep that ends at an edge of
 its grid, or a learning curve that has not flattened, adds runs later).
 
-A run's cost is its steps times a per-step rate: on a profile with recorded runs, the median of
-``wall_time_s / steps`` over its recorded runs of the same task and inference (map, sampler, variational), which
-includes each run's evaluation (the sampler's BMA over its samples) and the load of the workers it ran beside; on a
-profile without any (``paper`` on this machine), the assumption :data:`ASSUMED_SECONDS_PER_STEP`, whose source is
-:data:`ASSUMPTION`. :func:`timing_check` tests the rates on the recorded runs themselves.
+A run's cost is a per-step rate times its steps plus a fixed evaluation overhead: on a profile with recorded runs,
+the recorded training seconds per step of its runs of the same task and inference (map, sampler, variational) and
+the mean ``wall_time_s - train_time_s`` of those on the same split (a sampler's BMA over its samples on the test
+and shifted sets costs more than a MAP run's single pass on 200 validation images), both including the load of the
+workers the runs ran beside; on a profile without any (``paper`` on this machine), the assumption
+:data:`ASSUMED_SECONDS_PER_STEP`, whose source is :data:`ASSUMPTION`, and no overhead. :func:`timing_check` tests the
+model in sample (fitted on every recorded run) and out of sample (fitted on all but the latest
+:data:`OUT_OF_SAMPLE_SHARE` of the runs by ``finished_at``, scored on those).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -50,29 +55,53 @@ def _recorded(profile: Profile) -> dict[str, pd.DataFrame]:
     return out
 
 
-def seconds_per_step(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> dict[tuple[str, str], float]:
-    """(task, inference) -> median recorded wall seconds per step on ``profile`` (empty without recorded runs)."""
-    rates = {}
-    for task, ok in (recorded if recorded is not None else _recorded(profile)).items():
-        for inference, g in ok.groupby([_class(task, a) for a in ok.approach]):
-            rates[(task, inference)] = float((g.wall_time_s / g.steps).median())
-    return rates
+OUT_OF_SAMPLE_SHARE = 0.2     # the latest runs the out-of-sample check predicts from the earlier ones
 
 
-def _rate(rates: dict, task: str, inference: str) -> tuple[float, str]:
-    """The per-step seconds of a run and where the number comes from."""
-    if (task, inference) in rates:
-        return rates[(task, inference)], "recorded"
-    same_task = [v for (t, _), v in rates.items() if t == task]
-    if same_task:
-        return max(same_task), "recorded (another inference's)"
-    return ASSUMED_SECONDS_PER_STEP[task], "assumed"
+@dataclass(frozen=True)
+class Rates:
+    """The cost model of one profile's recorded runs: seconds per training step per (task, inference), and the
+    evaluation overhead per (task, inference, split): ratios of sums and means, not medians, because what the model
+    must get right is a grid's total, slow runs included."""
+
+    step: dict[tuple[str, str], float]
+    overhead: dict[tuple[str, str, str], float]
+
+    @classmethod
+    def fit(cls, recorded: dict[str, pd.DataFrame]) -> "Rates":
+        step, overhead = {}, {}
+        for task, ok in recorded.items():
+            ok = ok.assign(inference=[_class(task, a) for a in ok.approach])
+            for inference, g in ok.groupby("inference"):
+                step[(task, inference)] = float(g.train_time_s.sum() / g.steps.sum())
+            for (inference, split), g in ok.groupby(["inference", "split"]):
+                overhead[(task, inference, split)] = float((g.wall_time_s - g.train_time_s).clip(lower=0).mean())
+        return cls(step, overhead)
+
+    def seconds(self, task: str, approach: str, steps: int, split: str) -> tuple[float, str]:
+        """A run's estimated wall seconds and where the rate comes from."""
+        inference = _class(task, approach)
+        if (task, inference) in self.step:
+            rate, basis = self.step[(task, inference)], "recorded"
+        elif same_task := [v for (t, _), v in self.step.items() if t == task]:
+            rate, basis = max(same_task), "recorded (another inference's)"
+        else:
+            return ASSUMED_SECONDS_PER_STEP[task] * steps, "assumed"
+        # a split never recorded (notebook 09's holdout) is evaluated like the test split, the costliest
+        fallback = [v for (t, i, _), v in self.overhead.items() if (t, i) == (task, inference)]
+        overhead = self.overhead.get((task, inference, split), max(fallback, default=0.0))
+        return rate * steps + overhead, basis
+
+
+def rates(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> Rates:
+    """The cost model fitted on ``profile``'s recorded runs (empty without any)."""
+    return Rates.fit(recorded if recorded is not None else _recorded(profile))
 
 
 def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
     """One row per planned run (not yet recorded) of ``notebooks``: notebook, task, approach, steps, estimated
     seconds and their basis."""
-    rates, out = seconds_per_step(profile), []
+    model, out = rates(profile), []
     try:
         with planning() as planned:
             for notebook in notebooks:
@@ -80,9 +109,10 @@ def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
                     before = len(planned)
                     STAGES[stage](profile)
                     for task, run in planned[before:]:
-                        rate, basis = _rate(rates, task, _class(task, run["approach"]))
-                        out.append(dict(notebook=notebook, task=task, approach=run["approach"], steps=run["steps"],
-                                        seconds=rate * run["steps"], basis=basis))
+                        p = run.params
+                        seconds, basis = model.seconds(task, p["approach"], p["steps"], p.get("split", "test"))
+                        out.append(dict(notebook=notebook, task=task, approach=p["approach"], steps=p["steps"],
+                                        seconds=seconds, basis=basis))
     finally:
         tuning.clear_cache()
     return pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis"])
@@ -102,11 +132,18 @@ def cost_table(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
 
 
 def timing_check(profile: Profile) -> pd.DataFrame:
-    """The rates tested on the recorded runs themselves (in sample): per grid, the recorded hours against the hours
-    the rates give the same runs."""
+    """The cost model tested on the recorded runs, per grid: ``in sample`` (fitted on every run) and ``out of sample``
+    (fitted on the runs finished before the latest :data:`OUT_OF_SAMPLE_SHARE`, scored on those): recorded hours
+    against the hours the model gives the same runs."""
     recorded, out = _recorded(profile), []
-    rates = seconds_per_step(profile, recorded)
     for task, ok in recorded.items():
-        model = sum(_rate(rates, task, _class(task, a))[0] * s for a, s in zip(ok.approach, ok.steps))
-        out.append(dict(task=task, runs=len(ok), recorded_hours=ok.wall_time_s.sum() / 3600, model_hours=model / 3600))
+        ok = ok.sort_values("finished_at", kind="stable")
+        cut = len(ok) - max(1, round(OUT_OF_SAMPLE_SHARE * len(ok)))
+        for check, fit_on, scored in (("in sample", ok, ok), ("out of sample", ok.iloc[:cut], ok.iloc[cut:])):
+            if fit_on.empty or scored.empty:
+                continue
+            model = rates(profile, {task: fit_on})
+            hours = sum(model.seconds(task, r.approach, r.steps, r.split)[0] for r in scored.itertuples()) / 3600
+            out.append(dict(task=task, check=check, runs=len(scored), recorded_hours=scored.wall_time_s.sum() / 3600,
+                            model_hours=hours))
     return pd.DataFrame(out).assign(error=lambda d: d.model_hours / d.recorded_hours - 1) if out else pd.DataFrame()

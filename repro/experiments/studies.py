@@ -41,12 +41,17 @@ def tuned_families(profile: Profile, worker: int = 0) -> list[tuple[str, str, in
     ``study_n`` only (C2, C7)."""
     out = []
     for dataset, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))):
-        for n in profile.train_sizes:
+        for n in sizes(profile, dataset):
             for a, k in TUNE_ORDERS[worker]:
                 used = a in FIVE_WAY or (dataset == "cifar10" and n == profile.study_n)
                 if used and k in kinds + ("none",):
                     out += [(a, k, n, dataset, r) for r in (REGIMES if lookup(a).bayes else ("T1",))]
     return out
+
+
+def sizes(profile: Profile, dataset: str) -> tuple[int, ...]:
+    """The training-set sizes of the five-way study on ``dataset``."""
+    return profile.train_sizes if dataset == "cifar10" else profile.fashion_sizes
 
 
 def tuning_table(profile: Profile) -> pd.DataFrame:
@@ -81,28 +86,33 @@ def rank_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
 
 
 def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C3 at ``study_n``: MAP and Bayes (T = 1) with the learned prior over lambda on the test split, every seed,
-    starting from the grid each approach's validation sweep ended with and extended until the best lambda is
-    interior."""
+    """C3 at ``study_n``: MAP and Bayes (T = 1) with the learned prior over lambda on the test split, every seed, on
+    ``scales`` (finer than the validation sweeps' ``tuning_scales``) widened at its spacing to cover the range each
+    approach's validation sweep ended with, and extended until the best lambda is interior."""
     rows = []
     for approach in ("map_learned", "bayes_learned"):
         s = setting(profile, approach, kind, n_train=profile.study_n)
         if approach == "map_learned":
-            _, grid = scale_sweep(profile, kind, profile.study_n)
+            _, searched = scale_sweep(profile, kind, profile.study_n)
         else:
             val_base = validation_setting(profile, approach, kind, **{k: v for k, v in s.items()
                                                                      if k in ("lr", "head_var", "temperature")})
-            _, grid = sweep(profile, val_base, "scale", profile.scales, f"tune {approach} T = 1 ({kind}, "
-                            f"n = {profile.study_n}): scale", seeds=tuning_seeds(profile))
+            _, searched = sweep(profile, val_base, "scale", profile.tuning_scales, f"tune {approach} T = 1 ({kind}, "
+                                f"n = {profile.study_n}): scale", seeds=tuning_seeds(profile))
+        grid, step = list(profile.scales), profile.scales[1] / profile.scales[0]
+        while grid[0] > min(searched) * 1.01:
+            grid.insert(0, grid[0] / step)
+        while grid[-1] < max(searched) / 1.01:
+            grid.append(grid[-1] * step)
         rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
     return pd.concat(rows, ignore_index=True)
 
 
 def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
     """C4-C6: the five approaches (learned ones per prior kind; samplers in both temperature regimes) at every
-    training-set size, with the hyperparameters tuned at that size."""
+    training-set size of ``dataset`` (:func:`sizes`), with the hyperparameters tuned for that size."""
     settings = []
-    for n in profile.train_sizes:
+    for n in sizes(profile, dataset):
         for approach in FIVE_WAY:
             for kind in (kinds if lookup(approach).init == "pretrained" else ("none",)):
                 for regime, seeds in arms(profile, approach):

@@ -217,7 +217,14 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
     # ones), as SWA's bn_update over the training loader
     bn_images = data.augmented(x, transform, seed=p["seed"]) if p["bn_refresh"] else None
-    each = list(sample_probs(model, states, ex, bn_images=bn_images))
+    # C8: the same models on the shifted test set, scored in the same pass as the test images (one BatchNorm refresh
+    # and one folded copy per sample instead of two)
+    shifted = _shift_set(profile) if p["dataset"] == "cifar10" and p["split"] == "test" else None
+    images = ex if shifted is None else torch.cat([ex, shifted.images])
+    each, shift_total = [], 0.0
+    for q in sample_probs(model, states, images, bn_images=bn_images):
+        each.append(q[:len(ey)])
+        shift_total = shift_total + q[len(ey):]       # empty without a shifted set
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
@@ -226,14 +233,14 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
         out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
                 "sample_cycle": ";".join(map(str, cycles))}
-        if p["bn_refresh"]:                       # the same samples with their running statistics, to compare
-            out |= {f"bn_running_{k}": v for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
+        if p["bn_refresh"] and p["split"] == "holdout":   # notebook 09's rule 5: the same samples with their running
+            out |= {f"bn_running_{k}": v                     # statistics, to compare (its data only)
+                    for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
     if a.prior == "learned":   # C2: how far the run moved, and how much of it along the prior's low-rank directions
         out |= _displacement(model, states, prior.parts[0])
     predictions = {"probs": probs.half(), "labels": ey}
-    if p["dataset"] == "cifar10" and p["split"] == "test":     # C8: the same models on the shifted test set
-        shifted = _shift_set(profile)
-        shift_probs = bma_probs(model, states, shifted.images, bn_images=bn_images)
+    if shifted is not None:
+        shift_probs = shift_total / len(states)
         out |= {f"shift_{k}": v for k, v in classification_metrics(shift_probs, shifted.labels).items()}
         out["shift_set"] = shifted.name
         predictions |= {"shift_probs": shift_probs.half(), "shift_labels": shifted.labels, "shift_cell": shifted.cell}

@@ -1,22 +1,30 @@
 """Hyperparameters chosen on validation splits, never on test: the tuning protocol of every downstream approach.
 
 Tuning protocol, second version (issue #19; the test split is never looked at):
-  * data: at **every training-set size** n, the validation split (``val_fraction``) of the run's own n-image training
-    subset, of CIFAR-10 or (for its own runs) Fashion-MNIST; runs take the size's step budget (``Profile.steps_for``);
+  * data: the validation split (``val_fraction``) of the run's own n-image training subset, at **every training-set
+    size** n of CIFAR-10; runs take the size's step budget (``Profile.steps_for``);
   * criterion: the highest **mean** validation accuracy over the first ``tuning_seeds`` seeds, ties broken by the
     lower mean validation NLL;
-  * order (coordinate-wise, each stage at the winners of the earlier ones); a "sweep" extends its log grid a decade
-    at a time while the best value is at an edge (at most 3 times per side):
-      - SGD transfer, per prior kind: lr over ``lr_grid``, then weight decay x ``factor_grid``;
+  * order (coordinate-wise, each stage at the winners of the earlier ones); a "sweep" extends its log grid by its
+    own spacing at a time while the best value is at an edge (at most 3 times per side):
+      - SGD transfer, per prior kind: lr over ``lr_grid``; weight decay x ``factor_grid`` (at ``study_n``, see below);
       - MAP, non-learned prior: lr over ``lr_grid`` (alpha = 1), then alpha x ``factor_grid``;
-      - MAP, learned prior, per kind: lr of SGD transfer (same initialisation), a sweep of lambda from ``scales``,
-        then head variance x ``factor_grid``;
+      - MAP, learned prior, per kind: lr of SGD transfer (same initialisation), a sweep of lambda over
+        ``tuning_scales``, then head variance x ``factor_grid``;
       - MAP, isotropic learned-mean prior: lr of SGD transfer, alpha = 1e-2 x ``factor_grid``;
       - Bayes at T = 1 (regime ``"T1"``), each prior: the MAP winners, then a sweep of the prior's width again (lambda
-        from ``scales``; alpha from the MAP alpha x ``factor_grid``), because the posterior's spread, unlike the MAP
-        point, depends on it directly;
+        over ``tuning_scales``; alpha from the MAP alpha x ``factor_grid``), because the posterior's spread, unlike the
+        MAP point, depends on it directly;
       - Bayes, cold (regime ``"cold"``), each prior: the MAP winners (the tempered posterior concentrates on the MAP
         point as T -> 0), then T from ``cold_temperatures`` (the authors' code ran at T ~ 4e-8).
+  * reuse, fixed before any of its runs existed so that the whole ``cpu`` study fits its compute (:data:`REUSED_KINDS`,
+    :func:`tuning_point`):
+      - the quality-matched supervised prior takes the supervised prior's values at each size (same network and
+        pre-training procedure, stopped earlier: the control of C5, not a method of its own);
+      - Fashion-MNIST is tuned on its own validation split at ``study_n`` only, and those values are used at its
+        other sizes;
+      - SGD transfer's weight decay and the cold regime's T are chosen at ``study_n`` only (per approach and prior
+        kind) and used at every size, each with the size's own tuned lr and widths.
   * MAP + learned is also reported at a **mid-slope lambda** (:func:`mid_slope_scale`): where the validation curve
     is half-way up from the tightest prior to the best lambda, so the prior still pulls.
 
@@ -27,7 +35,9 @@ T = 1 wandered far from the source solution.
 
 Segmentation (CamVid's validation split, best mIoU): the learning rate for SGD transfer (reused by all), then the
 prior width per approach (lambda for the learned priors, alpha for the non-learned one) on a coarse log grid
-(``SEGMENTATION_WIDTHS``; alpha from 1e-2, 1e-1, 1), extended a decade at a time while the best value is at an edge.
+(``SEGMENTATION_WIDTHS``; alpha from 1e-2, 1e-1, 1), extended by its spacing while the best value is at an edge. The
+cold regime takes its MAP counterpart's width and the T the same sampler and prior chose on the transfer task at
+``study_n`` (fixed before its runs, for compute: one T grid per sampler, not one per task).
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ from .approaches import REGIMES, TASKS, default_params, lookup
 from .grid import is_planning, run_settings
 
 MAX_EXTENSIONS = 3
+REUSED_KINDS = {"supervised_matched": "supervised"}   # a prior kind -> the kind whose tuned values it takes
 SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
 
 
@@ -101,11 +112,12 @@ def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | No
 
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
           task: str = "transfer", metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
-    """Runs of ``base`` on ``task``'s grid over ``name`` (every seed per value), the grid extended a decade at a time
-    while the best mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final
+    """Runs of ``base`` on ``task``'s grid over ``name`` (every seed per value), the grid extended by its own spacing
+    at a time while the best mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final
     grid."""
     seeds = list(seeds or [base.get("seed", profile.seeds[0])])
     grid = sorted(grid)
+    step = grid[1] / grid[0] if len(grid) > 1 else 10.0      # the grid's own spacing (a decade on ``scales``)
     added = {"low": 0, "high": 0}
     while True:
         rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
@@ -114,10 +126,10 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
         score = mean_curve(rows, name, metric)
         best = score.idxmax() if not score.empty else None
         if best == grid[-1] and added["high"] < MAX_EXTENSIONS:
-            grid.append(grid[-1] * 10)
+            grid.append(grid[-1] * step)
             added["high"] += 1
         elif best == grid[0] and added["low"] < MAX_EXTENSIONS:
-            grid.insert(0, grid[0] / 10)
+            grid.insert(0, grid[0] / step)
             added["low"] += 1
         else:
             return rows, grid
@@ -154,7 +166,14 @@ def tuned(profile: Profile, approach: str, kind: str = "ssl", n: int | None = No
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     bayes = lookup(approach).bayes
-    return dict(_tuned(profile, approach, kind, n or profile.study_n, dataset, regime if bayes else "T1"))
+    kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
+    return dict(_tuned(profile, approach, kind, n, dataset, regime if bayes else "T1"))
+
+
+def tuning_point(profile: Profile, kind: str, n: int, dataset: str) -> tuple[str, int]:
+    """The (prior kind, size) whose validation runs choose the values of ``kind`` at n on ``dataset`` (the module
+    docstring's reuse): the matched prior takes the supervised prior's; Fashion-MNIST is tuned at ``study_n``."""
+    return REUSED_KINDS.get(kind, kind), (n if dataset == "cifar10" else profile.study_n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,6 +186,10 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
     val = functools.partial(validation_setting, profile, n=n, dataset=dataset)
     where = f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
     if a.prior == "weight_decay":
+        if n != profile.study_n:      # the lr at this size, at the weight decay chosen at study_n
+            wd = tuned(profile, approach, kind, profile.study_n, dataset)["weight_decay"]
+            s = _stage(profile, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
+            return {k: s[k] for k in ("lr", "weight_decay")}
         s = _stage(profile, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
         s = _stage(profile, s, "weight_decay", None, f"tune sgd ({where}): wd")
         return {k: s[k] for k in ("lr", "weight_decay")}
@@ -174,10 +197,12 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
         winners = tuned(profile, approach.replace("bayes_", "map_"), kind, n, dataset)
         s = val(approach, kind, **winners)
         if regime == "cold":
+            if n != profile.study_n:  # the MAP winners at this size, at the T chosen at study_n
+                return winners | {"temperature": tuned(profile, approach, kind, profile.study_n, dataset, "cold")["temperature"]}
             s = _stage(profile, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
             return winners | {"temperature": s["temperature"]}
         name = "scale" if a.prior == "learned" else "alpha"
-        grid = profile.scales if name == "scale" else [s[name] * f for f in profile.factor_grid]
+        grid = profile.tuning_scales if name == "scale" else [s[name] * f for f in profile.factor_grid]
         rows, _ = sweep(profile, s, name, grid, f"tune {approach} T = 1 ({where}): {name}", seeds=tuning_seeds(profile))
         return winners | {name: best_value(rows, name), "temperature": 1.0}
     if a.prior == "isotropic":
@@ -196,11 +221,11 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
 
 def scale_sweep(profile: Profile, kind: str, n: int | None = None, dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float]]:
     """MAP + learned prior over lambda on validation (every tuning seed; the grid extended while its best is at an
-    edge), at SGD transfer's tuned lr: the rows and the final grid."""
-    n = n or profile.study_n
+    edge), at SGD transfer's tuned lr, at :func:`tuning_point`: the rows and the final grid."""
+    kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
     lr = tuned(profile, "sgd_transfer", kind, n, dataset)["lr"]
     base = validation_setting(profile, "map_learned", kind, n=n, dataset=dataset, lr=lr)
-    return sweep(profile, base, "scale", profile.scales, f"tune map_learned ({kind}, n = {n}): scale",
+    return sweep(profile, base, "scale", profile.tuning_scales, f"tune map_learned ({kind}, n = {n}): scale",
                  seeds=tuning_seeds(profile))
 
 
@@ -231,7 +256,7 @@ TUNE_ORDERS = (FAMILIES, [f for kind in ("supervised_matched", "supervised", "no
 def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised", regime: str = "T1") -> dict:
     """The validation-tuned hyperparameters of a segmentation approach (see the module docstring); a sampler's in
     temperature ``regime``, its answer with its ``temperature``: at T = 1 its own width sweep, cold the width of its
-    MAP counterpart (its own T = 1 width where there is none) and T from ``cold_temperatures``."""
+    MAP counterpart (its own T = 1 width where there is none) and the cold T its transfer counterpart chose."""
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = lookup(approach, "segmentation")
@@ -250,15 +275,12 @@ def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str)
         return (("lr", lr),)
     a = lookup(approach, "segmentation")
     name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
-    if regime == "cold":
-        counterpart = approach.replace("bayes_", "map_")
+    if regime == "cold":   # the width of the MAP counterpart (its own T = 1 width where there is none), and the T
+        counterpart = approach.replace("bayes_", "map_")   # the same sampler chose on the transfer task at study_n
         width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
                  else tuned_segmentation(profile, approach, kind, "T1"))[name]
-        rows = run_settings(profile, "segmentation", [dict(approach=approach, prior_kind=kind, lr=lr, **val, seed=s,
-                                                           **{name: width, "temperature": t})
-                                                      for t in profile.cold_temperatures for s in seeds],
-                            desc=f"tune segmentation {approach}/{kind} cold: T")
-        return (("lr", lr), (name, width), ("temperature", best_value(rows, "temperature", "miou")))
+        transfer_kind = kind if lookup(approach).init == "pretrained" else "none"
+        return (("lr", lr), (name, width), ("temperature", tuned(profile, approach, transfer_kind, regime="cold")["temperature"]))
     base = dict(approach=approach, prior_kind=kind, lr=lr, seed=seeds[0], **val)
     rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", seeds=seeds,
                     task="segmentation", metric="miou")
