@@ -175,7 +175,7 @@ def dry_run(profile: Profile, claims: list[str] | None = None) -> int:
             print(f"\nBasis 'assumed': {costs.ASSUMPTION}.")
         check = costs.timing_check(profile)
         if not check.empty:
-            print("\nThe cost model tested on the runs already recorded (in sample, and out of sample on the latest ones):")
+            print("\nThe cost model tested out of sample (fitted on the earlier recorded runs, predicting the latest ones):")
             print(check.round(3).to_string(index=False))
     return 0
 

@@ -93,3 +93,24 @@ def test_c1_rule(flatter, sharper, word):
     assert finding.startswith("loss increase at t = ±0.5; primary: ssl prior, BN reestimated: top-5 1.000 ± 0.100")
     assert "0.40 (ssl), 0.40 (supervised), random 0.010" in finding
 
+
+
+def test_slice_sets_are_kept_and_read_back_while_prior_and_knobs_are_unchanged(smoke_priors_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from repro.experiments import geometry
+    from repro.profiles import get_profile
+
+    shutil.copytree(smoke_priors_dir, tmp_path / "results")
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    calls = []
+    monkeypatch.setattr(geometry, "compute_slices",
+                        lambda *a: calls.append(a) or pd.DataFrame({"t": [0.0, 0.5], "loss": [1.0, 1.25]}))
+    P = get_profile("smoke")
+    first, again = geometry.c1_slices(P, "ssl", "frozen"), geometry.c1_slices(P, "ssl", "frozen")
+    assert len(calls) == 1 and first.equals(again)                       # the second call reads the saved set
+    geometry.c1_slices(P, "ssl", "reestimated")
+    geometry.c1_slices(get_profile("smoke", geometry_points=7), "ssl", "frozen")
+    assert len(calls) == 3                                               # another mode or knob: computed again
+    with pytest.raises(ValueError, match="unknown BatchNorm mode 'warm'"):
+        geometry.c1_slices(P, "ssl", "warm")

@@ -15,6 +15,8 @@ frozen statistics such a direction looks sharp for that reason alone.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import torch
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.stats import standard_error
 from ..method.priors import LowRankGaussianPrior, top_directions
-from ..profiles import Profile
+from ..profiles import Profile, results_dir
 from ..train import flat_params, load_flat_, predict_logits, update_bn
 
 BN_MODES = ("frozen", "reestimated")
@@ -128,6 +130,27 @@ def flatness_test(increase: pd.DataFrame) -> dict:
 
 
 def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int = 0) -> pd.DataFrame:
+    """:func:`compute_slices`, saved per prior, BatchNorm mode and seed under ``results/<profile>/geometry/slices/``
+    and read back while the prior (its protocol hash) and the profile's geometry knobs are unchanged, so that an
+    interrupted notebook 02 keeps the slice sets it finished (each takes up to an hour on ``cpu``)."""
+    from .pretrain import prior_protocol
+
+    if bn not in BN_MODES:
+        raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")
+    knobs = [getattr(profile, k) for k in ("probe_n", "geometry_test_n", "geometry_bn_n", "geometry_points",
+                                           "geometry_top_directions", "geometry_random_directions")]
+    tag = hashlib.sha1(repr([prior_protocol(profile, kind), *knobs]).encode()).hexdigest()[:10]
+    path = results_dir(profile) / "geometry" / "slices" / f"{kind}_{bn}_seed{seed}_{tag}.csv"
+    if path.exists():
+        return pd.read_csv(path)
+    curves = compute_slices(profile, kind, bn, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curves.to_csv(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").replace(path)              # atomic: a killed run leaves no half-written file
+    return curves
+
+
+def compute_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int = 0) -> pd.DataFrame:
     """Notebook 02's experiment: CIFAR-10 test-loss slices around the SWA mean of the ``kind`` backbone.
 
     A linear head is fitted on frozen CIFAR-10 features (``probe_n`` training images), then only the
@@ -140,8 +163,6 @@ def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int
     from .pretrain import load_source_model, load_source_prior
     from ..train import features, fit_linear_head
 
-    if bn not in BN_MODES:
-        raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")
     train, test = data.load("cifar10", "train"), data.load("cifar10", "test")
     tr = data.stratified_subset(train.targets, min(profile.probe_n, len(train)), seed=0)
     te = data.stratified_subset(test.targets, profile.geometry_test_n, seed=0)
