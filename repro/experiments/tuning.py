@@ -113,8 +113,8 @@ def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | No
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
           task: str = "transfer", metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
     """Runs of ``base`` on ``task``'s grid over ``name`` (every seed per value), the grid extended by its own spacing
-    at a time while the best mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and the final
-    grid."""
+    at a time while the best mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and
+    the final grid."""
     seeds = list(seeds or [base.get("seed", profile.seeds[0])])
     grid = sorted(grid)
     step = grid[1] / grid[0] if len(grid) > 1 else 10.0      # the grid's own spacing (a decade on ``scales``)
@@ -188,7 +188,8 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
     if a.prior == "weight_decay":
         if n != profile.study_n:      # the lr at this size, at the weight decay chosen at study_n
             wd = tuned(profile, approach, kind, profile.study_n, dataset)["weight_decay"]
-            s = _stage(profile, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
+            s = _stage(profile, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid,
+                       f"tune sgd ({where}): lr")
             return {k: s[k] for k in ("lr", "weight_decay")}
         s = _stage(profile, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
         s = _stage(profile, s, "weight_decay", None, f"tune sgd ({where}): wd")
@@ -198,7 +199,8 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
         s = val(approach, kind, **winners)
         if regime == "cold":
             if n != profile.study_n:  # the MAP winners at this size, at the T chosen at study_n
-                return winners | {"temperature": tuned(profile, approach, kind, profile.study_n, dataset, "cold")["temperature"]}
+                chosen = tuned(profile, approach, kind, profile.study_n, dataset, "cold")
+                return winners | {"temperature": chosen["temperature"]}
             s = _stage(profile, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
             return winners | {"temperature": s["temperature"]}
         name = "scale" if a.prior == "learned" else "alpha"
@@ -275,12 +277,12 @@ def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str)
         return (("lr", lr),)
     a = lookup(approach, "segmentation")
     name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
-    if regime == "cold":   # the width of the MAP counterpart (its own T = 1 width where there is none), and the T
+    if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
         counterpart = approach.replace("bayes_", "map_")   # the same sampler chose on the transfer task at study_n
         width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
                  else tuned_segmentation(profile, approach, kind, "T1"))[name]
-        transfer_kind = kind if lookup(approach).init == "pretrained" else "none"
-        return (("lr", lr), (name, width), ("temperature", tuned(profile, approach, transfer_kind, regime="cold")["temperature"]))
+        transfer = tuned(profile, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
+        return (("lr", lr), (name, width), ("temperature", transfer["temperature"]))
     base = dict(approach=approach, prior_kind=kind, lr=lr, seed=seeds[0], **val)
     rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", seeds=seeds,
                     task="segmentation", metric="miou")
