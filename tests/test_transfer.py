@@ -68,14 +68,16 @@ def test_sampler_run_reports_each_sample_by_cycle_and_both_bn_variants():
 
 @pytest.mark.parametrize("bn_refresh", [False, True])
 def test_the_shifted_set_is_scored_by_the_same_samples_as_the_test_set(monkeypatch, bn_refresh):
-    # with the test images themselves as the "shifted" set, the one-pass evaluation must give them the test
+    # with the test images, shuffled, as the "shifted" set, the one-pass evaluation must give each of them its test
     # probabilities exactly: the same samples, the same BatchNorm statistics, the right rows
     p = params(bn_refresh=bn_refresh)
     _, _, ex, ey = transfer.downstream_data(P, "cifar10", p["n_train"], p["seed"], "test", P.val_fraction)
-    monkeypatch.setattr(transfer, "_shift_set", lambda profile: transfer.ShiftSet("same", ex, ey, -torch.ones_like(ey)))
+    perm = torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(transfer, "_shift_set",
+                        lambda profile: transfer.ShiftSet("shuffled", ex[perm], ey[perm], -torch.ones_like(ey)))
     out = transfer.run_transfer(P, p)
     pred = out["predictions"]
-    assert torch.equal(pred["shift_probs"], pred["probs"]) and out["shift_accuracy"] == out["accuracy"]
+    assert torch.equal(pred["shift_probs"], pred["probs"][perm]) and out["shift_accuracy"] == out["accuracy"]
 
 
 def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):

@@ -206,3 +206,12 @@ def test_segmentation_cold_takes_the_T_its_sampler_chose_on_the_transfer_task(mo
     assert (asked[asked.task == "segmentation"].temperature.isin([0.0, 1.0])).all()   # no T grid of its own
     assert set(asked[(asked.task == "transfer") & (asked.temperature < 1)].n_train) == {P.study_n}
     tuning._tuned_segmentation.cache_clear()
+
+
+def test_the_c3_test_grid_covers_the_validation_sweep_at_its_own_spacing():
+    decades = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7)
+    assert studies.widened(decades, 1e1, 1e7) == list(decades)                    # already covered
+    assert studies.widened(decades, 1e-1, 1e9) == pytest.approx([10.0 ** e for e in range(-1, 10)])
+    assert studies.widened((1e4, 1.0, 1e2), 1e-2, 1e4) == pytest.approx([1e-2, 1.0, 1e2, 1e4])   # unsorted input
+    with pytest.raises(ValueError, match="log grid of distinct values"):
+        studies.widened((1.0, 1.0), 1.0, 10.0)

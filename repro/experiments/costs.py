@@ -88,8 +88,9 @@ class Rates:
             rate, basis = max(same_task), "recorded (another inference's)"
         else:
             return ASSUMED_SECONDS_PER_STEP[task] * steps, "assumed"
-        # a split never recorded (notebook 09's holdout) is evaluated like the test split, the costliest
-        fallback = [v for (t, i, _), v in self.overhead.items() if (t, i) == (task, inference)]
+        # a split (or inference) never recorded costs the costliest recorded evaluation of its inference (of its task)
+        fallback = ([v for (t, i, _), v in self.overhead.items() if (t, i) == (task, inference)]
+                    or [v for (t, _, _), v in self.overhead.items() if t == task])
         overhead = self.overhead.get((task, inference, split), max(fallback, default=0.0))
         return rate * steps + overhead, basis
 

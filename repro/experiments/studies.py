@@ -29,8 +29,8 @@ from .grid import run_settings
 from .launch import launch, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
-from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, setting, sweep, tuned, tuned_segmentation, tuning_seeds,
-                     validation_setting)
+from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, setting, sweep, tuned, tuned_segmentation, tuning_point,
+                     tuning_seeds, validation_setting)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
@@ -95,17 +95,26 @@ def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
         if approach == "map_learned":
             _, searched = scale_sweep(profile, kind, profile.study_n)
         else:
-            val_base = validation_setting(profile, approach, kind, **{k: v for k, v in s.items()
-                                                                     if k in ("lr", "head_var", "temperature")})
+            val_base = validation_setting(profile, approach, tuning_point(profile, kind, profile.study_n, "cifar10")[0],
+                                          **{k: v for k, v in s.items() if k in ("lr", "head_var", "temperature")})
             _, searched = sweep(profile, val_base, "scale", profile.tuning_scales, f"tune {approach} T = 1 ({kind}, "
                                 f"n = {profile.study_n}): scale", seeds=tuning_seeds(profile))
-        grid, step = list(profile.scales), profile.scales[1] / profile.scales[0]
-        while grid[0] > min(searched) * 1.01:
-            grid.insert(0, grid[0] / step)
-        while grid[-1] < max(searched) / 1.01:
-            grid.append(grid[-1] * step)
+        grid = widened(profile.scales, min(searched), max(searched))
         rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
     return pd.concat(rows, ignore_index=True)
+
+
+def widened(scales: Iterable[float], low: float, high: float) -> list[float]:
+    """The log grid ``scales`` extended at its own spacing until it covers [low, high]."""
+    grid = sorted(scales)
+    step = grid[1] / grid[0]
+    if step <= 1.01:
+        raise ValueError(f"scales must be a log grid of distinct values, got {tuple(scales)}")
+    while grid[0] > low * 1.01:
+        grid.insert(0, grid[0] / step)
+    while grid[-1] < high / 1.01:
+        grid.append(grid[-1] * step)
+    return grid
 
 
 def five_way(profile: Profile, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:

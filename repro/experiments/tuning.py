@@ -36,8 +36,10 @@ T = 1 wandered far from the source solution.
 Segmentation (CamVid's validation split, best mIoU): the learning rate for SGD transfer (reused by all), then the
 prior width per approach (lambda for the learned priors, alpha for the non-learned one) on a coarse log grid
 (``SEGMENTATION_WIDTHS``; alpha from 1e-2, 1e-1, 1), extended by its spacing while the best value is at an edge. The
-cold regime takes its MAP counterpart's width and the T the same sampler and prior chose on the transfer task at
-``study_n`` (fixed before its runs, for compute: one T grid per sampler, not one per task).
+cold regime takes its MAP counterpart's width and the T the same approach and prior chose on the transfer task at
+``study_n`` (fixed before its runs, for compute). That is an approximation, stated as one: the transfer task samples
+with SGHMC and segmentation with SGLD, and the transfer task's non-learned arm starts from a random initialisation,
+segmentation's from the supervised backbone.
 """
 from __future__ import annotations
 
@@ -258,7 +260,8 @@ TUNE_ORDERS = (FAMILIES, [f for kind in ("supervised_matched", "supervised", "no
 def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised", regime: str = "T1") -> dict:
     """The validation-tuned hyperparameters of a segmentation approach (see the module docstring); a sampler's in
     temperature ``regime``, its answer with its ``temperature``: at T = 1 its own width sweep, cold the width of its
-    MAP counterpart (its own T = 1 width where there is none) and the cold T its transfer counterpart chose."""
+    MAP counterpart (its own T = 1 width where there is none) and the cold T the same approach chose on the transfer
+    task (an approximation: see the module docstring)."""
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = lookup(approach, "segmentation")
@@ -278,7 +281,7 @@ def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str)
     a = lookup(approach, "segmentation")
     name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
     if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
-        counterpart = approach.replace("bayes_", "map_")   # the same sampler chose on the transfer task at study_n
+        counterpart = approach.replace("bayes_", "map_")   # the same approach chose on the transfer task at study_n
         width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
                  else tuned_segmentation(profile, approach, kind, "T1"))[name]
         transfer = tuned(profile, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
