@@ -29,8 +29,8 @@ from .grid import run_settings
 from .launch import launch, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
-from .tuning import (TUNE_ORDERS, mid_slope, scale_sweep, setting, sweep, tuned, tuned_segmentation, tuning_point,
-                     tuning_seeds, validation_setting)
+from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, setting, sweep, tuned,
+                     tuned_segmentation)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
@@ -95,10 +95,7 @@ def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
         if approach == "map_learned":
             _, searched = scale_sweep(profile, kind, profile.study_n)
         else:
-            val_base = validation_setting(profile, approach, tuning_point(profile, kind, profile.study_n, "cifar10")[0],
-                                          **{k: v for k, v in s.items() if k in ("lr", "head_var", "temperature")})
-            _, searched = sweep(profile, val_base, "scale", profile.tuning_scales, f"tune {approach} T = 1 ({kind}, "
-                                f"n = {profile.study_n}): scale", seeds=tuning_seeds(profile))
+            _, searched, _ = bayes_width_sweep(profile, approach, kind, profile.study_n)
         grid = widened(profile.scales, min(searched), max(searched))
         rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
     return pd.concat(rows, ignore_index=True)

@@ -205,9 +205,7 @@ def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regi
                 return winners | {"temperature": chosen["temperature"]}
             s = _stage(profile, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
             return winners | {"temperature": s["temperature"]}
-        name = "scale" if a.prior == "learned" else "alpha"
-        grid = profile.tuning_scales if name == "scale" else [s[name] * f for f in profile.factor_grid]
-        rows, _ = sweep(profile, s, name, grid, f"tune {approach} T = 1 ({where}): {name}", seeds=tuning_seeds(profile))
+        rows, _, name = bayes_width_sweep(profile, approach, kind, n, dataset)
         return winners | {name: best_value(rows, name), "temperature": 1.0}
     if a.prior == "isotropic":
         s = _stage(profile, val("map_nonlearned", "none"), "lr", profile.lr_grid, f"tune non-learned ({where}): lr")
@@ -231,6 +229,21 @@ def scale_sweep(profile: Profile, kind: str, n: int | None = None, dataset: str 
     base = validation_setting(profile, "map_learned", kind, n=n, dataset=dataset, lr=lr)
     return sweep(profile, base, "scale", profile.tuning_scales, f"tune map_learned ({kind}, n = {n}): scale",
                  seeds=tuning_seeds(profile))
+
+
+def bayes_width_sweep(profile: Profile, approach: str, kind: str, n: int | None = None,
+                      dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float], str]:
+    """A sampler's T = 1 sweep of its prior's width on validation (lambda for the learned prior over
+    ``tuning_scales``, alpha for an isotropic one over the MAP alpha x ``factor_grid``), at the MAP winners, every
+    tuning seed, at :func:`tuning_point`: the rows, the final grid and the swept name."""
+    kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
+    winners = tuned(profile, approach.replace("bayes_", "map_"), kind, n, dataset)
+    base = validation_setting(profile, approach, kind, n=n, dataset=dataset, **winners)
+    name = "scale" if lookup(approach).prior == "learned" else "alpha"
+    grid = profile.tuning_scales if name == "scale" else [winners[name] * f for f in profile.factor_grid]
+    where = f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
+    rows, grid = sweep(profile, base, name, grid, f"tune {approach} T = 1 ({where}): {name}", seeds=tuning_seeds(profile))
+    return rows, grid, name
 
 
 def mid_slope(profile: Profile, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10") -> dict:
