@@ -173,9 +173,14 @@ def render_tuning(profile: Profile) -> str:
         return NOT_RUN
     keys = [c for c in ("dataset", "n_train", "approach", "prior_kind", "regime") if c in df]   # the second protocol
     cols = [c for c in ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature") if c in df]
-    lines = ["| " + " | ".join(keys + cols) + " |", "|" + "---|" * len(keys + cols)]
+    reused = "tuned_n" in df      # the second protocol names where each row was tuned when it reuses another's
+    head = keys + (["tuned at"] if reused else []) + cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.itertuples():
         cells = [str(getattr(r, c)) for c in keys]
+        if reused:
+            same = (r.tuned_kind, r.tuned_n) == (r.prior_kind, r.n_train)
+            cells.append("—" if same else f"{r.tuned_kind}, n = {r.tuned_n}")
         cells += ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     p = profile

@@ -82,3 +82,17 @@ def test_verdict_vocabulary_has_one_owner():
 
     assert report.VERDICTS is verdicts.VERDICTS
     assert "inconclusive" in report.VERDICTS and "not testable here" not in report.VERDICTS
+
+
+def test_tuning_block_names_where_a_reused_row_was_tuned(tmp_path, monkeypatch):
+    """A row whose values another (prior kind, size) chose says which; a row tuned on its own runs says so ("—")."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "smoke" / "transfer").mkdir(parents=True)
+    pd.DataFrame([dict(dataset="cifar10", n_train=100, approach="map_learned", prior_kind="supervised_matched",
+                       regime="map", tuned_kind="supervised", tuned_n=100, lr=0.03, scale=1e3),
+                  dict(dataset="cifar10", n_train=100, approach="map_learned", prior_kind="ssl",
+                       regime="map", tuned_kind="ssl", tuned_n=100, lr=0.01, scale=1e5)]
+                 ).to_csv(tmp_path / "smoke" / "transfer" / "tuning.csv", index=False)
+    rows = report.render_tuning(SMOKE).splitlines()
+    assert "tuned at" in rows[0].split(" | ")
+    assert "| supervised, n = 100 | 0.03 |" in rows[2] and "| — | 0.01 |" in rows[3]

@@ -30,7 +30,7 @@ from .launch import launch, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, setting, sweep, tuned,
-                     tuned_segmentation)
+                     tuned_segmentation, tuning_point)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
@@ -55,9 +55,12 @@ def sizes(profile: Profile, dataset: str) -> tuple[int, ...]:
 
 
 def tuning_table(profile: Profile) -> pd.DataFrame:
-    """The tuned hyperparameters of every approach, prior kind, size, dataset and (samplers) temperature regime."""
+    """The tuned hyperparameters of every approach, prior kind, size, dataset and (samplers) temperature regime, with
+    the (prior kind, size) whose validation runs chose them (``tuned_kind``, ``tuned_n``: :func:`.tuning.tuning_point`;
+    SGD's weight decay and the cold temperature are chosen at ``study_n`` at every size)."""
     rows = [{"dataset": ds, "n_train": n, "approach": a, "prior_kind": k, "regime": r if lookup(a).bayes else "map",
-             **tuned(profile, a, k, n, ds, r)} for a, k, n, ds, r in tuned_families(profile)]
+             **dict(zip(("tuned_kind", "tuned_n"), tuning_point(profile, k, n, ds))), **tuned(profile, a, k, n, ds, r)}
+            for a, k, n, ds, r in tuned_families(profile)]
     return pd.DataFrame(rows)
 
 
