@@ -112,5 +112,8 @@ def test_slice_sets_are_kept_and_read_back_while_prior_and_knobs_are_unchanged(s
     geometry.c1_slices(P, "ssl", "reestimated")
     geometry.c1_slices(get_profile("smoke", geometry_points=7), "ssl", "frozen")
     assert len(calls) == 3                                               # another mode or knob: computed again
+    monkeypatch.setattr(geometry, "SLICES_VERSION", geometry.SLICES_VERSION + 1)
+    geometry.c1_slices(P, "ssl", "frozen")
+    assert len(calls) == 4                                               # a new slice computation: computed again
     with pytest.raises(ValueError, match="unknown BatchNorm mode 'warm'"):
         geometry.c1_slices(P, "ssl", "warm")

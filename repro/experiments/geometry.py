@@ -129,17 +129,21 @@ def flatness_test(increase: pd.DataFrame) -> dict:
                 mannwhitney_p=float(mw.pvalue))
 
 
+SLICES_VERSION = 1   # bump when the slice computation changes, so that saved slice sets are recomputed
+
+
 def c1_slices(profile: Profile, kind: str = "ssl", bn: str = "frozen", seed: int = 0) -> pd.DataFrame:
     """:func:`compute_slices`, saved per prior, BatchNorm mode and seed under ``results/<profile>/geometry/slices/``
-    and read back while the prior (its protocol hash) and the profile's geometry knobs are unchanged, so that an
-    interrupted notebook 02 keeps the slice sets it finished (each takes up to an hour on ``cpu``)."""
+    and read back while the prior (its protocol hash), :data:`SLICES_VERSION` and the profile's geometry knobs are
+    unchanged, so that an interrupted notebook 02 keeps the slice sets it finished (each takes up to an hour on
+    ``cpu``)."""
     from .pretrain import prior_protocol
 
     if bn not in BN_MODES:
         raise ValueError(f"unknown BatchNorm mode {bn!r}; valid: {', '.join(BN_MODES)}")
     knobs = [getattr(profile, k) for k in ("probe_n", "geometry_test_n", "geometry_bn_n", "geometry_points",
                                            "geometry_top_directions", "geometry_random_directions")]
-    tag = hashlib.sha1(repr([prior_protocol(profile, kind), *knobs]).encode()).hexdigest()[:10]
+    tag = hashlib.sha1(repr([SLICES_VERSION, prior_protocol(profile, kind), *knobs]).encode()).hexdigest()[:10]
     path = results_dir(profile) / "geometry" / "slices" / f"{kind}_{bn}_seed{seed}_{tag}.csv"
     if path.exists():
         return pd.read_csv(path)
