@@ -56,6 +56,8 @@ class Profile:
     factor_grid: tuple[float, ...]  # multipliers of weight decay, head variance and alpha tried on validation
     cycles: int                     # cyclical SG-MCMC cycles, the first of them burn-in (no samples kept)
     bma_samples: int                # samples kept for the Bayesian model average (spread over the other cycles)
+    bn_refresh: bool                # a transfer sampler run re-estimates BatchNorm statistics per sample (notebook
+                                    # 09's rule 5)
     temperatures: tuple[float, ...] # temperature ablation of Bayes + learned prior (1 = true posterior, 0 = no noise)
     cold_temperatures: tuple[float, ...]  # the cold regime's T is chosen on validation from these (authors: T ~ 4e-8)
     tuning_seeds: int               # seeds whose mean validation accuracy picks each hyperparameter
@@ -92,7 +94,7 @@ PROFILES: dict[str, Profile] = {
             downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32, elbo_sizes=(100,),
             downstream_batch_size=32, study_n=100,
-            lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
+            lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, bn_refresh=False, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
             val_fraction=0.2,
             geometry_random_directions=2, geometry_top_directions=2, geometry_points=5, geometry_test_n=200, geometry_bn_n=128, segmentation_dataset="camvid", segmentation_size=(45, 60),
             segmentation_steps=6, segmentation_batch_size=4, decoder_channels=16, aspp_rates=(1, 2, 3),
@@ -105,7 +107,7 @@ PROFILES: dict[str, Profile] = {
             ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 200)), budget_grid=(200, 400, 800),
             budget_sizes=(100, 1000), budget_max_steps=12800, elbo_sizes=(100, 1000), downstream_batch_size=64, study_n=1000,
-            lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0),
+            lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=False, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000, geometry_bn_n=2048,
             segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
@@ -123,7 +125,7 @@ PROFILES: dict[str, Profile] = {
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000),
             budget_max_steps=40000, elbo_sizes=(100, 1000, 10000),
             downstream_batch_size=16, study_n=1000,
-            lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, temperatures=(1.0, 0.1, 0.01, 0.0),
+            lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=False, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=21, geometry_test_n=10000, geometry_bn_n=5120,
             segmentation_dataset="voc", segmentation_size=(513, 513), segmentation_steps=30000, segmentation_batch_size=16,

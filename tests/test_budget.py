@@ -109,7 +109,22 @@ def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch)
     folder.mkdir(parents=True)
     pd.DataFrame({"budget": [200]}).to_csv(folder / "segmentation_budget.csv", index=False)
     pd.DataFrame({"n_train": [100], "budget": [400]}).to_csv(folder / "budgets.csv", index=False)
+    cycles = dict(n_train=100, arm="bayes_learned (T1)", first_kept_cycle=0.60, worst_later_cycle=0.59)
+    pd.DataFrame([cycles | {"trained_every_cycle": True}]).to_csv(folder / "cycle_check.csv", index=False)
+    assert "no bn_refresh_decision.csv" in budget.mismatches(P)[0]
+    pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
     budget.require_budgets(P)                                          # the profile holds the chosen budgets
+    pd.DataFrame({"adopt": [True]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
+    assert budget.mismatches(P) == ["rule 5 adopted BatchNorm statistics re-estimated per sample, the profile's "
+                                    "bn_refresh is False"]
+    budget.require_budgets(get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200,
+                                       bn_refresh=True))
+    pd.DataFrame([cycles | {"worst_later_cycle": 0.55, "trained_every_cycle": False}]).to_csv(
+        folder / "cycle_check.csv", index=False)
+    pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
+    assert budget.mismatches(P) == ["n = 100, bayes_learned (T1): a later cycle ends 0.050 below the first kept one "
+                                    "(rule 3: fewer than 3 cycles)"]
+    pd.DataFrame([cycles | {"trained_every_cycle": True}]).to_csv(folder / "cycle_check.csv", index=False)
     pd.DataFrame({"n_train": [100], "budget": [800]}).to_csv(folder / "budgets.csv", index=False)
     assert budget.mismatches(P) == ["n = 100: notebook 09 chose 800 steps, the profile gives 400"]
     pd.DataFrame({"n_train": [100], "budget": [None]}).to_csv(folder / "budgets.csv", index=False)

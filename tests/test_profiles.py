@@ -48,9 +48,10 @@ COUNT_KNOBS = {
     "factor_grid": len, "temperatures": len, "cold_temperatures": len, "tuning_seeds": _size, "segmentation_steps": _size, "segmentation_batch_size": _size,
     "decoder_channels": _size,
 }
-# names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch)
+# names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch),
+# a switch notebook 09 sets
 NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates",
-              "segmentation_dataset", "swag_burnin_epochs"}
+              "segmentation_dataset", "swag_burnin_epochs", "bn_refresh"}
 
 
 def test_every_knob_is_classified():

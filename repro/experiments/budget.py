@@ -164,6 +164,8 @@ def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
 
 CYCLE_TOLERANCE = 0.02    # rule 3: a kept cycle may end at most this far below the first kept one
 BN_GAIN = 0.005           # rule 5: re-estimated BatchNorm statistics are adopted for at least this accuracy gain
+# notebook 09's tables in results/<profile>/training_budget/ that the profile must agree with (:func:`mismatches`)
+DECISIONS = ("budgets.csv", "segmentation_budget.csv", "cycle_check.csv", "bn_refresh_decision.csv")
 
 
 def cycle_check(samples: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
@@ -205,23 +207,34 @@ def profile_check(profile: Profile, budgets: pd.DataFrame, segmentation: int | N
 
 
 def mismatches(profile: Profile) -> list[str]:
-    """What stands between the profile and notebook 09's choices: a missing table, a budget not chosen yet, or a
-    profile budget that differs from the chosen one (empty when the profile holds notebook 09's budgets)."""
+    """What stands between the profile and notebook 09's choices: a missing table, a budget not chosen yet, a profile
+    budget that differs from the chosen one, a sampler cycle that ends untrained (rule 3), or a ``bn_refresh`` other
+    than rule 5's decision (empty when the profile holds notebook 09's choices)."""
     folder = results_dir(profile) / "training_budget"
-    if not (folder / "budgets.csv").exists() or not (folder / "segmentation_budget.csv").exists():
-        return [f"notebook 09 has not chosen the budgets yet ({folder} has no budgets.csv and segmentation_budget.csv)"]
+    missing = [f for f in DECISIONS if not (folder / f).exists()]
+    if missing:
+        return [f"notebook 09 has not chosen the budgets yet ({folder} has no {', '.join(missing)})"]
     budgets = pd.read_csv(folder / "budgets.csv")
     segmentation = pd.read_csv(folder / "segmentation_budget.csv").budget.iloc[0]
     check = profile_check(profile, budgets, None if pd.isna(segmentation) else int(segmentation))
-    return [f"n = {r.n_train}: notebook 09 " + ("has not chosen a budget (its curves have not flattened)"
-                                               if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile "
-                                               f"gives {r.profile_steps}") for r in check.itertuples() if not r.agree]
+    out = [f"n = {r.n_train}: notebook 09 " + ("has not chosen a budget (its curves have not flattened)"
+                                              if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile "
+                                              f"gives {r.profile_steps}") for r in check.itertuples() if not r.agree]
+    out += [f"n = {r.n_train}, {r.arm}: a later cycle ends {r.first_kept_cycle - r.worst_later_cycle:.3f} below the "
+            f"first kept one (rule 3: fewer than {profile.cycles} cycles)"
+            for r in pd.read_csv(folder / "cycle_check.csv").itertuples() if not r.trained_every_cycle]
+    adopt = bool(pd.read_csv(folder / "bn_refresh_decision.csv").adopt.iloc[0])
+    if adopt != profile.bn_refresh:
+        out.append(f"rule 5 {'adopted' if adopt else 'kept the running'} BatchNorm statistics"
+                   f"{' re-estimated per sample' if adopt else ''}, the profile's bn_refresh is {profile.bn_refresh}")
+    return out
 
 
 def require_budgets(profile: Profile) -> None:
     """Raise :class:`MissingPrerequisite` unless the profile trains at notebook 09's budgets."""
     problems = mismatches(profile)
     if problems:
-        raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (set downstream_steps "
-                                  "and segmentation_steps in repro/profiles.py to notebook 09's table)",
+        raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (set downstream_steps, "
+                                  "segmentation_steps, cycles and bn_refresh in repro/profiles.py to notebook 09's "
+                                  "tables)",
                                   f"make studies PROFILE={profile.name} STAGES=budget")
