@@ -17,7 +17,7 @@ from .plots import save_table
 from .cli import add_profile_argument, run_main
 from .profiles import PROFILES, Profile, get_profile, results_dir
 from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
-from .experiments.approaches import APPROACHES, LABELS, REGIMES   # sampler claims are concluded per regime
+from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, REGIMES   # sampler claims: per regime
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -189,7 +189,9 @@ def render_tuning(profile: Profile) -> str:
                  f"(first half of each noise-free); MAP: T = 0, one cosine decay; test subset {p.downstream_test_n} "
                  f"images. Steps, cycles, burn-in cycles, BMA samples and temperature are in each run's CSV row: the "
                  f"first protocol ran 200 steps and 5 cycles, all kept; the profile now gives steps by training-set "
-                 f"size ({budgets}; notebook 09) and {p.cycles} cycles, the first burn-in, {p.bma_samples} samples.")
+                 f"size ({budgets}; notebook 09) and {p.cycles} cycles, the first burn-in, {p.bma_samples} samples"
+                 + (", each with its BatchNorm statistics re-estimated on the training images (notebook 09's rule 5)."
+                    if p.bn_refresh else "."))
     return "\n".join(lines)
 
 
@@ -273,6 +275,43 @@ def _verdicts(profile: Profile, claim: str) -> str:
     return "; ".join(f"{REGIMES[r]}: {v}" if r else v for r, v in zip(regimes, df.verdict))
 
 
+def render_training_budget(profile: Profile) -> str:
+    """Notebook 09: mean holdout accuracy per size, arm and total steps (the chosen budget in bold), the budget of
+    each size and of segmentation, and the outcome of rules 3 (cycles) and 5 (BatchNorm re-estimation)."""
+    curves, chosen = _table(profile, "training_budget/curves"), _table(profile, "training_budget/budgets")
+    if curves is None or chosen is None:
+        return NOT_RUN
+    arms = list(dict.fromkeys(curves.arm))
+    lines = ["| n | steps | " + " | ".join(ARM_LABELS.get(a, a) for a in arms) + " |", "|---|---|" + "---|" * len(arms)]
+    budget = dict(zip(chosen.n_train, chosen.budget))
+    for (n, steps), g in curves.groupby(["n_train", "steps"]):
+        acc = dict(zip(g.arm, g.accuracy))
+        mark = "**" if budget.get(n) == steps else ""
+        lines.append(f"| {n} | {mark}{steps}{mark} | " + " | ".join(f"{acc[a]:.3f}" if a in acc else "" for a in arms)
+                     + " |")
+    lines.append("")
+    lines += [f"* n = {r.n_train}: budget **{_int(r.budget)}** steps (SGD transfer's rule: {_int(r.sgd_transfer)}, "
+              f"MAP + learned's: {_int(r.map_learned)}); MAP + non-learned gains {r.map_nonlearned_gain:+.3f} from "
+              f"it to twice it." for r in chosen.itertuples()]
+    if (seg := _table(profile, "training_budget/segmentation_budget")) is not None:
+        lines.append(f"* segmentation (CamVid val mIoU): budget **{_int(seg.budget.iloc[0])}** steps.")
+    if (cycles := _table(profile, "training_budget/cycle_check")) is not None:
+        bad = cycles[~cycles.trained_every_cycle.astype(bool)]
+        lines.append("* rule 3: " + ("every kept cycle ends within 2 points of the first kept one at the chosen "
+                                      "budgets." if bad.empty else "a later cycle ends more than 2 points below the first "
+                                      "kept one: " + "; ".join(f"n = {r.n_train}, {r.arm}" for r in bad.itertuples())))
+    if (bn := _table(profile, "training_budget/bn_refresh_decision")) is not None:
+        r = bn.iloc[0]
+        lines.append(f"* rule 5: BatchNorm statistics re-estimated per sample change the sampler arms' mean holdout "
+                     f"accuracy by {r.mean_gain:+.4f} and NLL by {r.mean_nll_change:+.4f}: "
+                     + ("adopted (`bn_refresh`)." if r.adopt else "not adopted."))
+    return "\n".join(lines)
+
+
+def _int(value) -> str:
+    return "not chosen" if pd.isna(value) else str(int(value))
+
+
 def render_budget(profile: Profile) -> str:
     """Budget sensitivity: each claim's verdict under the first protocol (200 steps, T = 1, one tuning for every size;
     ``claims/first_protocol.csv``) and under the second, and the mean test accuracy of every CIFAR-10 five-way arm
@@ -317,7 +356,8 @@ def render_simulation(profile: Profile) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "amendment": render_amendment, "budget": render_budget, "simulation": render_simulation, "source": render_source,
+BLOCKS = {"claims": render_summary, "amendment": render_amendment, "training_budget": render_training_budget,
+          "budget": render_budget, "simulation": render_simulation, "source": render_source,
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 
 

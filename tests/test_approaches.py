@@ -81,6 +81,17 @@ def test_steps_follow_the_budget_of_the_training_set_size():
     assert approaches.default_params(cpu, "segmentation", "sgd_transfer")["steps"] == cpu.segmentation_steps
 
 
+def test_only_transfer_sampler_runs_reestimate_batchnorm_and_only_where_notebook_09_adopted_it():
+    on, off = get_profile("smoke", bn_refresh=True), get_profile("smoke", bn_refresh=False)
+    refresh = {(task, a): approaches.default_params(on, task, a)["bn_refresh"]
+               for task, a in (("transfer", "bayes_learned"), ("transfer", "bayes_nonlearned"), ("transfer", "map_learned"),
+                               ("transfer", "vi_learned"), ("segmentation", "bayes_learned"))}
+    assert refresh == {("transfer", "bayes_learned"): True, ("transfer", "bayes_nonlearned"): True,
+                       ("transfer", "map_learned"): False, ("transfer", "vi_learned"): False,
+                       ("segmentation", "bayes_learned"): False}
+    assert not approaches.default_params(off, "transfer", "bayes_learned")["bn_refresh"]
+
+
 class Held:
     """What the optimiser of a run holds at its first step (the step itself is replaced: nothing trains)."""
 

@@ -96,3 +96,25 @@ def test_tuning_block_names_where_a_reused_row_was_tuned(tmp_path, monkeypatch):
     rows = report.render_tuning(SMOKE).splitlines()
     assert "tuned at" in rows[0].split(" | ")
     assert "| supervised, n = 100 | 0.03 |" in rows[2] and "| — | 0.01 |" in rows[3]
+
+
+def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    folder = tmp_path / "smoke" / "training_budget"
+    folder.mkdir(parents=True)
+    pd.DataFrame([dict(n_train=100, arm=a, steps=s, accuracy=acc) for a, s, acc in
+                  (("sgd_transfer", 200, 0.370), ("sgd_transfer", 400, 0.374), ("bayes_learned (cold)", 400, 0.39))]
+                 ).to_csv(folder / "curves.csv", index=False)
+    pd.DataFrame([dict(n_train=100, sgd_transfer=200, map_learned=200, budget=200, map_nonlearned_gain=0.004)]
+                 ).to_csv(folder / "budgets.csv", index=False)
+    pd.DataFrame({"budget": [None]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame([dict(n_train=100, arm="bayes_learned (T1)", trained_every_cycle=False)]).to_csv(
+        folder / "cycle_check.csv", index=False)
+    pd.DataFrame([dict(adopt=True, mean_gain=0.009, mean_nll_change=-0.03)]).to_csv(
+        folder / "bn_refresh_decision.csv", index=False)
+    lines = report.render_training_budget(SMOKE).splitlines()
+    assert lines[2] == "| 100 | **200** | 0.370 |  |" and lines[3] == "| 100 | 400 | 0.374 | 0.390 |"
+    text = "\n".join(lines)
+    assert "budget **200** steps" in text and "gains +0.004" in text and "budget **not chosen** steps" in text
+    assert "more than 2 points below the first kept one: n = 100, bayes_learned (T1)" in text
+    assert "accuracy by +0.0090 and NLL by -0.0300: adopted" in text
