@@ -48,7 +48,8 @@ class Profile:
                                     # rule; see Profile.steps_for)
     budget_grid: tuple[int, ...]    # notebook 09: the doubling grid of total steps its learning curves start with
     budget_sizes: tuple[int, ...]   # notebook 09: the training-set sizes it chooses budgets at
-    budget_max_steps: int           # notebook 09: the grid doubles while the rule is unmet, up to this many steps
+    budget_max_steps: int           # notebook 09: the grid doubles while the rule is unmet, up to this many steps;
+                                    # a curve still unmet there takes it as its budget, marked not converged
     elbo_sizes: tuple[int, ...]     # notebook 10: the training-set sizes the DE-ELBO widths are compared at
     downstream_batch_size: int
     study_n: int                    # training-set size of tuning and of the rank and scale studies
@@ -106,11 +107,11 @@ PROFILES: dict[str, Profile] = {
             downstream_test_n=2000, train_sizes=(100, 300, 1000), fashion_sizes=(100, 1000), seeds=(0, 1, 2), t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 400)), budget_grid=(200, 400, 800),
-            budget_sizes=(100, 1000), budget_max_steps=12800, elbo_sizes=(100, 1000), downstream_batch_size=64, study_n=1000,
+            budget_sizes=(100, 1000), budget_max_steps=800, elbo_sizes=(100, 1000), downstream_batch_size=64, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=True, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
             geometry_random_directions=10, geometry_top_directions=5, geometry_points=13, geometry_test_n=2000, geometry_bn_n=2048,
-            segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=200, segmentation_batch_size=8,
+            segmentation_dataset="camvid", segmentation_size=(90, 120), segmentation_steps=800, segmentation_batch_size=8,
             decoder_channels=32, aspp_rates=(2, 4, 6),
         ),
         Profile(

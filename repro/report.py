@@ -271,7 +271,7 @@ def _verdicts(profile: Profile, claim: str) -> str:
     """A claim's current verdict, one per temperature regime where it has several ("—" before it is concluded)."""
     if (df := _table(profile, f"claims/{claim}")) is None:
         return "—"
-    regimes = df.regime.fillna("") if "regime" in df else [""] * len(df)
+    regimes = [r if isinstance(r, str) else "" for r in df.regime] if "regime" in df else [""] * len(df)
     return "; ".join(f"{REGIMES[r]}: {v}" if r else v for r, v in zip(regimes, df.verdict))
 
 
@@ -290,11 +290,20 @@ def render_training_budget(profile: Profile) -> str:
         lines.append(f"| {n} | {mark}{steps}{mark} | " + " | ".join(f"{acc[a]:.3f}" if a in acc else "" for a in arms)
                      + " |")
     lines.append("")
-    lines += [f"* n = {r.n_train}: budget **{_int(r.budget)}** steps (SGD transfer's rule: {_int(r.sgd_transfer)}, "
-              f"MAP + learned's: {_int(r.map_learned)}); MAP + non-learned gains {r.map_nonlearned_gain:+.3f} from "
-              f"it to twice it." for r in chosen.itertuples()]
+    capped = " (the cap: not converged)"
+    lines += [f"* n = {r.n_train}: budget **{_int(r.budget)}** steps{'' if r.converged else capped} (SGD transfer's "
+              f"rule: {_int(r.sgd_transfer)}, MAP + learned's: {_int(r.map_learned)}); MAP + non-learned gains "
+              f"{r.map_nonlearned_gain:+.3f} from it to twice it." for r in chosen.itertuples()]
     if (seg := _table(profile, "training_budget/segmentation_budget")) is not None:
-        lines.append(f"* segmentation (CamVid val mIoU): budget **{_int(seg.budget.iloc[0])}** steps.")
+        b, converged = seg.budget.iloc[0], bool(seg.converged.iloc[0])
+        line = f"* segmentation (CamVid val mIoU): budget **{_int(b)}** steps{'' if converged else capped}"
+        table = _table(profile, "training_budget/segmentation_curves")
+        if not converged and table is not None and not pd.isna(b):
+            miou = table.set_index(["approach", "steps"]).miou
+            line += "; the last doubling gained " + ", ".join(
+                f"{miou[a, b] - miou[a, b // 2]:+.3f} ({LABELS[a]})" for a in dict.fromkeys(table.approach)
+                if (a, b) in miou and (a, b // 2) in miou)
+        lines.append(line + ".")
     if (cycles := _table(profile, "training_budget/cycle_check")) is not None:
         bad = cycles[~cycles.trained_every_cycle.astype(bool)]
         lines.append("* rule 3: " + ("every kept cycle ends within 2 points of the first kept one at the chosen "

@@ -35,6 +35,19 @@ def test_rule_waits_while_the_curve_still_climbs():
     assert budget.chosen_budget(pd.Series({200: 0.5})) is None        # one point: no doubling to judge
 
 
+def test_a_curve_still_climbing_at_the_cap_takes_the_cap_and_is_marked_not_converged():
+    climbing = pd.Series({b: 0.1 * math.log2(b) for b in GRID[:3]})       # 200, 400, 800: +0.1 per doubling
+    assert budget.chosen_budget(climbing, cap=800) == 800
+    assert budget.chosen_budget(climbing, cap=1600) is None               # the cap not reached yet: keep doubling
+    flat = pd.Series({b: saturating(b, scale=50.0) for b in GRID[:3]})
+    assert budget.chosen_budget(flat, cap=800) == 400                     # a flat curve: the rule, not the cap
+    rows = _table({"sgd_transfer": 50.0, "map_learned": lambda b: 0.05 * math.log2(b)}, grid=GRID[:3])
+    b = budget.budgets(budget.curves(rows), cap=800).iloc[0]
+    assert (b.sgd_transfer, b.map_learned, b.budget, b.converged) == (400, 800, 800, False)
+    assert bool(budget.budgets(budget.curves(_table({"sgd_transfer": 50.0, "map_learned": 50.0}, grid=GRID[:3])),
+                               cap=800).iloc[0].converged)
+
+
 def test_rule_takes_the_first_flat_doubling_even_if_a_later_one_climbs():
     # a dip then a late climb (noise): the rule as registered takes the first doubling that gains < 1 point
     curve = pd.Series({200: 0.50, 400: 0.60, 800: 0.605, 1600: 0.64, 3200: 0.645})

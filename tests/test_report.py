@@ -105,9 +105,12 @@ def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, m
     pd.DataFrame([dict(n_train=100, arm=a, steps=s, accuracy=acc) for a, s, acc in
                   (("sgd_transfer", 200, 0.370), ("sgd_transfer", 400, 0.374), ("bayes_learned (cold)", 400, 0.39))]
                  ).to_csv(folder / "curves.csv", index=False)
-    pd.DataFrame([dict(n_train=100, sgd_transfer=200, map_learned=200, budget=200, map_nonlearned_gain=0.004)]
-                 ).to_csv(folder / "budgets.csv", index=False)
-    pd.DataFrame({"budget": [None]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame([dict(n_train=100, sgd_transfer=200, map_learned=200, budget=200, converged=True,
+                       map_nonlearned_gain=0.004)]).to_csv(folder / "budgets.csv", index=False)
+    pd.DataFrame({"budget": [800], "converged": [False]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame([dict(approach=a, steps=s, miou=m) for a, s, m in (("sgd_transfer", 400, 0.46), ("sgd_transfer", 800, 0.51),
+                                                                    ("map_learned", 800, 0.5))]
+                 ).to_csv(folder / "segmentation_curves.csv", index=False)
     pd.DataFrame([dict(n_train=100, arm="bayes_learned (T1)", trained_every_cycle=False)]).to_csv(
         folder / "cycle_check.csv", index=False)
     pd.DataFrame([dict(adopt=True, mean_gain=0.009, mean_nll_change=-0.03)]).to_csv(
@@ -115,6 +118,7 @@ def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, m
     lines = report.render_training_budget(SMOKE).splitlines()
     assert lines[2] == "| 100 | **200** | 0.370 |  |" and lines[3] == "| 100 | 400 | 0.374 | 0.390 |"
     text = "\n".join(lines)
-    assert "budget **200** steps" in text and "gains +0.004" in text and "budget **not chosen** steps" in text
+    assert "budget **200** steps (SGD" in text and "gains +0.004" in text
+    assert "budget **800** steps (the cap: not converged); the last doubling gained +0.050 ((3) SGD transfer)." in text
     assert "more than 2 points below the first kept one: n = 100, bayes_learned (T1)" in text
     assert "accuracy by +0.0090 and NLL by -0.0300: adopted" in text

@@ -13,7 +13,9 @@ were. The budget is a property of the optimisation; every approach is re-tuned p
 **The rule.** For a rule arm (:data:`RULE_ARMS`: SGD transfer and MAP + learned, the optimisers that start from the
 pre-trained backbone; amended 2026-11-28, see notebook 09) the budget at n is the smallest B on the grid at which
 doubling gains less than :data:`THRESHOLD` (1 accuracy point) in mean holdout accuracy over seeds:
-acc(2B) - acc(B) < 0.01. The budget of size n is the largest over the rule arms. MAP + non-learned (random
+acc(2B) - acc(B) < 0.01. The budget of size n is the largest over the rule arms. A curve still unmet at
+``budget_max_steps`` takes it as its budget and the size is marked not converged (second amendment, 2026-11-28:
+on ``cpu`` no curve goes past 800 steps). MAP + non-learned (random
 initialisation) is measured and reported (:data:`REPORTED_ARMS`: its last doubling's gain at the chosen budget), not
 followed. The sampler arms are not part
 of the rule: they get the same total steps as MAP, in ``cycles`` cycles, the first of them burn-in. Their curves, the
@@ -61,14 +63,15 @@ def settings(profile: Profile, n: int, steps: int) -> list[dict]:
     return out
 
 
-def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD) -> int | None:
+def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD, cap: int | None = None) -> int | None:
     """The rule on one arm's curve (steps -> mean accuracy): the smallest B with curve[2B] - curve[B] < ``threshold``;
-    None while no doubling on the curve gains less (the curve has not flattened yet)."""
+    where no doubling on the curve gains less, ``cap`` once the curve has reached it (the most steps the study
+    spends: notebook 09's second amendment), else None (the curve has not flattened yet)."""
     curve = curve.sort_index()
     for b in curve.index:
         if 2 * b in curve.index and curve[2 * b] - curve[b] < threshold:
             return int(b)
-    return None
+    return int(cap) if cap is not None and cap in curve.index else None
 
 
 def with_arms(rows: pd.DataFrame) -> pd.DataFrame:
@@ -85,25 +88,27 @@ def curves(rows: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def budgets(table: pd.DataFrame, threshold: float = THRESHOLD) -> pd.DataFrame:
-    """Per size: each rule arm's chosen budget, the size's budget (the largest; None until every arm has one), and
-    for each of :data:`REPORTED_ARMS` its accuracy gain from the budget to twice it (``<arm>_gain``; NaN where
-    either run is missing): how far from flat that arm's curve still is at the budget the others chose."""
+def budgets(table: pd.DataFrame, threshold: float = THRESHOLD, cap: int | None = None) -> pd.DataFrame:
+    """Per size: each rule arm's chosen budget (:func:`chosen_budget`, at most ``cap``), the size's budget (the
+    largest; None until every arm has one), whether every rule arm flattened below the cap (``converged``), and for
+    each of :data:`REPORTED_ARMS` its accuracy gain from the budget to twice it (``<arm>_gain``; NaN where either run
+    is missing): how far from flat that arm's curve still is at the budget the others chose."""
     out = []
     for n, g in table.groupby("n_train"):
         row = {"n_train": int(n)}
-        for arm in RULE_ARMS:
-            curve = g[g.arm == arm].set_index("steps").accuracy
-            row[arm] = chosen_budget(curve, threshold)
+        curves = {arm: g[g.arm == arm].set_index("steps").accuracy for arm in RULE_ARMS}
+        for arm, curve in curves.items():
+            row[arm] = chosen_budget(curve, threshold, cap)
         chosen = [row[a] for a in RULE_ARMS]
         row["budget"] = max(chosen) if all(b is not None for b in chosen) else None
+        row["converged"] = all(chosen_budget(c, threshold) is not None for c in curves.values())
         for arm in REPORTED_ARMS:
             curve, b = g[g.arm == arm].set_index("steps").accuracy, row["budget"]
             row[f"{arm}_gain"] = curve[2 * b] - curve[b] if b is not None and {b, 2 * b} <= set(curve.index) \
                 else float("nan")
         out.append(row)
     gains = [f"{a}_gain" for a in REPORTED_ARMS]
-    return pd.DataFrame(out, columns=["n_train", *RULE_ARMS, "budget", *gains]).astype(
+    return pd.DataFrame(out, columns=["n_train", *RULE_ARMS, "budget", "converged", *gains]).astype(
         {c: "Int64" for c in (*RULE_ARMS, "budget")})     # integers, <NA> where the rule has not chosen yet
 
 
@@ -123,7 +128,7 @@ def learning_curves(profile: Profile) -> pd.DataFrame:
         todo = [s for n, g in grids.items() for steps in g for s in settings(profile, n, steps)]
         todo.sort(key=lambda s: -s["steps"] * (1 + s["n_train"] / 1e4))  # long runs first: less idle at the end
         rows = run_settings(profile, "transfer", todo, desc="09 training budget")
-        chosen = budgets(curves(rows)).set_index("n_train").budget
+        chosen = budgets(curves(rows), cap=profile.budget_max_steps).set_index("n_train").budget
         extend = [n for n, g in grids.items() if pd.isna(chosen.get(n)) and 2 * g[-1] <= profile.budget_max_steps]
         if not extend:
             return rows
@@ -131,10 +136,11 @@ def learning_curves(profile: Profile) -> pd.DataFrame:
             grids[n].append(2 * grids[n][-1])
 
 
-def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
+def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, int | None, bool]:
     """The same rule for segmentation (CamVid's validation split, mIoU, one size): every arm of
-    :data:`SEGMENTATION_ARMS` over the doubling grid, extended while unmet. Returns the runs, the curves (mean mIoU
-    per arm and budget) and the budget (the largest arm's; None while unmet)."""
+    :data:`SEGMENTATION_ARMS` over the doubling grid, extended while unmet up to ``budget_max_steps``. Returns the
+    runs, the curves (mean mIoU per arm and budget), the budget (the largest arm's, at most the cap; None while
+    unmet below it) and whether every arm flattened below the cap."""
     grid = list(profile.budget_grid)
     while True:
         todo = [dict(approach=a, prior_kind=k, split="val", seed=s, steps=steps, **hyper)
@@ -144,10 +150,11 @@ def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, i
         ok = rows[rows.status == "ok"]
         table = ok.groupby(["approach", "steps"]).agg(miou=("miou", "mean"), miou_sd=("miou", "std"),
                                                       seeds=("seed", "nunique")).reset_index()
-        chosen = [chosen_budget(table[table.approach == a].set_index("steps").miou) for a in SEGMENTATION_ARMS]
+        curves = [table[table.approach == a].set_index("steps").miou for a in SEGMENTATION_ARMS]
+        chosen = [chosen_budget(c, cap=profile.budget_max_steps) for c in curves]
         budget = max(chosen) if all(b is not None for b in chosen) else None
         if budget is not None or 2 * grid[-1] > profile.budget_max_steps:
-            return rows, table, budget
+            return rows, table, budget, all(chosen_budget(c) is not None for c in curves)
         grid.append(2 * grid[-1])
 
 
