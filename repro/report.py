@@ -281,7 +281,7 @@ def render_training_budget(profile: Profile) -> str:
     curves, chosen = _table(profile, "training_budget/curves"), _table(profile, "training_budget/budgets")
     if curves is None or chosen is None:
         return NOT_RUN
-    arms = list(dict.fromkeys(curves.arm))
+    arms = sorted(dict.fromkeys(curves.arm), key=lambda a: ARM_LABELS.get(a, a))    # the paper's numbering
     lines = ["| n | steps | " + " | ".join(ARM_LABELS.get(a, a) for a in arms) + " |", "|---|---|" + "---|" * len(arms)]
     budget = dict(zip(chosen.n_train, chosen.budget))
     for (n, steps), g in curves.groupby(["n_train", "steps"]):

@@ -116,7 +116,8 @@ def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, m
     pd.DataFrame([dict(adopt=True, mean_gain=0.009, mean_nll_change=-0.03)]).to_csv(
         folder / "bn_refresh_decision.csv", index=False)
     lines = report.render_training_budget(SMOKE).splitlines()
-    assert lines[2] == "| 100 | **200** | 0.370 |  |" and lines[3] == "| 100 | 400 | 0.374 | 0.390 |"
+    assert lines[0].startswith("| n | steps | (1) Bayes + learned, cold T | (3) SGD transfer |")
+    assert lines[2] == "| 100 | **200** |  | 0.370 |" and lines[3] == "| 100 | 400 | 0.390 | 0.374 |"
     text = "\n".join(lines)
     assert "budget **200** steps (SGD" in text and "gains +0.004" in text
     assert "budget **800** steps (the cap: not converged); the last doubling gained +0.050 ((3) SGD transfer)." in text
