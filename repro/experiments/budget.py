@@ -14,13 +14,12 @@ were. The budget is a property of the optimisation; every approach is re-tuned p
 pre-trained backbone; amended 2026-11-28, see notebook 09) the budget at n is the smallest B on the grid at which
 doubling gains less than :data:`THRESHOLD` (1 accuracy point) in mean holdout accuracy over seeds:
 acc(2B) - acc(B) < 0.01. The budget of size n is the largest over the rule arms. A curve still unmet at
-``budget_max_steps`` takes it as its budget and the size is marked not converged (second amendment, 2026-11-28:
-on ``cpu`` no curve goes past 800 steps). MAP + non-learned (random
-initialisation) is measured and reported (:data:`REPORTED_ARMS`: its last doubling's gain at the chosen budget), not
-followed. The sampler arms are not part
+``budget_max_steps`` takes it as its budget and is marked not converged (second amendment, 2026-11-28: on ``cpu`` no
+curve goes past 800 steps). MAP + non-learned (random initialisation) is measured and reported
+(:data:`REPORTED_ARMS`: its last doubling's gain at the chosen budget), not followed. The sampler arms are not part
 of the rule: they get the same total steps as MAP, in ``cycles`` cycles, the first of them burn-in. Their curves, the
 accuracy of each sample by the cycle it ends, and BatchNorm statistics re-estimated per sample (``bn_refresh``) are
-measured here to show whether each cycle ends at a trained model and whether the refresh helps.
+measured here to show whether each cycle ends at a trained model (rule 3) and whether the refresh helps (rule 5).
 
 **Segmentation** (one size, CamVid): the same rule on mean validation mIoU of SGD transfer and MAP + learned
 (:data:`SEGMENTATION_ARMS`, supervised backbone), which sets ``segmentation_steps``.
