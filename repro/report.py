@@ -81,7 +81,10 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
     ``regime`` appended for a claim concluded once per temperature regime), record the claim with links to its
     notebook, tables and figures, and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts`
     returns: (tests table or None, verdict, finding). Returns the table, rounded."""
+    from .experiments.budget import convergence_note   # lazy: the report renders without torch
+
     table, verdict, finding = result
+    finding += convergence_note(profile, claim)
     if table is not None:
         tables = [f"{folder}/{claim.lower()}_tests{'_' + regime if regime else ''}", *tables]
         save_table(table, profile, tables[0])
@@ -183,6 +186,10 @@ def render_tuning(profile: Profile) -> str:
             cells.append("—" if same else f"{r.tuned_kind}, n = {r.tuned_n}")
         cells += ["—" if pd.isna(getattr(r, c)) else f"{getattr(r, c):g}" for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    if reused:
+        lines.append(f"\n\"tuned at\": the (prior kind, size) whose validation runs chose a row's values (\"—\": its own); "
+                     f"at every size SGD's weight decay and the cold temperature are those chosen at n = "
+                     f"{profile.study_n}.")
     p = profile
     budgets = ", ".join(f"n ≤ {n}: {s}" for n, s in sorted(p.downstream_steps))
     lines.append(f"\nFixed for every run: batch {p.downstream_batch_size}, momentum 0.9; Bayes: SGHMC, cosine cycles "
@@ -277,7 +284,10 @@ def _verdicts(profile: Profile, claim: str) -> str:
 
 def render_training_budget(profile: Profile) -> str:
     """Notebook 09: mean holdout accuracy per size, arm and total steps (the chosen budget in bold), the budget of
-    each size and of segmentation, and the outcome of rules 3 (cycles) and 5 (BatchNorm re-estimation)."""
+    each size and of segmentation, where the curves had not flattened, and the outcome of rules 3 (cycles) and 5
+    (BatchNorm re-estimation)."""
+    from .experiments.budget import unconverged   # lazy: the report renders without torch
+
     curves, chosen = _table(profile, "training_budget/curves"), _table(profile, "training_budget/budgets")
     if curves is None or chosen is None:
         return NOT_RUN
@@ -290,20 +300,12 @@ def render_training_budget(profile: Profile) -> str:
         lines.append(f"| {n} | {mark}{steps}{mark} | " + " | ".join(f"{acc[a]:.3f}" if a in acc else "" for a in arms)
                      + " |")
     lines.append("")
-    capped = " (the cap: not converged)"
-    lines += [f"* n = {r.n_train}: budget **{_int(r.budget)}** steps{'' if r.converged else capped} (SGD transfer's "
-              f"rule: {_int(r.sgd_transfer)}, MAP + learned's: {_int(r.map_learned)}); MAP + non-learned gains "
-              f"{r.map_nonlearned_gain:+.3f} from it to twice it." for r in chosen.itertuples()]
+    lines += [f"* n = {r['n_train']}: budget **{_int(r['budget'])}** steps (SGD transfer's rule: "
+              f"{_int(r['sgd_transfer'])}, MAP + learned's: {_int(r['map_learned'])})."
+              for r in chosen.to_dict("records")]
     if (seg := _table(profile, "training_budget/segmentation_budget")) is not None:
-        b, converged = seg.budget.iloc[0], bool(seg.converged.iloc[0])
-        line = f"* segmentation (CamVid val mIoU): budget **{_int(b)}** steps{'' if converged else capped}"
-        table = _table(profile, "training_budget/segmentation_curves")
-        if not converged and table is not None and not pd.isna(b):
-            miou = table.set_index(["approach", "steps"]).miou
-            line += "; the last doubling gained " + ", ".join(
-                f"{miou[a, b] - miou[a, b // 2]:+.3f} ({LABELS[a]})" for a in dict.fromkeys(table.approach)
-                if (a, b) in miou and (a, b // 2) in miou)
-        lines.append(line + ".")
+        lines.append(f"* segmentation (CamVid val mIoU): budget **{_int(seg.budget.iloc[0])}** steps.")
+    lines += [f"* not converged: {note}." for task in ("transfer", "segmentation") for note in unconverged(profile, task)]
     if (cycles := _table(profile, "training_budget/cycle_check")) is not None:
         bad = cycles[~cycles.trained_every_cycle.astype(bool)]
         lines.append("* rule 3: " + ("every kept cycle ends within 2 points of the first kept one at the chosen "

@@ -94,13 +94,14 @@ def test_sampler_arms_are_named_by_temperature_and_kept_out_of_the_rule():
 
 
 def test_cycle_check_flags_a_cycle_that_ends_untrained():
-    samples = pd.DataFrame([{"n_train": 100, "arm": "bayes_learned (T1)", "steps": 800, "seed": 0, "cycle": c,
-                             "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.61), (3, 0.57))]
-                           + [{"n_train": 100, "arm": "bayes_learned (cold)", "steps": 800, "seed": 0, "cycle": c,
-                               "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.59), (3, 0.595))])
+    samples = pd.DataFrame([{"n_train": 100, "arm": "bayes_learned (T1)", "steps": 800, "cycles": 4, "seed": 0,
+                             "cycle": c, "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.61), (3, 0.57))]
+                           + [{"n_train": 100, "arm": "bayes_learned (cold)", "steps": 800, "cycles": 4, "seed": 0,
+                               "cycle": c, "accuracy": acc} for c, acc in ((1, 0.60), (2, 0.59), (3, 0.595))])
     checked = budget.cycle_check(samples, pd.DataFrame({"n_train": [100], "budget": [800]})).set_index("arm")
     assert not checked.loc["bayes_learned (T1)", "trained_every_cycle"]        # 3 points below the first kept cycle
     assert checked.loc["bayes_learned (cold)", "trained_every_cycle"]            # 1 point: within the tolerance
+    assert set(checked.cycles) == {4}                                           # what the profile is checked against
 
 
 @pytest.mark.parametrize("gain, nll_change, adopt", [(0.006, -0.01, True), (0.004, -0.01, False), (0.02, 0.01, False)])
@@ -122,9 +123,12 @@ def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch)
     folder.mkdir(parents=True)
     pd.DataFrame({"budget": [200]}).to_csv(folder / "segmentation_budget.csv", index=False)
     pd.DataFrame({"n_train": [100], "budget": [400]}).to_csv(folder / "budgets.csv", index=False)
-    cycles = dict(n_train=100, arm="bayes_learned (T1)", first_kept_cycle=0.60, worst_later_cycle=0.59)
+    cycles = dict(n_train=100, arm="bayes_learned (T1)", cycles=3, first_kept_cycle=0.60, worst_later_cycle=0.59)
     pd.DataFrame([cycles | {"trained_every_cycle": True}]).to_csv(folder / "cycle_check.csv", index=False)
     assert "no bn_refresh_decision.csv" in budget.mismatches(P)[0]
+    pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
+    assert budget.mismatches(get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200,
+                                         cycles=5)) == ["notebook 09's sampler runs had 3 cycles, the profile gives 5"]
     pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
     budget.require_budgets(P)                                          # the profile holds the chosen budgets
     pd.DataFrame({"adopt": [True]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
@@ -142,3 +146,31 @@ def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch)
     assert budget.mismatches(P) == ["n = 100: notebook 09 chose 800 steps, the profile gives 400"]
     pd.DataFrame({"n_train": [100], "budget": [None]}).to_csv(folder / "budgets.csv", index=False)
     assert budget.mismatches(P) == ["n = 100: notebook 09 has not chosen a budget (its curves have not flattened)"]
+
+
+def test_claims_comparing_unconverged_arms_say_so(tmp_path, monkeypatch):
+    """The notes a verdict carries (``convergence_note``) come from notebook 09's tables: a reported arm still
+    gaining a point per doubling at a size's budget, a size or segmentation stopped at the cap."""
+    from repro.profiles import get_profile
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    P = get_profile("smoke")
+    assert budget.convergence_note(P, "C4") == "" and budget.unconverged(P, "segmentation") == []   # no tables yet
+    folder = tmp_path / "smoke" / "training_budget"
+    folder.mkdir(parents=True)
+    pd.DataFrame([dict(n_train=100, budget=200, converged=True, map_nonlearned_gain=0.004),
+                  dict(n_train=1000, budget=800, converged=False, map_nonlearned_gain=0.049)]
+                 ).to_csv(folder / "budgets.csv", index=False)
+    pd.DataFrame({"budget": [800], "converged": [False]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame([dict(approach=a, steps=s, miou=m) for a, s, m in (
+        ("sgd_transfer", 400, 0.468), ("sgd_transfer", 800, 0.514), ("map_learned", 400, 0.44),
+        ("map_learned", 800, 0.511))]).to_csv(folder / "segmentation_curves.csv", index=False)
+    assert budget.unconverged(P) == ["at n = 1000 the rule arms had not flattened by the cap of 800 steps",
+                                     "at n = 1000 (5) MAP + non-learned still gained +0.049 from 800 to 1600 steps"]
+    assert budget.convergence_note(P, "C9") == (
+        " Not converged (notebook 09): segmentation trains 800 steps, the cap, where the validation mIoU of the last "
+        "doubling still gained +0.046 ((3) SGD transfer), +0.071 ((2) MAP + learned).")
+    assert budget.convergence_note(P, "C4").startswith(" Not converged (notebook 09): at n = 1000 the rule arms")
+    assert budget.convergence_note(P, "C5") == budget.convergence_note(P, "C10") == ""   # no unconverged arm compared
+    pd.DataFrame({"budget": [400], "converged": [True]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    assert budget.convergence_note(P, "C9") == ""

@@ -107,6 +107,8 @@ def test_budget_invariants(name):
     assert steps == sorted(steps)                              # budgets grow with n: steps_for never under-trains
     assert list(p.budget_grid) == [p.budget_grid[0] * 2 ** i for i in range(len(p.budget_grid))]   # doubling
     assert p.budget_max_steps >= p.budget_grid[-1]
+    # the cap is a point of the doubling grid, so a curve climbing to it takes it as its budget (chosen_budget)
+    assert p.budget_max_steps in {p.budget_grid[0] * 2 ** i for i in range(30)}
     assert p.bma_samples % (p.cycles - 1 if p.cycles > 1 else 1) == 0   # samples spread evenly past the burn-in
     assert 0.0 in p.cold_temperatures and all(0 <= t < 1 for t in p.cold_temperatures)
     assert 1 <= p.tuning_seeds <= len(p.seeds)

@@ -119,7 +119,10 @@ def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, m
     assert lines[0].startswith("| n | steps | (1) Bayes + learned, cold T | (3) SGD transfer |")
     assert lines[2] == "| 100 | **200** |  | 0.370 |" and lines[3] == "| 100 | 400 | 0.390 | 0.374 |"
     text = "\n".join(lines)
-    assert "budget **200** steps (SGD" in text and "gains +0.004" in text
-    assert "budget **800** steps (the cap: not converged); the last doubling gained +0.050 ((3) SGD transfer)." in text
+    assert "* n = 100: budget **200** steps (SGD transfer's rule: 200, MAP + learned's: 200)." in text
+    assert "* segmentation (CamVid val mIoU): budget **800** steps." in text
+    assert "* not converged: segmentation trains 800 steps, the cap, where the validation mIoU of the last doubling " \
+           "still gained +0.050 ((3) SGD transfer)." in text
+    assert "MAP + non-learned" not in text            # +0.004 per doubling: flat enough to go unmentioned
     assert "more than 2 points below the first kept one: n = 100, bayes_learned (T1)" in text
     assert "accuracy by +0.0090 and NLL by -0.0300: adopted" in text

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite, load_results
-from .approaches import with_regime
+from .approaches import LABELS, with_regime
 from .grid import grid_csv, run_settings
 
 THRESHOLD = 0.01          # a doubling that gains less than this (accuracy, mIoU) is not worth its cost
@@ -163,7 +163,7 @@ def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, r in ok[ok.approach.str.startswith("bayes")].iterrows():
         for acc, cycle in zip(str(r.sample_accuracy).split(";"), str(r.sample_cycle).split(";")):
-            out.append({"n_train": r.n_train, "arm": r.arm, "steps": r.steps, "seed": r.seed,
+            out.append({"n_train": r.n_train, "arm": r.arm, "steps": r.steps, "cycles": r.cycles, "seed": r.seed,
                         "cycle": int(cycle), "accuracy": float(acc)})
     return pd.DataFrame(out)
 
@@ -175,15 +175,16 @@ DECISIONS = ("budgets.csv", "segmentation_budget.csv", "cycle_check.csv", "bn_re
 
 
 def cycle_check(samples: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
-    """Rule 3 at the chosen budgets: per size and sampler arm, the mean accuracy of the first kept cycle's samples,
-    the worst later cycle's, and whether the worst stays within :data:`CYCLE_TOLERANCE` of the first."""
+    """Rule 3 at the chosen budgets: per size, sampler arm and number of cycles the runs had, the mean accuracy of
+    the first kept cycle's samples, the worst later cycle's, and whether the worst stays within
+    :data:`CYCLE_TOLERANCE` of the first."""
     at = samples.merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"], right_on=["n_train", "budget"])
     out = []
-    for (n, arm), g in at.groupby(["n_train", "arm"]):
+    for (n, arm, cycles), g in at.groupby(["n_train", "arm", "cycles"]):
         by_cycle = g.groupby("cycle").accuracy.mean().sort_index()
         first, worst = by_cycle.iloc[0], by_cycle.iloc[1:].min() if len(by_cycle) > 1 else by_cycle.iloc[0]
-        out.append({"n_train": n, "arm": arm, "first_kept_cycle": first, "worst_later_cycle": worst,
-                    "trained_every_cycle": bool(worst >= first - CYCLE_TOLERANCE)})
+        out.append({"n_train": n, "arm": arm, "cycles": int(cycles), "first_kept_cycle": first,
+                    "worst_later_cycle": worst, "trained_every_cycle": bool(worst >= first - CYCLE_TOLERANCE)})
     return pd.DataFrame(out)
 
 
@@ -226,14 +227,59 @@ def mismatches(profile: Profile) -> list[str]:
     out = [f"n = {r.n_train}: notebook 09 " + ("has not chosen a budget (its curves have not flattened)"
                                               if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile "
                                               f"gives {r.profile_steps}") for r in check.itertuples() if not r.agree]
+    cycles = pd.read_csv(folder / "cycle_check.csv")
+    out += [f"notebook 09's sampler runs had {c} cycles, the profile gives {profile.cycles}"
+            for c in sorted(set(cycles.cycles)) if c != profile.cycles]
     out += [f"n = {r.n_train}, {r.arm}: a later cycle ends {r.first_kept_cycle - r.worst_later_cycle:.3f} below the "
-            f"first kept one (rule 3: fewer than {profile.cycles} cycles)"
-            for r in pd.read_csv(folder / "cycle_check.csv").itertuples() if not r.trained_every_cycle]
+            f"first kept one (rule 3: fewer than {r.cycles} cycles)" for r in cycles.itertuples()
+            if not r.trained_every_cycle]
     adopt = bool(pd.read_csv(folder / "bn_refresh_decision.csv").adopt.iloc[0])
     if adopt != profile.bn_refresh:
         out.append(f"rule 5 {'adopted' if adopt else 'kept the running'} BatchNorm statistics"
                    f"{' re-estimated per sample' if adopt else ''}, the profile's bn_refresh is {profile.bn_refresh}")
     return out
+
+
+# claims whose arms notebook 09 may find unconverged at the budgets they run at: those comparing an arm that trains
+# from a random initialisation (transfer), and segmentation, whose curves may stop at the cap
+CAVEATED = {"C4": "transfer", "C6": "transfer", "C7": "transfer", "C8": "transfer", "C9": "segmentation"}
+
+
+def unconverged(profile: Profile, task: str = "transfer") -> list[str]:
+    """Where notebook 09's curves had not flattened at the budgets ``task``'s runs take, one phrase each (empty
+    when they all had, or before notebook 09 has run): a size or segmentation at the cap, and a reported arm
+    (:data:`REPORTED_ARMS`) still gaining a point or more per doubling."""
+    folder = results_dir(profile) / "training_budget"
+    if task == "segmentation":
+        if not (folder / "segmentation_budget.csv").exists():
+            return []
+        seg = pd.read_csv(folder / "segmentation_budget.csv").iloc[0]
+        if seg.get("converged", True) or pd.isna(seg.budget):
+            return []
+        b, miou = int(seg.budget), pd.read_csv(folder / "segmentation_curves.csv").set_index(["approach", "steps"]).miou
+        gains = ", ".join(f"{miou[a, b] - miou[a, b // 2]:+.3f} ({LABELS[a]})" for a in SEGMENTATION_ARMS
+                          if {(a, b), (a, b // 2)} <= set(miou.index))
+        return [f"segmentation trains {b} steps, the cap, where the validation mIoU of the last doubling still "
+                f"gained {gains}"]
+    if not (folder / "budgets.csv").exists():
+        return []
+    out = []
+    for r in pd.read_csv(folder / "budgets.csv").to_dict("records"):
+        if pd.isna(r["budget"]):           # no budget yet: mismatches() says so, and no run takes one
+            continue
+        b = int(r["budget"])
+        if not r.get("converged", True):
+            out.append(f"at n = {r['n_train']} the rule arms had not flattened by the cap of {b} steps")
+        out += [f"at n = {r['n_train']} {LABELS[arm]} still gained {r[f'{arm}_gain']:+.3f} from {b} to {2 * b} steps"
+                for arm in REPORTED_ARMS if r.get(f"{arm}_gain", 0) >= THRESHOLD]
+    return out
+
+
+def convergence_note(profile: Profile, claim: str) -> str:
+    """The sentence a verdict's finding ends with where ``claim`` compares arms notebook 09 found unconverged at
+    their budgets (:data:`CAVEATED`); empty otherwise."""
+    notes = unconverged(profile, CAVEATED[claim]) if claim in CAVEATED else []
+    return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""
 
 
 def require_budgets(profile: Profile) -> None:
