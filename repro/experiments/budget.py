@@ -73,6 +73,15 @@ def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD, cap: int | Non
     return int(cap) if cap is not None and cap in curve.index else None
 
 
+def size_budget(curves: list[pd.Series], threshold: float = THRESHOLD,
+                cap: int | None = None) -> tuple[list[int | None], int | None, bool]:
+    """The rule over the curves of a size's rule arms: each arm's :func:`chosen_budget` (at most ``cap``), the
+    size's budget (the largest; None until every arm has one), and whether every arm flattened below the cap."""
+    chosen = [chosen_budget(c, threshold, cap) for c in curves]
+    budget = max(chosen) if all(b is not None for b in chosen) else None
+    return chosen, budget, all(chosen_budget(c, threshold) is not None for c in curves)
+
+
 def with_arms(rows: pd.DataFrame) -> pd.DataFrame:
     """The finished runs, each named by its arm in a column ``arm`` (the keys of :data:`ARMS`: the study's arm names,
     :func:`.approaches.with_regime`)."""
@@ -94,13 +103,9 @@ def budgets(table: pd.DataFrame, threshold: float = THRESHOLD, cap: int | None =
     is missing): how far from flat that arm's curve still is at the budget the others chose."""
     out = []
     for n, g in table.groupby("n_train"):
-        row = {"n_train": int(n)}
-        curves = {arm: g[g.arm == arm].set_index("steps").accuracy for arm in RULE_ARMS}
-        for arm, curve in curves.items():
-            row[arm] = chosen_budget(curve, threshold, cap)
-        chosen = [row[a] for a in RULE_ARMS]
-        row["budget"] = max(chosen) if all(b is not None for b in chosen) else None
-        row["converged"] = all(chosen_budget(c, threshold) is not None for c in curves.values())
+        chosen, budget, converged = size_budget([g[g.arm == arm].set_index("steps").accuracy for arm in RULE_ARMS],
+                                                threshold, cap)
+        row = {"n_train": int(n), **dict(zip(RULE_ARMS, chosen)), "budget": budget, "converged": converged}
         for arm in REPORTED_ARMS:
             curve, b = g[g.arm == arm].set_index("steps").accuracy, row["budget"]
             row[f"{arm}_gain"] = curve[2 * b] - curve[b] if b is not None and {b, 2 * b} <= set(curve.index) \
@@ -149,11 +154,10 @@ def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, i
         ok = rows[rows.status == "ok"]
         table = ok.groupby(["approach", "steps"]).agg(miou=("miou", "mean"), miou_sd=("miou", "std"),
                                                       seeds=("seed", "nunique")).reset_index()
-        curves = [table[table.approach == a].set_index("steps").miou for a in SEGMENTATION_ARMS]
-        chosen = [chosen_budget(c, cap=profile.budget_max_steps) for c in curves]
-        budget = max(chosen) if all(b is not None for b in chosen) else None
+        _, budget, converged = size_budget([table[table.approach == a].set_index("steps").miou
+                                            for a in SEGMENTATION_ARMS], cap=profile.budget_max_steps)
         if budget is not None or 2 * grid[-1] > profile.budget_max_steps:
-            return rows, table, budget, all(chosen_budget(c) is not None for c in curves)
+            return rows, table, budget, converged
         grid.append(2 * grid[-1])
 
 

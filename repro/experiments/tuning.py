@@ -183,10 +183,15 @@ def _tuned(profile: Profile, approach: str, kind: str, n: int, dataset: str, reg
     return tuple(_tune(profile, approach, kind, n, dataset, regime).items())
 
 
+def _where(kind: str, n: int, dataset: str) -> str:
+    """Where a tuning stage runs, as its progress bar names it."""
+    return f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
+
+
 def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
     a = lookup(approach)
     val = functools.partial(validation_setting, profile, n=n, dataset=dataset)
-    where = f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
+    where = _where(kind, n, dataset)
     if a.prior == "weight_decay":
         if n != profile.study_n:      # the lr at this size, at the weight decay chosen at study_n
             wd = tuned(profile, approach, kind, profile.study_n, dataset)["weight_decay"]
@@ -241,8 +246,8 @@ def bayes_width_sweep(profile: Profile, approach: str, kind: str, n: int | None 
     base = validation_setting(profile, approach, kind, n=n, dataset=dataset, **winners)
     name = "scale" if lookup(approach).prior == "learned" else "alpha"
     grid = profile.tuning_scales if name == "scale" else [winners[name] * f for f in profile.factor_grid]
-    where = f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
-    rows, grid = sweep(profile, base, name, grid, f"tune {approach} T = 1 ({where}): {name}", seeds=tuning_seeds(profile))
+    rows, grid = sweep(profile, base, name, grid, f"tune {approach} T = 1 ({_where(kind, n, dataset)}): {name}",
+                       seeds=tuning_seeds(profile))
     return rows, grid, name
 
 
