@@ -215,3 +215,18 @@ def test_the_c3_test_grid_covers_the_validation_sweep_at_its_own_spacing():
     assert studies.widened((1e4, 1.0, 1e2), 1e-2, 1e4) == pytest.approx([1e-2, 1.0, 1e2, 1e4])   # unsorted input
     with pytest.raises(ValueError, match="log grid of distinct values"):
         studies.widened((1.0, 1.0), 1.0, 10.0)
+
+
+def test_a_worker_tunes_each_dataset_just_before_the_first_stage_that_reads_it(monkeypatch):
+    events = []
+    monkeypatch.setattr(studies, "require_priors", lambda p: None)
+    monkeypatch.setattr(studies, "require_budgets", lambda p: events.append("budgets checked"))
+    monkeypatch.setattr(studies, "tuned", lambda p, a, k, n, ds, r: events.append(ds))
+    for stage in studies.STAGES:
+        monkeypatch.setitem(studies.STAGES, stage, lambda p, stage=stage: events.append(stage))
+    studies.run_profile(P, stages=("budget", "five_way", "C10", "fashion", "segmentation"))
+    cifar, fashion = (len(studies.tuned_families(P, only=d)) for d in ("cifar10", "fashion-mnist"))
+    assert cifar and fashion and cifar + fashion == len(studies.tuned_families(P))
+    assert events == (["budget", "budgets checked"] + ["cifar10"] * cifar + ["five_way", "C10"]
+                      + ["fashion-mnist"] * fashion + ["fashion", "segmentation"])
+    assert list(studies.STAGES)[:2] == ["budget", "five_way"]         # the headline right after the budgets

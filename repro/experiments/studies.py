@@ -35,12 +35,15 @@ from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, set
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
 
-def tuned_families(profile: Profile, worker: int = 0) -> list[tuple[str, str, int, str, str]]:
-    """(approach, kind, n, dataset, regime) of every tuned setting the studies use, in ``worker``'s order: the
-    five-way approaches at every size (Fashion-MNIST: the SSL prior's), the isotropic learned-mean prior at
-    ``study_n`` only (C2, C7)."""
+def tuned_families(profile: Profile, worker: int = 0,
+                   only: str | None = None) -> list[tuple[str, str, int, str, str]]:
+    """(approach, kind, n, dataset, regime) of every tuned setting the studies use (on dataset ``only``, if given), in
+    ``worker``'s order: the five-way approaches at every size (Fashion-MNIST: the SSL prior's), the isotropic
+    learned-mean prior at ``study_n`` only (C2, C7)."""
     out = []
     for dataset, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))):
+        if only not in (None, dataset):
+            continue
         for n in sizes(profile, dataset):
             for a, k in TUNE_ORDERS[worker]:
                 used = a in FIVE_WAY or (dataset == "cifar10" and n == profile.study_n)
@@ -188,14 +191,21 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
     return run_settings(profile, "segmentation", settings, desc="C9 segmentation")
 
 
-# In the order a worker runs them by default (notebook 09's learning curves first: they choose the budgets the
-# others run at, once profiles.py holds them; notebook 08's grid last).
+# In the order a worker runs them by default: notebook 09's learning curves first (they choose the budgets the others
+# run at, once profiles.py holds them), then the headline (the five-way comparison, C4-C8, and the ensembles of C10
+# built on its runs), so that every session of a grid that spans several ends with the claims most read; notebook 08's
+# grid, the costliest per claim, last.
 STAGES: dict[str, Callable[[Profile], object]] = {
-    "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "C2": rank_ablation, "five_way": five_way, "temperature": temperature_ablation,
-    "mid_slope": map_mid_slope, "C10": deep_ensemble, "C10_equal": lambda p: deep_ensemble(p, equal_compute=True),
-    "C3": scale_study, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
-    "E1": learned_scale_study,
+    "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "five_way": five_way, "C10": deep_ensemble,
+    "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
+    "temperature": temperature_ablation, "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study,
+    "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
 }
+
+
+def stage_dataset(stage: str) -> str:
+    """The transfer dataset whose tuned values ``stage`` reads (segmentation reads CIFAR-10's cold temperatures)."""
+    return "fashion-mnist" if stage == "fashion" else "cifar10"
 
 
 def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES),
@@ -205,14 +215,15 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
     (:func:`.pretrain.require_priors` names the command that builds it), and before the first stage after the budget
     curves while the profile does not hold the budgets they chose (unless ``any_budget``)."""
     require_priors(profile)
-    tuned_yet = False
+    tuned_yet: set[str] = set()                     # datasets whose families are tuned
     for stage in stages:
-        if stage != "budget" and not tuned_yet:    # the budget curves have fixed hyperparameters; the rest are tuned
-            if not any_budget:                      # ... and trained at the budgets the curves chose
+        if stage != "budget":                       # the budget curves have fixed hyperparameters; the rest are tuned
+            if not tuned_yet and not any_budget:    # ... and trained at the budgets the curves chose
                 require_budgets(profile)
-            for a, k, n, ds, r in tuned_families(profile, worker):
-                print(ds, n, a, k, r, tuned(profile, a, k, n, ds, r), flush=True)
-            tuned_yet = True
+            if (dataset := stage_dataset(stage)) not in tuned_yet:   # Fashion-MNIST's just before its own stage
+                for a, k, n, ds, r in tuned_families(profile, worker, dataset):
+                    print(ds, n, a, k, r, tuned(profile, a, k, n, ds, r), flush=True)
+                tuned_yet.add(dataset)
         STAGES[stage](profile)
 
 
