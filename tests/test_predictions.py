@@ -55,3 +55,12 @@ def test_shift_by_cell(saved):
 def test_missing_predictions_say_where_they_looked(saved):
     with pytest.raises(FileNotFoundError, match="no predictions for run zzz at .*zzz.pt: rerun its study"):
         predictions.load_predictions(SMOKE, "zzz")
+
+
+def test_a_deep_ensemble_is_the_mean_of_its_members_and_refuses_a_lost_member(saved):
+    rows, probs, labels = saved
+    members = rows.assign(seed=[0, 0, 0], member=[0, 1, 2])
+    mean, truth = predictions.ensemble_predictions(SMOKE, members.iloc[:2])[0]
+    assert torch.allclose(mean, probs.half().float()) and torch.equal(truth, labels)   # identical members: their mean
+    with pytest.raises(ValueError, match=r"1 deep-ensemble member\(s\) did not finish \(seed, member: 0, 2\)"):
+        predictions.ensemble_predictions(SMOKE, members)                    # member 2 failed: no smaller ensemble

@@ -115,6 +115,39 @@ def test_data_efficiency_verdict_wants_a_positive_gain_peaking_in_the_middle():
     assert verdicts.data_efficiency_verdict(two_sizes)[1] == "inconclusive"
 
 
+def test_ordering_lists_only_adjacent_steps_as_adjacent():
+    swapped = dict(ORDERED)     # (1) < (2): the adjacent steps shown are (2)>(3), (3)>(4), (4)>(5), never (1)>(4)
+    swapped[("bayes_learned", "ssl")], swapped[("map_learned", "ssl")] = ORDERED[("map_learned", "ssl")], ORDERED[("bayes_learned", "ssl")]
+    finding = verdicts.ordering_verdict(five_way_rows(swapped))[2]
+    assert finding.endswith("cifar10/ssl: adjacent steps shown (2)>(3), (3)>(4), (4)>(5)")
+
+
+def noisy(df, sd=0.01, seed=3):
+    """``df`` with independent noise per run, so that p-values are neither 0 nor 1 and a Holm family's size shows."""
+    return df.assign(accuracy=df.accuracy + np.random.default_rng(seed).normal(0, sd, len(df)))
+
+
+def test_data_efficiency_family_is_the_rules_three_per_interior_size():
+    table = verdicts.data_efficiency_verdict(noisy(five_way_rows(ORDERED).query("n_train <= 1000")))[0]
+    t = table[table.reference == "sgd_transfer"].set_index("comparison")
+    rule = ["gain(n=300) > 0", "gain(n=300) > gain(n=100)", "gain(n=300) > gain(n=1000)"]
+    ends = ["gain(n=100) > 0", "gain(n=1000) > 0"]                  # reported, adjusted apart
+    assert not np.allclose(rstats.holm(t.loc[rule, "p"]), rstats.holm(t.loc[rule + ends, "p"])[:3])  # it can tell
+    assert t.loc[rule, "p_holm"].to_numpy() == pytest.approx(rstats.holm(t.loc[rule, "p"].to_numpy()))
+    assert t.loc[ends, "p_holm"].to_numpy() == pytest.approx(rstats.holm(t.loc[ends, "p"].to_numpy()))
+
+
+def test_ssl_vs_supervised_holm_family_is_the_two_primary_comparisons():
+    acc = dict(ORDERED)
+    for a in ("bayes_learned", "map_learned", "sgd_transfer"):
+        acc[(a, "supervised")] = [x + 0.02 for x in ORDERED[(a, "ssl")]]
+        acc[(a, "supervised_matched")] = [x - 0.01 for x in ORDERED[(a, "ssl")]]
+    table = verdicts.ssl_vs_supervised_verdict(noisy(five_way_rows(acc)))[0]
+    prim = (table.reference == "supervised_matched") & table.comparison.str.startswith("ssl") & (table.approach != "sgd_transfer")
+    assert prim.sum() == 2 and not np.allclose(rstats.holm(table.p[prim]), rstats.holm(table.p)[prim.to_numpy()])
+    assert table.p_holm[prim].to_numpy() == pytest.approx(rstats.holm(table.p[prim].to_numpy()))
+
+
 def test_ssl_vs_supervised_is_inconclusive_without_a_quality_matched_prior():
     acc = dict(ORDERED)
     for a in ("bayes_learned", "map_learned", "sgd_transfer"):
@@ -185,3 +218,18 @@ def test_segmentation_verdict():
             for s in SEEDS]
     table, verdict, _ = verdicts.segmentation_verdict(pd.DataFrame(recs).assign(status="ok"))
     assert verdict == "reproduced" and len(table) == 4
+
+
+def test_a_finding_names_each_sampler_arms_cold_temperature():
+    df = five_way_rows(ORDERED).assign(temperature=lambda d: d.approach.map({"bayes_learned": 0.0, "bayes_nonlearned": 0.01}))
+    assert verdicts.ordering_verdict(df)[2].startswith("Regime: Bayes at T = 0, 0.01 ((1) ssl: 0, (4) none: 0.01); ")
+    one_t = df.assign(temperature=1.0)
+    assert verdicts.ordering_verdict(one_t)[2].startswith("Regime: Bayes at T = 1; n = ")
+
+
+def test_a_comparison_never_quietly_drops_to_run_level_statistics():
+    bma = rows(seed=list(SEEDS), key=[f"b{s}" for s in SEEDS], accuracy=[0.6] * 3, nll=[1.0] * 3)
+    ens = rows(seed=list(SEEDS), key=[f"e{s}" for s in SEEDS], accuracy=[0.59] * 3, nll=[1.0] * 3)
+    outcomes = {k: {"accuracy": np.ones(10), "nll": np.ones(10)} for k in ("b0", "b1", "b2", "e0", "e1")}   # e2 lacks its
+    with pytest.raises(ValueError, match=r"per-image 'accuracy' is missing for 1 of 6 runs \(e\.g\. e2\)"):
+        verdicts.ensemble_verdict(bma, ens, outcomes)

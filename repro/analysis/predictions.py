@@ -54,13 +54,24 @@ def per_image_outcomes(profile: Profile, rows: pd.DataFrame) -> dict[str, dict[s
     return out
 
 
-def ensemble_outcomes(profile: Profile, members: pd.DataFrame, prefix: str = "ensemble") -> dict[str, dict[str, np.ndarray]]:
-    """Per seed, key ``<prefix>-<seed>`` -> per-image outcomes of the deep ensemble (mean of its members' probabilities)."""
+def ensemble_predictions(profile: Profile, members: pd.DataFrame) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per seed, the deep ensemble's test probabilities (the mean of its members') and the labels. Every member must
+    have finished: a seed whose ensemble lost one would silently be a smaller ensemble than the claim compares."""
+    if not (failed := members[members.status != "ok"]).empty:
+        raise ValueError(f"{len(failed)} deep-ensemble member(s) did not finish (seed, member: "
+                         f"{', '.join(f'{s}, {m}' for s, m in zip(failed.seed, failed.member))}); `make studies` "
+                         "retries them")
     out = {}
-    for seed, g in _ok(members).groupby("seed"):
+    for seed, g in members.groupby("seed"):
         preds = [load_predictions(profile, k) for k in g.key]
-        out[f"{prefix}-{seed}"] = per_image(torch.stack([p["probs"].float() for p in preds]).mean(0), preds[0]["labels"])
+        out[int(seed)] = torch.stack([p["probs"].float() for p in preds]).mean(0), preds[0]["labels"]
     return out
+
+
+def ensemble_outcomes(profile: Profile, members: pd.DataFrame, prefix: str = "ensemble") -> dict[str, dict[str, np.ndarray]]:
+    """Per seed, key ``<prefix>-<seed>`` -> per-image outcomes of the deep ensemble (:func:`ensemble_predictions`)."""
+    return {f"{prefix}-{seed}": per_image(probs, labels)
+            for seed, (probs, labels) in ensemble_predictions(profile, members).items()}
 
 
 def confidence_gaps(profile: Profile, rows: pd.DataFrame) -> pd.DataFrame:

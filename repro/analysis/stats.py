@@ -203,7 +203,12 @@ def stacked(df: pd.DataFrame, specs: Sequence[dict], on: Sequence[str] = ("seed"
         raise ValueError(f"no runs common to {specs}")
     idx = [s if lv is None else (lv, s) for lv in levels for s in seeds]
     sets = [[t[i] for i in idx] for t in tables]           # per spec: (metric, key) per cell
-    per_image = outcomes is not None and all(k in outcomes and metric in outcomes[k] for r in sets for _, k in r)
+    has = [outcomes is not None and k in outcomes and metric in outcomes[k] for r in sets for _, k in r]
+    if any(has) and not all(has):       # never quietly fall back to run-level statistics for a whole comparison
+        missing = [k for (_, k), h in zip((c for r in sets for c in r), has) if not h]
+        raise ValueError(f"per-image {metric!r} is missing for {len(missing)} of {len(has)} runs (e.g. {missing[0]}): "
+                         "their saved predictions lack it")
+    per_image = all(has)
     arrays = []
     for r in sets:
         vals = [np.asarray(outcomes[k][metric], dtype=float) for _, k in r] if per_image else [[m] for m, _ in r]
@@ -293,7 +298,8 @@ def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -
     # the validation rows of the test rows' protocol: the same settings, step budget and schedule (not the runs of an
     # earlier protocol that share the hyperparameters)
     query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset",
-                                          "steps", "cycles", "burnin_cycles", "bma_samples") if c in test and test[c].nunique() == 1}
+                                          "steps", "cycles", "burnin_cycles", "bma_samples", "prior_protocol",
+                                          "bn_refresh") if c in test and test[c].nunique() == 1}
     val = select(df, approach=approach, split="val", **query)
     val = val[val.scale.isin(list(grid))]
     if val.empty:

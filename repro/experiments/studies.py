@@ -16,10 +16,9 @@ import sys
 from typing import Callable, Iterable
 
 import pandas as pd
-import torch
 
 from ..analysis.metrics import classification_metrics
-from ..analysis.predictions import load_predictions
+from ..analysis.predictions import ensemble_predictions
 from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile, results_dir
 from ..runner import MissingPrerequisite
@@ -92,7 +91,8 @@ def rank_ablation(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
 
 
 def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
-    """C3 at ``study_n``: MAP and Bayes (T = 1) with the learned prior over lambda on the test split, every seed, on
+    """C3 at ``study_n``: MAP and Bayes (T = 1) with the learned prior over lambda on the test split, every seed of
+    the arm (:func:`arms`: 5 for the sampler at T = 1), on
     ``scales`` (finer than the validation sweeps' ``tuning_scales``) widened at its spacing to cover the range each
     approach's validation sweep ended with, and extended until the best lambda is interior."""
     rows = []
@@ -103,7 +103,8 @@ def scale_study(profile: Profile, kind: str = "ssl") -> pd.DataFrame:
         else:
             _, searched, _ = bayes_width_sweep(profile, approach, kind, profile.study_n)
         grid = widened(profile.scales, min(searched), max(searched))
-        rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})", seeds=profile.seeds)[0])
+        rows.append(sweep(profile, s, "scale", grid, f"C3 scale sweep ({approach})",
+                          seeds=dict(arms(profile, approach))["T1"])[0])     # 5 seeds for the T = 1 sampler
     return pd.concat(rows, ignore_index=True)
 
 
@@ -170,13 +171,9 @@ def deep_ensemble(profile: Profile, kind: str = "ssl", equal_compute: bool = Fal
 def ensemble_metrics(profile: Profile, kind: str = "ssl", equal_compute: bool = False) -> pd.DataFrame:
     """C10: per seed, the metrics of a deep ensemble (the mean of its members' test probabilities)."""
     rows = deep_ensemble(profile, kind, equal_compute)
-    out = []
-    for seed, g in rows[rows.status == "ok"].groupby("seed"):
-        preds = [load_predictions(profile, key) for key in g.key]
-        probs = torch.stack([p["probs"].float() for p in preds]).mean(0)
-        out.append({"seed": seed, "members": len(g), "steps_per_member": int(g.steps.iloc[0]),
-                    **classification_metrics(probs, preds[0]["labels"])})
-    return pd.DataFrame(out)
+    return pd.DataFrame([{"seed": seed, "members": int((rows.seed == seed).sum()), "steps_per_member": int(rows.steps.iloc[0]),
+                          **classification_metrics(probs, labels)}
+                         for seed, (probs, labels) in ensemble_predictions(profile, rows).items()])
 
 
 SEGMENTATION = (("sgd_transfer", "supervised"), ("bayes_nonlearned", "supervised"), ("bayes_learned", "supervised"),
