@@ -16,7 +16,7 @@ import pandas as pd
 from .plots import save_table
 from .cli import add_profile_argument, run_main
 from .profiles import PROFILES, Profile, get_profile, results_dir
-from .analysis.verdicts import VERDICTS   # the four verdict words; repro.analysis.verdicts owns the vocabulary
+from .analysis.wording import VERDICTS   # the four verdict words; repro.analysis.wording owns the vocabulary
 from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, REGIMES   # sampler claims: per regime
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"

@@ -78,9 +78,9 @@ def test_quoted_prior_statistics_are_computed_from_the_prior_files():
 
 
 def test_verdict_vocabulary_has_one_owner():
-    from repro.analysis import verdicts
+    from repro.analysis import wording
 
-    assert report.VERDICTS is verdicts.VERDICTS
+    assert report.VERDICTS is wording.VERDICTS
     assert "inconclusive" in report.VERDICTS and "not testable here" not in report.VERDICTS
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from repro.analysis import stats, verdicts
+from repro.analysis import stats, wording
 from repro.analysis.stats import standard_error, summarize
 
 
@@ -94,13 +94,13 @@ def test_outcome_and_word():
     assert stats.outcome({**base, "p": 0.01, "p_holm": 0.08}) == "unclear"
     assert stats.outcome({**base, "p_reverse": 0.001}) == "reversed"
     assert stats.outcome({**base, "p_tost": 0.01}) == "equivalent"
-    assert verdicts.word(["effect", "effect"]) == "reproduced"
-    assert verdicts.word(["effect", "unclear"], partial=True) == "partially reproduced"
-    assert verdicts.word(["unclear", "equivalent"]) == "not reproduced"
-    assert verdicts.word(["unclear"]) == "inconclusive"
-    assert verdicts.word(["effect"], confounded=True) == "inconclusive"
-    assert verdicts.verdict_of({**base, "p_reverse": 0.001}) == "not reproduced"
-    assert set(verdicts.VERDICTS) == {"reproduced", "partially reproduced", "not reproduced", "inconclusive"}
+    assert wording.word(["effect", "effect"]) == "reproduced"
+    assert wording.word(["effect", "unclear"], partial=True) == "partially reproduced"
+    assert wording.word(["unclear", "equivalent"]) == "not reproduced"
+    assert wording.word(["unclear"]) == "inconclusive"
+    assert wording.word(["effect"], confounded=True) == "inconclusive"
+    assert wording.verdict_of({**base, "p_reverse": 0.001}) == "not reproduced"
+    assert set(wording.VERDICTS) == {"reproduced", "partially reproduced", "not reproduced", "inconclusive"}
 
 
 def test_two_runs_in_one_pairing_cell_are_refused():

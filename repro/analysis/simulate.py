@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..experiments.approaches import FIVE_WAY
-from . import stats, verdicts
+from . import stats, verdicts, wording
 
 SIZES = (100, 300, 1000, 5000)
 
@@ -177,7 +177,7 @@ def rates(claim: str, delta: float, n_sims: int = 100, seed: int = 0, n_boot: in
         words = [rule(*simulate(truth(delta), rng, val=val))[1] for _ in range(n_sims)]
     finally:
         stats.N_BOOT = old
-    return pd.Series(words).value_counts(normalize=True).reindex(verdicts.VERDICTS, fill_value=0.0)
+    return pd.Series(words).value_counts(normalize=True).reindex(wording.VERDICTS, fill_value=0.0)
 
 
 #: What ``main`` simulates: claim -> effects (0 = null; negative = the claimed effect reversed).

@@ -19,7 +19,7 @@ binomial standard error of the test set.
 
 A comparison's ``outcome`` is ``effect`` (Holm-adjusted one-sided p < ALPHA in the claimed direction), ``reversed``
 (the same in the opposite direction), ``equivalent`` (two one-sided tests against +-``MARGINS[metric]``, fixed before
-the results: 1 accuracy point) or ``unclear``; :func:`repro.analysis.verdicts.word` turns outcomes into the verdict words.
+the results: 1 accuracy point) or ``unclear``; :func:`repro.analysis.wording.word` turns outcomes into the verdict words.
 """
 from __future__ import annotations
 

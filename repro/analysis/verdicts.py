@@ -1,16 +1,8 @@
 """Decision rules of claims C1-C10, applied to the study's run tables and per-image test outcomes.
 
 Each ``*_verdict`` returns ``(table, verdict, finding)``: the comparisons behind the verdict, one of the four words of
-:data:`VERDICTS`, and the finding sentence REPORT.md shows; the finding opens with the regime the verdict holds in
-(temperature, training-set sizes).
-
-The vocabulary (defined here and in REPORT.md):
-
-* **reproduced**: every primary comparison of the claim shows the claimed effect (Holm-adjusted p < ``ALPHA``);
-* **partially reproduced**: not all of them, but the claim's stated partial condition holds;
-* **not reproduced**: the claimed effect is absent (equivalent to zero within +-1 accuracy point, TOST) or reversed
-  (significant in the opposite direction), with adequate power, for a primary comparison;
-* **inconclusive**: neither the effect nor its absence is shown (underpowered), or the comparison is confounded.
+:data:`.wording.VERDICTS` (the vocabulary and the phrasing of findings are :mod:`.wording`'s), and the finding sentence
+REPORT.md shows; the finding opens with the regime the verdict holds in (temperature, training-set sizes).
 
 Statistics (amendment of 2026-11-27, :mod:`.stats`): paired bootstraps over seeds x test images on per-image outcomes
 (``outcomes[key][metric]``, :func:`.predictions.per_image_outcomes`; without them, a paired t-test over seeds); claims
@@ -25,60 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
-from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, holm, ok, outcome, paired_bootstrap, select, stacked
-
-#: The four verdict words, defined in the module docstring and in REPORT.md.
-VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
-
-
-def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = False) -> str:
-    """The verdict word of a claim from its primary comparisons' outcomes (see :func:`repro.analysis.stats.outcome`).
-
-    ``reproduced`` if every primary comparison shows the effect; ``partially reproduced`` if not, but ``partial`` (the
-    claim's stated partial condition) holds; ``not reproduced`` if some primary comparison is reversed or equivalent
-    to zero, or ``absent`` (a claim-specific failure, e.g. an optimum at the grid's edge); ``inconclusive``
-    otherwise, or whenever ``confounded``. Any claim can use it (see :func:`verdict_of` for a single comparison)."""
-    if confounded:
-        return "inconclusive"
-    if outcomes and all(o == "effect" for o in outcomes):
-        return "reproduced"
-    if partial:
-        return "partially reproduced"
-    if any(o in ("reversed", "equivalent", "absent") for o in outcomes):
-        return "not reproduced"
-    return "inconclusive"
-
-
-def verdict_of(diff: dict, alpha: float = ALPHA, partial: bool = False, confounded: bool = False) -> str:
-    """The word for a claim resting on one comparison ``diff`` (keys ``p``, ``p_reverse``, ``p_tost``; optionally the
-    Holm-adjusted ``p_holm``/``p_reverse_holm``), e.g. the dict :func:`repro.analysis.stats.paired_bootstrap` returns or one
-    built from any test (notebook 02's C1: Welch test over directions, its reverse and a TOST)."""
-    return word([outcome(diff, alpha)], partial=partial, confounded=confounded)
-
-
-def _diff(c, pct: bool = False) -> str:
-    """'Δ = ... (95% CI ...; Holm p = ...; outcome)' of a comparison (dict, Series or itertuples row)."""
-    c = c._asdict() if hasattr(c, "_asdict") else dict(c)
-    f = 100.0 if pct else 1.0
-    u = " pt" if pct else ""
-    return (f"Δ = {f * c['mean_diff']:+.3g}{u} (95% CI {f * c['ci_low']:+.3g} to {f * c['ci_high']:+.3g}; "
-            f"Holm p = {c.get('p_holm', c['p']):.2g}; {c.get('outcome', '')})")
-
-
-def _regime(df: pd.DataFrame, extra: str = "") -> str:
-    """'Regime: Bayes at T = ...; n = ...; <extra>. ', the opening of a finding. The cold T is chosen per approach and
-    prior, so where the sampler arms ran at different T each arm's is named."""
-    d = ok(df)
-    bayes = d[d.approach.str.startswith("bayes")] if "temperature" in d else None
-    temps = [] if bayes is None else sorted(bayes.temperature.dropna().unique())
-    by_arm = "" if len(temps) < 2 or "prior_kind" not in d else ", ".join(
-        f"{SHORT.get(a, a)} {k}: {', '.join(f'{x:g}' for x in sorted(t.dropna().unique()))}"
-        for (a, k), t in bayes.groupby(["approach", "prior_kind"]).temperature)
-    sizes = sorted(d.n_train.unique()) if "n_train" in d else []
-    parts = ([f"Bayes at T = {', '.join(f'{t:g}' for t in temps)}" + (f" ({by_arm})" if by_arm else "")]
-             if temps else []) + \
-            ([f"n = {', '.join(str(int(n)) for n in sizes)}"] if sizes else []) + ([extra] if extra else [])
-    return "Regime: " + "; ".join(parts) + ". " if parts else ""
+from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, holm, ok, paired_bootstrap, select, stacked
+from .wording import phrase_diff, phrase_regime, word
 
 
 def _family(rows: list[dict]) -> pd.DataFrame:
@@ -103,10 +43,10 @@ def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd
     main = fam.iloc[-1]
     verdict = word([main.outcome], partial=bool((fam.iloc[:-1].outcome == "effect").any()))
     curve = ", ".join(f"k={k}: {m:.3f}" for k, m in select(df, approach="bayes_learned").groupby("rank").accuracy.mean().items())
-    others = "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in fam.iloc[:-1].itertuples())
-    finding = (_regime(select(df, approach="bayes_learned"), "SSL prior, CIFAR-10") +
-               f"Bayes + learned accuracy by rank ({curve}); rank {top} vs 0: {_diff(main, True)}, TOST ±1 pt "
-               f"p = {main.p_tost:.2g}; {others}; rank {top} vs isotropic: {_diff(iso.iloc[0], True)}; "
+    others = "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in fam.iloc[:-1].itertuples())
+    finding = (phrase_regime(select(df, approach="bayes_learned"), "SSL prior, CIFAR-10") +
+               f"Bayes + learned accuracy by rank ({curve}); rank {top} vs 0: {phrase_diff(main, True)}, TOST ±1 pt "
+               f"p = {main.p_tost:.2g}; {others}; rank {top} vs isotropic: {phrase_diff(iso.iloc[0], True)}; "
                f"{main.n_seeds} seeds" + (f" × {main.n_images} test images" if main.n_images > 1 else " (run-level metrics)"))
     return table, verdict, finding
 
@@ -139,10 +79,10 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[p
     verdict = word(list(status.values()), partial="effect" in status.values())
     parts = []
     for approach, t in table.groupby("approach", sort=False):
-        sides = ", ".join(f"vs λ = {r.versus:.0e}: {_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
+        sides = ", ".join(f"vs λ = {r.versus:.0e}: {phrase_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
         parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} (validation), test {t.mean_a.iloc[0]:.3f}; "
                      f"{sides} → {status[approach]}")
-    return table, verdict, _regime(test, "SSL prior") + "; ".join(parts)
+    return table, verdict, phrase_regime(test, "SSL prior") + "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------- C4-C6: five-way
@@ -176,8 +116,8 @@ def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tupl
     parts = [f"{ds}/{kind}: adjacent steps shown {', '.join(a.comparison[a.outcome == 'effect']) or 'none'}"
              for (ds, kind), t in pooled.groupby(["dataset", "kind"], sort=False) if len(a := t.iloc[:4])]
     step23 = prim.iloc[1]
-    finding = (_regime(select(df, dataset="cifar10"), "CIFAR-10, SSL prior (primary); mean of per-size effects") +
-               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in prim.itertuples()) +
+    finding = (phrase_regime(select(df, dataset="cifar10"), "CIFAR-10, SSL prior (primary); mean of per-size effects") +
+               "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in prim.itertuples()) +
                f"; (2) vs (3) equivalent within ±1 pt: TOST p = {step23.p_tost:.2g}; " + "; ".join(parts))
     return table, verdict, finding
 
@@ -213,11 +153,11 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
                     & (table.approach != "sgd_transfer")]
     verdict = (word(list(matched.outcome), partial=bool((matched.outcome == "effect").any())) if len(matched)
                else "inconclusive")
-    finding = (_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
+    finding = (phrase_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
                                          "supervised prior yet); ") +
-               "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs {r.reference} {r.mean_b:.3f}, {_diff(r, True)}"
+               "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs {r.reference} {r.mean_b:.3f}, {phrase_diff(r, True)}"
                          for r in pd.concat([raw, matched]).itertuples()) + "; " +
-               "; ".join(f"difference of differences {SHORT[r.approach]}−(3) vs {r.reference}: {_diff(r, True)}, "
+               "; ".join(f"difference of differences {SHORT[r.approach]}−(3) vs {r.reference}: {phrase_diff(r, True)}, "
                          f"TOST ±1 pt p = {r.p_tost:.2g}" for r in did.itertuples()))
     return table, verdict, finding
 
@@ -264,13 +204,13 @@ def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) 
         g = x[x.comparison.str.endswith("> 0")].sort_values("n_train", kind="stable")
         return ", ".join(f"n={r.n_train}: {100 * r.mean_diff:+.1f} pt ({r.outcome})" for r in g.itertuples())
 
-    finding = (_regime(select(d, **_with_kind("bayes_learned", "ssl")), "SSL prior, CIFAR-10") +
+    finding = (phrase_regime(select(d, **_with_kind("bayes_learned", "ssl")), "SSL prior, CIFAR-10") +
                f"gain of (1) over (3): {curve(t)}; interior vs ends: " +
-               "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in t[t.comparison.str.contains(r"> gain")].itertuples()))
+               "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in t[t.comparison.str.contains(r"> gain")].itertuples()))
     if "bayes_nonlearned" in tables:
         n4 = tables["bayes_nonlearned"]
         finding += (f". Gain of (1) over (4) Bayes + non-learned (not the verdict): {curve(n4)}; " +
-                    "; ".join(f"{r.comparison}: {_diff(r, True)}" for r in n4[n4.comparison.str.contains(r"> gain")].itertuples()))
+                    "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in n4[n4.comparison.str.contains(r"> gain")].itertuples()))
     return table, verdict, finding
 
 
@@ -289,9 +229,9 @@ def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcom
                      for m, alt in (("accuracy", "greater"), ("nll", "less"))])
     acc, nll = table.iloc[0], table.iloc[1]
     verdict = word([acc.outcome], partial=nll.outcome == "effect")
-    finding = (_regime(bma.assign(approach="bayes_learned")) +
-               f"accuracy: BMA {acc.mean_a:.3f} vs ensemble {acc.mean_b:.3f}, {_diff(acc, True)}; "
-               f"NLL: BMA {nll.mean_a:.3f} vs ensemble {nll.mean_b:.3f}, {_diff(nll)}")
+    finding = (phrase_regime(bma.assign(approach="bayes_learned")) +
+               f"accuracy: BMA {acc.mean_a:.3f} vs ensemble {acc.mean_b:.3f}, {phrase_diff(acc, True)}; "
+               f"NLL: BMA {nll.mean_a:.3f} vs ensemble {nll.mean_b:.3f}, {phrase_diff(nll)}")
     return table, verdict, finding
 
 
@@ -328,8 +268,8 @@ def calibration_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> t
     table = _family(rows)
     checks = [_check(list(t.outcome)) for _, t in table.groupby("check", sort=True)]
     verdict = word(checks, partial=any(c == "effect" for c in checks))
-    finding = (_regime(d, "SSL prior, CIFAR-10") + "; ".join(
-        f"{c} {r.comparison} ({r.metric}): {_diff(r)}" for c, r in zip(table.check, table.itertuples())) +
+    finding = (phrase_regime(d, "SSL prior, CIFAR-10") + "; ".join(
+        f"{c} {r.comparison} ({r.metric}): {phrase_diff(r)}" for c, r in zip(table.check, table.itertuples())) +
         f"; checks (a), (b), (c): {', '.join(checks)}")
     return table, verdict, finding
 
@@ -342,9 +282,9 @@ def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None =
     nll_ = _family(_versus_one(df, "shift_nll", "less", outcomes))
     table = pd.concat([acc, nll_], ignore_index=True)
     verdict = word(list(acc.outcome), partial=bool((acc.outcome.iloc[2:] == "effect").all()))
-    finding = (_regime(df[df.dataset == "cifar10"], f"shift set {shift_name}") + "shift accuracy " +
-               "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r, True)}" for r in acc.itertuples())
-               + "; shift NLL " + "; ".join(f"{r.comparison}: {_diff(r)}" for r in nll_.itertuples()))
+    finding = (phrase_regime(df[df.dataset == "cifar10"], f"shift set {shift_name}") + "shift accuracy " +
+               "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {phrase_diff(r, True)}" for r in acc.itertuples())
+               + "; shift NLL " + "; ".join(f"{r.comparison}: {phrase_diff(r)}" for r in nll_.itertuples()))
     return table, verdict, finding
 
 
@@ -362,7 +302,7 @@ def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     table = _family(rows)
     sup, ssl = list(table.outcome.iloc[:2]), list(table.outcome.iloc[2:])
     verdict = word(sup, partial="effect" in sup or all(o == "effect" for o in ssl))
-    finding = (_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {_diff(r, True)}"
+    finding = (phrase_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {phrase_diff(r, True)}"
                                                 for r in table.itertuples())
                + f"; {int(table.n_seeds.min())} paired seeds")
     return table, verdict, finding

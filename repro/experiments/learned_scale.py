@@ -25,7 +25,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analysis.stats import Outcomes, adjust, compare
-from ..analysis.verdicts import word
+from ..analysis.wording import word
 from ..profiles import Profile
 from ..runner import load_results
 from .approaches import lookup
