@@ -7,7 +7,6 @@ tests together and in collection order, while the unit tests are spread over the
 import pytest
 
 
-@pytest.hookimpl(tryfirst=True)     # before xdist's own hook, which turns the group mark into the node id's "@notebooks"
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.suffix == ".ipynb":
