@@ -38,12 +38,9 @@ studies: setup
 		$(if $(STAGES),--stages $(STAGES)) > results/$(PROFILE)/studies_$$w.log 2>&1 & done
 	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
 
-## Unit tests and every notebook on the smoke profile through nbval, in TEST_WORKERS single-threaded processes: the
-## notebooks in order in one of them (they build on each other; conftest.py groups them), the unit tests beside.
-TEST_WORKERS ?= 2
+## Unit tests, then every notebook on the smoke profile through nbval.
 test: setup
-	REPRO_PROFILE=smoke OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
-		tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	REPRO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 unit: setup
 	$(PY) -m pytest tests
