@@ -203,12 +203,12 @@ def stacked(df: pd.DataFrame, specs: Sequence[dict], on: Sequence[str] = ("seed"
         raise ValueError(f"no runs common to {specs}")
     idx = [s if lv is None else (lv, s) for lv in levels for s in seeds]
     sets = [[t[i] for i in idx] for t in tables]           # per spec: (metric, key) per cell
-    has = [outcomes is not None and k in outcomes and metric in outcomes[k] for r in sets for _, k in r]
-    if any(has) and not all(has):       # never quietly fall back to run-level statistics for a whole comparison
-        missing = [k for (_, k), h in zip((c for r in sets for c in r), has) if not h]
-        raise ValueError(f"per-image {metric!r} is missing for {len(missing)} of {len(has)} runs (e.g. {missing[0]}): "
+    keys = [k for r in sets for _, k in r]
+    missing = [k for k in keys if outcomes is None or metric not in outcomes.get(k, {})]
+    if missing and len(missing) < len(keys):   # never quietly fall back to run-level statistics for a whole comparison
+        raise ValueError(f"per-image {metric!r} is missing for {len(missing)} of {len(keys)} runs (e.g. {missing[0]}): "
                          "their saved predictions lack it")
-    per_image = all(has)
+    per_image = not missing
     arrays = []
     for r in sets:
         vals = [np.asarray(outcomes[k][metric], dtype=float) for _, k in r] if per_image else [[m] for m, _ in r]

@@ -143,14 +143,14 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
                      ({"approach": approach, "prior_kind": kind}, -1.0), ({"approach": "sgd_transfer", "prior_kind": kind}, 1.0)]
             rows.append({"approach": approach, "reference": kind, "comparison": f"difference of differences vs {kind}",
                          **contrast(d, terms, on, outcomes=outcomes)[0]})
-    primary = [r["reference"] == "supervised_matched" and r["comparison"].startswith("ssl")
-               and r["approach"] != "sgd_transfer" for r in rows]     # the rule's family: (1) and (2) vs matched
-    table = pd.concat([_family([r for r, p in zip(rows, primary) if p]),
-                       _family([r for r, p in zip(rows, primary) if not p])], ignore_index=True)
+    for r in rows:                      # the rule's family: (1) and (2) against the matched prior; the rest apart
+        r["primary"] = (r["reference"] == "supervised_matched" and r["comparison"].startswith("ssl")
+                        and r["approach"] != "sgd_transfer")
+    table = pd.concat([_family([r for r in rows if r["primary"]]), _family([r for r in rows if not r["primary"]])],
+                      ignore_index=True)
     raw = table[(table.reference == "supervised") & table.comparison.str.startswith("ssl")]
     did = table[table.comparison.str.startswith("difference")]
-    matched = table[(table.reference == "supervised_matched") & table.comparison.str.startswith("ssl")
-                    & (table.approach != "sgd_transfer")]
+    matched = table[table.primary]
     verdict = (word(list(matched.outcome), partial=bool((matched.outcome == "effect").any())) if len(matched)
                else "inconclusive")
     finding = (phrase_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
