@@ -38,9 +38,18 @@ studies: setup
 		$(if $(STAGES),--stages $(STAGES)) > results/$(PROFILE)/studies_$$w.log 2>&1 & done
 	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
 
-## Unit tests, then every notebook on the smoke profile through nbval.
+## The unit tests and every notebook on the smoke profile (nbval), as two single-threaded streams side by side:
+## the notebooks run in order in one, the unit tests (isolated in temporary folders) in the other. The notebooks'
+## log is kept in $(NBVAL_LOG) and its summary printed after the unit tests'; the exit code fails if either fails.
+NBVAL_LOG := results/smoke/nbval.log
 test: setup
-	REPRO_PROFILE=smoke $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	@mkdir -p $(dir $(NBVAL_LOG)); export REPRO_PROFILE=smoke OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
+	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider > $(NBVAL_LOG) 2>&1 & nb=$$!; \
+	trap 'kill $$nb 2>/dev/null' INT TERM; \
+	echo "notebooks: running in the background (log: $(NBVAL_LOG)); unit tests:"; \
+	$(PY) -m pytest tests -p no:cacheprovider; unit=$$?; \
+	echo "notebooks (nbval), the end of $(NBVAL_LOG):"; wait $$nb; notebooks=$$?; tail -n 40 $(NBVAL_LOG); \
+	exit $$(( unit || notebooks ))
 
 unit: setup
 	$(PY) -m pytest tests
