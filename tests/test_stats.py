@@ -99,7 +99,7 @@ def test_outcome_and_word():
     assert wording.word(["unclear", "equivalent"]) == "not reproduced"
     assert wording.word(["unclear"]) == "inconclusive"
     assert wording.word(["effect"], confounded=True) == "inconclusive"
-    assert wording.verdict_of({**base, "p_reverse": 0.001}) == "not reproduced"
+    assert wording.word([stats.outcome({**base, "p_reverse": 0.001})]) == "not reproduced"
     assert set(wording.VERDICTS) == {"reproduced", "partially reproduced", "not reproduced", "inconclusive"}
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..experiments.approaches import SHORT
-from .stats import ALPHA, ok, outcome
+from .stats import ok
 
 #: The four verdict words, defined in the module docstring and in REPORT.md.
 VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
@@ -28,7 +28,7 @@ def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = Fals
     ``reproduced`` if every primary comparison shows the effect; ``partially reproduced`` if not, but ``partial`` (the
     claim's stated partial condition) holds; ``not reproduced`` if some primary comparison is reversed or equivalent
     to zero, or ``absent`` (a claim-specific failure, e.g. an optimum at the grid's edge); ``inconclusive``
-    otherwise, or whenever ``confounded``. Any claim can use it (see :func:`verdict_of` for a single comparison)."""
+    otherwise, or whenever ``confounded``. Any claim can use it."""
     if confounded:
         return "inconclusive"
     if outcomes and all(o == "effect" for o in outcomes):
@@ -38,13 +38,6 @@ def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = Fals
     if any(o in ("reversed", "equivalent", "absent") for o in outcomes):
         return "not reproduced"
     return "inconclusive"
-
-
-def verdict_of(diff: dict, alpha: float = ALPHA, partial: bool = False, confounded: bool = False) -> str:
-    """The word for a claim resting on one comparison ``diff`` (keys ``p``, ``p_reverse``, ``p_tost``; optionally the
-    Holm-adjusted ``p_holm``/``p_reverse_holm``), e.g. the dict :func:`repro.analysis.stats.paired_bootstrap` returns or one
-    built from any test (notebook 02's C1: Welch test over directions, its reverse and a TOST)."""
-    return word([outcome(diff, alpha)], partial=partial, confounded=confounded)
 
 
 def phrase_diff(c, pct: bool = False) -> str:
