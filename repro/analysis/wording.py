@@ -1,7 +1,7 @@
 """The study's verdict vocabulary and how a finding states a comparison: the four words (also defined in REPORT.md),
 the rule that turns a claim's comparison outcomes into one of them, and the phrases a finding is built from.
 
-* **reproduced**: every primary comparison of the claim shows the claimed effect (Holm-adjusted p < ``ALPHA``);
+* **reproduced**: every primary comparison of the claim shows the claimed effect (Holm-adjusted p < :data:`.stats.ALPHA`);
 * **partially reproduced**: not all of them, but the claim's stated partial condition holds;
 * **not reproduced**: the claimed effect is absent (equivalent to zero within +-1 accuracy point, TOST) or reversed
   (significant in the opposite direction), with adequate power, for a primary comparison;
