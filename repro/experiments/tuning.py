@@ -3,8 +3,8 @@
 Tuning protocol, second version (issue #19; the test split is never looked at):
   * data: the validation split (``val_fraction``) of the run's own n-image training subset, at **every training-set
     size** n of CIFAR-10; runs take the size's step budget (``Profile.steps_for``);
-  * criterion: the highest **mean** validation accuracy over the first ``tuning_seeds`` seeds, ties broken by the
-    lower mean validation NLL;
+  * criterion: the highest **mean** validation accuracy over the first ``tuning_seeds`` seeds, ties (equal to
+    ``SCORE_DECIMALS`` decimals) broken by the lower mean validation NLL;
   * order (coordinate-wise, each stage at the winners of the earlier ones); a "sweep" extends its log grid by its
     own spacing at a time while the best value is at an edge (at most 3 times per side):
       - SGD transfer, per prior kind: lr over ``lr_grid``; weight decay x ``factor_grid`` (at ``study_n``, see below);
@@ -55,15 +55,20 @@ from .grid import is_planning, run_settings
 MAX_EXTENSIONS = 3
 REUSED_KINDS = {"supervised_matched": "supervised"}   # a prior kind -> the kind whose tuned values it takes
 SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
+# Scores equal to this many decimals are a tie. An accuracy is a count over a few hundred validation images, recorded
+# from float32, so equal counts averaged over seeds can differ in the 8th digit (0.445 + 0.425 against 0.42 + 0.45
+# over 2 seeds): without rounding, that noise, not the NLL, broke the tie (fixed 2026-11-28, before any run it chose).
+SCORE_DECIMALS = 6
 
 
 def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
-    """The finished row with the highest ``metric`` (ties: lower NLL where there is one)."""
+    """The finished row with the highest ``metric`` (ties, to ``SCORE_DECIMALS``: lower NLL where there is one)."""
     ok = df[df.status == "ok"]
     if ok.empty:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
-    keys = [metric] + (["nll"] if "nll" in ok else [])
-    return ok.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0]
+    ranked = ok.assign(_score=ok[metric].round(SCORE_DECIMALS))
+    keys = ["_score"] + (["nll"] if "nll" in ok else [])
+    return ok.loc[ranked.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").index[0]]
 
 
 def _scored(df: pd.DataFrame, name: str) -> pd.DataFrame:
