@@ -52,6 +52,14 @@ def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_gr
     assert sorted(rows.scale.unique()) == pytest.approx(sorted(expected_grid))
 
 
+def test_a_plateau_at_the_edge_is_not_extended_on_float_noise(monkeypatch):
+    # equal accuracies from 1e6 up, the edge value higher by float32 noise only: a tie, whose smallest value is interior
+    fake = FakeGrid(lambda p: 0.3 if p["scale"] < 1e6 else 0.45 + (1e-8 if p["scale"] == max(P.scales) else 0.0))
+    monkeypatch.setattr(tuning, "run_settings", fake)
+    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    assert grid == pytest.approx(sorted(P.scales))
+
+
 def test_best_breaks_accuracy_ties_by_nll():
     df = pd.DataFrame({"accuracy": [0.5, 0.7, 0.7], "nll": [0.1, 0.9, 0.8], "lr": [1, 2, 3], "status": "ok"})
     assert tuning.best_row(df).lr == 3

@@ -120,8 +120,8 @@ def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | No
 def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
           task: str = "transfer", metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
     """Runs of ``base`` on ``task``'s grid over ``name`` (every seed per value), the grid extended by its own spacing
-    at a time while the best mean ``metric`` is at an edge (at most ``MAX_EXTENSIONS`` per side). Returns all rows and
-    the final grid."""
+    at a time while the best mean ``metric`` (the smallest value of a tie) is at an edge (at most ``MAX_EXTENSIONS``
+    per side). Returns all rows and the final grid."""
     seeds = list(seeds or [base.get("seed", profile.seeds[0])])
     grid = sorted(grid)
     step = grid[1] / grid[0] if len(grid) > 1 else 10.0      # the grid's own spacing (a decade on ``scales``)
@@ -130,7 +130,9 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
         rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
         if is_planning():                          # a dry run knows no scores: it plans no extension
             return rows, grid
-        score = mean_curve(rows, name, metric)
+        # the smallest value with the best mean, ties to SCORE_DECIMALS: on a plateau that reaches an edge, where only
+        # the NLL (noise there) would tell the values apart, the grid is not extended
+        score = mean_curve(rows, name, metric).round(SCORE_DECIMALS)
         best = score.idxmax() if not score.empty else None
         if best == grid[-1] and added["high"] < MAX_EXTENSIONS:
             grid.append(grid[-1] * step)
