@@ -68,7 +68,7 @@ def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
     ranked = ok.assign(_score=ok[metric].round(SCORE_DECIMALS))
     keys = ["_score"] + (["nll"] if "nll" in ok else [])
-    return ok.loc[ranked.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").index[0]]
+    return ranked.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0].drop("_score")
 
 
 def _scored(df: pd.DataFrame, name: str) -> pd.DataFrame:
