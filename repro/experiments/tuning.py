@@ -61,11 +61,17 @@ SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentati
 SCORE_DECIMALS = 6
 
 
-def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
-    """The finished row with the highest ``metric`` (ties, to ``SCORE_DECIMALS``: lower NLL where there is one)."""
+def _finished(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose run finished (``status == "ok"``); an error naming the statuses when none did."""
     ok = df[df.status == "ok"]
     if ok.empty:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
+    return ok
+
+
+def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+    """The finished row with the highest ``metric`` (ties, to ``SCORE_DECIMALS``: lower NLL where there is one)."""
+    ok = _finished(df)
     ranked = ok.assign(_score=ok[metric].round(SCORE_DECIMALS))
     keys = ["_score"] + (["nll"] if "nll" in ok else [])
     return ranked.sort_values(keys, ascending=[False] + [True] * (len(keys) - 1), kind="stable").iloc[0].drop("_score")
@@ -74,9 +80,7 @@ def best_row(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
 def _scored(df: pd.DataFrame, name: str) -> pd.DataFrame:
     """The finished rows of the values of ``name`` whose every run (seed) finished: a value where a seed failed (e.g.
     diverged) is not scored on its survivors, which would favour unstable settings; unless every value lost one."""
-    ok = df[df.status == "ok"]
-    if ok.empty:
-        raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
+    ok = _finished(df)
     complete = ok[~ok[name].isin(set(df.loc[df.status != "ok", name]))]
     return complete if not complete.empty else ok
 
