@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repro.experiments import approaches, studies, tuning
+from repro.experiments import approaches, costs, studies, tuning
 from repro.profiles import get_profile
 
 
@@ -245,4 +245,6 @@ def test_a_worker_tunes_each_dataset_just_before_the_first_stage_that_reads_it(m
     assert cifar and fashion and cifar + fashion == len(studies.tuned_families(P))
     assert events == (["budget", "budgets checked"] + ["cifar10"] * cifar + ["five_way", "C10"]
                       + ["fashion-mnist"] * fashion + ["fashion", "segmentation"])
-    assert list(studies.STAGES)[:2] == ["budget", "five_way"]         # the headline right after the budgets
+    order, headline = list(studies.STAGES), set(costs.NOTEBOOK_STAGES["05_five_way"])
+    assert order[:2] == ["budget", "five_way"]                         # the headline right after the budgets ...
+    assert set(order[1:1 + len(headline)]) == headline                 # ... and all of notebook 05's before the rest

@@ -189,14 +189,14 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
 
 
 # In the order a worker runs them by default: notebook 09's learning curves first (they choose the budgets the others
-# run at, once profiles.py holds them), then the headline (the five-way comparison, C4-C8, and the ensembles of C10
-# built on its runs), so that every session of a grid that spans several ends with the claims most read; notebook 08's
-# grid, the costliest per claim, last.
+# run at, once profiles.py holds them), then all of notebook 05's grids (the headline: the five-way comparison, C4-C8,
+# the ensembles of C10 built on its runs, Fashion-MNIST), so that every session of a grid that spans several ends with
+# the claims most read; notebook 08's grid, the costliest per claim, last.
 STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "five_way": five_way, "C10": deep_ensemble,
     "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
-    "temperature": temperature_ablation, "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study,
-    "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)), "segmentation": segmentation_study,
+    "temperature": temperature_ablation, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),
+    "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study, "segmentation": segmentation_study,
 }
 
 
