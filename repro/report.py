@@ -259,16 +259,17 @@ NOT_AMENDED: tuple[str, ...] = ("C1",)
 
 
 def render_amendment(profile: Profile) -> str:
-    """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones."""
-    folder = results_dir(profile) / "claims"
-    path = folder / "before_amendment.csv"
-    if not path.exists():
+    """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones, on the
+    same runs: the first protocol's (``claims/first_protocol.csv``) once the second protocol has re-run a claim."""
+    if (before := _table(profile, "claims/before_amendment")) is None:
         return "_No verdicts from before the amendment on this profile._"
-    before = pd.read_csv(path).set_index("claim").verdict
+    before = before.set_index("claim").verdict
+    first = _table(profile, "claims/first_protocol")
+    first = {} if first is None else dict(zip(first.claim, first.verdict))
     lines = ["| id | verdict, first rules (one-sided t-tests over seeds, size × seed pooled, no Holm) | verdict, amended "
-             "rules (bootstrap over seeds × images, Holm, TOST) |", "|---|---|---|"]
+             "rules (bootstrap over seeds × images, Holm, TOST), same runs |", "|---|---|---|"]
     for claim in CLAIMS:
-        now = _verdicts(profile, claim)
+        now = first.get(claim) or _verdicts(profile, claim)
         after = f"{now} (rule not yet amended)" if claim in NOT_AMENDED else now
         lines.append(f"| {claim} | {before.get(claim, '—')} | {after} |")
     return "\n".join(lines)

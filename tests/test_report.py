@@ -126,3 +126,19 @@ def test_training_budget_block_marks_the_chosen_budget_and_the_rules(tmp_path, m
     assert "MAP + non-learned" not in text            # +0.004 per doubling: flat enough to go unmentioned
     assert "more than 2 points below the first kept one: n = 100, bayes_learned (T1)" in text
     assert "accuracy by +0.0090 and NLL by -0.0300: adopted" in text
+
+
+def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
+    """The amendment table sets the first rules beside the amended ones on the first protocol's runs: a claim the second
+    protocol has re-run shows its first-protocol verdict there, not the new one (which the budget table shows)."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    claims = tmp_path / "smoke" / "claims"
+    claims.mkdir(parents=True)
+    pd.DataFrame({"claim": ["C8"], "verdict": ["partially reproduced"]}).to_csv(claims / "before_amendment.csv", index=False)
+    pd.DataFrame({"claim": ["C8"], "verdict": ["not reproduced"], "finding": ["x"]}).to_csv(
+        claims / "first_protocol.csv", index=False)
+    report.record_claim(SMOKE, "C8", "reproduced", "second protocol", "", regime="cold")
+    rows = report.render_amendment(SMOKE).splitlines()
+    assert "| C8 | partially reproduced | not reproduced |" in rows
+    assert "| C3 | — | — |" in rows                         # neither protocol concluded: nothing invented
+    assert "cold T: reproduced" in report.render_budget(SMOKE)
