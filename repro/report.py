@@ -203,21 +203,25 @@ def render_tuning(profile: Profile) -> str:
 
 
 def render_compute(profile: Profile) -> str:
-    """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by split and approach."""
+    """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
+    approach, with each grid's total per protocol. The first protocol's runs (200 steps, T = 1, issue #19) predate the
+    ``burnin_cycles`` column, so an empty cell there marks them."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
     df = pd.concat(frames, ignore_index=True)
-    g = df.groupby(["study", "split", "approach"]).agg(
+    df["protocol"] = df.burnin_cycles.isna().map({True: "first", False: "second"}) if "burnin_cycles" in df else "first"
+    keys = ["study", "protocol"]
+    g = df.groupby([*keys, "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
         mean_s=("wall_time_s", "mean"), total_h=("wall_time_s", lambda s: s.sum() / 3600))
-    lines = ["| grid | split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {st} | {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |"
-              for (st, sp, a), r in g.iterrows()]
-    lines += [f"| **{st}** | | | **{len(d)}** | {int((d.status != 'ok').sum())} | {d.wall_time_s.mean():.0f} | "
-              f"**{d.wall_time_s.sum() / 3600:.2f}** |" for st, d in df.groupby("study", sort=False)]
+    lines = ["| grid | protocol | split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {st} | {pr} | {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |"
+              for (st, pr, sp, a), r in g.iterrows()]
+    lines += [f"| **{st}** | **{pr}** | | | **{len(d)}** | {int((d.status != 'ok').sum())} | {d.wall_time_s.mean():.0f} | "
+              f"**{d.wall_time_s.sum() / 3600:.2f}** |" for (st, pr), d in df.groupby(keys, sort=False)]
     return "\n".join(lines)
 
 

@@ -142,3 +142,19 @@ def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
     assert "| C8 | partially reproduced | not reproduced |" in rows
     assert "| C3 | — | — |" in rows                         # neither protocol concluded: nothing invented
     assert "cold T: reproduced" in report.render_budget(SMOKE)
+
+
+def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
+    """Runs from before the second protocol (no ``burnin_cycles``) and after it are counted apart, each with its total."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "smoke" / "transfer").mkdir(parents=True)
+    run = dict(split="test", approach="map_learned", status="ok")
+    pd.DataFrame([run | dict(key="a", wall_time_s=3600.0, burnin_cycles=None),
+                  run | dict(key="b", wall_time_s=1800.0, burnin_cycles=1),
+                  run | dict(key="c", wall_time_s=5400.0, burnin_cycles=0)]
+                 ).to_csv(tmp_path / "smoke" / "transfer" / "runs.csv", index=False)
+    lines = report.render_compute(SMOKE).splitlines()
+    assert "| transfer | first | test | map_learned | 1 | 0 | 3600 | 1.00 |" in lines
+    assert "| transfer | second | test | map_learned | 2 | 0 | 3600 | 2.00 |" in lines
+    assert "| **transfer** | **first** | | | **1** | 0 | 3600 | **1.00** |" in lines
+    assert "| **transfer** | **second** | | | **2** | 0 | 3600 | **2.00** |" in lines
