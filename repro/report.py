@@ -210,8 +210,10 @@ def render_compute(profile: Profile) -> str:
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
+    for f in frames:                                   # per grid: one written before the column existed is all "first"
+        f["protocol"] = (f.burnin_cycles.isna() if "burnin_cycles" in f else True)
+        f["protocol"] = f.protocol.map({True: "first", False: "second"})
     df = pd.concat(frames, ignore_index=True)
-    df["protocol"] = df.burnin_cycles.isna().map({True: "first", False: "second"}) if "burnin_cycles" in df else "first"
     keys = ["study", "protocol"]
     g = df.groupby([*keys, "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
@@ -264,16 +266,20 @@ NOT_AMENDED: tuple[str, ...] = ("C1",)
 
 def render_amendment(profile: Profile) -> str:
     """Each claim's verdict under the first rules (``claims/before_amendment.csv``) and under the amended ones, on the
-    same runs: the first protocol's (``claims/first_protocol.csv``) once the second protocol has re-run a claim."""
+    same runs: the first protocol's (``claims/first_protocol.csv``) where that table exists, never a second-protocol
+    verdict (:func:`render_budget` shows those)."""
     if (before := _table(profile, "claims/before_amendment")) is None:
         return "_No verdicts from before the amendment on this profile._"
     before = before.set_index("claim").verdict
-    first = _table(profile, "claims/first_protocol")
-    first = {} if first is None else dict(zip(first.claim, first.verdict))
+    first = _table(profile, "claims/first_protocol")     # absent on a profile that only ever ran one protocol
     lines = ["| id | verdict, first rules (one-sided t-tests over seeds, size × seed pooled, no Holm) | verdict, amended "
              "rules (bootstrap over seeds × images, Holm, TOST), same runs |", "|---|---|---|"]
     for claim in CLAIMS:
-        now = first.get(claim) or _verdicts(profile, claim)
+        if first is None:
+            now = _verdicts(profile, claim)
+        else:
+            v = first.verdict[first.claim == claim]
+            now = v.iloc[0] if len(v) and pd.notna(v.iloc[0]) else "—"
         after = f"{now} (rule not yet amended)" if claim in NOT_AMENDED else now
         lines.append(f"| {claim} | {before.get(claim, '—')} | {after} |")
     return "\n".join(lines)

@@ -138,9 +138,10 @@ def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
     pd.DataFrame({"claim": ["C8"], "verdict": ["not reproduced"], "finding": ["x"]}).to_csv(
         claims / "first_protocol.csv", index=False)
     report.record_claim(SMOKE, "C8", "reproduced", "second protocol", "", regime="cold")
+    report.record_claim(SMOKE, "C3", "reproduced", "second protocol only", "", regime="T1")
     rows = report.render_amendment(SMOKE).splitlines()
     assert "| C8 | partially reproduced | not reproduced |" in rows
-    assert "| C3 | — | — |" in rows                         # neither protocol concluded: nothing invented
+    assert "| C3 | — | — |" in rows                         # no first-protocol verdict: none borrowed from the second
     assert "cold T: reproduced" in report.render_budget(SMOKE)
 
 
@@ -153,7 +154,11 @@ def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
                   run | dict(key="b", wall_time_s=1800.0, burnin_cycles=1),
                   run | dict(key="c", wall_time_s=5400.0, burnin_cycles=0)]
                  ).to_csv(tmp_path / "smoke" / "transfer" / "runs.csv", index=False)
+    (tmp_path / "smoke" / "segmentation").mkdir()
+    pd.DataFrame([run | dict(key="d", wall_time_s=360.0)]).to_csv(tmp_path / "smoke" / "segmentation" / "runs.csv",
+                                                                  index=False)       # from before the column existed
     lines = report.render_compute(SMOKE).splitlines()
+    assert "| **segmentation** | **first** | | | **1** | 0 | 360 | **0.10** |" in lines
     assert "| transfer | first | test | map_learned | 1 | 0 | 3600 | 1.00 |" in lines
     assert "| transfer | second | test | map_learned | 2 | 0 | 3600 | 2.00 |" in lines
     assert "| **transfer** | **first** | | | **1** | 0 | 3600 | **1.00** |" in lines
