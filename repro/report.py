@@ -205,21 +205,19 @@ def render_tuning(profile: Profile) -> str:
 def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
     approach, with each grid's total per protocol. The first protocol's runs (200 steps, T = 1, issue #19) predate the
-    ``burnin_cycles`` column, so an empty cell there marks them."""
+    ``burnin_cycles`` column: an empty cell there, or a grid without the column, marks them."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
-    for f in frames:                                   # per grid: one written before the column existed is all "first"
-        f["protocol"] = (f.burnin_cycles.isna() if "burnin_cycles" in f else True)
-        f["protocol"] = f.protocol.map({True: "first", False: "second"})
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat([f.assign(protocol=f.burnin_cycles.isna().map({True: "first", False: "second"})
+                             if "burnin_cycles" in f else "first") for f in frames], ignore_index=True)
     keys = ["study", "protocol"]
     g = df.groupby([*keys, "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
         mean_s=("wall_time_s", "mean"), total_h=("wall_time_s", lambda s: s.sum() / 3600))
     lines = ["| grid | protocol | split | approach | runs | failed | mean wall time per run (s) | total (CPU-hours) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---" * 8 + "|"]
     lines += [f"| {st} | {pr} | {sp} | {a} | {r.runs:.0f} | {r.failed:.0f} | {r.mean_s:.0f} | {r.total_h:.2f} |"
               for (st, pr, sp, a), r in g.iterrows()]
     lines += [f"| **{st}** | **{pr}** | | | **{len(d)}** | {int((d.status != 'ok').sum())} | {d.wall_time_s.mean():.0f} | "
@@ -271,17 +269,13 @@ def render_amendment(profile: Profile) -> str:
     if (before := _table(profile, "claims/before_amendment")) is None:
         return "_No verdicts from before the amendment on this profile._"
     before = before.set_index("claim").verdict
-    first = _table(profile, "claims/first_protocol")     # absent on a profile that only ever ran one protocol
+    if (first := _table(profile, "claims/first_protocol")) is not None:     # absent where one protocol ever ran
+        first = dict(zip(first.claim, first.verdict.fillna("—")))
     lines = ["| id | verdict, first rules (one-sided t-tests over seeds, size × seed pooled, no Holm) | verdict, amended "
              "rules (bootstrap over seeds × images, Holm, TOST), same runs |", "|---|---|---|"]
     for claim in CLAIMS:
-        if first is None:
-            now = _verdicts(profile, claim)
-        else:
-            v = first.verdict[first.claim == claim]
-            now = v.iloc[0] if len(v) and pd.notna(v.iloc[0]) else "—"
-        after = f"{now} (rule not yet amended)" if claim in NOT_AMENDED else now
-        lines.append(f"| {claim} | {before.get(claim, '—')} | {after} |")
+        now = _verdicts(profile, claim) if first is None else first.get(claim, "—")
+        lines.append(f"| {claim} | {before.get(claim, '—')} | {now}{' (rule not yet amended)' * (claim in NOT_AMENDED)} |")
     return "\n".join(lines)
 
 
