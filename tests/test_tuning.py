@@ -60,6 +60,25 @@ def test_a_plateau_at_the_edge_is_not_extended_on_float_noise(monkeypatch):
     assert grid == pytest.approx(sorted(P.scales))
 
 
+@pytest.mark.parametrize("recorded, expected_grid", [
+    (P.scales + (1e8, 1e9), P.scales + (1e8, 1e9, 1e10)),      # extensions recorded: followed as the workers did
+    (P.scales[:-1], P.scales),                                 # a run still to do: no scores, no extension planned
+])
+def test_a_dry_run_follows_the_recorded_extensions(monkeypatch, recorded, expected_grid):
+    """Planning (``grid.planning``) sees recorded rows with their scores and placeholders for the rest; it must choose
+    as the real sweep would wherever the scores exist, or it plans runs at values the workers never chose."""
+    fake = FakeGrid(peaked(1e9))
+
+    def planned(profile, task, settings, desc=None):
+        rows = fake(profile, task, settings, desc)
+        return rows.assign(planned=[None if s in recorded else True for s in rows.scale])
+
+    monkeypatch.setattr(tuning, "run_settings", planned)
+    monkeypatch.setattr(tuning, "is_planning", lambda: True)
+    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    assert grid == pytest.approx(sorted(expected_grid))
+
+
 def test_best_breaks_accuracy_ties_by_nll():
     df = pd.DataFrame({"accuracy": [0.5, 0.7, 0.7], "nll": [0.1, 0.9, 0.8], "lr": [1, 2, 3], "status": "ok"})
     assert tuning.best_row(df).lr == 3

@@ -132,7 +132,9 @@ def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: 
     added = {"low": 0, "high": 0}
     while True:
         rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
-        if is_planning():                          # a dry run knows no scores: it plans no extension
+        # a dry run knows no scores where a run is still to do (its placeholder row): it plans no extension from
+        # there; where every run is recorded it extends as the workers did, so it plans at the values they chose
+        if is_planning() and "planned" in rows and rows.planned.eq(True).any():
             return rows, grid
         # the smallest value with the best mean, ties to SCORE_DECIMALS: on a plateau that reaches an edge, where only
         # the NLL (noise there) would tell the values apart, the grid is not extended
