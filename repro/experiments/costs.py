@@ -1,9 +1,10 @@
 """What a batch will cost before it starts: ``python -m repro.reproduce --profile P --claims ... --dry-run``.
 
 Each notebook's grids are planned without training (:func:`.grid.planning`): every run a study needs and the grid
-has not recorded is counted, tuning included, as its own notebook's. A planned tuning stage keeps its first value and
-no sweep or budget grid is extended, so the counts are those known to be needed now (a sweep that ends at an edge of
-its grid, or a learning curve that has not flattened, adds runs later).
+has not recorded is counted, tuning included, as its own notebook's. A tuning stage or sweep with runs still to do
+keeps its first value and is not extended (one whose runs are all recorded decides, and extends, on their scores, as
+the workers did), and no budget grid is extended, so the counts are those known to be needed now (a sweep that ends
+at an edge of its grid, or a learning curve that has not flattened, adds runs later).
 
 A run's cost is a per-step rate times its steps plus a fixed evaluation overhead: on a profile with recorded runs,
 the recorded training seconds per step of its runs of the same task and inference (map, sampler, variational) and
