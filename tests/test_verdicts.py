@@ -37,6 +37,13 @@ def test_rank_verdict_matches_a_hand_computed_paired_t_test():
     assert verdicts.rank_verdict(rank_rows({0: 0.50, 1: 0.56, 20: 0.44}))[1] == "partially reproduced"
 
 
+def test_rank_verdict_names_each_sampler_arms_temperature():
+    df = rank_rows({0: 0.50, 20: 0.50}).assign(prior_kind="ssl", n_train=1000,
+                                               temperature=lambda d: np.where(d.approach == "bayes_isotropic", 1e-3, 1e-2))
+    finding = verdicts.rank_verdict(df)[2]
+    assert finding.startswith("Regime: Bayes at T = 0.001, 0.01 ((7) ssl: 0.001, (1) ssl: 0.01); n = 1000;")
+
+
 def test_rank_verdict_is_inconclusive_when_underpowered():
     df = rank_rows({0: 0.50, 1: 0.50, 20: 0.51})
     df.loc[(df.approach == "bayes_learned") & (df["rank"] == 20), "accuracy"] += np.array([0.02, -0.03, 0.025])   # noisy, +1 point on average
