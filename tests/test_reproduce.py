@@ -63,8 +63,9 @@ def test_each_execution_logs_its_wall_and_kernel_cpu_time(tmp_path, monkeypatch)
     assert list(log.notebook) == ["01_burn", "02_sleep"] * 2 and log.ok.all()     # appended, not overwritten
     burn, sleep = log[log.notebook == "01_burn"], log[log.notebook == "02_sleep"]
     assert (sleep.wall_s >= 1.5).all() and (burn.wall_s >= 1.5).all()
-    # kernel start-up costs the same CPU in both; the 1.5 s burnt must show on top of it
-    assert (burn.cpu_s.to_numpy() - sleep.cpu_s.to_numpy() > 1.2).all()
+    # kernel start-up costs about the same CPU in both (it varies by a few tenths under load, and the log rounds to
+    # 0.1 s); the 1.5 s burnt must show on top of it, where a wall-clock or parent-only count would show ~0
+    assert (burn.cpu_s.to_numpy() - sleep.cpu_s.to_numpy() > 1.0).all()
 
 
 def test_claims_skip_notebook_01_when_its_outputs_exist(tmp_path, monkeypatch, capsys):
