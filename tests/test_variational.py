@@ -185,3 +185,38 @@ def test_a_variational_run_records_the_widths_it_learned(smoke_priors_dir, monke
     out = run_transfer(P, default_params(P, "transfer", approach, prior_kind=kind, steps=6))
     assert all(out[f"learned_{w}"] > 0 and math.isfinite(out[f"learned_{w}"]) for w in widths)
     assert out["learned_sigma"] > 0 and 0 <= out["accuracy"] <= 1 and out["samples_collected"] == 1
+
+
+def test_q_mean_is_the_map_at_kappa_times_the_learned_widths():
+    """Notebook 10's amendment (:mod:`repro.experiments.learned_scale`): at the DE-ELBO's optimum, q's mean is the MAP
+    (likelihood at weight one) under the prior at kappa x the learned widths, not at the learned widths."""
+    from scipy.linalg import block_diag
+    N, d1, d2 = 10, 10, 4
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(N, d1 + d2, generator=g, dtype=D).numpy()
+    y = X @ torch.randn(d1 + d2, generator=g, dtype=D).numpy() + 0.5 * torch.randn(N, generator=g, dtype=D).numpy()
+    blocks = [Widened(low_rank(d1, K=3, rank=2, eps=0.0, seed=5).with_(scale=1.0)), Widened(IsotropicGaussianPrior(d2, 1.0))]
+    kappa = (d1 + d2) / N
+    m_star, _, w = linear_gaussian_optimum(X, y, blocks, kappa)
+    parts = [dense(b.base) for b in blocks]
+    mu = np.concatenate([p[0] for p in parts])
+
+    def map_at(widths):
+        P = block_diag(*[np.linalg.inv(cov) / wb for (_, cov), wb in zip(parts, widths)])
+        return np.linalg.solve(X.T @ X + P, X.T @ y + P @ mu)
+
+    np.testing.assert_allclose(map_at(kappa * w), m_star, rtol=1e-8, atol=1e-10)
+    assert np.abs(map_at(w) - m_star).max() > 0.05       # the unscaled widths give another model
+
+
+def test_kappa_is_the_fits_data_weight_relative_to_map():
+    from repro.experiments import learned_scale
+    from repro.models import Classifier, build_backbone
+    from repro.profiles import get_profile
+    P = get_profile("smoke")
+    model = Classifier(build_backbone(P.model, width=P.width), learned_scale.NUM_CLASSES)
+    d = sum(q.numel() for q in model.parameters())
+    for objective, expected in (("de_elbo", d / 50), ("elbo", 1.0)):
+        opt = DataEmphasizedVI(model.parameters(), lr=0.1, num_data=50, objective=objective,
+                               blocks=[("alpha", IsotropicGaussianPrior(d, 1.0))])
+        assert learned_scale.kappa(P, objective, 50) == pytest.approx(opt.kappa_n / 50) == pytest.approx(expected)
