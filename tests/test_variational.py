@@ -209,14 +209,20 @@ def test_q_mean_is_the_map_at_kappa_times_the_learned_widths():
     assert np.abs(map_at(w) - m_star).max() > 0.05       # the unscaled widths give another model
 
 
-def test_kappa_is_the_fits_data_weight_relative_to_map():
+@pytest.mark.parametrize("approach, kind", [("vi_learned", "supervised"), ("vi_nonlearned", "none")])
+def test_kappa_is_the_fits_data_weight_relative_to_map(smoke_priors_dir, monkeypatch, approach, kind):
+    """learned_scale.kappa against the dimension of the blocks a variational run's optimiser is built on."""
+    from repro.data import DATASETS
     from repro.experiments import learned_scale
-    from repro.models import Classifier, build_backbone
+    from repro.experiments.approaches import default_params, lookup
+    from repro.experiments.transfer import build_model_and_prior, unit_width_blocks
     from repro.profiles import get_profile
-    P = get_profile("smoke")
-    model = Classifier(build_backbone(P.model, width=P.width), learned_scale.NUM_CLASSES)
-    d = sum(q.numel() for q in model.parameters())
-    for objective, expected in (("de_elbo", d / 50), ("elbo", 1.0)):
-        opt = DataEmphasizedVI(model.parameters(), lr=0.1, num_data=50, objective=objective,
-                               blocks=[("alpha", IsotropicGaussianPrior(d, 1.0))])
-        assert learned_scale.kappa(P, objective, 50) == pytest.approx(opt.kappa_n / 50) == pytest.approx(expected)
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
+    P, a = get_profile("smoke"), lookup(approach)
+    p = default_params(P, "transfer", approach, prior_kind=kind)
+    model, prior = build_model_and_prior(P, p, int(DATASETS[p["dataset"]].num_classes), a)
+    d = sum(block.dim for _, block in unit_width_blocks(prior, a))
+    assert d == sum(q.numel() for q in model.parameters() if q.requires_grad)
+    assert learned_scale.kappa(P, "de_elbo", 50) == pytest.approx(d / 50)
+    assert learned_scale.kappa(P, "elbo", 50) == 1.0
