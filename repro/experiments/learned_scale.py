@@ -35,6 +35,8 @@ ELBO has kappa = 1, its prior term is MAP's already), and q's mean itself agains
 """
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from ..analysis.stats import Outcomes, adjust, compare
@@ -57,13 +59,17 @@ KIND = "ssl"                          # the learned prior's kind: the paper's he
 MATCHED, Q_MEAN = "de_elbo_matched", "q_mean"     # the amendment's arms (module docstring)
 
 
+@functools.lru_cache(maxsize=4)
+def _parameter_count(profile: Profile) -> int:
+    """d, the parameters of the downstream CIFAR-10 model (one build per profile, not one per fit)."""
+    model = Classifier(build_backbone(profile.model, width=profile.width), int(DATASETS["cifar10"].num_classes))
+    return sum(q.numel() for q in model.parameters())
+
+
 def kappa(profile: Profile, objective: str, n_train: int) -> float:
     """How much more the fit weighs the data than its KL, relative to MAP's weighting: d / N for the DE-ELBO (d
     parameters of the downstream model), 1 for the plain ELBO (:mod:`repro.method.variational`)."""
-    if objective == "elbo":
-        return 1.0
-    model = Classifier(build_backbone(profile.model, width=profile.width), int(DATASETS["cifar10"].num_classes))
-    return sum(q.numel() for q in model.parameters()) / n_train
+    return 1.0 if objective == "elbo" else _parameter_count(profile) / n_train
 
 
 def _kind(approach: str, kind: str) -> str:
