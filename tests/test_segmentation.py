@@ -40,6 +40,69 @@ def test_bad_names_are_refused():
         approaches.default_params(P, "segmentation", "sgd_transfer", n_train=10)
 
 
+def test_a_segmentation_posterior_counts_labelled_pixels():
+    masks = torch.tensor([[[0, 11], [3, 3]], [[11, 11], [1, 2]]])    # two 2x2 images, three void pixels
+    assert segmentation.num_observations(masks, 11, "pixel") == 5
+    assert segmentation.num_observations(masks, 11, "image") == 2
+    with pytest.raises(ValueError, match="likelihood must be one of pixel, image, got 'patch'"):
+        segmentation.num_observations(masks, 11, "patch")
+
+
+def test_only_runs_with_a_prior_term_count_pixels_and_counting_images_keeps_the_first_keys():
+    pixel = approaches.default_params(P, "segmentation", "map_learned")
+    assert pixel["likelihood"] == "pixel"
+    assert "likelihood" not in approaches.default_params(P, "segmentation", "sgd_transfer")    # N plays no part
+    image = approaches.default_params(P, "segmentation", "map_learned", likelihood="image")
+    assert image == {k: v for k, v in pixel.items() if k != "likelihood"}       # as the first protocol recorded it
+    with pytest.raises(ValueError, match=r"unknown transfer run parameter\(s\) \['likelihood'\]"):
+        approaches.default_params(P, "transfer", "map_learned", likelihood="pixel")
+    with pytest.raises(ValueError, match="likelihood must be one of pixel, image, got 'patch'"):
+        approaches.check_params(pixel | {"likelihood": "patch"}, "segmentation")
+
+
+@pytest.mark.parametrize("approach, likelihood", [("map_learned", "pixel"), ("map_learned", "image"),
+                                                  ("bayes_nonlearned", "pixel"), ("sgd_transfer", None)])
+def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_dir, monkeypatch, approach, likelihood):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
+    seen = {}
+
+    def stop(*args, num_data=None):
+        seen["n"] = num_data
+        raise InterruptedError
+
+    monkeypatch.setattr(segmentation, "fit_or_sample", stop)
+    kw = {} if likelihood is None else dict(likelihood=likelihood)
+    with pytest.raises(InterruptedError):
+        segmentation.run_segmentation(P, approaches.default_params(P, "segmentation", approach, **kw))
+    _, masks = segmentation.load_split(P, "train")
+    labelled = int((masks != segmentation.DATASETS["camvid"][1]).sum())
+    assert labelled > 100 * len(masks)                              # thousands of pixels per image, not one
+    assert seen["n"] == (labelled if likelihood == "pixel" else len(masks))
+
+
+def test_counting_images_is_the_pixel_likelihood_hotter_and_with_a_narrower_prior():
+    """The relabelling the study states: SGLD on the image likelihood at (T, prior variance v) takes the same steps,
+    noise included, as on the pixel likelihood (N x P) at (T P, v / P), the stiff prior's exact step too."""
+    from repro.method.priors import IsotropicGaussianPrior
+    from repro.method.samplers import SGLD
+
+    target, n, pixels = torch.tensor([1.0, -2.0, 0.5, 3.0]), 7, 1000
+
+    def run(num_data, temperature, variance):
+        theta = torch.zeros(4, requires_grad=True)
+        opt = SGLD([theta], lr=0.05, num_data=num_data, temperature=temperature,
+                   generator=torch.Generator().manual_seed(3), prior=IsotropicGaussianPrior(4, variance))
+        for _ in range(200):
+            opt.zero_grad()
+            (0.5 * (theta - target) ** 2).mean().backward()       # the minibatch's mean loss per observation
+            opt.step()
+        return theta.detach()
+
+    image = run(n, 0.3, 0.02)
+    assert torch.allclose(image, run(n * pixels, 0.3 * pixels, 0.02 / pixels), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(image, run(n * pixels, 0.3, 0.02), atol=1e-2)       # the same T and v: another chain
+
+
 @pytest.mark.parametrize("approach", approaches.TASKS["segmentation"].approaches)
 def test_every_approach_runs_on_camvid(smoke_priors_dir, monkeypatch, approach):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))

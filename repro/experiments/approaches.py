@@ -81,6 +81,14 @@ LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + lear
           "vi_nonlearned": "VI + non-learned"}                            # as tables and figures name them
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 
+# How a segmentation run counts the observations N of its posterior (issue #19, amended 2026-11-29). "pixel": every
+# labelled pixel is one, the likelihood the model's pixel-wise softmax states, so that T = 1 is the posterior the paper
+# writes down. "image": each image is one, scored by its pixels' mean loss; that is the pixel likelihood to the power
+# 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a posterior far hotter than its T says; the
+# first protocol ran so, and its runs, recorded before this parameter existed, carry none. Only runs whose objective has
+# a prior term carry "pixel": SGD transfer's weight decay does not depend on N, so its runs keep their keys.
+LIKELIHOODS = ("pixel", "image")
+
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
 REGIMES = {"T1": "T = 1", "cold": "cold T"}
@@ -169,10 +177,14 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
               cycles=profile.cycles if bayes else 1, burnin_cycles=0,
               bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0,
               bn_refresh=profile.bn_refresh and bayes and bool(t.datasets))
+    if not t.datasets and a.prior != "weight_decay":
+        p["likelihood"] = LIKELIHOODS[0]
     unknown = sorted(set(overrides) - set(p))
     if unknown:
         raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(p)}")
     p |= overrides
+    if p.get("likelihood") == "image":  # the first convention, recorded before the parameter existed: keeps its keys
+        del p["likelihood"]
     if "steps" not in overrides:      # the budget of the run's training-set size (notebook 09's rule)
         p["steps"] = profile.steps_for(p["n_train"]) if t.datasets else profile.segmentation_steps
     if "burnin_cycles" not in overrides:   # a sampler's first cycle is burn-in, kept out of the BMA
@@ -192,6 +204,8 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
     if p["sampler"] not in INFERENCES[a.inference]:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
+    if p.get("likelihood", LIKELIHOODS[0]) not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {p['likelihood']!r}")
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
     if p["bn_refresh"] and not _task(task).datasets:
         raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")

@@ -6,6 +6,12 @@ ignored; our stand-in for Cityscapes / Pascal VOC) at ``segmentation_size``. The
 ImageNet-initialised networks throughout), with a new decoder; under a learned prior the decoder (ASPP and all new
 layers) has a zero-mean isotropic prior N(0, head_var I). Training and prediction are transfer's
 (:func:`.transfer.fit_or_sample`); tuning is in :mod:`.tuning`, the study in :mod:`.studies`.
+
+The posterior counts every labelled pixel as an observation (``likelihood="pixel"``, :data:`.approaches.LIKELIHOODS`):
+the loss is the minibatch's mean over its labelled pixels, and N is the training set's labelled pixels, so T = 1 is
+the posterior of the model's pixel-wise likelihood. Counting images instead (``"image"``, the first protocol) gives
+the same runs as the pixel likelihood at temperature T * P with the prior's widths divided by P (P: labelled pixels
+per image, ~1e4): a far hotter posterior than its T says.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from ..models import DeepLabV3Plus
 from ..profiles import Profile
 from ..method.samplers import bma_probs
 from ..train import seed_everything
-from .approaches import check_params
+from .approaches import LIKELIHOODS, check_params
 from .transfer import build_model_and_prior, fit_or_sample
 
 # Paper Table 1, mIoU (%), ResNet-50: SGD transfer / non-learned prior / supervised learned / SSL learned
@@ -73,6 +79,13 @@ def evaluate(probs: Tensor, masks: Tensor, dataset: str = "camvid") -> dict:
     return out | {f"iou_{name.lower()}": float(v) for name, v in zip(names, ious)}
 
 
+def num_observations(masks: Tensor, ignore_index: int, likelihood: str) -> int:
+    """N of a segmentation posterior on ``masks``: its labelled pixels (``"pixel"``) or its images (``"image"``)."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+    return int((masks != ignore_index).sum()) if likelihood == "pixel" else len(masks)
+
+
 def run_segmentation(profile: Profile, params: dict) -> dict:
     """Train one segmentation run (``split='val'``: evaluated on CamVid val, for tuning) and evaluate it."""
     p = dict(params)
@@ -84,7 +97,9 @@ def run_segmentation(profile: Profile, params: dict) -> dict:
     model, prior = build_model_and_prior(profile, p, num_classes, a, wrap=_model(profile))
     loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
-    states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss)
+    # SGD transfer carries no likelihood: its weight decay does not depend on N
+    n = num_observations(y, ignore, p.get("likelihood", "image"))
+    states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss, num_data=n)
     probs = bma_probs(model, states, ex, batch_size=16)
     return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,
             "predictions": {"pred": probs[:EXAMPLES].argmax(1).to(torch.uint8), "images": ex[:EXAMPLES],

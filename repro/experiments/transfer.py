@@ -139,14 +139,15 @@ def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
 
 
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
-                  transform, loss_fn) -> Fit:
+                  transform, loss_fn, num_data: int | None = None) -> Fit:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
 
-    The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch) plus -log p(theta)/N, the temperature
-    convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
-    :func:`.approaches.check_params`). Returns a :class:`Fit`.
+    The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch's observations) plus -log p(theta)/N, the
+    temperature convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
+    :func:`.approaches.check_params`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
+    pixels), by default one per example. Returns a :class:`Fit`.
     """
-    N = len(x)
+    N = num_data or len(x)
     # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
     # order, which the priors use, is their logical order and does not change
     model.to(memory_format=torch.channels_last)
@@ -164,7 +165,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
             opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"], temperature=p["temperature"],
                         generator=gen, prior=prior)
     schedule = cyclical_schedule(a, p)
-    batch_size = min(p["batch_size"], N)
+    batch_size = min(p["batch_size"], len(x))
     samples: list[dict] = []
     cycles: list[int] = []
     report_at = progress_steps(p["steps"])

@@ -35,7 +35,9 @@ T = 1 wandered far from the source solution.
 
 Segmentation (CamVid's validation split, best mIoU): the learning rate for SGD transfer (reused by all), then the
 prior width per approach (lambda for the learned priors, alpha for the non-learned one) on a coarse log grid
-(``SEGMENTATION_WIDTHS``; alpha from 1e-2, 1e-1, 1), extended by its spacing while the best value is at an edge. The
+(``SEGMENTATION_WIDTHS``, ``SEGMENTATION_ALPHAS``), extended by its spacing while the best value is at an edge. The
+grids are in the units of the pixel likelihood (:data:`.approaches.LIKELIHOODS`): the image likelihood's grids of the
+first protocol (lambda 1e2, 1e4, 1e6; alpha 1e-2, 1e-1, 1) divided by ~1e4 labelled pixels per image. The
 cold regime takes its MAP counterpart's width and the T the same approach and prior chose on the transfer task at
 ``study_n`` (fixed before its runs, for compute). That is an approximation, stated as one: the transfer task samples
 with SGHMC and segmentation with SGLD, and the transfer task's non-learned arm starts from a random initialisation,
@@ -54,7 +56,8 @@ from .grid import is_planning, run_settings
 
 MAX_EXTENSIONS = 3
 REUSED_KINDS = {"supervised_matched": "supervised"}   # a prior kind -> the kind whose tuned values it takes
-SEGMENTATION_WIDTHS = (1e2, 1e4, 1e6)     # coarse lambda grid of the segmentation sweep
+SEGMENTATION_WIDTHS = (1e-2, 1.0, 1e2)    # coarse lambda grid of the segmentation sweep (pixel likelihood)
+SEGMENTATION_ALPHAS = (1e-6, 1e-5, 1e-4)  # coarse alpha grid of its non-learned prior (pixel likelihood)
 # Scores equal to this many decimals are a tie. An accuracy is a count over a few hundred validation images, recorded
 # from float32, so equal counts averaged over seeds can differ in the 8th digit (0.445 + 0.425 against 0.42 + 0.45
 # over 2 seeds): without rounding, that noise, not the NLL, broke the tie (fixed 2026-11-28, before any run it chose).
@@ -310,7 +313,7 @@ def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str)
     if approach == "sgd_transfer":
         return (("lr", lr),)
     a = lookup(approach, "segmentation")
-    name, grid = ("alpha", (1e-2, 1e-1, 1.0)) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
+    name, grid = ("alpha", SEGMENTATION_ALPHAS) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
     if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
         counterpart = approach.replace("bayes_", "map_")   # the same approach chose on the transfer task at study_n
         width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
