@@ -80,6 +80,27 @@ def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_d
     assert seen["n"] == (labelled if likelihood == "pixel" else len(masks))
 
 
+@pytest.mark.parametrize("num_data, expected", [(None, 40), (123_456, 123_456)])
+def test_training_hands_the_sampler_the_observations_it_is_given(monkeypatch, num_data, expected):
+    from torch import nn
+    from repro.experiments import transfer
+    from repro.method.priors import IsotropicGaussianPrior
+
+    seen = []
+
+    class Spy(transfer.SGLD):
+        def __init__(self, *args, num_data, **kw):
+            seen.append(num_data)
+            super().__init__(*args, num_data=num_data, **kw)
+
+    monkeypatch.setattr(transfer, "SGLD", Spy)
+    p = approaches.default_params(P, "segmentation", "bayes_nonlearned", steps=6)
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    transfer.fit_or_sample(nn.Linear(6, 3), IsotropicGaussianPrior(21, 1.0), approaches.lookup("bayes_nonlearned", "segmentation"),
+                           p, x, y, None, nn.functional.cross_entropy, num_data=num_data)
+    assert seen == [expected]
+
+
 def test_counting_images_is_the_pixel_likelihood_hotter_and_with_a_narrower_prior():
     """The relabelling the study states: SGLD on the image likelihood at (T, prior variance v) takes the same steps,
     noise included, as on the pixel likelihood (N x P) at (T P, v / P), the stiff prior's exact step too."""

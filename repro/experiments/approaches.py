@@ -81,10 +81,11 @@ LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + lear
           "vi_nonlearned": "VI + non-learned"}                            # as tables and figures name them
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 
-# How a segmentation run counts the observations N of its posterior (issue #19, amended 2026-11-29). "pixel": every
-# labelled pixel is one, the likelihood the model's pixel-wise softmax states, so that T = 1 is the posterior the paper
-# writes down. "image": each image is one, scored by its pixels' mean loss; that is the pixel likelihood to the power
-# 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a posterior far hotter than its T says; the
+# How a segmentation run counts the observations N of its posterior (issue #19, amended 2026-11-29); the loss is always
+# the mean over a minibatch's labelled pixels. "pixel": N is the labelled pixels, the likelihood the model's pixel-wise
+# softmax states (pixels conditionally independent), so that T = 1 is its posterior. "image": N is the images; that is
+# the pixel likelihood to the power 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a
+# posterior far hotter than its T says; the
 # first protocol ran so, and its runs, recorded before this parameter existed, carry none. Only runs whose objective has
 # a prior term carry "pixel": SGD transfer's weight decay does not depend on N, so its runs keep their keys.
 LIKELIHOODS = ("pixel", "image")
@@ -204,7 +205,7 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
     if p["sampler"] not in INFERENCES[a.inference]:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
-    if p.get("likelihood", LIKELIHOODS[0]) not in LIKELIHOODS:
+    if p.get("likelihood", "image") not in LIKELIHOODS:     # none recorded: the first convention
         raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {p['likelihood']!r}")
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
     if p["bn_refresh"] and not _task(task).datasets:

@@ -47,9 +47,10 @@ ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", 0.0, dict(lr=0.03, weight_decay=
         "bayes_learned (cold)": ("bayes_learned", "ssl", 0.0, dict(lr=0.03, scale=1e6, head_var=0.1))}
 # segmentation (CamVid val, mIoU): the version-1 tuned values of its two optimisers, supervised backbone
 SEGMENTATION_ARMS = {"sgd_transfer": ("sgd_transfer", "supervised", 0.0, dict(lr=0.1)),
-                     # run before segmentation counted pixels (LIKELIHOODS), and kept: at T = 0 the image likelihood
-                     # at lambda is the pixel likelihood at lambda / P (P ~ 1e4 labelled pixels per image), so the
-                     # curve is MAP's at lambda ~ 1e2 in the pixel units the study now uses
+                     # run before segmentation counted pixels (LIKELIHOODS), and kept as the budget's proxy: at T = 0
+                     # the image likelihood at (lambda, head_var) is the pixel likelihood at (lambda, head_var) / P
+                     # (P ~ 1e4 labelled pixels per image; up to the prior's fixed jitter), so the curve is MAP's at
+                     # lambda ~ 1e2, head_var ~ 1e-4 in pixel units, where the study's MAP keeps head_var = 1
                      "map_learned": ("map_learned", "supervised", 0.0, dict(lr=0.1, scale=1e6, likelihood="image"))}
 
 

@@ -11,7 +11,10 @@ The posterior counts every labelled pixel as an observation (``likelihood="pixel
 the loss is the minibatch's mean over its labelled pixels, and N is the training set's labelled pixels, so T = 1 is
 the posterior of the model's pixel-wise likelihood. Counting images instead (``"image"``, the first protocol) gives
 the same runs as the pixel likelihood at temperature T * P with the prior's widths divided by P (P: labelled pixels
-per image, ~1e4): a far hotter posterior than its T says.
+per image, ~1e4; exactly for N(0, alpha I), up to the learned prior's fixed jitter eps otherwise): a far hotter
+posterior than its T says. The pixel likelihood treats pixels as conditionally independent, which they are not, so
+its posterior is over-concentrated, and N grows with the resolution; it is still the posterior of the model's own
+likelihood, the one "T = 1" names.
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ def run_segmentation(profile: Profile, params: dict) -> dict:
     loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
     # SGD transfer carries no likelihood: its weight decay does not depend on N
-    n = num_observations(y, ignore, p.get("likelihood", "image"))
+    n = num_observations(y, ignore, p.get("likelihood", "image"))      # none recorded: the first convention
     states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss, num_data=n)
     probs = bma_probs(model, states, ex, batch_size=16)
     return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,

@@ -147,7 +147,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     :func:`.approaches.check_params`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
     pixels), by default one per example. Returns a :class:`Fit`.
     """
-    N = num_data or len(x)
+    N = len(x) if num_data is None else num_data
     # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
     # order, which the priors use, is their logical order and does not change
     model.to(memory_format=torch.channels_last)
