@@ -1,8 +1,11 @@
 """DeepLabv3+ structure, the segmentation metrics against hand counts, and smoke runs of every approach."""
 import pytest
 import torch
+from torch import nn
 
-from repro.experiments import approaches, segmentation
+from repro.experiments import approaches, segmentation, transfer
+from repro.method.priors import IsotropicGaussianPrior
+from repro.method.samplers import SGLD
 from repro.models import DeepLabV3Plus, build_backbone
 from repro.profiles import get_profile
 
@@ -82,10 +85,6 @@ def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_d
 
 @pytest.mark.parametrize("num_data, expected", [(None, 40), (123_456, 123_456)])
 def test_training_hands_the_sampler_the_observations_it_is_given(monkeypatch, num_data, expected):
-    from torch import nn
-    from repro.experiments import transfer
-    from repro.method.priors import IsotropicGaussianPrior
-
     seen = []
 
     class Spy(transfer.SGLD):
@@ -104,9 +103,6 @@ def test_training_hands_the_sampler_the_observations_it_is_given(monkeypatch, nu
 def test_counting_images_is_the_pixel_likelihood_hotter_and_with_a_narrower_prior():
     """The relabelling the study states: SGLD on the image likelihood at (T, prior variance v) takes the same steps,
     noise included, as on the pixel likelihood (N x P) at (T P, v / P), the stiff prior's exact step too."""
-    from repro.method.priors import IsotropicGaussianPrior
-    from repro.method.samplers import SGLD
-
     target, n, pixels = torch.tensor([1.0, -2.0, 0.5, 3.0]), 7, 1000
 
     def run(num_data, temperature, variance):

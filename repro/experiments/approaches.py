@@ -85,10 +85,22 @@ SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 # the mean over a minibatch's labelled pixels. "pixel": N is the labelled pixels, the likelihood the model's pixel-wise
 # softmax states (pixels conditionally independent), so that T = 1 is its posterior. "image": N is the images; that is
 # the pixel likelihood to the power 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a
-# posterior far hotter than its T says; the
-# first protocol ran so, and its runs, recorded before this parameter existed, carry none. Only runs whose objective has
-# a prior term carry "pixel": SGD transfer's weight decay does not depend on N, so its runs keep their keys.
+# posterior far hotter than its T says; the first protocol ran so, and its runs, recorded before this parameter existed,
+# carry none (:func:`likelihood_of`). Only runs whose objective has a prior term carry "pixel": SGD transfer's weight
+# decay does not depend on N, so its runs keep their keys.
 LIKELIHOODS = ("pixel", "image")
+
+
+def check_likelihood(name: str) -> str:
+    """One clear error for an unknown likelihood count (:data:`LIKELIHOODS`); returns ``name``."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {name!r}")
+    return name
+
+
+def likelihood_of(p: dict) -> str:
+    """A segmentation run's likelihood count; ``"image"`` where none is recorded (the first convention)."""
+    return check_likelihood(p.get("likelihood", "image"))
 
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
@@ -205,8 +217,7 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
     if p["sampler"] not in INFERENCES[a.inference]:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
-    if p.get("likelihood", "image") not in LIKELIHOODS:     # none recorded: the first convention
-        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {p['likelihood']!r}")
+    likelihood_of(p)
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
     if p["bn_refresh"] and not _task(task).datasets:
         raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")

@@ -31,7 +31,7 @@ from ..models import DeepLabV3Plus
 from ..profiles import Profile
 from ..method.samplers import bma_probs
 from ..train import seed_everything
-from .approaches import LIKELIHOODS, check_params
+from .approaches import check_likelihood, check_params, likelihood_of
 from .transfer import build_model_and_prior, fit_or_sample
 
 # Paper Table 1, mIoU (%), ResNet-50: SGD transfer / non-learned prior / supervised learned / SSL learned
@@ -84,9 +84,7 @@ def evaluate(probs: Tensor, masks: Tensor, dataset: str = "camvid") -> dict:
 
 def num_observations(masks: Tensor, ignore_index: int, likelihood: str) -> int:
     """N of a segmentation posterior on ``masks``: its labelled pixels (``"pixel"``) or its images (``"image"``)."""
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
-    return int((masks != ignore_index).sum()) if likelihood == "pixel" else len(masks)
+    return int((masks != ignore_index).sum()) if check_likelihood(likelihood) == "pixel" else len(masks)
 
 
 def run_segmentation(profile: Profile, params: dict) -> dict:
@@ -101,7 +99,7 @@ def run_segmentation(profile: Profile, params: dict) -> dict:
     loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
     # SGD transfer carries no likelihood: its weight decay does not depend on N
-    n = num_observations(y, ignore, p.get("likelihood", "image"))      # none recorded: the first convention
+    n = num_observations(y, ignore, likelihood_of(p))
     states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss, num_data=n)
     probs = bma_probs(model, states, ex, batch_size=16)
     return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,
