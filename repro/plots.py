@@ -118,6 +118,22 @@ def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: d
     return fig
 
 
+SWEPT_LABELS = {"lr": "learning rate", "scale": "λ (learned prior's width)", "alpha": "α (non-learned prior's variance)"}
+
+
+def validation_sweeps(rows: pd.DataFrame, metric: str, ylabel: str) -> plt.Figure:
+    """How each arm was tuned: ``metric`` against the swept value (log), one panel per swept hyperparameter (column
+    ``swept``, the value in ``value``), one line per ``setting`` (mean ± SE over the tuning seeds)."""
+    names = list(dict.fromkeys(rows.swept))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], names):
+        _errorbars(ax, rows[rows.swept == name], "value", metric, "setting")
+        ax.set(xscale="log", xlabel=SWEPT_LABELS.get(name, name), ylabel=ylabel)
+        ax.legend(fontsize="small")
+    fig.suptitle("Validation sweeps (mean ± SE over the tuning seeds)")
+    return fig
+
+
 def data_efficiency(rows: pd.DataFrame, labels: dict | None = None, metric: str = "accuracy") -> plt.Figure:
     """Fig 3: ``metric`` against training-set size, one panel per (dataset, prior kind), one line per approach."""
     panels = [(ds, kind) for ds in dict.fromkeys(rows.dataset) for kind in dict.fromkeys(rows.prior_kind) if kind != "none"

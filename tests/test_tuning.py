@@ -267,3 +267,29 @@ def test_a_worker_tunes_each_dataset_just_before_the_first_stage_that_reads_it(m
     order, headline = list(studies.STAGES), set(costs.NOTEBOOK_STAGES["05_five_way"])
     assert order[:2] == ["budget", "five_way"]                         # the headline right after the budgets ...
     assert set(order[1:1 + len(headline)]) == headline                 # ... and all of notebook 05's before the rest
+
+
+def test_segmentation_sweeps_are_the_runs_that_chose_each_tuned_value(monkeypatch):
+    best = {"lr": 0.03, "scale": 1.0, "alpha": 1e-5}                  # interior points of their grids: no extension
+    width = {"sgd_transfer": "lr", "bayes_nonlearned": "alpha"}       # every other approach tunes lambda
+
+    class Segmentation(FakeGrid):                                     # scores mIoU, peaked at ``best`` in log space
+        def __call__(self, profile, task, settings, desc=None):
+            return super().__call__(profile, task, settings, desc).assign(miou=lambda d: d.accuracy)
+
+    def score(p):
+        name = width.get(p["approach"], "scale")
+        return 0.5 - abs(math.log10(p[name] / best[name])) - (p["lr"] != best["lr"])   # the lr counts for everyone
+    monkeypatch.setattr(tuning, "run_settings", Segmentation(score))
+    tuning._tuned_segmentation.cache_clear()
+    sweeps = studies.segmentation_sweeps(P)
+    assert len(sweeps.setting.unique()) == len(studies.SEGMENTATION)
+    for (a, k), (setting, g) in zip(studies.SEGMENTATION, sweeps.groupby("setting", sort=False)):
+        name = width.get(a, "scale")
+        assert (g.swept == name).all() and (g.value == g[name]).all()
+        assert g.groupby("value").miou.mean().idxmax() == pytest.approx(best[name])
+        assert tuning.tuned_segmentation(P, a, k)[name] == pytest.approx(best[name])
+        assert set(g.seed) == set(tuning.tuning_seeds(P)) and (g.split == "val").all()
+        if name != "lr":
+            assert (g.lr == best["lr"]).all() and set(g.prior_kind) == {k}     # each width swept at the chosen lr
+    tuning._tuned_segmentation.cache_clear()

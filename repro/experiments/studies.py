@@ -22,14 +22,14 @@ from ..analysis.predictions import ensemble_predictions
 from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile, results_dir
 from ..runner import MissingPrerequisite
-from .approaches import FIVE_WAY, REGIMES, lookup
+from .approaches import FIVE_WAY, LABELS, REGIMES, lookup
 from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
 from .launch import launch, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
-from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, setting, sweep, tuned,
-                     tuned_segmentation, tuning_point)
+from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
+                     tuned, tuned_segmentation, tuning_point)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
@@ -186,6 +186,18 @@ def segmentation_study(profile: Profile) -> pd.DataFrame:
     settings = [dict(approach=a, prior_kind=k, seed=s, **tuned_segmentation(profile, a, k, regime))
                 for a, k in SEGMENTATION for regime, seeds in arms(profile, a, "segmentation") for s in seeds]
     return run_settings(profile, "segmentation", settings, desc="C9 segmentation")
+
+
+def segmentation_sweeps(profile: Profile) -> pd.DataFrame:
+    """The validation runs behind every segmentation approach's tuned values (:func:`.tuning.segmentation_sweep`), with
+    ``setting`` (the approach and, for a learned prior, its kind), ``swept`` (the hyperparameter the runs chose) and
+    ``value`` (its value in the run): how notebook 08 shows the tuning."""
+    frames = []
+    for a, k in SEGMENTATION:
+        rows, name = segmentation_sweep(profile, a, k)
+        label = LABELS[a] + (f" ({k})" if lookup(a, "segmentation").prior == "learned" else "")
+        frames.append(rows.assign(setting=label, swept=name, value=rows[name]))
+    return pd.concat(frames, ignore_index=True)
 
 
 # In the order a worker runs them by default: notebook 09's learning curves first (they choose the budgets the others

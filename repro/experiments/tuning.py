@@ -305,22 +305,36 @@ def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised"
 
 @functools.lru_cache(maxsize=None)
 def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str) -> tuple[tuple[str, float], ...]:
-    val = dict(split="val")
-    seeds = tuning_seeds(profile)
-    lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, **val, seed=s)
-                                                     for lr in profile.lr_grid for s in seeds], desc="tune segmentation: lr")
-    lr = best_value(lr_rows, "lr", "miou")
-    if approach == "sgd_transfer":
-        return (("lr", lr),)
     a = lookup(approach, "segmentation")
-    name, grid = ("alpha", SEGMENTATION_ALPHAS) if a.prior == "isotropic" else ("scale", SEGMENTATION_WIDTHS)
     if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
-        counterpart = approach.replace("bayes_", "map_")   # the same approach chose on the transfer task at study_n
+        name = _width_name(approach)                        # the same approach chose on the transfer task at study_n
+        counterpart = approach.replace("bayes_", "map_")
         width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
                  else tuned_segmentation(profile, approach, kind, "T1"))[name]
         transfer = tuned(profile, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
-        return (("lr", lr), (name, width), ("temperature", transfer["temperature"]))
-    base = dict(approach=approach, prior_kind=kind, lr=lr, seed=seeds[0], **val)
-    rows, _ = sweep(profile, base, name, grid, f"tune segmentation {approach}/{kind}: {name}", seeds=seeds,
-                    task="segmentation", metric="miou")
-    return (("lr", lr), (name, best_value(rows, name, "miou"))) + ((("temperature", 1.0),) if a.bayes else ())
+        return (("lr", tuned_segmentation(profile, "sgd_transfer")["lr"]), (name, width),
+                ("temperature", transfer["temperature"]))
+    rows, name = segmentation_sweep(profile, approach, kind)
+    chosen = {"lr": float(rows.lr.iloc[0])} | {name: best_value(rows, name, "miou")}   # a width's sweep runs at one lr
+    return tuple(chosen.items()) + ((("temperature", 1.0),) if a.bayes else ())
+
+
+def _width_name(approach: str) -> str:
+    """The prior width a segmentation approach tunes: alpha for the non-learned prior, lambda ("scale") otherwise."""
+    return "alpha" if lookup(approach, "segmentation").prior == "isotropic" else "scale"
+
+
+def segmentation_sweep(profile: Profile, approach: str, kind: str = "supervised") -> tuple[pd.DataFrame, str]:
+    """The validation runs that choose a segmentation approach's own hyperparameter (at T = 1 for a sampler), and its
+    name: SGD transfer's learning rate (every approach reuses it), else the prior's width at that learning rate, on its
+    coarse grid as extended (:func:`sweep`)."""
+    seeds = tuning_seeds(profile)
+    lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, split="val", seed=s)
+                                                     for lr in profile.lr_grid for s in seeds], desc="tune segmentation: lr")
+    if approach == "sgd_transfer":
+        return lr_rows, "lr"
+    name = _width_name(approach)
+    base = dict(approach=approach, prior_kind=kind, lr=best_value(lr_rows, "lr", "miou"), seed=seeds[0], split="val")
+    rows, _ = sweep(profile, base, name, SEGMENTATION_ALPHAS if name == "alpha" else SEGMENTATION_WIDTHS,
+                    f"tune segmentation {approach}/{kind}: {name}", seeds=seeds, task="segmentation", metric="miou")
+    return rows, name
