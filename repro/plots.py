@@ -125,11 +125,11 @@ def validation_sweeps(rows: pd.DataFrame, metric: str, ylabel: str) -> plt.Figur
     """How each arm was tuned: ``metric`` against the swept value (log), one panel per swept hyperparameter (column
     ``swept``, the value in ``value``), one line per ``setting`` (mean ± SE over the tuning seeds)."""
     names = list(dict.fromkeys(rows.swept))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.6), squeeze=False, layout="constrained")
     for ax, name in zip(axes[0], names):
         _errorbars(ax, rows[rows.swept == name], "value", metric, "setting")
         ax.set(xscale="log", xlabel=SWEPT_LABELS.get(name, name), ylabel=ylabel)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22))   # below: never over a point
     fig.suptitle("Validation sweeps (mean ± SE over the tuning seeds)")
     return fig
 
