@@ -304,7 +304,7 @@ def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     verdict = word(sup, partial="effect" in sup or all(o == "effect" for o in ssl))
     finding = (phrase_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {phrase_diff(r, True)}"
                                                 for r in table.itertuples())
-               + f"; {int(table.n_seeds.min())} paired seeds")
+               + f"; {_span(table.n_seeds)} paired seeds")
     return table, verdict, finding
 
 
@@ -352,3 +352,9 @@ def c1_verdict(tests: pd.DataFrame, directions: pd.DataFrame, t_star: float,
                                                                       [C1_PRIMARY[0], *kinds])
                + f", random {radial[C1_PRIMARY[0]]['random']:.3f}; ± = SE over directions")
     return fam, verdict, finding
+
+
+def _span(counts: pd.Series) -> str:
+    """'3' or '3–5': the range of a count over a claim's comparisons."""
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
