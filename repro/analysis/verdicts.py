@@ -290,6 +290,12 @@ def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None =
 
 # ----------------------------------------------------------------------------------------- C9: segmentation
 
+def _span(counts: pd.Series) -> str:
+    """'3' or '3–5': the range of a count over a claim's comparisons."""
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     """C9 (CamVid test mIoU, pairs = seeds, run-level mIoU: paired t-test over seeds; family of four, Holm):
     reproduced if SGLD + supervised learned prior beats both SGD transfer and SGLD + non-learned prior; partially if it
@@ -352,9 +358,3 @@ def c1_verdict(tests: pd.DataFrame, directions: pd.DataFrame, t_star: float,
                                                                       [C1_PRIMARY[0], *kinds])
                + f", random {radial[C1_PRIMARY[0]]['random']:.3f}; ± = SE over directions")
     return fam, verdict, finding
-
-
-def _span(counts: pd.Series) -> str:
-    """'3' or '3–5': the range of a count over a claim's comparisons."""
-    lo, hi = int(counts.min()), int(counts.max())
-    return str(lo) if lo == hi else f"{lo}–{hi}"
