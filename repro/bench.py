@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -33,6 +33,7 @@ from . import data
 from .models import build_classifier, channels_last
 from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .cli import add_profile_argument, run_main
+from .compute import PRECISIONS, can_compile, training_loss
 from .profiles import Profile, get_profile, results_root
 from .runner import MissingPrerequisite, Run, load_results, run_grid
 from .method.samplers import SGHMC, SGLD, bma_probs
@@ -95,8 +96,10 @@ def _cpu_model_and_batch(P: Profile):
 
 
 def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 20) -> pd.DataFrame:
-    """Median time of one training step per optimiser, steps interleaved so drift hits all alike; in the
-    channels-last layout downstream training uses, and plain SGD also in the default layout of the first protocol."""
+    """Median time of one training step per variant, steps interleaved so drift hits all alike; in the channels-last
+    layout downstream training uses, and plain SGD also in the default layout of the first protocol. The SGHMC step
+    with a prior (every sampler and MAP run) is also timed in bf16 and compiled (:mod:`repro.compute`); a compiled
+    variant's first step, which compiles it, is reported as ``first_step_s``."""
     P, model, x, y = _cpu_model_and_batch(profile)
     contiguous, x_contiguous = copy.deepcopy(model), x
     model.to(memory_format=torch.channels_last)
@@ -109,29 +112,41 @@ def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 2
                                    torch.randn(d_backbone, rank, generator=g) * 1e-2, scale=1e3, rank=rank)
     prior = ComposedPrior([learned, IsotropicGaussianPrior(sum(p.numel() for p in model.head.parameters()), 1.0)])
     N = 5000
-    optimisers = {
-        "sgd, default layout": torch.optim.SGD(contiguous.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4),
-        "sgd": torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4),
-        "sgd+prior (MAP)": SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=0.0, prior=prior),
-        "sgld+prior": SGLD(params, lr=1e-3, num_data=N, temperature=1.0, prior=prior),
-        "sghmc+prior": SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=1.0, prior=prior),
+    ce = torch.nn.functional.cross_entropy
+    sghmc = SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=1.0, prior=prior)
+    # variant -> (model, batch, optimiser, loss(model, x, y))
+    variants = {
+        "sgd, default layout": (contiguous, x_contiguous, torch.optim.SGD(contiguous.parameters(), lr=1e-3, momentum=0.9,
+                                                                          weight_decay=5e-4), training_loss(ce)),
+        "sgd": (model, x, torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4), training_loss(ce)),
+        "sgd+prior (MAP)": (model, x, SGHMC(params, lr=1e-3, num_data=N, momentum=0.9, temperature=0.0, prior=prior),
+                            training_loss(ce)),
+        "sgld+prior": (model, x, SGLD(params, lr=1e-3, num_data=N, temperature=1.0, prior=prior), training_loss(ce)),
+        "sghmc+prior": (model, x, sghmc, training_loss(ce)),
+        "sghmc+prior, bf16": (model, x, sghmc, training_loss(ce, "bf16")),
     }
-    times: dict[str, list[float]] = {k: [] for k in optimisers}
+    if can_compile():
+        variants |= {"sghmc+prior, compiled": (model, x, sghmc, training_loss(ce, "fp32", compile=True)),
+                     "sghmc+prior, bf16 compiled": (model, x, sghmc, training_loss(ce, "bf16", compile=True))}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    first: dict[str, float] = {}
     model.train()
     contiguous.train()
     for i in range(warmup + steps):
-        for name, opt in optimisers.items():
+        for name, (net, xb, opt, loss) in variants.items():
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=False)
-            net, xb = (contiguous, x_contiguous) if name == "sgd, default layout" else (model, x)
-            torch.nn.functional.cross_entropy(net(xb), y).backward()
+            loss(net, xb, y).backward()
             opt.step()
+            if i == 0:
+                first[name] = time.perf_counter() - t0
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     # the ratio is the median of per-round ratios: each round's steps ran back to back, so machine drift cancels
     return pd.DataFrame([dict(benchmark="step", variant=k, value=1e3 * statistics.median(v), unit="ms/step",
                               ratio_to_sgd=statistics.median(t / b for t, b in zip(v, times["sgd"])), batch_size=len(x),
-                              images_per_s=len(x) / statistics.median(v)) for k, v in times.items()])
+                              images_per_s=len(x) / statistics.median(v),
+                              first_step_s=first[k] if "compiled" in k else float("nan")) for k, v in times.items()])
 
 
 def bench_loader(P: Profile, n: int = 5000) -> pd.DataFrame:
@@ -169,47 +184,51 @@ def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
 
 # The downstream grids, each with the metric compared between a recorded run and its re-run.
 GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}
-RETIME_STUDY = "retime"      # the re-time grid: one row per re-run recorded run, keyed by the recorded run's key
+RETIME_STUDY = "retime"      # the re-time grid: one row per (recorded run, precision), keyed by the recorded run's key
 
 
 def retime_csv(profile: Profile) -> Path:
-    """``results/bench/grid_<profile>_runs.csv``: the re-time grid (a ``run_grid`` CSV, so resumable)."""
-    return results_root() / "bench" / f"grid_{profile.name}_runs.csv"
+    """``results/bench/retime_<profile>_grid.csv``: the re-time grid (a ``run_grid`` CSV, so resumable)."""
+    return results_root() / "bench" / f"retime_{profile.name}_grid.csv"
 
 
-def _retime(profile: Profile, study: str, params: dict) -> dict:
-    """The headline metric and the process CPU time of one recorded run re-run with the current code; nothing of
-    the run is saved (the runner records the wall time)."""
+def _retime(profile: Profile, study: str, params: dict, precision: str) -> dict:
+    """The headline metric and the process CPU time of one recorded run re-run with the current code in
+    ``precision`` (:mod:`repro.compute`); nothing of the run is saved (the runner records the wall time)."""
+    from .experiments.approaches import UNRECORDED
     from .experiments.grid import RUN
+    params = {k: v for k, v in (params | {"precision": precision}).items() if UNRECORDED.get(k, ...) != v}
     c0 = time.process_time()
     out = RUN[study](profile, params)
     return {"retimed_metric": out[GRID_METRIC[study]], "cpu_time_s": time.process_time() - c0}
 
 
-def _retime_worker(job: tuple[Profile, dict[str, tuple[str, dict]], list[str]]) -> None:
+def _retime_worker(job: tuple[Profile, dict[str, tuple[str, dict]], list[Run]]) -> None:
     """One worker of the re-time grid, single-threaded like a ``make studies`` worker; workers share the CSV."""
-    profile, needed, keys = job
+    profile, needed, runs = job
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_grid([Run(RETIME_STUDY, {"run_key": k}) for k in keys], lambda r: _retime(profile, *needed[r["run_key"]]),
-                 retime_csv(profile), desc="re-time", shared=True)
+        run_grid(runs, lambda r: _retime(profile, *needed[r["run_key"]], r["precision"]), retime_csv(profile),
+                 desc="re-time", shared=True)
     finally:
         torch.set_num_threads(threads)
 
 
-def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2,
+               precisions: Sequence[str] = ("fp32",)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, re-timed runs): recorded versus re-timed CPU-hours of the profile's downstream grids, per (study,
-    split, approach), and each re-timed run's recorded and new time and metric.
+    split, approach) and per training precision, and each re-timed run's recorded and new time and metric.
 
-    ``per_group`` recorded runs of each group (``None``: every run) are re-run with the current code in the re-time
-    grid (:func:`retime_csv`), which resumes: a run re-timed before is not re-run, so a killed re-time of the whole
-    profile picks up where it stopped (delete the CSV after changing the code). Runs go in a random order, so a
-    partial re-time is a random sample of every group. Projected hours = the group's run count x the mean re-timed
-    wall time (with every run re-timed: their sum); ``cpu_projected_h`` likewise from process CPU time.
-    ``max_metric_diff``: the largest |accuracy (mIoU for segmentation) of a recorded run - that of its re-run|.
-    Recorded runs no stage reads any more are listed as ``superseded``. ``workers`` > 1 re-times in that many
-    spawned processes, else in this one.
+    ``per_group`` recorded runs of each group (``None``: every run) are re-run with the current code in each of
+    ``precisions``, back to back (so that machine drift hits every precision alike), in the re-time grid
+    (:func:`retime_csv`), which resumes: a run re-timed before is not re-run, so a killed re-time picks up where it
+    stopped (delete the CSV after changing the code). Runs go in a random order, so a partial re-time is a random
+    sample of every group. Projected hours = the group's run count x the mean re-timed wall time (with every run
+    re-timed: their sum), in columns ``projected_h_<precision>``; ``cpu_projected_h_<precision>`` likewise from
+    process CPU time. ``max_metric_diff``: the largest |accuracy (mIoU for segmentation) of a recorded run - that of
+    its fp32 re-run|, the size of a re-run's rounding alone. Recorded runs no stage reads any more are listed as
+    ``superseded``. ``workers`` > 1 re-times in that many spawned processes, else in this one.
     """
     from .experiments.grid import grid_csv
     needed = required_runs(P)
@@ -221,37 +240,62 @@ def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2) -> tuple
     live = rows[read].sample(frac=1.0, random_state=0)
     live = pd.concat([live[live.key.isin(have)], live[~live.key.isin(have)]])   # runs re-timed before count first
     sample = live if per_group is None else live.groupby("group").head(per_group)
-    job = (P, {k: needed[k] for k in sample.key}, list(sample.key))
+    runs = [Run(RETIME_STUDY, {"run_key": k, "precision": q}) for k in sample.key for q in precisions]
+    job = (P, {k: needed[k] for k in sample.key}, runs)
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.map(_retime_worker, [job] * workers)
     else:
         _retime_worker(job)
     retimed = load_results(retime_csv(P))
-    retimed = retimed[retimed.status == "ok"].rename(columns={"wall_time_s": "retimed_s", "cpu_time_s": "retimed_cpu_s"})
-    done = live.merge(retimed[["run_key", "retimed_s", "retimed_cpu_s", "retimed_metric"]], left_on="key",
-                      right_on="run_key")
-    done["recorded_metric"] = [row[GRID_METRIC[row.study]] for _, row in done.iterrows()]
-    done["metric_abs_diff"] = (done.retimed_metric - done.recorded_metric).abs()
+    retimed = retimed[(retimed.status == "ok") & retimed.precision.isin(precisions)]
     out = rows.groupby("group").agg(runs=("key", "size"), recorded_h=("wall_time_s", "sum"))
     out["recorded_h"] /= 3600
-    per = done.groupby("group").agg(retimed=("key", "size"), recorded_sample_s=("wall_time_s", "mean"),
-                                    retimed_sample_s=("retimed_s", "mean"), retimed_cpu_s=("retimed_cpu_s", "mean"),
-                                    max_metric_diff=("metric_abs_diff", "max"))
-    out = out.join(per)
-    out["projected_h"] = out.runs * out.retimed_sample_s / 3600        # NaN for superseded groups: not re-run
-    out["cpu_projected_h"] = out.runs * out.retimed_cpu_s / 3600
-    out = out.reset_index()
-    is_live = ~out.group.str.endswith("superseded")
-    total = {"group": "total (read by the notebooks)", "runs": len(live), "recorded_h": live.wall_time_s.sum() / 3600,
-             "retimed": len(done), "max_metric_diff": done.metric_abs_diff.max(),
-             # NaN until every group has a re-timed run
-             "projected_h": out.projected_h[is_live].sum(skipna=False),
-             "cpu_projected_h": out.cpu_projected_h[is_live].sum(skipna=False)}
-    summary = pd.concat([out, pd.DataFrame([total])], ignore_index=True)
-    runs = done[["group", "key", "wall_time_s", "retimed_s", "retimed_cpu_s", "recorded_metric", "retimed_metric",
-                 "metric_abs_diff"]]
-    return summary, runs.rename(columns={"wall_time_s": "recorded_s"}).sort_values(["group", "key"], ignore_index=True)
+    is_live = ~out.index.str.endswith("superseded")
+    total = {"runs": len(live), "recorded_h": live.wall_time_s.sum() / 3600}
+    done = {}
+    for q in precisions:
+        mine = retimed[retimed.precision == q].rename(columns={"wall_time_s": f"retimed_s_{q}", "cpu_time_s":
+                                                               f"retimed_cpu_s_{q}", "retimed_metric": f"metric_{q}"})
+        done[q] = live.merge(mine[["run_key", f"retimed_s_{q}", f"retimed_cpu_s_{q}", f"metric_{q}"]],
+                             left_on="key", right_on="run_key").drop(columns="run_key")
+        per = done[q].groupby("group").agg(**{f"retimed_{q}": ("key", "size"),
+                                              f"retimed_sample_s_{q}": (f"retimed_s_{q}", "mean"),
+                                              f"retimed_cpu_s_{q}": (f"retimed_cpu_s_{q}", "mean")})
+        out = out.join(per)
+        out[f"projected_h_{q}"] = out.runs * out[f"retimed_sample_s_{q}"] / 3600   # NaN for superseded: not re-run
+        out[f"cpu_projected_h_{q}"] = out.runs * out[f"retimed_cpu_s_{q}"] / 3600
+        # NaN until every group has a re-timed run
+        total |= {f"retimed_{q}": len(done[q]), f"projected_h_{q}": out[f"projected_h_{q}"][is_live].sum(skipna=False),
+                  f"cpu_projected_h_{q}": out[f"cpu_projected_h_{q}"][is_live].sum(skipna=False)}
+    table = done[precisions[0]][["group", "key", "study", "wall_time_s"]].copy()
+    table["recorded_metric"] = [row[GRID_METRIC[row.study]] for _, row in done[precisions[0]].iterrows()]
+    for q in precisions:
+        table = table.merge(done[q][["key", f"retimed_s_{q}", f"retimed_cpu_s_{q}", f"metric_{q}"]], on="key",
+                            how="outer")
+    if "fp32" in precisions:                 # a re-run's rounding alone: fp32 here against fp32 when recorded
+        table["metric_abs_diff"] = (table.metric_fp32 - table.recorded_metric).abs()
+        out = out.join(table.groupby("group").agg(max_metric_diff=("metric_abs_diff", "max")))
+        total["max_metric_diff"] = table.metric_abs_diff.max()
+    summary = pd.concat([out.reset_index(), pd.DataFrame([{"group": "total (read by the notebooks)", **total}])],
+                        ignore_index=True)
+    table = table.drop(columns="study").rename(columns={"wall_time_s": "recorded_s"})
+    return summary, table.sort_values(["group", "key"], ignore_index=True)
+
+
+def precision_check(runs: pd.DataFrame, other: str = "bf16", margin: float = 0.01,
+                    alpha: float = 0.05) -> dict:
+    """The paired difference metric(``other``) - metric(fp32) over re-timed runs (:func:`bench_grid`'s second table),
+    its (1 - 2 alpha) t interval, and whether it lies inside +-``margin`` (TOST at level ``alpha``): the registered
+    rule by which a training precision is adopted (README, Performance). Beside it, |fp32 re-run - recorded|: the
+    difference a re-run's rounding alone makes."""
+    from scipy import stats
+    both = runs.dropna(subset=["metric_fp32", f"metric_{other}"])
+    d = both[f"metric_{other}"] - both.metric_fp32
+    half = stats.t.ppf(1 - alpha, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
+    return {"pairs": len(d), "mean_diff": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half,
+            "equivalent": bool(-margin < d.mean() - half and d.mean() + half < margin),
+            "mean_abs_diff": d.abs().mean(), "mean_abs_rerun_diff": (both.metric_fp32 - both.recorded_metric).abs().mean()}
 
 
 def main(argv=None) -> int:
@@ -263,6 +307,8 @@ def main(argv=None) -> int:
     add_profile_argument(parser, default="cpu", help="grid: whose recorded grids to re-time (default: cpu)")
     parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
     parser.add_argument("--all", action="store_true", help="grid: re-time every run (hours; resumes where it stopped)")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="grid: re-time each sampled run in each of these training precisions (default: all)")
     args = parser.parse_args(argv)
     return run_main(lambda: _bench(args), errors=(ValueError, MissingPrerequisite))
 
@@ -273,11 +319,18 @@ def _bench(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.what == "grid":
-        summary, _ = bench_grid(profile, None if args.all else args.per_group)
+        summary, runs = bench_grid(profile, None if args.all else args.per_group, precisions=args.precisions)
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-        out = results_root() / "bench" / f"grid_{profile.name}.csv"
-        summary.to_csv(out, index=False)
-        print(f"wrote {out} (re-timed runs: {retime_csv(profile)})")
+        folder = results_root() / "bench"
+        summary.to_csv(folder / f"retime_{profile.name}.csv", index=False)
+        runs.to_csv(folder / f"retime_{profile.name}_runs.csv", index=False)
+        total = summary.iloc[-1]
+        print(f"the profile's recorded downstream runs: {total.recorded_h:.1f} h as recorded; re-timed now: " +
+              ", ".join(f"{total[f'projected_h_{q}']:.1f} h in {q}" for q in args.precisions))
+        for q in args.precisions:
+            if q != "fp32" and "fp32" in args.precisions:
+                print(f"{q} - fp32 (paired, accuracy or mIoU):", precision_check(runs, q))
+        print(f"wrote {folder}/retime_{profile.name}{{,_runs}}.csv (re-time grid: {retime_csv(profile)})")
         return
     cpu = get_profile("cpu")     # the micro-benchmarks measure the reported study's model and batch
     parts = {"step": lambda: bench_step(cpu), "loader": lambda: bench_loader(cpu), "bma": lambda: bench_bma(cpu),

@@ -35,6 +35,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ..compute import check_precision
 from ..method.samplers import check_temperature
 from ..method.variational import OBJECTIVES
 from ..profiles import Profile
@@ -100,7 +101,17 @@ def check_likelihood(name: str) -> str:
 
 def likelihood_of(p: dict) -> str:
     """A segmentation run's likelihood count; ``"image"`` where none is recorded (the first convention)."""
-    return check_likelihood(p.get("likelihood", "image"))
+    return check_likelihood(p.get("likelihood", UNRECORDED["likelihood"]))
+
+
+def precision_of(p: dict) -> str:
+    """A run's training precision (:mod:`repro.compute`); ``"fp32"`` where none is recorded."""
+    return check_precision(p.get("precision", UNRECORDED["precision"]))
+
+
+# Run parameters added after runs were recorded without them, and the value those runs had: a run at that value
+# leaves the parameter out, so that its key (a hash of its parameters) is the key it was recorded under.
+UNRECORDED = {"likelihood": "image", "precision": "fp32"}
 
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
@@ -189,15 +200,14 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
               lr=0.03, momentum=0.9, steps=0, batch_size=getattr(profile, t.batch_size),
               cycles=profile.cycles if bayes else 1, burnin_cycles=0,
               bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0,
-              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets))
+              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets), precision=profile.precision)
     if not t.datasets and a.prior != "weight_decay":
         p["likelihood"] = LIKELIHOODS[0]
     unknown = sorted(set(overrides) - set(p))
     if unknown:
         raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(p)}")
     p |= overrides
-    if p.get("likelihood") == "image":  # the first convention, recorded before the parameter existed: keeps its keys
-        del p["likelihood"]
+    p = {k: v for k, v in p.items() if UNRECORDED.get(k, ...) != v}
     if "steps" not in overrides:      # the budget of the run's training-set size (notebook 09's rule)
         p["steps"] = profile.steps_for(p["n_train"]) if t.datasets else profile.segmentation_steps
     if "burnin_cycles" not in overrides:   # a sampler's first cycle is burn-in, kept out of the BMA
@@ -218,6 +228,7 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
         raise ValueError(f"approach {p['approach']!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
                          f"got {p['sampler']!r}")
     likelihood_of(p)
+    precision_of(p)
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
     if p["bn_refresh"] and not _task(task).datasets:
         raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")

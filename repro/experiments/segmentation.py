@@ -19,6 +19,7 @@ likelihood, the one "T = 1" names.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -87,6 +88,13 @@ def num_observations(masks: Tensor, ignore_index: int, likelihood: str) -> int:
     return int((masks != ignore_index).sum()) if check_likelihood(likelihood) == "pixel" else len(masks)
 
 
+@functools.lru_cache(maxsize=None)
+def pixel_loss(ignore_index: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Cross-entropy over the labelled pixels: one function per ignore index, so that a compiled training loss
+    (:func:`repro.compute.training_loss`) is built once per process, not once per run."""
+    return functools.partial(nn.functional.cross_entropy, ignore_index=ignore_index)
+
+
 def run_segmentation(profile: Profile, params: dict) -> dict:
     """Train one segmentation run (``split='val'``: evaluated on CamVid val, for tuning) and evaluate it."""
     p = dict(params)
@@ -96,11 +104,11 @@ def run_segmentation(profile: Profile, params: dict) -> dict:
     ex, ey = load_split(profile, p["split"])
     num_classes, ignore, _ = DATASETS[profile.segmentation_dataset]
     model, prior = build_model_and_prior(profile, p, num_classes, a, wrap=_model(profile))
-    loss = functools.partial(nn.functional.cross_entropy, ignore_index=ignore)
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
     # SGD transfer carries no likelihood: its weight decay does not depend on N
     n = num_observations(y, ignore, likelihood_of(p))
-    states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, loss, num_data=n)
+    states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, pixel_loss(ignore), num_data=n,
+                                            compile=profile.compile)
     probs = bma_probs(model, states, ex, batch_size=16)
     return {**evaluate(probs, ey, profile.segmentation_dataset), "samples_collected": len(states), "train_time_s": train_time,
             "predictions": {"pred": probs[:EXAMPLES].argmax(1).to(torch.uint8), "images": ex[:EXAMPLES],

@@ -21,10 +21,11 @@ from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model, load_source_prior
 from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
-from .approaches import SPLITS, Approach, check_params
+from .approaches import SPLITS, Approach, check_params, precision_of
 from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
 from ..method.variational import DataEmphasizedVI
 from ..data.shift import ShiftSet, shift_set
+from ..compute import training_loss
 from ..train import DivergenceError, check_finite, flat_params, seed_everything
 
 
@@ -139,13 +140,14 @@ def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
 
 
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
-                  transform, loss_fn, num_data: int | None = None) -> Fit:
+                  transform, loss_fn, num_data: int | None = None, compile: bool = False) -> Fit:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
 
     The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch's observations) plus -log p(theta)/N, the
     temperature convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
     :func:`.approaches.check_params`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
-    pixels), by default one per example. Returns a :class:`Fit`.
+    pixels), by default one per example. The model's forward pass runs in the run's ``precision`` and is compiled if
+    ``compile`` (:func:`repro.compute.training_loss`). Returns a :class:`Fit`.
     """
     N = len(x) if num_data is None else num_data
     # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
@@ -165,6 +167,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
             opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"], temperature=p["temperature"],
                         generator=gen, prior=prior)
     schedule = cyclical_schedule(a, p)
+    batch_loss = training_loss(loss_fn, precision_of(p), compile)
     batch_size = min(p["batch_size"], len(x))
     samples: list[dict] = []
     cycles: list[int] = []
@@ -180,7 +183,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                 break
             schedule.apply(opt, step)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(channels_last(xb)), yb)
+            loss = batch_loss(model, channels_last(xb), yb)
             check_finite(loss, "training loss")
             loss.backward()
             opt.step()                                          # adds the prior (its stiff diagonal part exactly)
@@ -214,7 +217,8 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
     transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
-    states, cycles, train_time, learned = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy)
+    states, cycles, train_time, learned = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy,
+                                                        compile=profile.compile)
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
     # ones), as SWA's bn_update over the training loader
     bn_images = data.augmented(x, transform, seed=p["seed"]) if p["bn_refresh"] else None
@@ -222,10 +226,12 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     # and one folded copy per sample instead of two)
     shifted = _shift_set(profile) if p["dataset"] == "cifar10" and p["split"] == "test" else None
     images = ex if shifted is None else torch.cat([ex, shifted.images])
-    each, shift_total = [], 0.0
-    for q in sample_probs(model, states, images, bn_images=bn_images):
+    each, shift_total, moved = [], 0.0, []
+    for q in sample_probs(model, states, images, bn_images=bn_images):     # the model holds each state in turn
         each.append(q[:len(ey)])
         shift_total = shift_total + q[len(ey):]       # empty without a shifted set
+        if a.prior == "learned":     # C2: how far the run moved, and how much of it along the prior's low-rank directions
+            moved.append(_displacement(model, prior.parts[0]))
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
@@ -237,8 +243,9 @@ def run_transfer(profile: Profile, params: dict) -> dict:
         if p["bn_refresh"] and p["split"] == "holdout":   # notebook 09's rule 5: the same samples with their running
             out |= {f"bn_running_{k}": v                     # statistics, to compare (its data only)
                     for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
-    if a.prior == "learned":   # C2: how far the run moved, and how much of it along the prior's low-rank directions
-        out |= _displacement(model, states, prior.parts[0])
+    if moved:
+        out |= {"displacement": sum(d for d, _ in moved) / len(moved),
+                "low_rank_displacement": sum(u for _, u in moved) / len(moved)}
     predictions = {"probs": probs.half(), "labels": ey}
     if shifted is not None:
         shift_probs = shift_total / len(states)
@@ -248,16 +255,11 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     return out | {"predictions": predictions}
 
 
-def _displacement(model: nn.Module, states: list[dict], learned: LowRankGaussianPrior) -> dict:
-    """Mean over the predicting states of ||theta - mu|| and ||P_U (theta - mu)|| over the backbone (the learned
-    prior's block of the flat parameter vector)."""
-    total = along = 0.0
-    for state in states:
-        model.load_state_dict(state)
-        theta = flat_params(model)[:learned.dim].double()
-        total += float((theta - learned.mean.double()).norm())
-        along += learned.low_rank_displacement(theta)
-    return {"displacement": total / len(states), "low_rank_displacement": along / len(states)}
+def _displacement(model: nn.Module, learned: LowRankGaussianPrior) -> tuple[float, float]:
+    """(||theta - mu||, ||P_U (theta - mu)||) of the model's backbone (the learned prior's block of the flat
+    parameter vector)."""
+    theta = flat_params(model)[:learned.dim].double()
+    return float((theta - learned.mean.double()).norm()), learned.low_rank_displacement(theta)
 
 
 @functools.lru_cache(maxsize=2)
