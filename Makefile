@@ -29,14 +29,18 @@ data: setup
 reproduce: setup
 	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS))
 
-## The downstream grids of notebooks 03-09 with two single-threaded background workers (resumable; logs below);
-## STAGES=budget,C2 runs only those stages (python -m repro.studies --help lists them).
+## The downstream grids of notebooks 03-10 with one single-threaded background worker per core (WORKERS= and
+## THREADS= override; resumable; logs appended to results/$(PROFILE)/studies_<i>.log); STAGES=budget,C2 runs only
+## those stages (python -m repro.studies --help lists them).
+WORKERS ?=
+THREADS ?= 1
 studies: setup
 	@$(PY) -m repro.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
 	mkdir -p results/$(PROFILE)
-	for w in 0 1; do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup $(PY) -m repro.studies --profile $(PROFILE) --worker $$w \
-		$(if $(STAGES),--stages $(STAGES)) > results/$(PROFILE)/studies_$$w.log 2>&1 & done
-	@echo "2 workers started; follow them with: tail -f results/$(PROFILE)/studies_*.log"
+	nohup $(PY) -m repro.studies --profile $(PROFILE) --threads $(THREADS) $(if $(WORKERS),--workers $(WORKERS)) \
+		$(if $(STAGES),--stages $(STAGES)) >> results/$(PROFILE)/studies.log 2>&1 &
+	@$(PY) -c "from repro.experiments.launch import default_workers as d; print(f'{$(or $(WORKERS),d($(THREADS)))} \
+	worker(s) of $(THREADS) thread(s) started; follow them with: tail -f results/$(PROFILE)/studies*.log')"
 
 ## The unit tests and every notebook on the smoke profile (nbval), as two single-threaded streams side by side:
 ## the notebooks run in order in one, the unit tests (isolated in temporary folders) in the other. The notebooks'
@@ -57,8 +61,9 @@ unit: setup
 bench: setup
 	$(PY) -m repro.bench all
 
-## Re-time a sample of PROFILE's recorded grids with the current code; project the grids' CPU-hours (minutes).
-## ALL=1 re-times every run (hours; resumes where it stopped).
+## Re-time one recorded run of each group of PROFILE's grids in every training precision (fp32 = the recorded
+## protocol's, bf16) with the current code; project the whole grid's CPU-hours both ways (about 80 minutes on cpu).
+## ALL=1 re-times every run (many hours; resumes where it stopped).
 bench-grid: setup
 	$(PY) -m repro.bench grid --profile $(PROFILE) $(if $(ALL),--all)
 

@@ -13,8 +13,9 @@ import graph has no cycle):
     ``verify``: the study's exact files), ``imagenet``, ``voc``, ``shift``.
 ``models/``
     the architectures (CIFAR ResNets, torchvision backbones, DeepLabv3+) and ``pretrained`` ImageNet weights.
-``train``
-    the training loop, devices, flat parameter vectors, linear probes.
+``train``, ``compute``
+    the training loop, devices, flat parameter vectors, linear probes; how downstream training computes its loss
+    (precision: fp32 or bf16 autocast; torch.compile once per process).
 ``method/``
     the paper's mathematics: ``swag`` (SWAG moments), ``priors`` (learned low-rank Gaussian and isotropic priors),
     ``prior_files`` (their file format), ``samplers`` (SGLD, SGHMC with the temperature convention, BMA), and
@@ -22,8 +23,8 @@ import graph has no cycle):
 ``experiments/``
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
     vocabulary), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
-    ``tuning`` (validation protocol), ``budget`` (notebook 09), ``learned_scale`` (notebook 10), ``launch`` (workers on
-    a SLURM cluster, through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
+    ``tuning`` (validation protocol), ``budget`` (notebook 09), ``learned_scale`` (notebook 10), ``launch`` (workers: one
+    process per core here, or a SLURM job array through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
     run's cost table).
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the

@@ -1,18 +1,23 @@
-"""Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma|grid]``.
+"""Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma|eval|grid]``.
 
 * ``step``: one training step of the ``cpu`` profile's model for SGD, SGD + learned rank-20 prior (MAP),
-  SGLD + prior and SGHMC + prior (median over interleaved steps after warm-up), and the ratio to SGD;
+  SGLD + prior and SGHMC + prior, the last also in bf16 and compiled (:mod:`repro.compute`) (median over interleaved
+  steps after warm-up), and the ratio to SGD;
 * ``prior``: the learned prior's log-prob + gradient versus ``torch.distributions.LowRankMultivariateNormal``
   + autograd on the same covariance, at ResNet-20/18/50 sizes;
 * ``loader``: images/s the in-memory pipeline (augmentation included) delivers, versus the model's
   training throughput;
 * ``bma``: evaluation throughput of a 10-sample Bayesian model average;
-* ``grid`` (not part of ``all``; minutes): re-time a stratified sample of a profile's *recorded* downstream grids with
-  the current code, two single-thread workers as in ``make studies``, and project what the whole grid would cost now;
-  ``grid --all`` re-times every run (hours, resumable) and so measures it.
+* ``eval``: where a Bayes run's evaluation time goes (BatchNorm refresh, test and shifted-set forward passes, C2's
+  displacement), per phase;
+* ``grid`` (not part of ``all``; an hour or more): re-time a stratified sample of a profile's *recorded* downstream
+  grids with the current code in each training precision, two single-thread workers as in ``make studies`` on two
+  cores, and project what the whole grid would cost now; ``grid --all`` re-times every run (hours, resumable) and so
+  measures it.
 
-Results go to ``results/bench/bench.csv`` (one row per measurement; ``grid``: ``results/bench/grid_<profile>.csv``
-and, per re-timed run, the re-time grid ``grid_<profile>_runs.csv``) and are printed as a table.
+Results go to ``results/bench/bench.csv`` (one row per measurement; ``grid``: ``results/bench/retime_<profile>.csv``
+per group, ``retime_<profile>_runs.csv`` per re-timed run, and the resumable re-time grid ``retime_<profile>_grid.csv``)
+and are printed as a table.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import torch
 from torch.distributions import LowRankMultivariateNormal
 
 from . import data
-from .models import build_classifier, channels_last
+from .models import EVAL_BATCH_SIZE, build_classifier, channels_last
 from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussianPrior
 from .cli import add_profile_argument, run_main
 from .compute import PRECISIONS, can_compile, training_loss
@@ -170,6 +175,45 @@ def bench_bma(profile: Profile, samples: int = 10, n: int = 2000) -> pd.DataFram
                               unit="image-evaluations/s")])
 
 
+def bench_eval(profile: Profile, samples: int = 10, n_train: int = 1000, rank: int = 20) -> pd.DataFrame:
+    """Where a Bayes run's evaluation time goes over ``samples`` samples (a CIFAR-10 run on ``n_train`` images), per
+    phase of :func:`.transfer.run_transfer`'s one pass: each sample's BatchNorm refresh, BN fold, forward pass over the
+    test subset and the C8 shifted set, and C2 displacement. Random weights: the cost does not depend on them."""
+    from .models import for_evaluation
+    from .train import flat_params, update_bn
+    P, model, _, _ = _cpu_model_and_batch(profile)
+    model.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    bn_images, images = (torch.randint(0, 256, (n, 3, P.image_size, P.image_size), dtype=torch.uint8, generator=g)
+                         for n in (n_train, 2 * P.downstream_test_n))      # the test subset, then the shifted set
+    d = sum(p.numel() for p in model.backbone.parameters())
+    learned = LowRankGaussianPrior(flat_params(model)[:d].clone(), torch.rand(d, generator=g) + 0.1,
+                                   torch.randn(d, rank, generator=g), scale=1.0, rank=rank)
+    states = [{k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+               for k, v in model.state_dict().items()} for _ in range(samples)]
+    phases = dict.fromkeys(("BatchNorm refresh", "BN fold", "test forward", "shifted-set forward", "C2 displacement"), 0.)
+    share = 0.5                                      # one pass over both sets: its time split by their sizes
+    with torch.inference_mode():
+        for state in states:
+            model.load_state_dict(state)
+            t = [time.perf_counter()]
+            update_bn(model, bn_images)
+            t.append(time.perf_counter())
+            net = for_evaluation(model)
+            t.append(time.perf_counter())
+            torch.cat([net(images[i:i + EVAL_BATCH_SIZE]).softmax(1) for i in range(0, len(images), EVAL_BATCH_SIZE)])
+            t.append(time.perf_counter())
+            theta = flat_params(model)[:d].double()
+            float((theta - learned.mean.double()).norm()), learned.low_rank_displacement(theta)
+            t.append(time.perf_counter())
+            for k, dt in zip(phases, (t[1] - t[0], t[2] - t[1], share * (t[3] - t[2]), (1 - share) * (t[3] - t[2]),
+                                      t[4] - t[3])):
+                phases[k] += dt
+    total = sum(phases.values())
+    return pd.DataFrame([dict(benchmark="eval", variant=k, value=v, unit=f"s per {samples} samples",
+                              share=v / total) for k, v in phases.items()])
+
+
 def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
     """``key -> (study, params)`` of every run the profile's notebooks read, tuning included.
 
@@ -279,8 +323,8 @@ def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2,
         total["max_metric_diff"] = table.metric_abs_diff.max()
     summary = pd.concat([out.reset_index(), pd.DataFrame([{"group": "total (read by the notebooks)", **total}])],
                         ignore_index=True)
-    table = table.drop(columns="study").rename(columns={"wall_time_s": "recorded_s"})
-    return summary, table.sort_values(["group", "key"], ignore_index=True)
+    return summary, table.drop(columns="study").rename(columns={"wall_time_s": "recorded_s"}).sort_values(
+        ["group", "key"], ignore_index=True)
 
 
 def precision_check(runs: pd.DataFrame, other: str = "bf16", margin: float = 0.01,
@@ -300,12 +344,12 @@ def precision_check(runs: pd.DataFrame, other: str = "bf16", margin: float = 0.0
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma", "grid"],
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "prior", "step", "loader", "bma", "eval", "grid"],
                         help="which benchmark (default: all but grid; results in results/bench/)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[5, 20], help="prior: the ranks k to time")
     parser.add_argument("--repeats", type=int, default=5, help="prior: timed repetitions per case (median kept)")
     add_profile_argument(parser, default="cpu", help="grid: whose recorded grids to re-time (default: cpu)")
-    parser.add_argument("--per-group", type=int, default=2, help="grid: runs re-timed per (study, split, approach)")
+    parser.add_argument("--per-group", type=int, default=1, help="grid: runs re-timed per (study, split, approach)")
     parser.add_argument("--all", action="store_true", help="grid: re-time every run (hours; resumes where it stopped)")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
                         help="grid: re-time each sampled run in each of these training precisions (default: all)")
@@ -334,6 +378,7 @@ def _bench(args: argparse.Namespace) -> None:
         return
     cpu = get_profile("cpu")     # the micro-benchmarks measure the reported study's model and batch
     parts = {"step": lambda: bench_step(cpu), "loader": lambda: bench_loader(cpu), "bma": lambda: bench_bma(cpu),
+             "eval": lambda: bench_eval(cpu),
              "prior": lambda: bench_prior(ranks=tuple(args.ranks), repeats=args.repeats).assign(benchmark="prior")}
     frames = []
     for name, fn in parts.items():

@@ -17,7 +17,9 @@ def test_prior_benchmark_agrees_with_lowrank_mvn():
 
 def test_step_benchmark_covers_every_optimiser():
     df = bench.bench_step(SMOKE, steps=1, warmup=0, rank=2)
-    assert list(df.variant) == ["sgd, default layout", "sgd", "sgd+prior (MAP)", "sgld+prior", "sghmc+prior"]
+    compiled = ["sghmc+prior, compiled", "sghmc+prior, bf16 compiled"] if bench.can_compile() else []
+    assert list(df.variant) == ["sgd, default layout", "sgd", "sgd+prior (MAP)", "sgld+prior", "sghmc+prior",
+                                "sghmc+prior, bf16"] + compiled
     assert (df.value > 0).all() and df.set_index("variant").ratio_to_sgd["sgd"] == 1.0
 
 
@@ -40,44 +42,63 @@ def recorded_grid(tmp_path, monkeypatch):
     return bench.retime_csv(SMOKE)
 
 
-def write_retimed(path, keys):
-    """Re-time rows as ``run_grid`` writes them, with the times of RETIMED."""
-    pd.DataFrame([dict(study=bench.RETIME_STUDY, run_key=k, retimed_metric=RETIMED[k][2], cpu_time_s=RETIMED[k][1],
-                       key=Run(bench.RETIME_STUDY, {"run_key": k}).key, status="ok", wall_time_s=RETIMED[k][0])
-                  for k in keys]).to_csv(path, index=False)
+def write_retimed(path, keys, precision="fp32", speedup=1.0, metric_shift=0.0):
+    """Re-time rows as ``run_grid`` writes them, with the times of RETIMED (divided by ``speedup``)."""
+    rows = pd.DataFrame([dict(study=bench.RETIME_STUDY, run_key=k, precision=precision, status="ok",
+                              retimed_metric=RETIMED[k][2] + metric_shift, cpu_time_s=RETIMED[k][1] / speedup,
+                              key=Run(bench.RETIME_STUDY, {"run_key": k, "precision": precision}).key,
+                              wall_time_s=RETIMED[k][0] / speedup) for k in keys])
+    if path.exists():
+        rows = pd.concat([pd.read_csv(path), rows], ignore_index=True)
+    rows.to_csv(path, index=False)
 
 
 def test_grid_projection_is_run_count_times_mean_retimed_time(recorded_grid, monkeypatch):
     recorded_grid.parent.mkdir(parents=True)
     write_retimed(recorded_grid, RETIMED)
+    write_retimed(recorded_grid, RETIMED, "bf16", speedup=2.0, metric_shift=0.001)
     monkeypatch.setattr(bench, "_retime", lambda *a: pytest.fail("a re-timed run was re-run"))
-    df, runs = bench.bench_grid(SMOKE, per_group=2, workers=1)
+    df, runs = bench.bench_grid(SMOKE, per_group=2, workers=1, precisions=("fp32", "bf16"))
     # the sample is 2 runs per group, but every run re-timed so far counts
-    assert len(runs) == 5 and np.allclose(runs.metric_abs_diff, (runs.retimed_metric - runs.recorded_metric).abs())
+    assert len(runs) == 5 and np.allclose(runs.metric_abs_diff, (runs.metric_fp32 - runs.recorded_metric).abs())
     df = df.set_index("group")
     bayes, val, old = df.loc["transfer · test · bayes_learned"], df.loc["transfer · val · map_learned"], df.loc[
         "transfer · superseded"]
-    assert (bayes.runs, bayes.retimed) == (3, 3) and np.isclose(bayes.recorded_h, 330 / 3600)
+    assert (bayes.runs, bayes.retimed_fp32, bayes.retimed_bf16) == (3, 3, 3) and np.isclose(bayes.recorded_h, 330 / 3600)
     assert np.isclose(bayes.max_metric_diff, 0.02) and val.max_metric_diff == 0
-    assert np.isclose(bayes.projected_h, 186 / 3600) and np.isclose(val.projected_h, 42 / 3600)
-    assert np.isclose(bayes.cpu_projected_h, 179 / 3600) and np.isclose(val.cpu_projected_h, 40 / 3600)
-    assert old.runs == 1 and np.isclose(old.recorded_h, 999 / 3600) and np.isnan(old.projected_h)
+    assert np.isclose(bayes.projected_h_fp32, 186 / 3600) and np.isclose(val.projected_h_fp32, 42 / 3600)
+    assert np.isclose(bayes.projected_h_bf16, 93 / 3600) and np.isclose(val.cpu_projected_h_bf16, 20 / 3600)
+    assert np.isclose(bayes.cpu_projected_h_fp32, 179 / 3600) and np.isclose(val.cpu_projected_h_fp32, 40 / 3600)
+    assert old.runs == 1 and np.isclose(old.recorded_h, 999 / 3600) and np.isnan(old.projected_h_fp32)
     total = df.loc["total (read by the notebooks)"]
-    assert total.runs == 5 and np.isclose(total.recorded_h, 420 / 3600) and np.isclose(total.projected_h, 228 / 3600)
+    assert total.runs == 5 and np.isclose(total.recorded_h, 420 / 3600) and np.isclose(total.projected_h_fp32, 228 / 3600)
+    assert np.isclose(total.projected_h_bf16, 114 / 3600)
+    check = bench.precision_check(runs)
+    assert check["pairs"] == 5 and np.isclose(check["mean_diff"], 0.001) and check["equivalent"]
+    assert np.isclose(check["mean_abs_rerun_diff"], 0.02 / 5)
+
+
+def test_the_precision_rule_refuses_a_shift_or_a_spread_beyond_the_margin():
+    rng = np.random.default_rng(0)
+    fp32 = rng.uniform(0.4, 0.6, 30)
+    runs = lambda d: pd.DataFrame({"metric_fp32": fp32, "metric_bf16": fp32 + d, "recorded_metric": fp32})  # noqa
+    assert bench.precision_check(runs(rng.normal(0.0, 0.005, 30)))["equivalent"]
+    assert not bench.precision_check(runs(rng.normal(0.015, 0.005, 30)))["equivalent"]     # shifted by 1.5 points
+    assert not bench.precision_check(runs(rng.normal(0.0, 0.05, 30)))["equivalent"]        # too noisy to tell
 
 
 def test_grid_retime_resumes_and_projects_from_a_partial_sample(recorded_grid, monkeypatch):
     recorded_grid.parent.mkdir(parents=True)
     write_retimed(recorded_grid, ["b0", "b1"])                               # a re-time killed after two runs
     calls = []
-    monkeypatch.setattr(bench, "_retime", lambda profile, study, p: calls.append(p["key"]) or
+    monkeypatch.setattr(bench, "_retime", lambda profile, study, p, precision: calls.append(p["key"]) or
                         {"retimed_metric": RETIMED[p["key"]][2], "cpu_time_s": RETIMED[p["key"]][1]})
     df, runs = bench.bench_grid(SMOKE, per_group=1, workers=1)
     assert calls == ["m0"] or calls == ["m1"]                                # only the group with no re-timed run
     df = df.set_index("group")
-    assert df.loc["transfer · test · bayes_learned"].retimed == 2            # both earlier ones count
-    assert np.isclose(df.loc["transfer · test · bayes_learned"].projected_h, 3 * 61 / 3600)
-    assert df.loc["transfer · val · map_learned"].retimed == 1
+    assert df.loc["transfer · test · bayes_learned"].retimed_fp32 == 2      # both earlier ones count
+    assert np.isclose(df.loc["transfer · test · bayes_learned"].projected_h_fp32, 3 * 61 / 3600)
+    assert df.loc["transfer · val · map_learned"].retimed_fp32 == 1
     assert set(load_results(recorded_grid).run_key) == {"b0", "b1", calls[0]}
 
 
@@ -90,3 +111,11 @@ def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch, smoke_pri
     with pytest.raises(MissingPrerequisite, match="not recorded.*build it with `make studies PROFILE=smoke`"):
         bench.required_runs(SMOKE)
     assert not list(tmp_path.rglob("runs.csv"))                              # and it ran nothing
+
+
+def test_eval_benchmark_splits_the_evaluation_into_its_phases():
+    df = bench.bench_eval(SMOKE, samples=2, n_train=64)
+    assert list(df.variant) == ["BatchNorm refresh", "BN fold", "test forward", "shifted-set forward", "C2 displacement"]
+    assert (df.value > 0).all() and abs(df.share.sum() - 1) < 1e-9
+    test, shifted = df.set_index("variant").value[["test forward", "shifted-set forward"]]
+    assert test == shifted                                 # the two sets are the same size: one pass split by size

@@ -121,6 +121,54 @@ def test_submitit_workers_finish_a_grid_exactly_once_when_one_is_killed(tmp_path
     assert len({pid for what, _, pid in lines if what == "done"}) >= 3  # the survivors shared the work
 
 
+def test_local_workers_of_one_thread_each_make_every_run_exactly_once(tmp_path):
+    csv, log, n, workers = tmp_path / "grid.csv", tmp_path / "calls.log", 30, 3
+    script = (f"import os, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_cluster as t; "
+              f"print('threads', os.environ['OMP_NUM_THREADS']); t._grid_worker({str(csv)!r}, {str(log)!r}, {n}, 0)")
+    logs = lambda i: tmp_path / "logs" / f"worker_{i}.log"                 # noqa: E731
+    for start in range(2):                  # the second start finds every run done, and appends to the same logs
+        procs = launch.launch_local(workers, 1, lambda i: [sys.executable, "-c", script], logs)
+        assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(int(i) for what, i, _ in lines if what == "done") == list(range(n))     # each run exactly once
+    assert len({pid for what, _, pid in lines if what == "done"}) >= 2                  # and the workers shared them
+    assert all(logs(i).read_text().count("threads 1\n") == 2 for i in range(workers))
+    df = load_results(csv)
+    assert len(df) == n and df.key.is_unique and (df.status == "ok").all()
+
+
+def test_the_default_worker_count_fills_the_cores(monkeypatch):
+    monkeypatch.setattr(launch, "cores", lambda: 16)
+    assert [launch.default_workers(t) for t in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        launch.default_workers(0)
+    with pytest.raises(ValueError, match="--workers must be >= 1, got 0"):
+        launch.launch_local(0, 1, lambda i: ["true"], lambda i: Path("log"))
+
+
+@pytest.mark.parametrize("argv, workers", [([], 4), (["--workers", "3"], 3), (["--threads", "2"], 2)])
+def test_the_studies_command_starts_its_workers_and_waits_for_them(monkeypatch, tmp_path, argv, workers, capsys):
+    from repro.experiments import studies
+    started = []
+
+    class Done:
+        def wait(self):
+            return 0
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(studies, "require_priors", lambda p: None)
+    monkeypatch.setattr(studies, "default_workers", lambda threads=1: 4 // threads)
+    monkeypatch.setattr(studies, "launch_local", lambda n, t, command, log: started.append(
+        (t, [command(i) for i in range(n)], [log(i).name for i in range(n)])) or [Done()] * n)
+    assert studies.main(["--profile", "smoke", "--stages", "C2"] + argv) == 0
+    ((threads, commands, logs),) = started
+    assert len(commands) == workers and threads == (2 if "--threads" in argv else 1)
+    assert [c[c.index("--worker") + 1] for c in commands] == [str(i) for i in range(workers)]
+    assert all(c[c.index("--stages") + 1] == "C2" and c[c.index("--threads") + 1] == str(threads) for c in commands)
+    assert logs == [f"studies_{i}.log" for i in range(workers)]
+    assert f"started {workers} worker(s) of {threads} thread(s)" in capsys.readouterr().out
+
+
 def test_slurm_parameters_and_a_clear_error_without_slurm(tmp_path, capsys):
     params = launch.slurm_parameters(32, "gpu", 1, 8, 64, 720)
     assert params == dict(name="repro", timeout_min=720, nodes=1, tasks_per_node=1, cpus_per_task=8,

@@ -144,3 +144,38 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     assert pretrain.prior_protocol(P, "ssl") == "v1"
     assert grid.keyed_on_prior(P, setting) == setting
     assert Run("transfer", grid.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)
+
+
+def test_evaluation_matches_a_plain_reference_evaluation(monkeypatch):
+    """The one-pass evaluation (BatchNorm refreshed per sample, folded, channels-last; the C2 displacement measured
+    on each sample as it is evaluated) against the evaluation written plainly: each state loaded into the model,
+    its BatchNorm statistics re-estimated, the model in eval mode, and the displacement from the loaded state."""
+    import copy
+    from repro.analysis.metrics import classification_metrics
+    from repro.train import flat_params, update_bn
+
+    fits = []
+    fit_or_sample = transfer.fit_or_sample
+    monkeypatch.setattr(transfer, "fit_or_sample", lambda *a, **k: fits.append((a[0], fit_or_sample(*a, **k))) or fits[-1][1])
+    monkeypatch.setattr(transfer, "_shift_set", lambda profile: None)    # the test images only, here
+    p = params(bn_refresh=True, split="val")
+    out = transfer.run_transfer(P, p)
+    (model, fit), = fits
+    x, _, ex, ey = transfer.downstream_data(P, "cifar10", p["n_train"], p["seed"], "val", P.val_fraction)
+    bn = transfer.data.augmented(x, transfer.data.train_transform("cifar10", P.image_size), seed=p["seed"])
+    _, prior = transfer.build_model_and_prior(P, p, 10, approaches.lookup(p["approach"]))
+    learned = prior.parts[0]
+    probs, moved, along = 0, 0.0, 0.0
+    for state in fit.states:
+        net = copy.deepcopy(model)
+        net.load_state_dict(state)
+        theta = flat_params(net)[:learned.dim].double()
+        moved += float((theta - learned.mean.double()).norm()) / len(fit.states)
+        along += learned.low_rank_displacement(theta) / len(fit.states)
+        update_bn(net, bn)
+        with torch.no_grad():
+            probs = probs + net.eval()(ex).softmax(1) / len(fit.states)
+    reference = classification_metrics(probs, ey)
+    assert math.isclose(out["nll"], reference["nll"], rel_tol=1e-5) and out["accuracy"] == reference["accuracy"]
+    assert torch.allclose(out["predictions"]["probs"].float(), probs, atol=1e-3)      # stored in float16
+    assert math.isclose(out["displacement"], moved, rel_tol=1e-12) and math.isclose(out["low_rank_displacement"], along, rel_tol=1e-9)

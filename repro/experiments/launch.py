@@ -1,4 +1,9 @@
-"""Workers of the downstream grids on a cluster, through submitit (SLURM job arrays), not a scheduler of our own.
+"""Workers of the downstream grids: on this machine, one process per group of cores (:func:`launch_local`), or on a
+cluster through submitit (SLURM job arrays), not a scheduler of our own.
+
+``python -m repro.studies --profile cpu`` starts :func:`default_workers` processes, each single-threaded by default, so
+that every core works (``--workers`` and ``--threads`` override; ``make studies`` passes ``WORKERS=`` and
+``THREADS=``); each claims runs from the shared grids (:mod:`repro.claims`), so every run is made once.
 
 ``python -m repro.studies --profile paper --launcher slurm --workers 32 --partition gpu --gpus-per-worker 1`` submits
 32 workers as one job array; each is :func:`repro.experiments.studies.run_worker`, which claims runs from the shared
@@ -8,8 +13,40 @@ are read back, not trained again.
 """
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or ``taskset`` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(threads: int = 1) -> int:
+    """How many local workers keep every core busy: the cores divided by the threads of each (at least one)."""
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    return max(1, cores() // threads)
+
+
+def launch_local(workers: int, threads: int, command: Callable[[int], list[str]],
+                 log: Callable[[int], Path]) -> list[subprocess.Popen]:
+    """Start ``command(0)``, ..., ``command(workers - 1)`` as processes of ``threads`` threads each (OpenMP and MKL
+    pools sized by their environment), each appending its output to ``log(i)`` (a log is never overwritten, so the
+    last error of an earlier start stays readable). Returns the processes; they run on if this one exits."""
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    for i in range(workers):
+        path = log(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as out:        # the child holds its own descriptor
+            procs.append(subprocess.Popen(command(i), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                          stdin=subprocess.DEVNULL))
+    return procs
 
 
 def slurm_parameters(workers: int, partition: str | None, gpus_per_worker: int, cpus_per_worker: int,

@@ -16,6 +16,7 @@ import sys
 from typing import Callable, Iterable
 
 import pandas as pd
+import torch
 
 from ..analysis.metrics import classification_metrics
 from ..analysis.predictions import ensemble_predictions
@@ -25,11 +26,13 @@ from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, LABELS, REGIMES, lookup
 from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
-from .launch import launch, slurm_executor, slurm_parameters
+from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
                      tuned, tuned_segmentation, tuning_point)
+
+log = logging.getLogger(__name__)
 
 KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
@@ -244,7 +247,8 @@ def run_worker(profile_name: str, index: int, stages: Iterable[str] = tuple(STAG
 
 
 def _submit(args, stages: list[str]) -> None:
-    """Submit ``args.workers`` workers as a SLURM job array and say how to follow them."""
+    """Submit ``args.workers`` workers (default 1) as a SLURM job array and say how to follow them."""
+    args.workers = args.workers or 1
     profile = get_profile(args.profile)
     require_priors(profile)                 # before queueing 32 jobs that would each stop at once
     folder = results_dir(profile) / "slurm"
@@ -259,12 +263,16 @@ def _submit(args, stages: list[str]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.studies", description=__doc__.splitlines()[0])
     add_profile_argument(parser)
-    parser.add_argument("--worker", type=int, default=0, choices=range(len(TUNE_ORDERS)),
-                        help="which tuning order to start with (run one process per worker)")
+    parser.add_argument("--worker", type=int, default=None,
+                        help="run as this one worker, in this process (its tuning order: the index modulo "
+                             f"{len(TUNE_ORDERS)}); without it, start --workers worker processes")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                        help="local (default): this process is one worker (make studies starts two); slurm: submit "
-                             "--workers workers as a SLURM job array through submitit (see README)")
-    parser.add_argument("--workers", type=int, default=1, help="with --launcher slurm: how many workers")
+                        help="local (default): --workers processes on this machine (logs in "
+                             "results/<profile>/studies_<i>.log); slurm: a SLURM job array through submitit (README)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="how many workers (local default: the cores divided by --threads, here "
+                             f"{default_workers()}; slurm default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of each local worker (default: 1)")
     parser.add_argument("--partition", default=None, help="with --launcher slurm: the SLURM partition")
     parser.add_argument("--gpus-per-worker", type=int, default=0, help="with --launcher slurm: GPUs of each worker")
     parser.add_argument("--cpus-per-worker", type=int, default=4, help="with --launcher slurm: CPU cores of each")
@@ -282,15 +290,48 @@ def main(argv=None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
+    if args.worker is not None and args.worker < 0:
+        parser.error(f"--worker must be >= 0, got {args.worker}")
     # the workers' logs show each long run's progress (repro.experiments.transfer logs it every 10 % of its steps)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.check:
         body = lambda: require_priors(get_profile(args.profile))          # noqa: E731
     elif args.launcher == "slurm":
         body = lambda: _submit(args, stages)                               # noqa: E731
+    elif args.worker is None:
+        body = lambda: _start_local(args, stages)                          # noqa: E731
     else:
-        body = lambda: run_profile(get_profile(args.profile), args.worker, stages, args.any_budget)  # noqa: E731
+        body = lambda: _work(args, stages)                                 # noqa: E731
     return run_main(body, errors=(ValueError, RuntimeError, MissingPrerequisite))
+
+
+def _work(args, stages: list[str]) -> None:
+    """One local worker, in this process, until no run of ``stages`` is left to it."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_profile(get_profile(args.profile), args.worker % len(TUNE_ORDERS), stages, args.any_budget)
+    log.info("worker %d: done, no run of %s left", args.worker, ",".join(stages))
+
+
+def _start_local(args, stages: list[str]) -> None:
+    """Start the local workers, say where their logs are, and wait for them; an error if one failed."""
+    profile = get_profile(args.profile)
+    require_priors(profile)                 # before starting workers that would each stop at once
+    threads = args.threads or 1
+    workers = args.workers or default_workers(threads)
+    folder = results_dir(profile)
+
+    def command(i: int) -> list[str]:
+        return [sys.executable, "-m", "repro.studies", "--profile", profile.name, "--worker", str(i),
+                "--threads", str(threads), "--stages", ",".join(stages)] + (["--any-budget"] if args.any_budget else [])
+
+    procs = launch_local(workers, threads, command, lambda i: folder / f"studies_{i}.log")
+    print(f"started {workers} worker(s) of {threads} thread(s) on {cores()} core(s); follow them with: "
+          f"tail -f {folder}/studies_*.log", flush=True)
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        raise RuntimeError(f"worker(s) {failed} stopped with an error: see the end of {folder}/studies_<i>.log")
+    print(f"all {workers} workers done", flush=True)
 
 
 if __name__ == "__main__":
