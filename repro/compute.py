@@ -1,18 +1,19 @@
 """How downstream training computes its loss: the precision of the forward and backward pass, and torch.compile.
 
-Two settings of a profile (``repro/profiles.py``), measured by ``python -m repro.bench step``:
+Measured by ``python -m repro.bench step`` (and, on whole recorded runs, ``python -m repro.bench grid``):
 
-* ``precision``: ``"fp32"``, or ``"bf16"``: the model's forward pass (and so its backward) under
-  ``torch.autocast`` in bfloat16, the loss in float32. Parameters, gradients, the optimiser, the prior, the samplers'
-  noise and every evaluation stay float32: a sample differs from its fp32 twin by the rounding of its gradients only.
-  It changes a run's results (beyond float tolerance), so a run records it (:data:`PRECISIONS`; fp32 runs, made
-  before the setting existed, carry none).
-* ``compile``: the loss compiled by ``torch.compile``, **once per process**: :func:`training_loss` returns the same
-  compiled function for every run of a worker, and dynamo reuses its graph for every model of the same architecture
-  and shapes (parameters are graph inputs, not constants), so a worker pays the compilation once and the on-disk
-  inductor cache (:func:`inductor_cache`) shortens it for the next process. Where compile is unavailable (no C++
-  compiler, an unsupported platform) the loss runs eagerly, said once in the log. It agrees with eager mode up to
-  float rounding (a test on the smoke profile), so it is not part of a run's key.
+* **precision**, a run parameter (``default_params(..., precision="bf16")``): ``"fp32"``, or ``"bf16"``: the model's
+  forward pass (and so its backward) under ``torch.autocast`` in bfloat16, the loss in float32. Parameters,
+  gradients, the optimiser, the prior, the samplers' noise and every evaluation stay float32: a run differs from its
+  fp32 twin by the rounding of its activations and gradients only. That changes its results beyond float tolerance,
+  so the precision is part of the run's key; fp32 runs, made before it existed, carry none
+  (:data:`repro.experiments.approaches.UNRECORDED`), so no recorded run is re-queued by it.
+* **compile**, a profile setting (``Profile.compile``): the loss compiled by ``torch.compile``, **once per process**:
+  :func:`training_loss` returns the same compiled function for every run of a worker, and dynamo reuses its graph
+  for every model of the same architecture and shapes (parameters are graph inputs, not constants), so a worker pays
+  the compilation once and the on-disk inductor cache (:func:`inductor_cache`) shortens it for the next process.
+  Where compile is unavailable (no C++ compiler) the loss runs eagerly, said once in the log. It agrees with eager
+  mode up to float rounding (tested on the smoke profile), so it is not part of a run's key.
 """
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_one_function_per_setting_and_clear_errors():
 def test_fp32_runs_keep_their_recorded_keys_and_bf16_runs_get_their_own():
     fp32 = approaches.default_params(P, "transfer", "map_nonlearned")
     assert "precision" not in fp32                                     # as every run recorded before the setting
-    bf16 = approaches.default_params(get_profile("smoke", precision="bf16"), "transfer", "map_nonlearned")
+    bf16 = approaches.default_params(P, "transfer", "map_nonlearned", precision="bf16")
     assert bf16 == fp32 | {"precision": "bf16"} and Run("t", bf16).key != Run("t", fp32).key
     assert approaches.precision_of(fp32) == "fp32" and approaches.precision_of(bf16) == "bf16"
 

@@ -49,9 +49,9 @@ COUNT_KNOBS = {
     "decoder_channels": _size,
 }
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch),
-# a switch notebook 09 sets, how downstream training computes (precision, compile)
+# a switch notebook 09 sets, whether downstream training is compiled
 NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates",
-              "segmentation_dataset", "swag_burnin_epochs", "bn_refresh", "precision", "compile"}
+              "segmentation_dataset", "swag_burnin_epochs", "bn_refresh", "compile"}
 
 
 def test_every_knob_is_classified():

@@ -200,7 +200,7 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
               lr=0.03, momentum=0.9, steps=0, batch_size=getattr(profile, t.batch_size),
               cycles=profile.cycles if bayes else 1, burnin_cycles=0,
               bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0,
-              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets), precision=profile.precision)
+              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets), precision="fp32")
     if not t.datasets and a.prior != "weight_decay":
         p["likelihood"] = LIKELIHOODS[0]
     unknown = sorted(set(overrides) - set(p))
