@@ -127,6 +127,63 @@ def test_a_stiff_prior_alone_is_sampled_exactly(name, T):
         assert abs(var[i] - 1) < min(0.1, 3 * var_se[i] + 1e-3), (ci, var[i], var_se[i])
 
 
+RESONANT = (math.pi ** 2, 4 * math.pi ** 2)        # c where SGHMC's exact rotation is by pi and 2 pi
+
+
+def resonant_moments(T: float, jitter: float, chains: int = 400, burn: int = 2000, keep: int = 4000):
+    """Standardised (mean, its SE, variance, its SE) per stiffness of RESONANT of SGHMC chains under the prior alone,
+    started 3 sd from the mean, as in the test above."""
+    lr, N = 1e-2, 40
+    c = torch.tensor(RESONANT, dtype=torch.float64).repeat_interleave(chains)
+    variance = lr / (N * c)
+    mu = torch.linspace(-1, 1, len(c), dtype=torch.float64)
+    w = torch.nn.Parameter(mu + 3 * (T * variance).sqrt())
+    w.grad = torch.zeros_like(w)
+    opt = SGHMC([w], lr=lr, num_data=N, momentum=0.9, temperature=T, prior=diagonal_prior(mu, variance),
+                generator=torch.Generator().manual_seed(11), jitter=jitter)
+    z = []
+    for t in range(burn + keep):
+        opt.step()
+        if t >= burn:
+            z.append(((w.detach() - mu) / (T * variance).sqrt()).view(len(RESONANT), chains))
+    z = torch.stack(z)
+    return (*batch_means(z.mean(2)), *batch_means(z.square().mean(2)))
+
+
+@pytest.mark.parametrize("T", [1.0, 0.5])
+def test_jittered_sghmc_samples_a_prior_at_its_resonant_stiffness(T):
+    """c = pi^2 and 4 pi^2: the rotation by k pi would freeze every coordinate (next test); with the step length
+    jittered by +-50 % the chains' stationary mean and variance are those of N(mu, T v) within 3 MC SEs and 10 %."""
+    mean, mean_se, var, var_se = resonant_moments(T, jitter=0.5)
+    for i, ci in enumerate(RESONANT):
+        assert abs(mean[i]) < min(0.1, 3 * mean_se[i] + 1e-3), (ci, mean[i], mean_se[i])
+        assert abs(var[i] - 1) < min(0.1, 3 * var_se[i] + 1e-3), (ci, var[i], var_se[i])
+
+
+@pytest.mark.parametrize("T", [1.0, 0.5])
+def test_without_jitter_sghmc_freezes_at_its_resonant_stiffness(T):
+    """The failure the jitter removes: at phi = k pi each coordinate only flips sign (or stays), so the chains keep the
+    3-sd start: standardised variance 9, not 1."""
+    _, _, var, _ = resonant_moments(T, jitter=0.0, chains=50, burn=200, keep=400)
+    assert (var - 9).abs().max() < 1e-6
+
+
+def test_jitter_zero_is_the_exact_step_bit_for_bit():
+    lr, N = 1e-2, 40
+    variance = torch.tensor([1e-5, 1e-3, 1.0], dtype=torch.float64)
+    runs = []
+    for jitter in (None, 0.0):
+        w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        w.grad = torch.full_like(w, 0.3)
+        kw = {} if jitter is None else {"jitter": jitter}
+        opt = SGHMC([w], lr=lr, num_data=N, prior=diagonal_prior(torch.zeros(3, dtype=torch.float64), variance),
+                    generator=torch.Generator().manual_seed(3), **kw)
+        for _ in range(20):
+            opt.step()
+        runs.append(w.detach().clone())
+    assert torch.equal(*runs)
+
+
 @pytest.mark.parametrize("T", [1.0, 0.5])
 @pytest.mark.parametrize("name", ["sgld", "sghmc"])
 def test_a_stiff_prior_and_a_likelihood_sample_the_posterior(problem, name, T):
@@ -250,6 +307,7 @@ def test_noise_flag_turns_noise_off():
 
 
 @pytest.mark.parametrize("kwargs, message", [
+    (dict(jitter=1.0), "jitter must be in \\[0, 1\\), got 1.0"),
     (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(num_data=0), "num_data must be >= 1"),

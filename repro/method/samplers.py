@@ -36,6 +36,17 @@ part: explicit), held constant over the step. Per coordinate, with x = theta - m
   every step size; at T = 0 its fixed point is the MAP. As c -> 0 the step tends to the explicit one above
   (velocity Verlet form: x' = x + v - eta g / 2).
 
+  **Resonance, and the jitter that breaks it** (``jitter=``). Invariance is not mixing: where phi = k pi the
+  rotation maps x to +-x and S1 = 0, so neither v nor the noise ever reaches that coordinate (prior alone, c = pi^2:
+  it stays where it started), and coordinates near it mix over very many steps. With ``jitter`` a > 0 each step runs
+  the Hamiltonian part for u times the step's time, u ~ U(1 - a, 1 + a) drawn per step (randomised step length:
+  Mackenzie 1989; Neal 2011, section 5.4.2.2): phi = u sqrt(c), and
+
+      x' = x cos(phi) + u v S1 - u^2 eta g S2,      v' = m (v cos(phi) - u (c x + eta g) S1) + ...
+
+  with S1, S2 at the new phi. Each step is still an exact solve of an invariant flow, so the target is unchanged,
+  while no coordinate keeps an angle of k pi from step to step.
+
 Both cost a handful of vector operations on the flat parameter vector (``python -m repro.bench step``).
 """
 from __future__ import annotations
@@ -64,7 +75,10 @@ class SGHMC(Optimizer):
     """Stochastic-gradient Hamiltonian Monte Carlo (Chen et al. 2014) in SGD-with-momentum form."""
 
     def __init__(self, params: Iterable, lr: float, num_data: int, momentum: float = 0.9,
-                 temperature: float = 1.0, generator: torch.Generator | None = None, prior: Prior | None = None):
+                 temperature: float = 1.0, generator: torch.Generator | None = None, prior: Prior | None = None,
+                 jitter: float = 0.0):
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not num_data >= 1:
@@ -74,7 +88,7 @@ class SGHMC(Optimizer):
         check_temperature(temperature)
         super().__init__(params, dict(lr=lr, num_data=num_data, momentum=momentum,
                                       temperature=temperature, noise=True))
-        self.generator = generator
+        self.generator, self.jitter = generator, jitter
         self.prior, self.log_prior = None, None
         self._flat_momentum: Tensor | None = None
         if prior is not None:
@@ -141,10 +155,11 @@ class SGHMC(Optimizer):
         x = theta.sub_(self._mu)
         c = self._precision.mul(lr / N)                                  # per-coordinate stiffness eta p / N
         if m:
-            phi = c.sqrt()
-            s1 = torch.sinc(phi / math.pi)                               # sin(phi) / phi, exact at phi = 0
-            s2 = torch.sinc(phi / (2 * math.pi)).square_().mul_(0.5)     # (1 - cos phi) / phi^2 = sinc^2(phi/2) / 2
-            cos = c.mul(s2).neg_().add_(1.0)                              # cos(phi) = 1 - 2 sin^2(phi / 2)
+            u = self._duration()                                         # 1 unless jittered
+            phi = c.sqrt().mul_(u)
+            s1 = torch.sinc(phi / math.pi).mul_(u)                       # u sin(phi) / phi, exact at phi = 0
+            s2 = torch.sinc(phi / (2 * math.pi)).square_().mul_(0.5 * u * u)  # u^2 (1 - cos phi) / phi^2
+            cos = c.mul(s2).neg_().add_(1.0)                              # cos(phi) = 1 - c u^2 (1 - cos phi) / phi^2
             v = self._momentum(params)
             new_x = x * cos
             new_x.addcmul_(v, s1).addcmul_(g, s2, value=-1.0)
@@ -161,6 +176,13 @@ class SGHMC(Optimizer):
                 x.addcmul_(self._randn(x), var.sqrt_())
         new = x.add_(self._mu)
         torch._foreach_copy_(params, [t.view_as(p) for t, p in zip(new.split([p.numel() for p in params]), params)])
+
+    def _duration(self) -> float:
+        """How long this step's Hamiltonian part runs, in units of the step (u: phi = u sqrt(c)): 1, or with
+        ``jitter`` a draw from U(1 - jitter, 1 + jitter) per step, so that no coordinate keeps an angle of k pi."""
+        if not self.jitter:
+            return 1.0
+        return 1.0 + self.jitter * (2 * torch.rand((), generator=self.generator, dtype=torch.float64).item() - 1)
 
     def _randn(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
