@@ -35,7 +35,7 @@ reproduce: setup
 WORKERS ?=
 THREADS ?= 1
 studies: setup
-	@$(PY) -m repro.studies --profile $(PROFILE) --check   # no priors yet: stop here, naming the command
+	@$(PY) -m repro.studies --profile $(PROFILE) --threads $(THREADS) $(if $(WORKERS),--workers $(WORKERS)) --check
 	mkdir -p results/$(PROFILE)
 	nohup $(PY) -m repro.studies --profile $(PROFILE) --threads $(THREADS) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(STAGES),--stages $(STAGES)) >> results/$(PROFILE)/studies.log 2>&1 &

@@ -11,9 +11,8 @@
 * ``eval``: where a Bayes run's evaluation time goes (BatchNorm refresh, test and shifted-set forward passes, C2's
   displacement), per phase;
 * ``grid`` (not part of ``all``; an hour or more): re-time a stratified sample of a profile's *recorded* downstream
-  grids with the current code in each training precision, two single-thread workers as in ``make studies`` on two
-  cores, and project what the whole grid would cost now; ``grid --all`` re-times every run (hours, resumable) and so
-  measures it.
+  grids with the current code in each training precision, by two single-thread workers, and project what the whole
+  grid would cost now (:mod:`repro.retime`); ``grid --all`` re-times every run (hours, resumable) and so measures it.
 
 Results go to ``results/bench/bench.csv`` (one row per measurement; ``grid``: ``results/bench/retime_<profile>.csv``
 per group, ``retime_<profile>_runs.csv`` per re-timed run, and the resumable re-time grid ``retime_<profile>_grid.csv``)
@@ -23,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import multiprocessing
 import statistics
 import sys
 import time
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -40,7 +37,8 @@ from .method.priors import ComposedPrior, IsotropicGaussianPrior, LowRankGaussia
 from .cli import add_profile_argument, run_main
 from .compute import PRECISIONS, can_compile, training_loss
 from .profiles import Profile, get_profile, results_root
-from .runner import MissingPrerequisite, Run, load_results, run_grid
+from .retime import precision_rule, retime, retime_csv
+from .runner import MissingPrerequisite
 from .method.samplers import SGHMC, SGLD, bma_probs
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
@@ -177,22 +175,23 @@ def bench_bma(profile: Profile, samples: int = 10, n: int = 2000) -> pd.DataFram
 
 def bench_eval(profile: Profile, samples: int = 10, n_train: int = 1000, rank: int = 20) -> pd.DataFrame:
     """Where a Bayes run's evaluation time goes over ``samples`` samples (a CIFAR-10 run on ``n_train`` images), per
-    phase of :func:`.transfer.run_transfer`'s one pass: each sample's BatchNorm refresh, BN fold, forward pass over the
-    test subset and the C8 shifted set, and C2 displacement. Random weights: the cost does not depend on them."""
+    phase of :func:`.transfer.run_transfer`'s evaluation: each sample's BatchNorm refresh, BN fold, forward passes over
+    the test subset and over the C8 shifted set (the run scores both in one pass; timed apart here), and C2
+    displacement. Random weights and images: the cost does not depend on them."""
     from .models import for_evaluation
     from .train import flat_params, update_bn
     P, model, _, _ = _cpu_model_and_batch(profile)
     model.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
-    bn_images, images = (torch.randint(0, 256, (n, 3, P.image_size, P.image_size), dtype=torch.uint8, generator=g)
-                         for n in (n_train, 2 * P.downstream_test_n))      # the test subset, then the shifted set
+    bn_images, test, shifted = (torch.randint(0, 256, (n, 3, P.image_size, P.image_size), dtype=torch.uint8,
+                                              generator=g) for n in (n_train, P.downstream_test_n, P.downstream_test_n))
     d = sum(p.numel() for p in model.backbone.parameters())
     learned = LowRankGaussianPrior(flat_params(model)[:d].clone(), torch.rand(d, generator=g) + 0.1,
                                    torch.randn(d, rank, generator=g), scale=1.0, rank=rank)
     states = [{k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
                for k, v in model.state_dict().items()} for _ in range(samples)]
+    forward = lambda net, x: [net(x[i:i + EVAL_BATCH_SIZE]).softmax(1) for i in range(0, len(x), EVAL_BATCH_SIZE)]  # noqa
     phases = dict.fromkeys(("BatchNorm refresh", "BN fold", "test forward", "shifted-set forward", "C2 displacement"), 0.)
-    share = 0.5                                      # one pass over both sets: its time split by their sizes
     with torch.inference_mode():
         for state in states:
             model.load_state_dict(state)
@@ -201,145 +200,18 @@ def bench_eval(profile: Profile, samples: int = 10, n_train: int = 1000, rank: i
             t.append(time.perf_counter())
             net = for_evaluation(model)
             t.append(time.perf_counter())
-            torch.cat([net(images[i:i + EVAL_BATCH_SIZE]).softmax(1) for i in range(0, len(images), EVAL_BATCH_SIZE)])
+            forward(net, test)
+            t.append(time.perf_counter())
+            forward(net, shifted)
             t.append(time.perf_counter())
             theta = flat_params(model)[:d].double()
             float((theta - learned.mean.double()).norm()), learned.low_rank_displacement(theta)
             t.append(time.perf_counter())
-            for k, dt in zip(phases, (t[1] - t[0], t[2] - t[1], share * (t[3] - t[2]), (1 - share) * (t[3] - t[2]),
-                                      t[4] - t[3])):
-                phases[k] += dt
+            for k, t0, t1 in zip(phases, t, t[1:]):
+                phases[k] += t1 - t0
     total = sum(phases.values())
     return pd.DataFrame([dict(benchmark="eval", variant=k, value=v, unit=f"s per {samples} samples",
                               share=v / total) for k, v in phases.items()])
-
-
-def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
-    """``key -> (study, params)`` of every run the profile's notebooks read, tuning included.
-
-    The study stages are replayed inside :func:`repro.experiments.grid.recording`: the grids must already be recorded
-    (nothing runs).
-    """
-    from .experiments import grid, studies
-    with grid.recording() as needed:
-        studies.run_profile(profile)
-    return needed
-
-
-# The downstream grids, each with the metric compared between a recorded run and its re-run.
-GRID_METRIC = {"transfer": "accuracy", "segmentation": "miou"}
-RETIME_STUDY = "retime"      # the re-time grid: one row per (recorded run, precision), keyed by the recorded run's key
-
-
-def retime_csv(profile: Profile) -> Path:
-    """``results/bench/retime_<profile>_grid.csv``: the re-time grid (a ``run_grid`` CSV, so resumable)."""
-    return results_root() / "bench" / f"retime_{profile.name}_grid.csv"
-
-
-def _retime(profile: Profile, study: str, params: dict, precision: str) -> dict:
-    """The headline metric and the process CPU time of one recorded run re-run with the current code in
-    ``precision`` (:mod:`repro.compute`); nothing of the run is saved (the runner records the wall time)."""
-    from .experiments.approaches import UNRECORDED
-    from .experiments.grid import RUN
-    params = {k: v for k, v in (params | {"precision": precision}).items() if UNRECORDED.get(k, ...) != v}
-    c0 = time.process_time()
-    out = RUN[study](profile, params)
-    return {"retimed_metric": out[GRID_METRIC[study]], "cpu_time_s": time.process_time() - c0}
-
-
-def _retime_worker(job: tuple[Profile, dict[str, tuple[str, dict]], list[Run]]) -> None:
-    """One worker of the re-time grid, single-threaded like a ``make studies`` worker; workers share the CSV."""
-    profile, needed, runs = job
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_grid(runs, lambda r: _retime(profile, *needed[r["run_key"]], r["precision"]), retime_csv(profile),
-                 desc="re-time", shared=True)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def bench_grid(P: Profile, per_group: int | None = 2, workers: int = 2,
-               precisions: Sequence[str] = ("fp32",)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(summary, re-timed runs): recorded versus re-timed CPU-hours of the profile's downstream grids, per (study,
-    split, approach) and per training precision, and each re-timed run's recorded and new time and metric.
-
-    ``per_group`` recorded runs of each group (``None``: every run) are re-run with the current code in each of
-    ``precisions``, back to back (so that machine drift hits every precision alike), in the re-time grid
-    (:func:`retime_csv`), which resumes: a run re-timed before is not re-run, so a killed re-time picks up where it
-    stopped (delete the CSV after changing the code). Runs go in a random order, so a partial re-time is a random
-    sample of every group. Projected hours = the group's run count x the mean re-timed wall time (with every run
-    re-timed: their sum), in columns ``projected_h_<precision>``; ``cpu_projected_h_<precision>`` likewise from
-    process CPU time. ``max_metric_diff``: the largest |accuracy (mIoU for segmentation) of a recorded run - that of
-    its fp32 re-run|, the size of a re-run's rounding alone. Recorded runs no stage reads any more are listed as
-    ``superseded``. ``workers`` > 1 re-times in that many spawned processes, else in this one.
-    """
-    from .experiments.grid import grid_csv
-    needed = required_runs(P)
-    rows = pd.concat([load_results(grid_csv(P, s)) for s in GRID_METRIC if grid_csv(P, s).exists()], ignore_index=True)
-    read = rows.key.isin(needed)
-    rows["group"] = (rows.study + " · " + rows.split + " · " + rows.approach).where(read, rows.study + " · superseded")
-    retimed = load_results(retime_csv(P))
-    have = set(retimed.run_key[retimed.status == "ok"]) if not retimed.empty else set()
-    live = rows[read].sample(frac=1.0, random_state=0)
-    live = pd.concat([live[live.key.isin(have)], live[~live.key.isin(have)]])   # runs re-timed before count first
-    sample = live if per_group is None else live.groupby("group").head(per_group)
-    runs = [Run(RETIME_STUDY, {"run_key": k, "precision": q}) for k in sample.key for q in precisions]
-    job = (P, {k: needed[k] for k in sample.key}, runs)
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            pool.map(_retime_worker, [job] * workers)
-    else:
-        _retime_worker(job)
-    retimed = load_results(retime_csv(P))
-    retimed = retimed[(retimed.status == "ok") & retimed.precision.isin(precisions)]
-    out = rows.groupby("group").agg(runs=("key", "size"), recorded_h=("wall_time_s", "sum"))
-    out["recorded_h"] /= 3600
-    is_live = ~out.index.str.endswith("superseded")
-    total = {"runs": len(live), "recorded_h": live.wall_time_s.sum() / 3600}
-    done = {}
-    for q in precisions:
-        mine = retimed[retimed.precision == q].rename(columns={"wall_time_s": f"retimed_s_{q}", "cpu_time_s":
-                                                               f"retimed_cpu_s_{q}", "retimed_metric": f"metric_{q}"})
-        done[q] = live.merge(mine[["run_key", f"retimed_s_{q}", f"retimed_cpu_s_{q}", f"metric_{q}"]],
-                             left_on="key", right_on="run_key").drop(columns="run_key")
-        per = done[q].groupby("group").agg(**{f"retimed_{q}": ("key", "size"),
-                                              f"retimed_sample_s_{q}": (f"retimed_s_{q}", "mean"),
-                                              f"retimed_cpu_s_{q}": (f"retimed_cpu_s_{q}", "mean")})
-        out = out.join(per)
-        out[f"projected_h_{q}"] = out.runs * out[f"retimed_sample_s_{q}"] / 3600   # NaN for superseded: not re-run
-        out[f"cpu_projected_h_{q}"] = out.runs * out[f"retimed_cpu_s_{q}"] / 3600
-        # NaN until every group has a re-timed run
-        total |= {f"retimed_{q}": len(done[q]), f"projected_h_{q}": out[f"projected_h_{q}"][is_live].sum(skipna=False),
-                  f"cpu_projected_h_{q}": out[f"cpu_projected_h_{q}"][is_live].sum(skipna=False)}
-    table = done[precisions[0]][["group", "key", "study", "wall_time_s"]].copy()
-    table["recorded_metric"] = [row[GRID_METRIC[row.study]] for _, row in done[precisions[0]].iterrows()]
-    for q in precisions:
-        table = table.merge(done[q][["key", f"retimed_s_{q}", f"retimed_cpu_s_{q}", f"metric_{q}"]], on="key",
-                            how="outer")
-    if "fp32" in precisions:                 # a re-run's rounding alone: fp32 here against fp32 when recorded
-        table["metric_abs_diff"] = (table.metric_fp32 - table.recorded_metric).abs()
-        out = out.join(table.groupby("group").agg(max_metric_diff=("metric_abs_diff", "max")))
-        total["max_metric_diff"] = table.metric_abs_diff.max()
-    summary = pd.concat([out.reset_index(), pd.DataFrame([{"group": "total (read by the notebooks)", **total}])],
-                        ignore_index=True)
-    return summary, table.drop(columns="study").rename(columns={"wall_time_s": "recorded_s"}).sort_values(
-        ["group", "key"], ignore_index=True)
-
-
-def precision_check(runs: pd.DataFrame, other: str = "bf16", margin: float = 0.01,
-                    alpha: float = 0.05) -> dict:
-    """The paired difference metric(``other``) - metric(fp32) over re-timed runs (:func:`bench_grid`'s second table),
-    its (1 - 2 alpha) t interval, and whether it lies inside +-``margin`` (TOST at level ``alpha``): the registered
-    rule by which a training precision is adopted (README, Performance). Beside it, |fp32 re-run - recorded|: the
-    difference a re-run's rounding alone makes."""
-    from scipy import stats
-    both = runs.dropna(subset=["metric_fp32", f"metric_{other}"])
-    d = both[f"metric_{other}"] - both.metric_fp32
-    half = stats.t.ppf(1 - alpha, len(d) - 1) * d.std(ddof=1) / len(d) ** 0.5
-    return {"pairs": len(d), "mean_diff": d.mean(), "ci_low": d.mean() - half, "ci_high": d.mean() + half,
-            "equivalent": bool(-margin < d.mean() - half and d.mean() + half < margin),
-            "mean_abs_diff": d.abs().mean(), "mean_abs_rerun_diff": (both.metric_fp32 - both.recorded_metric).abs().mean()}
 
 
 def main(argv=None) -> int:
@@ -363,7 +235,7 @@ def _bench(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.what == "grid":
-        summary, runs = bench_grid(profile, None if args.all else args.per_group, precisions=args.precisions)
+        summary, runs = retime(profile, None if args.all else args.per_group, precisions=args.precisions)
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         folder = results_root() / "bench"
         summary.to_csv(folder / f"retime_{profile.name}.csv", index=False)
@@ -371,9 +243,8 @@ def _bench(args: argparse.Namespace) -> None:
         total = summary.iloc[-1]
         print(f"the profile's recorded downstream runs: {total.recorded_h:.1f} h as recorded; re-timed now: " +
               ", ".join(f"{total[f'projected_h_{q}']:.1f} h in {q}" for q in args.precisions))
-        for q in args.precisions:
-            if q != "fp32" and "fp32" in args.precisions:
-                print(f"{q} - fp32 (paired, accuracy or mIoU):", precision_check(runs, q))
+        for q in set(args.precisions) - {"fp32"} if "fp32" in args.precisions else ():
+            print(f"the rule for {q} (README, Performance):", precision_rule(summary, runs, q))
         print(f"wrote {folder}/retime_{profile.name}{{,_runs}}.csv (re-time grid: {retime_csv(profile)})")
         return
     cpu = get_profile("cpu")     # the micro-benchmarks measure the reported study's model and batch

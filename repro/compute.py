@@ -13,7 +13,9 @@ Measured by ``python -m repro.bench step`` (and, on whole recorded runs, ``pytho
   for every model of the same architecture and shapes (parameters are graph inputs, not constants), so a worker pays
   the compilation once and the on-disk inductor cache (:func:`inductor_cache`) shortens it for the next process.
   Where compile is unavailable (no C++ compiler) the loss runs eagerly, said once in the log. It agrees with eager
-  mode up to float rounding (tested on the smoke profile), so it is not part of a run's key.
+  mode up to float rounding (tested on the smoke profile), so it is not part of a run's key. A new input shape or
+  model architecture compiles a new graph (``TORCH_LOGS=recompiles`` shows it); past dynamo's cache limit (8 per
+  function) it runs eagerly.
 """
 from __future__ import annotations
 

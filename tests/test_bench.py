@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repro import bench
+from repro import bench, retime
 from repro.runner import MissingPrerequisite, Run, load_results
 from repro.profiles import get_profile
 
@@ -38,15 +38,15 @@ def recorded_grid(tmp_path, monkeypatch):
     grid.parent.mkdir(parents=True)
     pd.DataFrame(RECORDED, columns=["split", "approach", "key", "wall_time_s", "accuracy"]).assign(
         study="transfer", status="ok").to_csv(grid, index=False)
-    monkeypatch.setattr(bench, "required_runs", lambda p: {k: ("transfer", {"key": k}) for _, _, k, *_ in RECORDED[:5]})
-    return bench.retime_csv(SMOKE)
+    monkeypatch.setattr(retime, "required_runs", lambda p: {k: ("transfer", {"key": k}) for _, _, k, *_ in RECORDED[:5]})
+    return retime.retime_csv(SMOKE)
 
 
 def write_retimed(path, keys, precision="fp32", speedup=1.0, metric_shift=0.0):
     """Re-time rows as ``run_grid`` writes them, with the times of RETIMED (divided by ``speedup``)."""
-    rows = pd.DataFrame([dict(study=bench.RETIME_STUDY, run_key=k, precision=precision, status="ok",
+    rows = pd.DataFrame([dict(study=retime.RETIME_STUDY, run_key=k, precision=precision, status="ok",
                               retimed_metric=RETIMED[k][2] + metric_shift, cpu_time_s=RETIMED[k][1] / speedup,
-                              key=Run(bench.RETIME_STUDY, {"run_key": k, "precision": precision}).key,
+                              key=Run(retime.RETIME_STUDY, {"run_key": k, "precision": precision}).key,
                               wall_time_s=RETIMED[k][0] / speedup) for k in keys])
     if path.exists():
         rows = pd.concat([pd.read_csv(path), rows], ignore_index=True)
@@ -57,8 +57,8 @@ def test_grid_projection_is_run_count_times_mean_retimed_time(recorded_grid, mon
     recorded_grid.parent.mkdir(parents=True)
     write_retimed(recorded_grid, RETIMED)
     write_retimed(recorded_grid, RETIMED, "bf16", speedup=2.0, metric_shift=0.001)
-    monkeypatch.setattr(bench, "_retime", lambda *a: pytest.fail("a re-timed run was re-run"))
-    df, runs = bench.bench_grid(SMOKE, per_group=2, workers=1, precisions=("fp32", "bf16"))
+    monkeypatch.setattr(retime, "_retime", lambda *a: pytest.fail("a re-timed run was re-run"))
+    df, runs = retime.retime(SMOKE, per_group=2, workers=1, precisions=("fp32", "bf16"))
     # the sample is 2 runs per group, but every run re-timed so far counts
     assert len(runs) == 5 and np.allclose(runs.metric_abs_diff, (runs.metric_fp32 - runs.recorded_metric).abs())
     df = df.set_index("group")
@@ -73,27 +73,43 @@ def test_grid_projection_is_run_count_times_mean_retimed_time(recorded_grid, mon
     total = df.loc["total (read by the notebooks)"]
     assert total.runs == 5 and np.isclose(total.recorded_h, 420 / 3600) and np.isclose(total.projected_h_fp32, 228 / 3600)
     assert np.isclose(total.projected_h_bf16, 114 / 3600)
-    check = bench.precision_check(runs)
-    assert check["pairs"] == 5 and np.isclose(check["mean_diff"], 0.001) and check["equivalent"]
-    assert np.isclose(check["mean_abs_rerun_diff"], 0.02 / 5)
+    rule = retime.precision_rule(df.reset_index(), runs)
+    assert rule["pairs"] == 5 and np.isclose(rule["mean_diff"], 0.001) and rule["equivalent"]
+    assert np.isclose(rule["saving"], 0.5) and rule["adopt"] and np.isclose(rule["mean_abs_rerun_diff"], 0.02 / 5)
 
 
-def test_the_precision_rule_refuses_a_shift_or_a_spread_beyond_the_margin():
+def test_the_precision_rule_refuses_a_shift_a_spread_or_a_small_saving():
     rng = np.random.default_rng(0)
     fp32 = rng.uniform(0.4, 0.6, 30)
     runs = lambda d: pd.DataFrame({"metric_fp32": fp32, "metric_bf16": fp32 + d, "recorded_metric": fp32})  # noqa
-    assert bench.precision_check(runs(rng.normal(0.0, 0.005, 30)))["equivalent"]
-    assert not bench.precision_check(runs(rng.normal(0.015, 0.005, 30)))["equivalent"]     # shifted by 1.5 points
-    assert not bench.precision_check(runs(rng.normal(0.0, 0.05, 30)))["equivalent"]        # too noisy to tell
+    hours = lambda bf16: pd.DataFrame([{"projected_h_fp32": 10.0, "projected_h_bf16": bf16}])  # noqa: E731
+    assert retime.precision_rule(hours(6.0), runs(rng.normal(0.0, 0.005, 30)))["adopt"]
+    assert not retime.precision_rule(hours(6.0), runs(rng.normal(0.015, 0.005, 30)))["equivalent"]  # 1.5 points off
+    assert not retime.precision_rule(hours(6.0), runs(rng.normal(0.0, 0.05, 30)))["equivalent"]     # too noisy
+    small = retime.precision_rule(hours(9.0), runs(rng.normal(0.0, 0.005, 30)))                      # 10 % saved
+    assert small["equivalent"] and not small["adopt"]
+    with pytest.raises(ValueError, match="needs runs re-timed in fp32 and bf16; 1 of 2 are"):
+        retime.precision_rule(hours(6.0), pd.DataFrame({"metric_fp32": [0.5, np.nan], "metric_bf16": [0.5, 0.5],
+                                                        "recorded_metric": [0.5, 0.5]}))
+
+
+def test_a_run_retimed_in_one_precision_only_keeps_its_group_and_recorded_values(recorded_grid, monkeypatch):
+    recorded_grid.parent.mkdir(parents=True)
+    write_retimed(recorded_grid, ["b0"], "bf16")                            # a resumed re-time: b0 in bf16 only
+    monkeypatch.setattr(retime, "_retime", lambda *a: pytest.fail("nothing is left to re-time"))
+    df, runs = retime.retime(SMOKE, per_group=0, workers=1, precisions=("fp32", "bf16"))
+    (row,) = runs.to_dict("records")
+    assert row["group"] == "transfer · test · bayes_learned" and row["recorded_metric"] == 0.5
+    assert row["recorded_s"] == 100.0 and np.isnan(row["metric_fp32"]) and row["metric_bf16"] == 0.52
 
 
 def test_grid_retime_resumes_and_projects_from_a_partial_sample(recorded_grid, monkeypatch):
     recorded_grid.parent.mkdir(parents=True)
     write_retimed(recorded_grid, ["b0", "b1"])                               # a re-time killed after two runs
     calls = []
-    monkeypatch.setattr(bench, "_retime", lambda profile, study, p, precision: calls.append(p["key"]) or
+    monkeypatch.setattr(retime, "_retime", lambda profile, study, p, precision: calls.append(p["key"]) or
                         {"retimed_metric": RETIMED[p["key"]][2], "cpu_time_s": RETIMED[p["key"]][1]})
-    df, runs = bench.bench_grid(SMOKE, per_group=1, workers=1)
+    df, runs = retime.retime(SMOKE, per_group=1, workers=1, precisions=("fp32",))
     assert calls == ["m0"] or calls == ["m1"]                                # only the group with no re-timed run
     df = df.set_index("group")
     assert df.loc["transfer · test · bayes_learned"].retimed_fp32 == 2      # both earlier ones count
@@ -106,16 +122,14 @@ def test_grid_benchmark_needs_the_recorded_grid(tmp_path, monkeypatch, smoke_pri
     import shutil
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="run notebook 01"):     # runs are keyed on the priors: none yet
-        bench.required_runs(SMOKE)
+        retime.required_runs(SMOKE)
     shutil.copytree(smoke_priors_dir / "smoke" / "priors", tmp_path / "smoke" / "priors")
     with pytest.raises(MissingPrerequisite, match="not recorded.*build it with `make studies PROFILE=smoke`"):
-        bench.required_runs(SMOKE)
+        retime.required_runs(SMOKE)
     assert not list(tmp_path.rglob("runs.csv"))                              # and it ran nothing
 
 
 def test_eval_benchmark_splits_the_evaluation_into_its_phases():
     df = bench.bench_eval(SMOKE, samples=2, n_train=64)
     assert list(df.variant) == ["BatchNorm refresh", "BN fold", "test forward", "shifted-set forward", "C2 displacement"]
-    assert (df.value > 0).all() and abs(df.share.sum() - 1) < 1e-9
-    test, shifted = df.set_index("variant").value[["test forward", "shifted-set forward"]]
-    assert test == shifted                                 # the two sets are the same size: one pass split by size
+    assert (df.value > 0).all() and abs(df.share.sum() - 1) < 1e-9 and (df.unit == "s per 2 samples").all()

@@ -137,7 +137,29 @@ def test_local_workers_of_one_thread_each_make_every_run_exactly_once(tmp_path):
     assert len(df) == n and df.key.is_unique and (df.status == "ok").all()
 
 
-def test_the_default_worker_count_fills_the_cores(monkeypatch):
+def test_a_failed_worker_is_reported_at_once_and_the_others_are_awaited(tmp_path):
+    fail = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    slow = [sys.executable, "-c", f"import time; time.sleep(2); open({str(tmp_path / 'slow')!r}, 'w')"]
+    procs = launch.launch_local(2, 1, lambda i: fail if i == 0 else slow, lambda i: tmp_path / f"{i}.log")
+    reported = []
+    failed = launch.wait_all(procs, lambda i, code: reported.append((i, code, (tmp_path / "slow").exists())))
+    assert failed == [0] and reported == [(0, 3, False)] and (tmp_path / "slow").exists()
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--threads"])
+def test_worker_and_thread_counts_must_be_positive(flag, capsys):
+    from repro.experiments import studies
+    with pytest.raises(SystemExit):
+        studies.main(["--profile", "smoke", flag, "0"])
+    assert "must be an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_the_default_worker_count_fills_the_cores(monkeypatch, tmp_path):
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(launch, "Path", lambda p: tmp_path / "cpu.max")     # no quota
+    assert launch.cores() == 16
+    (tmp_path / "cpu.max").write_text("400000 100000\n")                    # a container of 4 CPUs
+    assert launch.cores() == 4
     monkeypatch.setattr(launch, "cores", lambda: 16)
     assert [launch.default_workers(t) for t in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
     with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
@@ -152,7 +174,9 @@ def test_the_studies_command_starts_its_workers_and_waits_for_them(monkeypatch, 
     started = []
 
     class Done:
-        def wait(self):
+        pid = 12345
+
+        def poll(self):
             return 0
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))

@@ -40,7 +40,7 @@ def test_fp32_is_the_plain_loss_bit_for_bit():
     assert torch.equal(la, lb) and torch.equal(ga, gb)
 
 
-def test_bf16_rounds_the_forward_pass_only():
+def test_bf16_keeps_the_loss_and_the_gradients_in_fp32_within_its_rounding():
     x, y = batch()
     net = model()
     l32, g32 = grads(net, compute.training_loss(CE), x, y)

@@ -5,6 +5,7 @@ draws, so the Monte-Carlo standard error of every moment is known exactly.
 """
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,20 +169,43 @@ def test_without_jitter_sghmc_freezes_at_its_resonant_stiffness(T):
     assert (var - 9).abs().max() < 1e-6
 
 
-def test_jitter_zero_is_the_exact_step_bit_for_bit():
+def test_jitter_zero_is_the_step_of_before_the_jitter_bit_for_bit():
+    """20 SGHMC steps (stiffness 25 to 1e-5) end where the code of commit 2b03be3, before the jitter, ended them."""
     lr, N = 1e-2, 40
-    variance = torch.tensor([1e-5, 1e-3, 1.0], dtype=torch.float64)
-    runs = []
-    for jitter in (None, 0.0):
-        w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
-        w.grad = torch.full_like(w, 0.3)
-        kw = {} if jitter is None else {"jitter": jitter}
-        opt = SGHMC([w], lr=lr, num_data=N, prior=diagonal_prior(torch.zeros(3, dtype=torch.float64), variance),
-                    generator=torch.Generator().manual_seed(3), **kw)
-        for _ in range(20):
-            opt.step()
-        runs.append(w.detach().clone())
-    assert torch.equal(*runs)
+    variance = torch.tensor([1e-5, 1e-3, 1.0, 2.5e-4], dtype=torch.float64)
+    w = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    w.grad = torch.tensor([0.3, -0.2, 0.1, 0.05], dtype=torch.float64)
+    opt = SGHMC([w], lr=lr, num_data=N, prior=diagonal_prior(torch.zeros(4, dtype=torch.float64), variance),
+                generator=torch.Generator().manual_seed(3), jitter=0.0)
+    for _ in range(20):
+        opt.step()
+    before = ["0x1.3a315a8b82484p-2", "-0x1.3af55f4f6e356p-2", "0x1.b73589cc08eb4p-1", "0x1.197e1e6197a69p-3"]
+    assert [x.hex() for x in w.detach().tolist()] == before
+
+
+@pytest.mark.parametrize("u", [0.6, 1.0, 1.37])
+def test_a_jittered_step_is_the_exact_flow_for_u_times_the_step(u):
+    """Noise-free, one step with duration factor u against scipy's matrix exponential of the affine Hamiltonian flow
+    dx = r dt, dr = -(p x / N + g) dt over time u sqrt(lr) (v = sqrt(lr) r), then the friction v <- m v."""
+    from scipy.linalg import expm
+    lr, N, m = 1e-2, 40, 0.9
+    variance = torch.tensor([1e-5, 1e-3, 2.5e-4], dtype=torch.float64)         # stiffness c = 25, 0.25, 1
+    x0, v0, g = (torch.tensor(v, dtype=torch.float64) for v in ([0.4, -1.0, 2.0], [0.05, 0.2, -0.1], [0.3, -0.2, 0.1]))
+    w = torch.nn.Parameter(x0.clone())
+    w.grad = g.clone()
+    opt = SGHMC([w], lr=lr, num_data=N, momentum=m, temperature=0.0, jitter=0.5,
+                prior=diagonal_prior(torch.zeros(3, dtype=torch.float64), variance))
+    opt.state[w]["momentum_buffer"] = v0.clone()
+    opt._duration = lambda: u
+    opt.step()
+    tau = u * math.sqrt(lr)
+    for i in range(3):
+        w2 = 1 / (N * variance[i].item())                                     # p / N
+        flow = expm(tau * np.array([[0.0, 1.0, 0.0], [-w2, 0.0, -g[i].item()], [0.0, 0.0, 0.0]]))
+        x, r, _ = flow @ np.array([x0[i].item(), v0[i].item() / math.sqrt(lr), 1.0])
+        assert math.isclose(w[i].item(), x, rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(opt.state[w]["momentum_buffer"][i].item(), m * math.sqrt(lr) * r, rel_tol=1e-9,
+                            abs_tol=1e-12)
 
 
 @pytest.mark.parametrize("T", [1.0, 0.5])

@@ -110,8 +110,14 @@ def precision_of(p: dict) -> str:
 
 
 # Run parameters added after runs were recorded without them, and the value those runs had: a run at that value
-# leaves the parameter out, so that its key (a hash of its parameters) is the key it was recorded under.
+# leaves the parameter out (:func:`recorded`), so that its key (a hash of its parameters) is the key it was recorded
+# under.
 UNRECORDED = {"likelihood": "image", "precision": "fp32"}
+
+
+def recorded(p: dict) -> dict:
+    """``p`` without the parameters at their :data:`UNRECORDED` value: the parameters a run is keyed on."""
+    return {k: v for k, v in p.items() if UNRECORDED.get(k, ...) != v}
 
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
@@ -207,7 +213,7 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
     if unknown:
         raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(p)}")
     p |= overrides
-    p = {k: v for k, v in p.items() if UNRECORDED.get(k, ...) != v}
+    p = recorded(p)
     if "steps" not in overrides:      # the budget of the run's training-set size (notebook 09's rule)
         p["steps"] = profile.steps_for(p["n_train"]) if t.datasets else profile.segmentation_steps
     if "burnin_cycles" not in overrides:   # a sampler's first cycle is burn-in, kept out of the BMA

@@ -13,15 +13,26 @@ are read back, not trained again.
 """
 from __future__ import annotations
 
+import math
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
 def cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, which a container or ``taskset`` narrows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPU cores this process may use: its affinity mask (``taskset``, cpusets), capped by a container's CPU
+    quota (cgroup v2 ``cpu.max``, e.g. ``docker --cpus=2`` on a larger host)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass                                # no cgroup v2 quota here
+    return n
 
 
 def default_workers(threads: int = 1) -> int:
@@ -39,14 +50,51 @@ def launch_local(workers: int, threads: int, command: Callable[[int], list[str]]
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    procs = []
-    for i in range(workers):
-        path = log(i)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as out:        # the child holds its own descriptor
-            procs.append(subprocess.Popen(command(i), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                          stdin=subprocess.DEVNULL))
+    procs: list[subprocess.Popen] = []
+    try:
+        for i in range(workers):
+            path = log(i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as out:        # the child holds its own descriptor
+                procs.append(subprocess.Popen(command(i), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                              stdin=subprocess.DEVNULL))
+    except BaseException:
+        stop(procs)                             # no worker left running untracked
+        raise
     return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the workers still running (each finishes nothing more; its claimed run is taken over later)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        p.wait()
+
+
+def wait_all(procs: list[subprocess.Popen], on_failure: Callable[[int, int], None]) -> list[int]:
+    """Wait for every worker; ``on_failure(index, exit code)`` as soon as one fails (not after the others end).
+    Returns the indices that failed. SIGTERM or SIGINT to this process stops the workers first."""
+    def forward(signum, frame):
+        stop(procs)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    failed, running = [], dict(enumerate(procs))
+    try:
+        while running:
+            for i, p in list(running.items()):
+                if (code := p.poll()) is not None:
+                    del running[i]
+                    if code:
+                        failed.append(i)
+                        on_failure(i, code)
+            time.sleep(0.2)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return failed
 
 
 def slurm_parameters(workers: int, partition: str | None, gpus_per_worker: int, cpus_per_worker: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from typing import Callable, Iterable
 
@@ -26,7 +27,7 @@ from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, LABELS, REGIMES, lookup
 from .budget import learning_curves, require_budgets, segmentation_curves
 from .grid import run_settings
-from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters
+from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters, wait_all
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
@@ -269,10 +270,11 @@ def main(argv=None) -> int:
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local (default): --workers processes on this machine (logs in "
                              "results/<profile>/studies_<i>.log); slurm: a SLURM job array through submitit (README)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=_positive, default=None,
                         help="how many workers (local default: the cores divided by --threads, here "
                              f"{default_workers()}; slurm default: 1)")
-    parser.add_argument("--threads", type=int, default=None, help="threads of each local worker (default: 1)")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="threads of each local worker (default: 1; a SLURM worker sets its own)")
     parser.add_argument("--partition", default=None, help="with --launcher slurm: the SLURM partition")
     parser.add_argument("--gpus-per-worker", type=int, default=0, help="with --launcher slurm: GPUs of each worker")
     parser.add_argument("--cpus-per-worker", type=int, default=4, help="with --launcher slurm: CPU cores of each")
@@ -305,16 +307,24 @@ def main(argv=None) -> int:
     return run_main(body, errors=(ValueError, RuntimeError, MissingPrerequisite))
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _work(args, stages: list[str]) -> None:
     """One local worker, in this process, until no run of ``stages`` is left to it."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_profile(get_profile(args.profile), args.worker % len(TUNE_ORDERS), stages, args.any_budget)
+    run_worker(args.profile, args.worker, stages, args.any_budget)
     log.info("worker %d: done, no run of %s left", args.worker, ",".join(stages))
 
 
 def _start_local(args, stages: list[str]) -> None:
-    """Start the local workers, say where their logs are, and wait for them; an error if one failed."""
+    """Start the local workers, say where their logs are and how to stop them, and wait for them; an error naming
+    the workers that failed (each reported as it fails)."""
     profile = get_profile(args.profile)
     require_priors(profile)                 # before starting workers that would each stop at once
     threads = args.threads or 1
@@ -326,9 +336,11 @@ def _start_local(args, stages: list[str]) -> None:
                 "--threads", str(threads), "--stages", ",".join(stages)] + (["--any-budget"] if args.any_budget else [])
 
     procs = launch_local(workers, threads, command, lambda i: folder / f"studies_{i}.log")
-    print(f"started {workers} worker(s) of {threads} thread(s) on {cores()} core(s); follow them with: "
-          f"tail -f {folder}/studies_*.log", flush=True)
-    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    print(f"started {workers} worker(s) of {threads} thread(s) on {cores()} core(s) (pids "
+          f"{' '.join(str(p.pid) for p in procs)}); follow them with: tail -f {folder}/studies_*.log; stop them with: "
+          f"kill {os.getpid()}", flush=True)
+    failed = wait_all(procs, lambda i, code: print(f"worker {i} stopped with exit code {code}: see the end of "
+                                                   f"{folder}/studies_{i}.log", flush=True))
     if failed:
         raise RuntimeError(f"worker(s) {failed} stopped with an error: see the end of {folder}/studies_<i>.log")
     print(f"all {workers} workers done", flush=True)

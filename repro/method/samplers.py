@@ -44,8 +44,10 @@ part: explicit), held constant over the step. Per coordinate, with x = theta - m
 
       x' = x cos(phi) + u v S1 - u^2 eta g S2,      v' = m (v cos(phi) - u (c x + eta g) S1) + ...
 
-  with S1, S2 at the new phi. Each step is still an exact solve of an invariant flow, so the target is unchanged,
-  while no coordinate keeps an angle of k pi from step to step.
+  with S1, S2 at the new phi. Each step is still an exact solve of an invariant flow, so the prior's Gaussian target
+  is unchanged, while no coordinate keeps an angle of k pi from step to step. What the jitter does change: the
+  friction per step stays m, so the friction per unit time varies with u, and the data force g, held constant over
+  the step, is held over up to (1 + a) times as long (a discretisation error of the data part, as a longer step's).
 
 Both cost a handful of vector operations on the flat parameter vector (``python -m repro.bench step``).
 """
