@@ -46,7 +46,8 @@ def launch_local(workers: int, threads: int, command: Callable[[int], list[str]]
                  log: Callable[[int], Path]) -> list[subprocess.Popen]:
     """Start ``command(0)``, ..., ``command(workers - 1)`` as processes of ``threads`` threads each (OpenMP and MKL
     pools sized by their environment), each appending its output to ``log(i)`` (a log is never overwritten, so the
-    last error of an earlier start stays readable). Returns the processes; they run on if this one exits."""
+    last error of an earlier start stays readable). Returns the processes: :func:`wait_all` waits for them and stops
+    them when this process is told to stop; only a SIGKILL to it leaves them running (``kill`` the pids it prints)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
