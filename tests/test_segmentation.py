@@ -69,7 +69,7 @@ def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_d
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
     seen = {}
 
-    def stop(*args, num_data=None):
+    def stop(*args, num_data=None, compile=False):
         seen["n"] = num_data
         raise InterruptedError
 
