@@ -29,9 +29,9 @@ import graph has no cycle):
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
     decision rule of every claim), ``simulate`` (the rules on simulated tables).
-``plots``, ``report``, ``reproduce``, ``studies``, ``bench``
+``plots``, ``report``, ``reproduce``, ``studies``, ``bench``, ``retime``
     figures and tables, REPORT.md's generated blocks, the papermill batch (``--dry-run``: its cost), the grids'
-    command, benchmarks.
+    command, benchmarks, the recorded grids re-timed with today's code (and the training-precision rule).
 
 Conventions (prior scale, temperature, approaches): ``docs/conventions.md``. Library functions take a
 :class:`repro.profiles.Profile`; only the entry points (notebooks, ``python -m`` commands) resolve one by name.
