@@ -3,8 +3,9 @@
 The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
 import graph has no cycle):
 
-``profiles``, ``files``, ``claims``, ``runner``, ``cli``
-    every size knob (``smoke`` / ``cpu`` / ``paper``), atomic writes, who runs which run of a shared grid (claims with
+``errors``, ``profiles``, ``files``, ``claims``, ``runner``, ``cli``
+    the errors a user can fix (one line in a notebook and on the command line), every size knob (``smoke`` / ``cpu``
+    / ``paper``), atomic writes, who runs which run of a shared grid (claims with
     a lease, safe on a network filesystem), the resumable CSV grid (failed runs retried), what the ``python -m`` entry
     points share (``--profile``, one-line errors).
 ``data/``

@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .claims import claim
+from .errors import UserError
 from .files import atomic_file, atomic_torch_save
 
 try:  # advisory lock so that two processes sharing a CSV do not lose each other's rows
@@ -45,7 +46,7 @@ _TEXT_COLUMNS = {"study": str, "key": str, "status": str, "finished_at": str, "p
 _HISTORY_SEPARATOR = " | "
 
 
-class MissingPrerequisite(FileNotFoundError):
+class MissingPrerequisite(UserError, FileNotFoundError):
     """A run needs a file that another command builds (e.g. the priors of notebook 01).
 
     Every other run of the grid would fail the same way, so ``run_grid`` records this one and stops by re-raising;

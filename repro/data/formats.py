@@ -27,6 +27,7 @@ import PIL.Image
 import torch
 from torch import Tensor
 
+from ..errors import DataMissing
 from ..files import atomic_file
 from .cache import _decoded_images
 
@@ -145,10 +146,10 @@ def available(name: str, split: str, root: str | Path | None = None) -> bool:
     return all(f.is_file() for f in _source_files(name, split, Path(root) if root is not None else data_dir()))
 
 
-def _missing(path: Path, name: str, root: Path) -> FileNotFoundError:
+def _missing(path: Path, name: str, root: Path) -> DataMissing:
     where = (f"data directory {root} does not exist" if not root.is_dir()
              else f"file not found: {path}")
-    return FileNotFoundError(
+    return DataMissing(
         f"{where} (looked for {path}). The data directory is set by the REPRO_DATA_DIR environment "
         f"variable (default <project root>/data). Get the data with `python -m repro.data download {name}` "
         f"or `repro.data.download({name!r})`.")

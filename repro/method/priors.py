@@ -19,10 +19,12 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
+
 LOG_2PI = math.log(2 * math.pi)
 
 
-class PriorFileError(ValueError):
+class PriorFileError(UserError, ValueError):
     """A prior file that cannot be used: corrupt, truncated, inconsistent or not matching the model."""
 
 
