@@ -1,5 +1,4 @@
 """How downstream training computes (repro.compute): precision and compile, checked against eager float32."""
-import copy
 
 import pytest
 import torch
