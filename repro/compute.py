@@ -28,8 +28,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("fp32", "bf16")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}     # precision -> autocast dtype (None: no autocast)
+PRECISIONS = tuple(DTYPES)
 
 log = logging.getLogger(__name__)
 

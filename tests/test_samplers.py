@@ -100,72 +100,60 @@ def batch_means(series: torch.Tensor, batches: int = 16) -> tuple[torch.Tensor, 
     return means.mean(0), means.std(0) / math.sqrt(batches)
 
 
+def prior_alone_moments(name: str, stiffness: tuple[float, ...], T: float, jitter: float = 0.0, chains: int = 400,
+                        burn: int = 2000, keep: int = 4000):
+    """(mean, its MC SE, variance, its MC SE) per stiffness c of ``name``'s chains under a diagonal prior alone, in
+    standardised units (target: 0 and 1), by batch means over time; the chains start 3 sd away, so the mean must be
+    reached."""
+    lr, N = 1e-2, 40
+    c = torch.tensor(stiffness, dtype=torch.float64).repeat_interleave(chains)
+    variance = lr / (N * c)                                          # c = lr p / N with p = 1 / variance
+    mu = torch.linspace(-1, 1, len(c), dtype=torch.float64)
+    w = torch.nn.Parameter(mu + 3 * (T * variance).sqrt())
+    w.grad = torch.zeros_like(w)
+    kw = dict(lr=lr, num_data=N, temperature=T, prior=diagonal_prior(mu, variance),
+              generator=torch.Generator().manual_seed(11))
+    opt = SGLD([w], **kw) if name == "sgld" else SGHMC([w], momentum=0.9, jitter=jitter, **kw)
+    z = []
+    for t in range(burn + keep):
+        opt.step()
+        if t >= burn:
+            z.append(((w.detach() - mu) / (T * variance).sqrt()).view(len(stiffness), chains))
+    z = torch.stack(z)                                               # steps x stiffness x chains, standardised
+    return (*batch_means(z.mean(2)), *batch_means(z.square().mean(2)))
+
+
+def assert_standard_moments(stiffness, mean, mean_se, var, var_se):
+    """Mean 0 and variance 1 within 3 Monte-Carlo SEs and within 10 %, at every stiffness."""
+    for i, ci in enumerate(stiffness):
+        assert abs(mean[i]) < min(0.1, 3 * mean_se[i] + 1e-3), (ci, mean[i], mean_se[i])
+        assert abs(var[i] - 1) < min(0.1, 3 * var_se[i] + 1e-3), (ci, var[i], var_se[i])
+
+
 @pytest.mark.parametrize("T", [1.0, 0.5])
 @pytest.mark.parametrize("name", ["sgld", "sghmc"])
 def test_a_stiff_prior_alone_is_sampled_exactly(name, T):
     """The prior as the only force, stiffness c from 0.01 to 100: the chains' stationary mean and variance are those of
     N(mu, T v) within 3 Monte-Carlo SEs (batch means over time) and within 10 %. (An explicit step diverges from
     c = 2 on; the proximal step this replaced sampled (T v) / (1 + c / 2) with SGLD and 0.02 T v with SGHMC at c = 10.)"""
-    chains, lr, N, burn, keep = 400, 1e-2, 40, 2000, 4000
-    c = torch.tensor(STIFFNESS, dtype=torch.float64).repeat_interleave(chains)
-    variance = lr / (N * c)                                          # c = lr p / N with p = 1 / variance
-    mu = torch.linspace(-1, 1, len(c), dtype=torch.float64)
-    w = torch.nn.Parameter(mu + 3 * (T * variance).sqrt())          # start 3 sd away: the mean must be reached
-    w.grad = torch.zeros_like(w)
-    kw = dict(lr=lr, num_data=N, temperature=T, prior=diagonal_prior(mu, variance),
-              generator=torch.Generator().manual_seed(11))
-    opt = SGLD([w], **kw) if name == "sgld" else SGHMC([w], momentum=0.9, **kw)
-    z = []
-    for t in range(burn + keep):
-        opt.step()
-        if t >= burn:
-            z.append(((w.detach() - mu) / (T * variance).sqrt()).view(len(STIFFNESS), chains))
-    z = torch.stack(z)                                               # steps x stiffness x chains, standardised
-    mean, mean_se = batch_means(z.mean(2))
-    var, var_se = batch_means(z.square().mean(2))
-    for i, ci in enumerate(STIFFNESS):
-        assert abs(mean[i]) < min(0.1, 3 * mean_se[i] + 1e-3), (ci, mean[i], mean_se[i])
-        assert abs(var[i] - 1) < min(0.1, 3 * var_se[i] + 1e-3), (ci, var[i], var_se[i])
+    assert_standard_moments(STIFFNESS, *prior_alone_moments(name, STIFFNESS, T))
 
 
 RESONANT = (math.pi ** 2, 4 * math.pi ** 2)        # c where SGHMC's exact rotation is by pi and 2 pi
-
-
-def resonant_moments(T: float, jitter: float, chains: int = 400, burn: int = 2000, keep: int = 4000):
-    """Standardised (mean, its SE, variance, its SE) per stiffness of RESONANT of SGHMC chains under the prior alone,
-    started 3 sd from the mean, as in the test above."""
-    lr, N = 1e-2, 40
-    c = torch.tensor(RESONANT, dtype=torch.float64).repeat_interleave(chains)
-    variance = lr / (N * c)
-    mu = torch.linspace(-1, 1, len(c), dtype=torch.float64)
-    w = torch.nn.Parameter(mu + 3 * (T * variance).sqrt())
-    w.grad = torch.zeros_like(w)
-    opt = SGHMC([w], lr=lr, num_data=N, momentum=0.9, temperature=T, prior=diagonal_prior(mu, variance),
-                generator=torch.Generator().manual_seed(11), jitter=jitter)
-    z = []
-    for t in range(burn + keep):
-        opt.step()
-        if t >= burn:
-            z.append(((w.detach() - mu) / (T * variance).sqrt()).view(len(RESONANT), chains))
-    z = torch.stack(z)
-    return (*batch_means(z.mean(2)), *batch_means(z.square().mean(2)))
 
 
 @pytest.mark.parametrize("T", [1.0, 0.5])
 def test_jittered_sghmc_samples_a_prior_at_its_resonant_stiffness(T):
     """c = pi^2 and 4 pi^2: the rotation by k pi would freeze every coordinate (next test); with the step length
     jittered by +-50 % the chains' stationary mean and variance are those of N(mu, T v) within 3 MC SEs and 10 %."""
-    mean, mean_se, var, var_se = resonant_moments(T, jitter=0.5)
-    for i, ci in enumerate(RESONANT):
-        assert abs(mean[i]) < min(0.1, 3 * mean_se[i] + 1e-3), (ci, mean[i], mean_se[i])
-        assert abs(var[i] - 1) < min(0.1, 3 * var_se[i] + 1e-3), (ci, var[i], var_se[i])
+    assert_standard_moments(RESONANT, *prior_alone_moments("sghmc", RESONANT, T, jitter=0.5))
 
 
 @pytest.mark.parametrize("T", [1.0, 0.5])
 def test_without_jitter_sghmc_freezes_at_its_resonant_stiffness(T):
     """The failure the jitter removes: at phi = k pi each coordinate only flips sign (or stays), so the chains keep the
     3-sd start: standardised variance 9, not 1."""
-    _, _, var, _ = resonant_moments(T, jitter=0.0, chains=50, burn=200, keep=400)
+    _, _, var, _ = prior_alone_moments("sghmc", RESONANT, T, jitter=0.0, chains=50, burn=200, keep=400)
     assert (var - 9).abs().max() < 1e-6
 
 

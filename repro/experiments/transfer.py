@@ -231,7 +231,7 @@ def run_transfer(profile: Profile, params: dict) -> dict:
         each.append(q[:len(ey)])
         shift_total = shift_total + q[len(ey):]       # empty without a shifted set
         if a.prior == "learned":     # C2: how far the run moved, and how much of it along the prior's low-rank directions
-            moved.append(_displacement(model, prior.parts[0]))
+            moved.append(displacement(model, prior.parts[0]))
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
@@ -255,7 +255,7 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     return out | {"predictions": predictions}
 
 
-def _displacement(model: nn.Module, learned: LowRankGaussianPrior) -> tuple[float, float]:
+def displacement(model: nn.Module, learned: LowRankGaussianPrior) -> tuple[float, float]:
     """(||theta - mu||, ||P_U (theta - mu)||) of the model's backbone (the learned prior's block of the flat
     parameter vector)."""
     theta = flat_params(model)[:learned.dim].double()
