@@ -109,10 +109,28 @@ def precision_of(p: dict) -> str:
     return check_precision(p.get("precision", UNRECORDED["precision"]))
 
 
+# The versions of the samplers' code that change a run's result, and what each runs: version 1, SGHMC's exact
+# rotation at a fixed step (coordinates whose angle is k pi never mix: repro.method.samplers); version 2, each SGHMC
+# step's length drawn from U(0.5, 1.5) x the step (``jitter`` 0.5), which breaks that resonance and keeps the target.
+# SGLD and the optimisers are the same in every version; a run of them stays at version 1.
+SGHMC_JITTER = {1: 0.0, 2: 0.5}
+
+
+def sampler_version_of(p: dict) -> int:
+    """A run's sampler version (:data:`SGHMC_JITTER`); 1 where none is recorded. One clear error for an unknown
+    version, or a version other than 1 on a run that takes no SGHMC sampler."""
+    version = p.get("sampler_version", UNRECORDED["sampler_version"])
+    if version not in SGHMC_JITTER:
+        raise ValueError(f"sampler_version must be one of {', '.join(map(str, SGHMC_JITTER))}, got {version!r}")
+    if version != 1 and p.get("sampler") != "sghmc":
+        raise ValueError(f"sampler_version {version} changes SGHMC only; a {p.get('sampler')!r} run is version 1")
+    return version
+
+
 # Run parameters added after runs were recorded without them, and the value those runs had: a run at that value
 # leaves the parameter out (:func:`recorded`), so that its key (a hash of its parameters) is the key it was recorded
 # under.
-UNRECORDED = {"likelihood": "image", "precision": "fp32"}
+UNRECORDED = {"likelihood": "image", "precision": "fp32", "sampler_version": 1}
 
 
 def recorded(p: dict) -> dict:
@@ -206,7 +224,8 @@ def default_params(profile: Profile, task: str, approach: str, **overrides) -> d
               lr=0.03, momentum=0.9, steps=0, batch_size=getattr(profile, t.batch_size),
               cycles=profile.cycles if bayes else 1, burnin_cycles=0,
               bma_samples=profile.bma_samples if bayes else 1, explore_fraction=0.5, member=0,
-              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets), precision="fp32")
+              bn_refresh=profile.bn_refresh and bayes and bool(t.datasets), precision="fp32",
+              sampler_version=1)
     if not t.datasets and a.prior != "weight_decay":
         p["likelihood"] = LIKELIHOODS[0]
     unknown = sorted(set(overrides) - set(p))
@@ -235,6 +254,7 @@ def check_params(p: dict, task: str = "transfer") -> Approach:
                          f"got {p['sampler']!r}")
     likelihood_of(p)
     precision_of(p)
+    sampler_version_of(p)
     splits = SPLITS if _task(task).datasets else SPLITS[:2]     # segmentation has its own val and test splits
     if p["bn_refresh"] and not _task(task).datasets:
         raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")

@@ -21,6 +21,13 @@ of the rule: they get the same total steps as MAP, in ``cycles`` cycles, the fir
 accuracy of each sample by the cycle it ends, and BatchNorm statistics re-estimated per sample (``bn_refresh``) are
 measured here to show whether each cycle ends at a trained model (rule 3) and whether the refresh helps (rule 5).
 
+**Every sampler arm's own budget** (third amendment, 2026-12-05; :data:`SAMPLER_ARMS`): Bayes + learned (SSL prior)
+and Bayes + non-learned, each at T = 1 and cold, at every size of ``sampler_budget_sizes``, 2 seeds, at the values
+the studies ran them with (tuned per size on validation, :func:`.tuning.setting`), in bf16 and with the SGHMC step
+that does not resonate (``sampler_version`` 2). Each curve starts at the size's MAP budget and doubles while the same
+rule is unmet for that arm, up to ``sampler_budget_max_steps``; each arm keeps its own budget
+(:func:`sampler_curves`, :func:`sampler_budgets`).
+
 **Segmentation** (one size, CamVid): the same rule on mean validation mIoU of SGD transfer and MAP + learned
 (:data:`SEGMENTATION_ARMS`, supervised backbone), which sets ``segmentation_steps``.
 """
@@ -30,8 +37,9 @@ import pandas as pd
 
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite, load_results
-from .approaches import LABELS, with_regime
+from .approaches import LABELS, REGIMES, with_regime
 from .grid import grid_csv, run_settings
+from .tuning import setting
 
 THRESHOLD = 0.01          # a doubling that gains less than this (accuracy, mIoU) is not worth its cost
 RULE_ARMS = ("sgd_transfer", "map_learned")
@@ -64,6 +72,57 @@ def settings(profile: Profile, n: int, steps: int) -> list[dict]:
         out += [dict(approach=approach, prior_kind=kind, dataset="cifar10", n_train=n, split="holdout", seed=s,
                      steps=steps, **hyper, **extra) for s in seeds]
     return out
+
+
+# third amendment (2026-12-05): the sampler arms, each with its own budget: arm -> (approach, prior kind, regime)
+SAMPLER_ARMS = {f"{a} ({r})": (a, k, r) for a, k in (("bayes_learned", "ssl"), ("bayes_nonlearned", "none"))
+                for r in REGIMES}
+SAMPLER_RUN = dict(split="holdout", dataset="cifar10", precision="bf16", sampler_version=2, bn_refresh=True)
+
+
+def sampler_settings(profile: Profile, arm: str, n: int, steps: int) -> list[dict]:
+    """``arm``'s runs of ``steps`` steps on ``n`` images (:data:`SAMPLER_ARMS`), at the values the studies tuned."""
+    approach, kind, regime = SAMPLER_ARMS[arm]
+    tuned = setting(profile, approach, kind, regime, n_train=n, dataset="cifar10")
+    return [tuned | SAMPLER_RUN | dict(steps=steps, seed=s) for s in profile.seeds[:RULE_SEEDS]]
+
+
+def sampler_curves(profile: Profile) -> pd.DataFrame:
+    """Run (or read back) every sampler arm's curve at every size of ``sampler_budget_sizes``, each extended while
+    the rule is unmet for that arm, up to ``sampler_budget_max_steps``; all rows (``arm`` names the sampler arm)."""
+    grids = {(arm, n): [profile.steps_for(n) * 2 ** k for k in range(3)]
+             for n in profile.sampler_budget_sizes for arm in SAMPLER_ARMS}
+    grids = {key: [b for b in g if b <= profile.sampler_budget_max_steps] for key, g in grids.items()}
+    while True:
+        todo = [s for (arm, n), g in grids.items() for b in g for s in sampler_settings(profile, arm, n, b)]
+        todo.sort(key=lambda s: -s["steps"] * (1 + s["n_train"] / 1e4))  # long runs first: less idle at the end
+        rows = with_arms(run_settings(profile, "transfer", todo, desc="09 sampler budgets"))
+        table = curves(rows)
+        extend = [key for key, g in grids.items()
+                  if chosen_budget(_curve(table, *key), cap=profile.sampler_budget_max_steps) is None
+                  and 2 * g[-1] <= profile.sampler_budget_max_steps]
+        if not extend:
+            return rows
+        for key in extend:
+            grids[key].append(2 * grids[key][-1])
+
+
+def _curve(table: pd.DataFrame, arm: str, n: int) -> pd.Series:
+    return table[(table.arm == arm) & (table.n_train == n)].set_index("steps").accuracy
+
+
+def sampler_budgets(table: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """Per size and sampler arm: its own budget by the rule (at most ``cap``; None while its curve climbs below the
+    cap), whether it flattened below the cap, its accuracy there and its last doubling's gain."""
+    out = []
+    for (n, arm), g in table[table.arm.isin(list(SAMPLER_ARMS))].groupby(["n_train", "arm"]):
+        curve = g.set_index("steps").accuracy.sort_index()
+        b = chosen_budget(curve, cap=cap)
+        out.append({"n_train": int(n), "arm": arm, "budget": b, "converged": chosen_budget(curve) is not None,
+                    "accuracy": curve.get(b, float("nan")) if b else float("nan"),
+                    "gain": curve[2 * b] - curve[b] if b and 2 * b in curve.index else float("nan")})
+    return pd.DataFrame(out, columns=["n_train", "arm", "budget", "converged", "accuracy", "gain"]).astype(
+        {"budget": "Int64"})
 
 
 def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD, cap: int | None = None) -> int | None:

@@ -25,7 +25,7 @@ from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile, results_dir
 from ..runner import MissingPrerequisite
 from .approaches import FIVE_WAY, LABELS, REGIMES, lookup
-from .budget import learning_curves, require_budgets, segmentation_curves
+from .budget import learning_curves, require_budgets, sampler_curves, segmentation_curves
 from .grid import run_settings
 from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters, wait_all
 from .pretrain import require_priors
@@ -209,7 +209,8 @@ def segmentation_sweeps(profile: Profile) -> pd.DataFrame:
 # the ensembles of C10 built on its runs, Fashion-MNIST), so that every session of a grid that spans several ends with
 # the claims most read; notebook 08's grid, the costliest per claim, last.
 STAGES: dict[str, Callable[[Profile], object]] = {
-    "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "five_way": five_way, "C10": deep_ensemble,
+    "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "sampler_budget": sampler_curves,
+    "five_way": five_way, "C10": deep_ensemble,
     "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
     "temperature": temperature_ablation, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),
     "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study, "segmentation": segmentation_study,

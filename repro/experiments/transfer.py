@@ -21,7 +21,7 @@ from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model, load_source_prior
 from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
-from .approaches import SPLITS, Approach, check_params, precision_of
+from .approaches import SGHMC_JITTER, SPLITS, Approach, check_params, precision_of, sampler_version_of
 from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
 from ..method.variational import DataEmphasizedVI
 from ..data.shift import ShiftSet, shift_set
@@ -165,7 +165,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
             opt = SGLD(params, lr=p["lr"], num_data=N, temperature=p["temperature"], generator=gen, prior=prior)
         else:                                                   # SGHMC; MAP's "sgd" is SGHMC at T = 0
             opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"], temperature=p["temperature"],
-                        generator=gen, prior=prior)
+                        generator=gen, prior=prior, jitter=SGHMC_JITTER[sampler_version_of(p)])
     schedule = cyclical_schedule(a, p)
     batch_loss = training_loss(loss_fn, precision_of(p), compile)
     batch_size = min(p["batch_size"], len(x))
