@@ -23,7 +23,7 @@ import graph has no cycle):
     ``variational`` (the data-emphasized ELBO that learns the prior's widths: notebook 10, an extension).
 ``experiments/``
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
-    vocabulary), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
+    vocabulary), ``spec`` (a run's typed parameters and its key; ``migrate``, the one migration to it), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
     ``tuning`` (validation protocol), ``budget`` (notebook 09), ``learned_scale`` (notebook 10), ``launch`` (workers: one
     process per core here, or a SLURM job array through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
     run's cost table).

@@ -2,12 +2,12 @@
 
 Measured by ``python -m repro.bench step`` (and, on whole recorded runs, ``python -m repro.bench grid``):
 
-* **precision**, a run parameter (``default_params(..., precision="bf16")``): ``"fp32"``, or ``"bf16"``: the model's
+* **precision**, a run parameter (``RunSpec.default(..., precision="bf16")``): ``"fp32"``, or ``"bf16"``: the model's
   forward pass (and so its backward) under ``torch.autocast`` in bfloat16, the loss in float32. Parameters,
   gradients, the optimiser, the prior, the samplers' noise and every evaluation stay float32: a run differs from its
   fp32 twin by the rounding of its activations and gradients only. That changes its results beyond float tolerance,
   so the precision is part of the run's key; fp32 runs, made before it existed, carry none
-  (:data:`repro.experiments.approaches.UNRECORDED`), so no recorded run is re-queued by it.
+  (an added field of :class:`repro.experiments.spec.RunSpec`), so no recorded run is re-queued by it.
 * **compile**, a profile setting (``Profile.compile``): the loss compiled by ``torch.compile``, **once per process**:
   :func:`training_loss` returns the same compiled function for every run of a worker, and dynamo reuses its graph
   for every model of the same architecture and shapes (parameters are graph inputs, not constants), so a worker pays

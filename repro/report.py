@@ -204,14 +204,13 @@ def render_tuning(profile: Profile) -> str:
 
 def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
-    approach, with each grid's total per protocol. The first protocol's runs (200 steps, T = 1, issue #19) predate the
-    ``burnin_cycles`` column: an empty cell there, or a grid without the column, marks them."""
+    approach, with each grid's total per protocol (the first protocol: 200 steps, T = 1, every cycle kept)."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
-    df = pd.concat([f.assign(protocol=f.burnin_cycles.isna().map({True: "first", False: "second"})
-                             if "burnin_cycles" in f else "first") for f in frames], ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    df = df.assign(protocol=df.protocol.map({1: "first", 2: "second"}))
     keys = ["study", "protocol"]
     g = df.groupby([*keys, "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),

@@ -47,10 +47,10 @@ def retime_csv(profile: Profile) -> Path:
 def _retime(profile: Profile, task: str, params: dict, precision: str) -> dict:
     """The headline metric and the process CPU time of one recorded run re-run with the current code in
     ``precision``; nothing of the run is saved (the runner records the wall time)."""
-    from .experiments.approaches import recorded
     from .experiments.grid import RUN
+    from .experiments.spec import RunSpec
     c0 = time.process_time()
-    out = RUN[task](profile, recorded(params | {"precision": precision}))
+    out = RUN[task](profile, RunSpec.from_record(task, params | {"precision": precision}).current())
     return {"retimed_metric": out[GRID_METRIC[task]], "cpu_time_s": time.process_time() - c0}
 
 

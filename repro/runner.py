@@ -85,15 +85,17 @@ class Run:
     """One setting of a study: ``Run("rank_ablation", {"rank": 5, "seed": 0, ...})``.
 
     Params are stored as sorted ``(name, value)`` pairs so the run is hashable; ``key`` is the first 12 hex
-    digits of the sha1 of canonical JSON of the study and params. Equality and hashing go through the key,
-    so ``1``, ``1.0`` and ``True`` are different settings (they are different JSON).
+    digits of the sha1 of canonical JSON of the study and ``keyed`` (by default all the params; a caller whose
+    params hold more than identifies the run, e.g. a setting at a default that runs recorded before it existed
+    had, passes the part that does: :class:`repro.experiments.spec.RunSpec`). Equality and hashing go through
+    the key, so ``1``, ``1.0`` and ``True`` are different settings (they are different JSON).
     """
 
     study: str
     items: tuple[tuple[str, Any], ...]
     key: str
 
-    def __init__(self, study: str, params: Mapping[str, Any]):
+    def __init__(self, study: str, params: Mapping[str, Any], keyed: Mapping[str, Any] | None = None):
         if not isinstance(study, str) or not study:
             raise ValueError(f"study must be a non-empty string, got {study!r}")
         if not isinstance(params, Mapping):
@@ -106,7 +108,10 @@ class Run:
                 raise ValueError(f"hyperparameter {name!r} clashes with a column the runner writes: {RESERVED_COLUMNS}")
             items.append((name, _scalar(name, value, "hyperparameter")))
         items.sort(key=lambda kv: kv[0])
-        canonical = json.dumps({"study": study, "params": dict(items)}, sort_keys=True,
+        if keyed is not None and any(name not in params or params[name] != v for name, v in keyed.items()):
+            raise ValueError(f"keyed must be a part of params, got {dict(keyed)!r:.200}")
+        key_items = dict(items) if keyed is None else {name: value for name, value in items if name in keyed}
+        canonical = json.dumps({"study": study, "params": key_items}, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=True)
         object.__setattr__(self, "study", study)
         object.__setattr__(self, "items", tuple(items))

@@ -4,11 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from repro.experiments.spec import RunSpec
 from repro import compute
 from repro.experiments import approaches, segmentation, transfer
 from repro.models import build_classifier, channels_last
 from repro.profiles import get_profile
-from repro.runner import Run
 
 P = get_profile("smoke")
 CE = nn.functional.cross_entropy
@@ -56,22 +56,22 @@ def test_one_function_per_setting_and_clear_errors():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
         compute.training_loss(CE, "fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'int8'"):
-        approaches.check_params(approaches.default_params(P, "transfer", "map_nonlearned", precision="int8"))
+        RunSpec.default(P, "transfer", "map_nonlearned", precision="int8")
 
 
 def test_fp32_runs_keep_their_recorded_keys_and_bf16_runs_get_their_own():
-    fp32 = approaches.default_params(P, "transfer", "map_nonlearned")
-    assert "precision" not in fp32                                     # as every run recorded before the setting
-    bf16 = approaches.default_params(P, "transfer", "map_nonlearned", precision="bf16")
-    assert bf16 == fp32 | {"precision": "bf16"} and Run("t", bf16).key != Run("t", fp32).key
-    assert approaches.precision_of(fp32) == "fp32" and approaches.precision_of(bf16) == "bf16"
+    fp32 = RunSpec.default(P, "transfer", "map_nonlearned")
+    assert "precision" not in fp32.keyed()                             # as every run recorded before the setting
+    bf16 = RunSpec.default(P, "transfer", "map_nonlearned", precision="bf16")
+    assert bf16.keyed() == fp32.keyed() | {"precision": "bf16"} and bf16.key != fp32.key
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
 
 
 def fit(approach: str, compile: bool, precision: str = "fp32") -> torch.Tensor:
     """The parameters after a short smoke-size run of ``approach`` (random initialisation: no prior files needed)."""
-    p = approaches.default_params(P, "transfer", approach, steps=8, lr=0.03, n_train=64, precision=precision,
+    p = RunSpec.default(P, "transfer", approach, steps=8, lr=0.03, n_train=64, precision=precision,
                                   temperature=1.0 if approaches.APPROACHES[approach].bayes else 0.0)
-    a = approaches.check_params(p)
+    a = p.approach_
     x, y = batch(64, seed=1)
     torch.manual_seed(0)
     net, prior = transfer.build_model_and_prior(P, p, 10, a)

@@ -4,6 +4,7 @@ import logging
 import torch
 from torch import nn
 
+from repro.experiments.spec import RunSpec
 from repro.experiments import approaches, transfer
 from repro.profiles import get_profile
 
@@ -16,7 +17,7 @@ def test_progress_steps_are_every_tenth_and_end_with_the_last():
 
 def test_a_run_logs_its_progress_ten_times(caplog):
     torch.manual_seed(0)
-    p = approaches.default_params(get_profile("smoke"), "transfer", "sgd_transfer", steps=50, batch_size=8)
+    p = RunSpec.default(get_profile("smoke"), "transfer", "sgd_transfer", steps=50, batch_size=8)
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
     with caplog.at_level(logging.INFO, logger="repro.experiments.transfer"):
         transfer.fit_or_sample(nn.Linear(6, 3), None, approaches.lookup("sgd_transfer"), p, x, y, None,

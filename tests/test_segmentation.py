@@ -1,8 +1,10 @@
 """DeepLabv3+ structure, the segmentation metrics against hand counts, and smoke runs of every approach."""
+import dataclasses
 import pytest
 import torch
 from torch import nn
 
+from repro.experiments.spec import RunSpec
 from repro.experiments import approaches, segmentation, transfer
 from repro.method.priors import IsotropicGaussianPrior
 from repro.method.samplers import SGLD
@@ -38,9 +40,9 @@ def test_evaluate_matches_hand_counts_and_ignores_void():
 
 def test_bad_names_are_refused():
     with pytest.raises(ValueError, match="unknown segmentation approach 'bayes_isotropic'; valid: sgd_transfer"):
-        approaches.default_params(P, "segmentation", "bayes_isotropic")
+        RunSpec.default(P, "segmentation", "bayes_isotropic")
     with pytest.raises(ValueError, match=r"unknown segmentation run parameter\(s\) \['n_train'\]"):
-        approaches.default_params(P, "segmentation", "sgd_transfer", n_train=10)
+        RunSpec.default(P, "segmentation", "sgd_transfer", n_train=10)
 
 
 def test_a_segmentation_posterior_counts_labelled_pixels():
@@ -52,15 +54,17 @@ def test_a_segmentation_posterior_counts_labelled_pixels():
 
 
 def test_only_runs_with_a_prior_term_count_pixels_and_counting_images_keeps_the_first_keys():
-    pixel = approaches.default_params(P, "segmentation", "map_learned")
-    assert pixel["likelihood"] == "pixel"
-    assert "likelihood" not in approaches.default_params(P, "segmentation", "sgd_transfer")    # N plays no part
-    image = approaches.default_params(P, "segmentation", "map_learned", likelihood="image")
-    assert image == {k: v for k, v in pixel.items() if k != "likelihood"}       # as the first protocol recorded it
-    with pytest.raises(ValueError, match=r"unknown transfer run parameter\(s\) \['likelihood'\]"):
-        approaches.default_params(P, "transfer", "map_learned", likelihood="pixel")
-    with pytest.raises(ValueError, match="likelihood must be one of pixel, image, got 'patch'"):
-        approaches.check_params(pixel | {"likelihood": "patch"}, "segmentation")
+    pixel = RunSpec.default(P, "segmentation", "map_learned")
+    assert pixel.likelihood == "pixel"
+    assert "likelihood" not in RunSpec.default(P, "segmentation", "sgd_transfer").keyed()    # N plays no part
+    image = RunSpec.default(P, "segmentation", "map_learned", likelihood="image")
+    assert image.keyed() == {k: v for k, v in pixel.keyed().items() if k != "likelihood"}   # as the first protocol
+    with pytest.raises(ValueError, match="likelihood must be one of pixel, image .a transfer run counts images., "
+                                         "got 'pixel'"):
+        RunSpec.default(P, "transfer", "map_learned", likelihood="pixel")
+    with pytest.raises(ValueError, match="likelihood must be one of pixel, image .a transfer run counts images., "
+                                         "got 'patch'"):
+        dataclasses.replace(pixel, likelihood="patch")
 
 
 @pytest.mark.parametrize("approach, likelihood", [("map_learned", "pixel"), ("map_learned", "image"),
@@ -76,7 +80,7 @@ def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_d
     monkeypatch.setattr(segmentation, "fit_or_sample", stop)
     kw = {} if likelihood is None else dict(likelihood=likelihood)
     with pytest.raises(InterruptedError):
-        segmentation.run_segmentation(P, approaches.default_params(P, "segmentation", approach, **kw))
+        segmentation.run_segmentation(P, RunSpec.default(P, "segmentation", approach, **kw))
     _, masks = segmentation.load_split(P, "train")
     labelled = int((masks != segmentation.DATASETS["camvid"][1]).sum())
     assert labelled > 100 * len(masks)                              # thousands of pixels per image, not one
@@ -93,7 +97,7 @@ def test_training_hands_the_sampler_the_observations_it_is_given(monkeypatch, nu
             super().__init__(*args, num_data=num_data, **kw)
 
     monkeypatch.setattr(transfer, "SGLD", Spy)
-    p = approaches.default_params(P, "segmentation", "bayes_nonlearned", steps=6)
+    p = RunSpec.default(P, "segmentation", "bayes_nonlearned", steps=6)
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
     transfer.fit_or_sample(nn.Linear(6, 3), IsotropicGaussianPrior(21, 1.0), approaches.lookup("bayes_nonlearned", "segmentation"),
                            p, x, y, None, nn.functional.cross_entropy, num_data=num_data)
@@ -123,7 +127,7 @@ def test_counting_images_is_the_pixel_likelihood_hotter_and_with_a_narrower_prio
 @pytest.mark.parametrize("approach", approaches.TASKS["segmentation"].approaches)
 def test_every_approach_runs_on_camvid(smoke_priors_dir, monkeypatch, approach):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
-    p = approaches.default_params(P, "segmentation", approach, prior_kind="ssl" if approach == "map_learned" else "supervised")
+    p = RunSpec.default(P, "segmentation", approach, prior_kind="ssl" if approach == "map_learned" else "supervised")
     out = segmentation.run_segmentation(P, p)
     assert 0 <= out["miou"] <= 1 and out["samples_collected"] == (P.bma_samples if approach.startswith("bayes") else 1)
     pred = out["predictions"]["pred"]

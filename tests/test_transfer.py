@@ -1,12 +1,14 @@
 """Downstream runs on the smoke profile: determinism, divergence handling in a grid, and input errors."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from repro.experiments.spec import RunSpec
 from repro.experiments import approaches, grid, transfer
 from repro.profiles import get_profile
-from repro.runner import Run, load_results, run_grid
+from repro.runner import load_results, run_grid
 from repro.train import DivergenceError
 
 P = get_profile("smoke")
@@ -21,7 +23,7 @@ def smoke_priors(smoke_priors_dir):
 
 
 def params(approach="bayes_learned", **kw):
-    return approaches.default_params(P, "transfer", approach, scale=1e6, steps=6, **kw)
+    return RunSpec.default(P, "transfer", approach, scale=1e6, steps=6, **kw)
 
 
 def test_same_seed_gives_bit_identical_results():
@@ -59,7 +61,7 @@ def test_sampler_run_reports_each_sample_by_cycle_and_both_bn_variants():
     out = transfer.run_transfer(P, p)
     accs, cycles = out["sample_accuracy"].split(";"), [int(c) for c in out["sample_cycle"].split(";")]
     assert len(accs) == len(cycles) == out["samples_collected"] == P.bma_samples
-    assert min(cycles) == p["burnin_cycles"] == 1 and max(cycles) == p["cycles"] - 1
+    assert min(cycles) == p.burnin_cycles == 1 and max(cycles) == p.cycles - 1
     assert all(0 <= float(a) <= 1 for a in accs)
     assert 0 <= out["bn_running_accuracy"] <= 1 and out["bn_running_nll"] != out["nll"]
     assert "sample_accuracy" not in transfer.run_transfer(P, params("map_learned"))
@@ -71,7 +73,7 @@ def test_the_shifted_set_is_scored_by_the_same_samples_as_the_test_set(monkeypat
     # with the test images, shuffled, as the "shifted" set, the one-pass evaluation must give each of them its test
     # probabilities exactly: the same samples, the same BatchNorm statistics, the right rows
     p = params(bn_refresh=bn_refresh)
-    _, _, ex, ey = transfer.downstream_data(P, "cifar10", p["n_train"], p["seed"], "test", P.val_fraction)
+    _, _, ex, ey = transfer.downstream_data(P, "cifar10", p.n_train, p.seed, "test", P.val_fraction)
     perm = torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(transfer, "_shift_set",
                         lambda profile: transfer.ShiftSet("shuffled", ex[perm], ey[perm], -torch.ones_like(ey)))
@@ -82,8 +84,9 @@ def test_the_shifted_set_is_scored_by_the_same_samples_as_the_test_set(monkeypat
 
 def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     # plain SGD (no prior): with a prior the implicit diagonal step keeps even lr = 1e6 finite
-    runs = [Run("t", params("sgd_transfer", lr=1e6)), Run("t", params("sgd_transfer"))]
-    df = run_grid(runs, lambda r: transfer.run_transfer(P, r.params), tmp_path / "grid.csv")
+    runs = [grid.as_run(params("sgd_transfer", lr=1e6)), grid.as_run(params("sgd_transfer"))]
+    df = run_grid(runs, lambda r: transfer.run_transfer(P, RunSpec.from_record("transfer", r.params)),
+                  tmp_path / "grid.csv")
     assert df.status.iloc[0].startswith("failed: DivergenceError:") and df.status.iloc[1] == "ok"
     assert len(load_results(tmp_path / "grid.csv")) == 2
     with pytest.raises(DivergenceError):
@@ -105,12 +108,12 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
 ])
 def test_bad_run_parameters(change, message):
     with pytest.raises(ValueError, match=message):
-        transfer.run_transfer(P, params() | change)
+        transfer.run_transfer(P, dataclasses.replace(params(), **change))
 
 
 def test_unknown_parameter_names_are_refused():
     with pytest.raises(ValueError, match=r"unknown transfer run parameter\(s\) \['lambda'\]"):
-        approaches.default_params(P, "transfer", "map_learned", **{"lambda": 3.0})
+        RunSpec.default(P, "transfer", "map_learned", **{"lambda": 3.0})
 
 
 def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp_path, monkeypatch):
@@ -126,24 +129,24 @@ def test_runs_are_keyed_on_the_prior_protocol_and_a_changed_prior_is_refused(tmp
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(results))
     setting = params("map_learned")
     keyed = grid.keyed_on_prior(P, setting)
-    assert keyed["prior_protocol"] == pretrain.prior_protocol(P, "ssl") != "v1"
-    assert "prior_protocol" not in grid.keyed_on_prior(P, params("map_nonlearned", prior_kind="none"))
-    old_run = Run("transfer", keyed)
+    assert keyed.prior_protocol == pretrain.prior_protocol(P, "ssl") != pretrain.UNHASHED
+    assert "prior_protocol" not in grid.keyed_on_prior(P, params("map_nonlearned", prior_kind="none")).keyed()
+    old_run = grid.as_run(keyed)
 
     path = pretrain.artifacts(P, "ssl").prior                 # refit "under another protocol": same tensors, new hash
     raw = torch.load(path, weights_only=True)
     meta = raw["meta"] | {"protocol_hash": "0123456789ab"}
     save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
-    new_run = Run("transfer", grid.keyed_on_prior(P, setting))
+    new_run = grid.as_run(grid.keyed_on_prior(P, setting))
     assert new_run.key != old_run.key and new_run["prior_protocol"] == "0123456789ab"
     with pytest.raises(ValueError, match="keyed on .* not re-run with this one"):
-        transfer.run_transfer(P, old_run.params)
-    # a prior from before protocol hashes ("v1") keys its runs as they were recorded: without prior_protocol
+        transfer.run_transfer(P, keyed)
+    # a prior from before protocol hashes keys its runs as they were recorded: without prior_protocol
     del meta["protocol_hash"]
     save_prior(path, raw["mean"], raw["diag"], raw["factor"], layout=list(zip(raw["names"], raw["shapes"])), meta=meta)
-    assert pretrain.prior_protocol(P, "ssl") == "v1"
-    assert grid.keyed_on_prior(P, setting) == setting
-    assert Run("transfer", grid.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)
+    assert pretrain.prior_protocol(P, "ssl") == pretrain.UNHASHED
+    assert grid.keyed_on_prior(P, setting) == setting and setting.prior_protocol is None
+    assert grid.as_run(grid.keyed_on_prior(P, setting)).key not in (old_run.key, new_run.key)
 
 
 def test_evaluation_matches_a_plain_reference_evaluation(monkeypatch):
@@ -161,9 +164,9 @@ def test_evaluation_matches_a_plain_reference_evaluation(monkeypatch):
     p = params(bn_refresh=True, split="val")
     out = transfer.run_transfer(P, p)
     (model, fit), = fits
-    x, _, ex, ey = transfer.downstream_data(P, "cifar10", p["n_train"], p["seed"], "val", P.val_fraction)
-    bn = transfer.data.augmented(x, transfer.data.train_transform("cifar10", P.image_size), seed=p["seed"])
-    _, prior = transfer.build_model_and_prior(P, p, 10, approaches.lookup(p["approach"]))
+    x, _, ex, ey = transfer.downstream_data(P, "cifar10", p.n_train, p.seed, "val", P.val_fraction)
+    bn = transfer.data.augmented(x, transfer.data.train_transform("cifar10", P.image_size), seed=p.seed)
+    _, prior = transfer.build_model_and_prior(P, p, 10, approaches.lookup(p.approach))
     learned = prior.parts[0]
     probs, moved, along = 0, 0.0, 0.0
     for state in fit.states:

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repro.experiments import approaches, costs, studies, tuning
+from repro.experiments.spec import RunSpec
+from repro.experiments import costs, studies, tuning
 from repro.profiles import get_profile
 
 
@@ -25,7 +26,7 @@ class FakeGrid:
     def __call__(self, profile, task, settings, desc=None):
         rows = []
         for s in settings:
-            p = approaches.default_params(profile, task, **s)
+            p = RunSpec.default(profile, task, **s).record()
             self.asked.append(p)
             rows.append({**p, "accuracy": self.accuracy(p), "nll": 1.0, "status": "ok"})
         return pd.DataFrame(rows)
@@ -121,8 +122,8 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     s = tuning.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
     assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e3,
                  "head_var": pytest.approx(0.1), "temperature": 1.0, "n_train": P.study_n, "seed": 2}
-    p = approaches.default_params(P, "transfer", **s)
-    assert p["split"] == "test" and p["temperature"] == 1.0 and p["bma_samples"] == P.bma_samples
+    p = RunSpec.default(P, "transfer", **s)
+    assert p.split == "test" and p.temperature == 1.0 and p.bma_samples == P.bma_samples
 
 
 def test_each_size_and_dataset_is_tuned_on_its_own_validation_split(monkeypatch):
@@ -265,8 +266,8 @@ def test_a_worker_tunes_each_dataset_just_before_the_first_stage_that_reads_it(m
     assert events == (["budget", "budgets checked"] + ["cifar10"] * cifar + ["five_way", "C10"]
                       + ["fashion-mnist"] * fashion + ["fashion", "segmentation"])
     order, headline = list(studies.STAGES), set(costs.NOTEBOOK_STAGES["05_five_way"])
-    assert order[:2] == ["budget", "five_way"]                         # the headline right after the budgets ...
-    assert set(order[1:1 + len(headline)]) == headline                 # ... and all of notebook 05's before the rest
+    assert order[:3] == ["budget", "sampler_budget", "five_way"]       # the headline right after the budgets ...
+    assert set(order[2:2 + len(headline)]) == headline                 # ... and all of notebook 05's before the rest
 
 
 def test_segmentation_sweeps_are_the_runs_that_chose_each_tuned_value(monkeypatch):

@@ -9,6 +9,7 @@ import torch
 from scipy import optimize, stats
 from torch import nn
 
+from repro.experiments.spec import RunSpec
 from repro.method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Widened, transfer_prior
 from repro.method.samplers import CyclicalSchedule
 from repro.method.variational import DataEmphasizedVI, optimal_width
@@ -175,14 +176,13 @@ def test_bad_objective_is_one_clear_error():
 
 @pytest.mark.parametrize("approach, widths", [("vi_learned", ("scale", "head_var")), ("vi_nonlearned", ("alpha",))])
 def test_a_variational_run_records_the_widths_it_learned(smoke_priors_dir, monkeypatch, approach, widths):
-    from repro.experiments.approaches import default_params
     from repro.experiments.transfer import run_transfer
     from repro.profiles import get_profile
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
     P = get_profile("smoke")
     kind = "supervised" if approach == "vi_learned" else "none"
-    out = run_transfer(P, default_params(P, "transfer", approach, prior_kind=kind, steps=6))
+    out = run_transfer(P, RunSpec.default(P, "transfer", approach, prior_kind=kind, steps=6))
     assert all(out[f"learned_{w}"] > 0 and math.isfinite(out[f"learned_{w}"]) for w in widths)
     assert out["learned_sigma"] > 0 and 0 <= out["accuracy"] <= 1 and out["samples_collected"] == 1
 
@@ -214,14 +214,14 @@ def test_kappa_is_the_fits_data_weight_relative_to_map(smoke_priors_dir, monkeyp
     """learned_scale.kappa against the dimension of the blocks a variational run's optimiser is built on."""
     from repro.data import DATASETS
     from repro.experiments import learned_scale
-    from repro.experiments.approaches import default_params, lookup
+    from repro.experiments.approaches import lookup
     from repro.experiments.transfer import build_model_and_prior, unit_width_blocks
     from repro.profiles import get_profile
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
     P, a = get_profile("smoke"), lookup(approach)
-    p = default_params(P, "transfer", approach, prior_kind=kind)
-    model, prior = build_model_and_prior(P, p, int(DATASETS[p["dataset"]].num_classes), a)
+    p = RunSpec.default(P, "transfer", approach, prior_kind=kind)
+    model, prior = build_model_and_prior(P, p, int(DATASETS[p.dataset].num_classes), a)
     d = sum(block.dim for _, block in unit_width_blocks(prior, a))
     assert d == sum(q.numel() for q in model.parameters() if q.requires_grad)
     assert learned_scale.kappa(P, "de_elbo", 50) == pytest.approx(d / 50)

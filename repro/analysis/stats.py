@@ -299,7 +299,7 @@ def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -
     # earlier protocol that share the hyperparameters)
     query = {c: test[c].iloc[0] for c in ("lr", "head_var", "rank", "temperature", "n_train", "prior_kind", "dataset",
                                           "steps", "cycles", "burnin_cycles", "bma_samples", "prior_protocol",
-                                          "bn_refresh") if c in test and test[c].nunique() == 1}
+                                          "bn_refresh", "protocol") if c in test and test[c].nunique() == 1}
     val = select(df, approach=approach, split="val", **query)
     val = val[val.scale.isin(list(grid))]
     if val.empty:

@@ -1,7 +1,7 @@
 """The downstream grids: one resumable grid per task (``transfer``, ``segmentation``) that every study shares.
 
-A setting is a dict of :func:`.approaches.default_params` overrides. ``run_settings`` fills in the defaults, keys the
-run on the source prior it starts from, and runs it through :func:`repro.runner.run_grid` into
+A setting is a dict of :meth:`.spec.RunSpec.default` overrides. ``run_settings`` makes each a typed run spec (the
+profile's defaults filled in, keyed on the source prior it starts from) and runs it through :func:`repro.runner.run_grid` into
 ``results/<profile>/<task>/runs.csv`` (predictions in ``<task>/predictions/<key>.pt``), so a setting two studies share
 is trained once, and several processes can work through the same grid.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -22,12 +23,14 @@ import pandas as pd
 from ..analysis.predictions import predictions_dir
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite, Run, load_results, run_grid
-from .approaches import TASKS, default_params
-from .pretrain import prior_protocol
+
+from .approaches import TASKS
+from .pretrain import UNHASHED, prior_protocol
 from .segmentation import run_segmentation
+from .spec import RunSpec
 from .transfer import run_transfer
 
-RUN: dict[str, Callable[[Profile, dict], dict]] = {"transfer": run_transfer, "segmentation": run_segmentation}
+RUN: dict[str, Callable[[Profile, RunSpec], dict]] = {"transfer": run_transfer, "segmentation": run_segmentation}
 assert set(RUN) == set(TASKS)
 
 _recording: contextvars.ContextVar[dict | None] = contextvars.ContextVar("recording", default=None)
@@ -49,25 +52,32 @@ def is_planning() -> bool:
     return _planning.get() is not None
 
 
-def keyed_on_prior(profile: Profile, params: dict) -> dict:
-    """``params`` plus the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
-    made with another prior has another key and is never read back for this one (see :mod:`.pretrain`).
-
-    Priors fitted before protocols were hashed (``"v1"``) add nothing: the runs recorded with them keep their keys, and
-    no run keyed on a hashed prior can ever match one of them."""
-    kind = params.get("prior_kind", "none")
+def keyed_on_prior(profile: Profile, spec: RunSpec) -> RunSpec:
+    """``spec`` with the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
+    made with another prior has another key and is never read back for this one (see :mod:`.pretrain`); None for a
+    run from a random initialisation, and for a prior fitted before protocols were hashed."""
     try:
-        protocol = "v1" if kind == "none" else prior_protocol(profile, kind)
+        protocol = None if spec.prior_kind == "none" else prior_protocol(profile, spec.prior_kind)
     except MissingPrerequisite:
         if not is_planning():
             raise
         protocol = "planned"                 # a dry run before notebook 01: the prior does not exist yet
-    return params if protocol == "v1" else params | {"prior_protocol": protocol}
+    return dataclasses.replace(spec, prior_protocol=None if protocol == UNHASHED else protocol)
+
+
+def spec_of(profile: Profile, task: str, setting: dict) -> RunSpec:
+    """The run spec of a setting on ``task``'s grid: every default filled in, keyed on its source prior."""
+    return keyed_on_prior(profile, RunSpec.default(profile, task, **setting))
+
+
+def as_run(spec: RunSpec) -> Run:
+    """The runner's view of ``spec``: its record as the CSV columns, keyed on :meth:`.spec.RunSpec.keyed`."""
+    return Run(spec.task, spec.record(), keyed=spec.keyed())
 
 
 def runs_of(profile: Profile, task: str, settings: Iterable[dict]) -> list[Run]:
     """The runs of ``settings`` on ``task``'s grid, with every default filled in."""
-    return [Run(task, keyed_on_prior(profile, default_params(profile, task, **s))) for s in settings]
+    return [as_run(spec_of(profile, task, s)) for s in settings]
 
 
 def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
@@ -92,7 +102,7 @@ def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: st
         order = {r.key: i for i, r in enumerate(runs)}
         rows = rows[rows.key.isin(order)].drop_duplicates("key")
         return rows.iloc[rows.key.map(order).argsort(kind="stable")].reset_index(drop=True)
-    return run_grid(runs, lambda r: RUN[task](profile, r.params), csv, predictions_dir=predictions_dir(profile, task),
+    return run_grid(runs, lambda r: RUN[task](profile, RunSpec.from_record(task, r.params).current()), csv, predictions_dir=predictions_dir(profile, task),
                     desc=desc, shared=True)
 
 

@@ -102,9 +102,12 @@ def protocol_hash(protocol: dict) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 
+UNHASHED = "v1"     # the protocol of a prior fitted before protocols were hashed
+
+
 @functools.lru_cache(maxsize=16)
 def _stored_protocol(path: Path, inode: int, mtime_ns: int) -> str:      # a rewritten (renamed-over) file: new inode
-    return prior_meta(path).get("protocol_hash", "v1")       # priors fitted before protocol hashes: "v1"
+    return prior_meta(path).get("protocol_hash", UNHASHED)
 
 
 def prior_protocol(profile: Profile, kind: str) -> str:

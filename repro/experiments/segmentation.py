@@ -32,7 +32,8 @@ from ..models import DeepLabV3Plus
 from ..profiles import Profile
 from ..method.samplers import bma_probs
 from ..train import seed_everything
-from .approaches import check_likelihood, check_params, likelihood_of
+from .approaches import LIKELIHOODS
+from .spec import RunSpec
 from .transfer import build_model_and_prior, fit_or_sample
 
 # Paper Table 1, mIoU (%), ResNet-50: SGD transfer / non-learned prior / supervised learned / SSL learned
@@ -85,7 +86,9 @@ def evaluate(probs: Tensor, masks: Tensor, dataset: str = "camvid") -> dict:
 
 def num_observations(masks: Tensor, ignore_index: int, likelihood: str) -> int:
     """N of a segmentation posterior on ``masks``: its labelled pixels (``"pixel"``) or its images (``"image"``)."""
-    return int((masks != ignore_index).sum()) if check_likelihood(likelihood) == "pixel" else len(masks)
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+    return int((masks != ignore_index).sum()) if likelihood == "pixel" else len(masks)
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,18 +98,17 @@ def pixel_loss(ignore_index: int) -> Callable[[Tensor, Tensor], Tensor]:
     return functools.partial(nn.functional.cross_entropy, ignore_index=ignore_index)
 
 
-def run_segmentation(profile: Profile, params: dict) -> dict:
+def run_segmentation(profile: Profile, p: RunSpec) -> dict:
     """Train one segmentation run (``split='val'``: evaluated on CamVid val, for tuning) and evaluate it."""
-    p = dict(params)
-    a = check_params(p, "segmentation")
-    seed_everything(p["seed"] * 1000 + p["member"])
+    a = p.approach_
+    seed_everything(p.seed * 1000 + p.member)
     x, y = load_split(profile, "train")
-    ex, ey = load_split(profile, p["split"])
+    ex, ey = load_split(profile, p.split)
     num_classes, ignore, _ = DATASETS[profile.segmentation_dataset]
     model, prior = build_model_and_prior(profile, p, num_classes, a, wrap=_model(profile))
     transform = data.segmentation_transform(profile.segmentation_size, ignore)
     # SGD transfer carries no likelihood: its weight decay does not depend on N
-    n = num_observations(y, ignore, likelihood_of(p))
+    n = num_observations(y, ignore, p.likelihood)
     states, _, train_time, _ = fit_or_sample(model, prior, a, p, x, y, transform, pixel_loss(ignore), num_data=n,
                                             compile=profile.compile)
     probs = bma_probs(model, states, ex, batch_size=16)

@@ -1,7 +1,6 @@
 """Downstream transfer (paper steps ii-iii): one classification run of any approach of :mod:`.approaches`.
 
-One run = one dict of hyperparameters (``approaches.default_params(profile, "transfer", ...)``), so that the resumable
-runner records every setting in its CSV row. :func:`fit_or_sample` and :func:`build_model_and_prior` are shared with
+One run = one typed spec (:class:`.spec.RunSpec`), whose every field the resumable runner records in its CSV row. :func:`fit_or_sample` and :func:`build_model_and_prior` are shared with
 segmentation (:mod:`.segmentation`), which only swaps the model and the loss.
 """
 from __future__ import annotations
@@ -21,7 +20,8 @@ from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model, load_source_prior
 from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
-from .approaches import SGHMC_JITTER, SPLITS, Approach, check_params, precision_of, sampler_version_of
+from .approaches import SPLITS, Approach
+from .spec import RunSpec
 from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
 from ..method.variational import DataEmphasizedVI
 from ..data.shift import ShiftSet, shift_set
@@ -83,37 +83,37 @@ def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, spl
     return rgb(train.images[tr]), train.targets[tr], rgb(evaluated.images[ev]), evaluated.targets[ev]
 
 
-def build_model_and_prior(profile: Profile, p: dict, num_classes: int, a: Approach,
+def build_model_and_prior(profile: Profile, p: RunSpec, num_classes: int, a: Approach,
                           wrap: Callable[[nn.Module, int], nn.Module] = Classifier) -> tuple[nn.Module, Prior | None]:
     """The downstream model ``wrap(backbone, num_classes)`` (a backbone initialised per the approach ``a``, then a new
     ``head``) and the prior over all its parameters (backbone first, then head)."""
-    if "prior_protocol" in p:                 # keyed on a prior (grid.keyed_on_prior): it must be this one
-        check_protocol(profile, p["prior_kind"], p["prior_protocol"])
+    if p.prior_protocol is not None:          # keyed on a prior (grid.keyed_on_prior): it must be this one
+        check_protocol(profile, p.prior_kind, p.prior_protocol)
     if a.init == "pretrained":
-        backbone = load_source_model(profile, p["prior_kind"], "swa").backbone
+        backbone = load_source_model(profile, p.prior_kind, "swa").backbone
     else:
         backbone = build_backbone(profile.model, width=profile.width)
     model = wrap(backbone, num_classes)
     d_backbone = sum(q.numel() for q in backbone.parameters())
     d_head = sum(q.numel() for q in model.head.parameters())
     if a.prior == "learned":
-        learned = load_source_prior(profile, p["prior_kind"], scale=p["scale"], rank=p["rank"], module=backbone)
-        return model, transfer_prior(learned, d_head, p["head_var"])
+        learned = load_source_prior(profile, p.prior_kind, scale=p.scale, rank=p.rank, module=backbone)
+        return model, transfer_prior(learned, d_head, p.head_var)
     if a.prior == "isotropic_mean":
-        mean = load_source_prior(profile, p["prior_kind"], rank=0, module=backbone).mean
-        return model, transfer_prior(IsotropicGaussianPrior(d_backbone, p["alpha"], mean=mean), d_head, p["head_var"])
+        mean = load_source_prior(profile, p.prior_kind, rank=0, module=backbone).mean
+        return model, transfer_prior(IsotropicGaussianPrior(d_backbone, p.alpha, mean=mean), d_head, p.head_var)
     if a.prior == "isotropic":
-        return model, IsotropicGaussianPrior(d_backbone + d_head, p["alpha"])
+        return model, IsotropicGaussianPrior(d_backbone + d_head, p.alpha)
     return model, None                                          # weight decay in the optimiser
 
 
-def cyclical_schedule(a: Approach, p: dict) -> CyclicalSchedule:
+def cyclical_schedule(a: Approach, p: RunSpec) -> CyclicalSchedule:
     """The run's learning-rate schedule: ``cycles`` cosine cycles, the first ``burnin_cycles`` kept out of the BMA
     and ``bma_samples`` spread over the rest. A noise-free optimiser has no exploration phase: MAP runs take the
     cosine schedule alone (one cycle)."""
-    per_cycle = max(1, p["bma_samples"] // (p["cycles"] - p["burnin_cycles"]))
-    return CyclicalSchedule(p["steps"], p["cycles"], p["lr"], p["explore_fraction"] if a.bayes else 0.0,
-                            samples_per_cycle=per_cycle, burnin_cycles=p["burnin_cycles"])
+    per_cycle = max(1, p.bma_samples // (p.cycles - p.burnin_cycles))
+    return CyclicalSchedule(p.steps, p.cycles, p.lr, p.explore_fraction if a.bayes else 0.0,
+                            samples_per_cycle=per_cycle, burnin_cycles=p.burnin_cycles)
 
 
 class Fit(NamedTuple):
@@ -139,13 +139,13 @@ def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
     return [first, ("head_var", IsotropicGaussianPrior(head.dim, 1.0))]
 
 
-def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x: Tensor, y: Tensor,
+def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: RunSpec, x: Tensor, y: Tensor,
                   transform, loss_fn, num_data: int | None = None, compile: bool = False) -> Fit:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
 
     The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch's observations) plus -log p(theta)/N, the
     temperature convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
-    :func:`.approaches.check_params`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
+    :class:`.spec.RunSpec`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
     pixels), by default one per example. The model's forward pass runs in the run's ``precision`` and is compiled if
     ``compile`` (:func:`repro.compute.training_loss`). Returns a :class:`Fit`.
     """
@@ -154,32 +154,32 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     # order, which the priors use, is their logical order and does not change
     model.to(memory_format=torch.channels_last)
     params = [q for q in model.parameters() if q.requires_grad]
-    gen = torch.Generator().manual_seed(p["seed"] * 7919 + p["member"])
+    gen = torch.Generator().manual_seed(p.seed * 7919 + p.member)
     if a.prior == "weight_decay":
-        opt = torch.optim.SGD(params, lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"])
+        opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     elif a.inference == "variational":
-        opt = DataEmphasizedVI(params, lr=p["lr"], num_data=N, blocks=unit_width_blocks(prior, a),
-                               objective=p["sampler"], momentum=p["momentum"], generator=gen)
+        opt = DataEmphasizedVI(params, lr=p.lr, num_data=N, blocks=unit_width_blocks(prior, a),
+                               objective=p.sampler, momentum=p.momentum, generator=gen)
     else:
-        if p["sampler"] == "sgld":
-            opt = SGLD(params, lr=p["lr"], num_data=N, temperature=p["temperature"], generator=gen, prior=prior)
+        if p.sampler == "sgld":
+            opt = SGLD(params, lr=p.lr, num_data=N, temperature=p.temperature, generator=gen, prior=prior)
         else:                                                   # SGHMC; MAP's "sgd" is SGHMC at T = 0
-            opt = SGHMC(params, lr=p["lr"], num_data=N, momentum=p["momentum"], temperature=p["temperature"],
-                        generator=gen, prior=prior, jitter=SGHMC_JITTER[sampler_version_of(p)])
+            opt = SGHMC(params, lr=p.lr, num_data=N, momentum=p.momentum, temperature=p.temperature,
+                        generator=gen, prior=prior, jitter=p.jitter)
     schedule = cyclical_schedule(a, p)
-    batch_loss = training_loss(loss_fn, precision_of(p), compile)
-    batch_size = min(p["batch_size"], len(x))
+    batch_loss = training_loss(loss_fn, p.precision, compile)
+    batch_size = min(p.batch_size, len(x))
     samples: list[dict] = []
     cycles: list[int] = []
-    report_at = progress_steps(p["steps"])
+    report_at = progress_steps(p.steps)
     t0 = time.perf_counter()
     step, epoch = 0, 0
     model.train()
-    while step < p["steps"]:
+    while step < p.steps:
         # ensemble members share the data subset (seed) but not the batch order or initialisation (member)
-        for xb, yb in data.batches(x, y, batch_size, shuffle=True, seed=(p["seed"] * 1000 + p["member"]) * 100_003 + epoch,
+        for xb, yb in data.batches(x, y, batch_size, shuffle=True, seed=(p.seed * 1000 + p.member) * 100_003 + epoch,
                                    transform=transform, drop_last=True):
-            if step >= p["steps"]:
+            if step >= p.steps:
                 break
             schedule.apply(opt, step)
             opt.zero_grad(set_to_none=True)
@@ -194,8 +194,8 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
                 cycles.append(schedule.cycle_of(step))
             step += 1
             if step in report_at:   # through logging, so a worker's log shows it and a notebook stays quiet
-                log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed%s", p["approach"], p["seed"], step,
-                         p["steps"], 100 * step // p["steps"], loss.item(), time.perf_counter() - t0,
+                log.info("%s seed %s: step %d/%d (%d %%), loss %.4g, %.0f s elapsed%s", p.approach, p.seed, step,
+                         p.steps, 100 * step // p.steps, loss.item(), time.perf_counter() - t0,
                          f"; sigma {opt.sigma:.3g}, widths {opt.widths}" if isinstance(opt, DataEmphasizedVI) else "")
         epoch += 1
     learned = None
@@ -209,22 +209,21 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: dict, x
     return Fit([model.state_dict()], [schedule.cycles - 1], time.perf_counter() - t0, learned)
 
 
-def run_transfer(profile: Profile, params: dict) -> dict:
+def run_transfer(profile: Profile, p: RunSpec) -> dict:
     """Train one downstream run and evaluate it. Returns metrics and ``predictions`` (eval probabilities)."""
-    p = dict(params)
-    a = check_params(p, "transfer")
-    seed_everything(p["seed"] * 1000 + p["member"])
-    x, y, ex, ey = downstream_data(profile, p["dataset"], p["n_train"], p["seed"], p["split"], profile.val_fraction)
-    model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p["dataset"]].num_classes), a)
-    transform = data.train_transform(p["dataset"] if p["dataset"] != "fashion-mnist" else "cifar10", profile.image_size)
+    a = p.approach_
+    seed_everything(p.seed * 1000 + p.member)
+    x, y, ex, ey = downstream_data(profile, p.dataset, p.n_train, p.seed, p.split, profile.val_fraction)
+    model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p.dataset].num_classes), a)
+    transform = data.train_transform(p.dataset if p.dataset != "fashion-mnist" else "cifar10", profile.image_size)
     states, cycles, train_time, learned = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy,
                                                         compile=profile.compile)
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
     # ones), as SWA's bn_update over the training loader
-    bn_images = data.augmented(x, transform, seed=p["seed"]) if p["bn_refresh"] else None
+    bn_images = data.augmented(x, transform, seed=p.seed) if p.bn_refresh else None
     # C8: the same models on the shifted test set, scored in the same pass as the test images (one BatchNorm refresh
     # and one folded copy per sample instead of two)
-    shifted = _shift_set(profile) if p["dataset"] == "cifar10" and p["split"] == "test" else None
+    shifted = _shift_set(profile) if p.dataset == "cifar10" and p.split == "test" else None
     images = ex if shifted is None else torch.cat([ex, shifted.images])
     each, shift_total, moved = [], 0.0, []
     for q in sample_probs(model, states, images, bn_images=bn_images):     # the model holds each state in turn
@@ -240,7 +239,7 @@ def run_transfer(profile: Profile, params: dict) -> dict:
     if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
         out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
                 "sample_cycle": ";".join(map(str, cycles))}
-        if p["bn_refresh"] and p["split"] == "holdout":   # notebook 09's rule 5: the same samples with their running
+        if p.bn_refresh and p.split == "holdout":   # notebook 09's rule 5: the same samples with their running
             out |= {f"bn_running_{k}": v                     # statistics, to compare (its data only)
                     for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
     if moved:

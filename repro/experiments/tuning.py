@@ -51,8 +51,9 @@ from typing import Iterable
 import pandas as pd
 
 from ..profiles import Profile
-from .approaches import REGIMES, TASKS, default_params, lookup
+from .approaches import REGIMES, TASKS, lookup
 from .grid import is_planning, run_settings
+from .spec import RunSpec
 
 MAX_EXTENSIONS = 3
 REUSED_KINDS = {"supervised_matched": "supervised"}   # a prior kind -> the kind whose tuned values it takes
@@ -117,7 +118,7 @@ def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | No
     """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``, every tuning seed;
     return ``base`` with the winner."""
     if values is None:
-        default = base.get(name, default_params(profile, "transfer", base["approach"])[name])
+        default = base.get(name, getattr(RunSpec.default(profile, "transfer", base["approach"]), name))
         values = [default * f for f in profile.factor_grid]
     rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values for s in tuning_seeds(profile)],
                         desc=desc)
