@@ -53,6 +53,8 @@ class Profile:
     sampler_budget_sizes: tuple[int, ...]  # notebook 09's third amendment: the sizes each sampler arm's own budget
                                     # is chosen at (its curves start at the size's MAP budget, steps_for)
     sampler_budget_max_steps: int   # ... and the most steps a sampler curve doubles to (unmet there: not converged)
+    sampler_steps: tuple[tuple[str, int, int], ...]  # (arm, n, steps): each sampler arm's own budget, as notebook 09
+                                    # chose it (empty until then); the retuning and the re-runs train at it
     elbo_sizes: tuple[int, ...]     # notebook 10: the training-set sizes the DE-ELBO widths are compared at
     downstream_batch_size: int
     compile: bool                   # downstream training's loss compiled by torch.compile, once per process and
@@ -99,7 +101,7 @@ PROFILES: dict[str, Profile] = {
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32,
-            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, elbo_sizes=(100,),
+            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), elbo_sizes=(100,),
             downstream_batch_size=32, compile=False, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, bn_refresh=False, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
             val_fraction=0.2,
@@ -114,7 +116,7 @@ PROFILES: dict[str, Profile] = {
             ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 400)), budget_grid=(200, 400, 800),
             budget_sizes=(100, 1000), budget_max_steps=800, sampler_budget_sizes=(100, 300, 1000),
-            sampler_budget_max_steps=6400, elbo_sizes=(100, 1000), downstream_batch_size=64,
+            sampler_budget_max_steps=6400, sampler_steps=(), elbo_sizes=(100, 1000), downstream_batch_size=64,
             compile=False, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=True, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
@@ -133,7 +135,7 @@ PROFILES: dict[str, Profile] = {
             tuning_scales=(1e1, 1e3, 1e5, 1e7, 1e9),
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000),
             budget_max_steps=40000, sampler_budget_sizes=(1000, 10000),
-            sampler_budget_max_steps=80000, elbo_sizes=(100, 1000, 10000),
+            sampler_budget_max_steps=80000, sampler_steps=(), elbo_sizes=(100, 1000, 10000),
             downstream_batch_size=16, compile=False, study_n=1000,
             lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=False, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import load_results
-from . import tuning
+from . import retune, tuning
 from .approaches import lookup
 from .grid import grid_csv, planning
 from .studies import STAGES
@@ -32,7 +32,7 @@ from .studies import STAGES
 # notebook -> the stages of repro.experiments.studies it runs (06 and 07 read 05's runs; 01 and 02 train no grid)
 NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
                    "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion"),
-                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget"), "10_learned_scale": ("E1",)}
+                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"), "10_learned_scale": ("E1",)}
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
 # at 513 x 513, batch 16).
 ASSUMED_SECONDS_PER_STEP = {"transfer": 0.024, "segmentation": 0.125}
@@ -118,6 +118,7 @@ def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
                                         seconds=seconds, basis=basis))
     finally:
         tuning.clear_cache()
+        retune.clear_cache()
     return pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis"])
 
 

@@ -53,7 +53,6 @@ MATCHED = "supervised_matched"
 KINDS = ("supervised", "ssl", MATCHED)
 # Version of the SWAG fitting protocol (see the module docstring); part of every prior's protocol hash.
 PROTOCOL_VERSION = 3
-
 # Hyperparameters of the source task, recorded in every prior file (``supervised_matched`` uses ``supervised``'s).
 HYPERPARAMETERS = {
     "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, label_smoothing=0.0),
@@ -62,6 +61,7 @@ HYPERPARAMETERS = {
 # SWAG learning rates, tried in this order until the SWA mean is at least as good as the checkpoint
 # (repro.experiments.source_quality.fit_stationary); the lr a prior was fitted at is in its protocol.
 SWAG_LRS = (0.01, 0.003, 0.001)
+UNHASHED = "v1"                       # the protocol of a prior fitted before protocols were hashed
 PROJECTOR_EPOCHS = 1                  # epochs fitting the SimCLR projector on the frozen released backbone (paper)
 BN_BATCHES, BN_SEED = 20, 7           # batches of augmented training images BatchNorm statistics are recomputed on
 
@@ -100,9 +100,6 @@ def protocol_hash(protocol: dict) -> str:
     """12 hex digits of the sha1 of the protocol's canonical JSON: the identity of a prior's fitting protocol."""
     canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
-
-
-UNHASHED = "v1"     # the protocol of a prior fitted before protocols were hashed
 
 
 @functools.lru_cache(maxsize=16)

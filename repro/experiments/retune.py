@@ -1,0 +1,151 @@
+"""Every arm's own tuning on one shared holdout set, at the arm's own budget (notebook 09's third amendment, rule 5).
+
+The second protocol tuned every arm on the validation split of its own n images (20 / 60 / 200 images at n = 100 /
+300 / 1 000) at MAP's budget, and gave the sampler MAP's lr and widths. Here every arm at a size is tuned on the same
+2 000 holdout images (``split="holdout"``: CIFAR-10 training images outside every holdout run's training subset,
+:func:`.transfer.downstream_indices`), each at its own budget (SGD transfer and MAP: notebook 09's rule 1; a sampler:
+its own curve's, ``Profile.sampler_steps``), 2 seeds, in bf16 and, for SGHMC, at sampler version 2.
+
+**Rule.** Coordinate-wise, from the value the arm had (its second-protocol choice at that size, the *incumbent*), in
+the order of :data:`COORDINATES`. A coordinate tries the incumbent and its neighbours on a log grid of the
+coordinate's spacing (or a fixed grid: T, cycles); a value's score is its mean holdout accuracy over the 2 seeds.
+Every value within :data:`RESOLUTION` of the best is a tie; the incumbent wins a tie it is in, else the tied value
+nearest to it on the grid (:func:`choose`). A spaced grid whose choice is at its edge is extended by its spacing
+(at most :data:`MAX_EXTENSIONS` per side). Later coordinates run at the earlier ones' choices.
+"""
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+
+from ..profiles import Profile
+from ..runner import MissingPrerequisite
+from .grid import is_planning, run_settings
+from .tuning import setting
+
+RESOLUTION = 0.01          # candidates closer than this in mean holdout accuracy are ties
+MAX_EXTENSIONS = 3
+COLD_TEMPERATURES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)    # T = 0 stays: the noise-free reference
+CYCLES = (3, 6, 12)
+SEEDS = 2
+# arm -> (approach, prior kind, regime); the samplers' are notebook 09's SAMPLER_ARMS
+ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", "T1"), "map_learned": ("map_learned", "ssl", "T1"),
+        "map_nonlearned": ("map_nonlearned", "none", "T1"),
+        **{f"{a} ({r})": (a, k, r) for a, k in (("bayes_learned", "ssl"), ("bayes_nonlearned", "none"))
+           for r in ("T1", "cold")}}
+# arm -> its coordinates in order: (name, log spacing) or (name, fixed grid)
+_LR, _SCALE, _HEAD, _ALPHA = ("lr", 3.0), ("scale", 100.0), ("head_var", 10.0), ("alpha", 10.0)
+COORDINATES: dict[str, tuple[tuple[str, float | tuple], ...]] = {
+    "sgd_transfer": (_LR, ("weight_decay", 10.0)),
+    "map_learned": (_LR, _SCALE, _HEAD),
+    "map_nonlearned": (_LR, _ALPHA),
+    "bayes_learned (T1)": (_LR, _SCALE, _HEAD, ("cycles", CYCLES)),
+    "bayes_learned (cold)": (_LR, _SCALE, _HEAD, ("temperature", COLD_TEMPERATURES), ("cycles", CYCLES)),
+    "bayes_nonlearned (T1)": (_LR, _ALPHA, ("cycles", CYCLES)),
+    "bayes_nonlearned (cold)": (_LR, _ALPHA, ("temperature", COLD_TEMPERATURES), ("cycles", CYCLES)),
+}
+HOLDOUT = dict(split="holdout", dataset="cifar10", precision="bf16")
+
+
+def choose(scores: pd.Series, incumbent: float, resolution: float = RESOLUTION) -> float:
+    """The rule's choice among ``scores`` (value -> mean holdout accuracy): the incumbent if it is within
+    ``resolution`` of the best, else the value within it nearest the incumbent on the sorted grid (the better one of
+    two equally near)."""
+    scores = scores.sort_index()
+    ties = scores[scores >= scores.max() - resolution]
+    if incumbent in ties.index:
+        return incumbent
+    grid = list(scores.index)
+    where = _position(grid, incumbent)
+    return min(ties.index, key=lambda v: (abs(grid.index(v) - where), -ties[v]))
+
+
+def _position(grid: list[float], value: float) -> float:
+    """Where ``value`` sits on the sorted ``grid`` (fractional between two points; 0 is below every positive one)."""
+    if value in grid:
+        return float(grid.index(value))
+    below = [i for i, v in enumerate(grid) if v < value]
+    return below[-1] + 0.5 if below else -0.5
+
+
+def budget(profile: Profile, arm: str, n: int) -> int:
+    """The arm's own budget at n: notebook 09's rule 1 for SGD transfer and MAP, its own curve's for a sampler."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
+    if not arm.startswith("bayes"):
+        return profile.steps_for(n)
+    steps = dict(((a, size), s) for a, size, s in profile.sampler_steps).get((arm, n))
+    if steps is None:
+        raise MissingPrerequisite(f"notebook 09 has not chosen the budget of {arm} at n = {n} (the profile's "
+                                  f"sampler_steps)", f"make studies PROFILE={profile.name} STAGES=sampler_budget")
+    return steps
+
+
+def incumbent(profile: Profile, arm: str, n: int) -> dict:
+    """The arm's setting before this tuning: its second-protocol values at n, on the holdout set at its own budget."""
+    approach, kind, regime = ARMS[arm]
+    s = setting(profile, approach, kind, regime, n_train=n) | HOLDOUT | {"steps": budget(profile, arm, n)}
+    return s | ({"sampler_version": 2} if approach.startswith("bayes") else {})
+
+
+def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, desc: str) -> tuple[pd.DataFrame, dict]:
+    """Run one coordinate of the rule from ``base`` (its incumbent value ``base[name]``); all its rows and ``base``
+    with the choice."""
+    start = base[name]
+    if isinstance(grid, tuple):
+        values, spacing = sorted(set(grid) | {start}), None
+    else:
+        values, spacing = [start / grid, start, start * grid], grid
+    added = {"low": 0, "high": 0}
+    while True:
+        rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values
+                                                  for s in profile.seeds[:SEEDS]], desc=desc)
+        if is_planning() and "planned" in rows and rows.planned.eq(True).any():
+            return rows, base
+        failed = set(rows.loc[rows.status != "ok", name])          # a value where a seed failed (diverged) is out
+        scores = rows[(rows.status == "ok") & ~rows[name].isin(failed)].groupby(name).accuracy.mean()
+        chosen = choose(scores, start)
+        side = "high" if chosen == values[-1] else "low" if chosen == values[0] else None
+        if spacing is None or side is None or added[side] == MAX_EXTENSIONS:
+            return rows, base | {name: chosen}
+        values = values + [values[-1] * spacing] if side == "high" else [values[0] / spacing] + values
+        added[side] += 1
+
+
+@functools.lru_cache(maxsize=None)
+def _retune(profile: Profile, arm: str, n: int) -> tuple[dict, pd.DataFrame]:
+    base, frames = incumbent(profile, arm, n), []
+    for name, grid in COORDINATES[arm]:
+        rows, base = coordinate(profile, base, name, grid, f"retune {arm} (n = {n}): {name}")
+        frames.append(rows.assign(arm=arm, coordinate=name))
+    return base, pd.concat(frames, ignore_index=True)
+
+
+def retuned(profile: Profile, arm: str, n: int) -> dict:
+    """The arm's setting at n after the rule (its holdout setting at its own budget); runs what is not recorded."""
+    return dict(_retune(profile, arm, n)[0])
+
+
+def retune_runs(profile: Profile, arm: str, n: int) -> pd.DataFrame:
+    """Every holdout run behind the arm's choice at n, each with the ``coordinate`` it tried."""
+    return _retune(profile, arm, n)[1].copy()
+
+
+def retune_all(profile: Profile) -> pd.DataFrame:
+    """Every arm at every size of ``sampler_budget_sizes``, the optimisers first: one row per arm and size, its chosen
+    values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget notebook 09 has not chosen."""
+    rows = []
+    pairs = [(arm, n) for n in profile.sampler_budget_sizes for arm in ARMS]
+    for arm, n in sorted(pairs, key=lambda pair: pair[0].startswith("bayes")):   # the optimisers' budgets are known
+        try:
+            rows.append({"arm": arm, "n_train": n, **retuned(profile, arm, n)})
+        except MissingPrerequisite:
+            if not is_planning():
+                raise
+    return pd.DataFrame(rows)
+
+
+def clear_cache() -> None:
+    """Forget every choice of this process (after a dry run, whose choices rest on placeholder rows)."""
+    _retune.cache_clear()

@@ -1,0 +1,95 @@
+"""Rule 5 of notebook 09's third amendment (every arm's own tuning on the holdout set), on simulated grids whose best
+values are known."""
+import math
+
+import pandas as pd
+import pytest
+
+from repro.experiments import retune
+from repro.profiles import get_profile
+from repro.runner import MissingPrerequisite
+
+P = get_profile("cpu", sampler_steps=(("bayes_learned (cold)", 1000, 1600), ("bayes_nonlearned (T1)", 100, 3200)))
+INCUMBENT = dict(lr=0.03, scale=1e5, head_var=1.0, alpha=1.0, weight_decay=5e-4, temperature=0.01, cycles=6)
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    monkeypatch.setattr(retune, "setting", lambda profile, approach, kind, regime, n_train: {
+        "approach": approach, "prior_kind": kind, "n_train": n_train,
+        **{k: v for k, v in INCUMBENT.items() if k != "temperature" or regime == "cold"}})
+    retune.clear_cache()
+    yield
+    retune.clear_cache()
+
+
+class FakeGrid:
+    """Stands in for run_settings: accuracy is a known function of the setting (plus a per-seed offset that the
+    mean over seeds cancels); records every setting asked for; ``fail`` names settings whose runs fail."""
+
+    def __init__(self, accuracy, fail=lambda s: False):
+        self.accuracy, self.fail, self.asked = accuracy, fail, []
+
+    def __call__(self, profile, task, settings, desc=None):
+        self.asked += settings
+        return pd.DataFrame([s | {"accuracy": self.accuracy(s) + (0.003 if s["seed"] else -0.003),
+                                  "status": "failed: DivergenceError" if self.fail(s) else "ok"} for s in settings])
+
+
+def peak(**best):
+    """Accuracy 0.6 at ``best``, falling 2 points per grid step (decade for widths, factor 3 for lr) away from it."""
+    def accuracy(s):
+        loss = 0.0
+        for name, b in best.items():
+            if name == "temperature":
+                loss += 0.02 * abs(retune.COLD_TEMPERATURES.index(s[name]) - retune.COLD_TEMPERATURES.index(b))
+            elif name == "cycles":
+                loss += 0.02 * abs(math.log2(s[name] / b))
+            else:
+                loss += 0.02 * abs(math.log(s[name] / b)) / math.log(3 if name == "lr" else 10)
+        return 0.6 - loss
+    return accuracy
+
+
+def test_choose_keeps_the_incumbent_within_the_resolution_and_else_the_nearest_tie():
+    scores = pd.Series({0.01: 0.50, 0.03: 0.545, 0.1: 0.55})
+    assert retune.choose(scores, 0.03) == 0.03                           # 0.5 point behind the best: a tie
+    assert retune.choose(scores, 0.01) == 0.03                           # out of the ties: the nearest tie
+    assert retune.choose(pd.Series({0.0: 0.6, 1e-3: 0.5, 1e-2: 0.5, 1e-1: 0.6}), 1e-2) == 1e-1   # nearer than 0
+    assert retune.choose(pd.Series({1.0: 0.6, 10.0: 0.5, 100.0: 0.605}), 10.0) == 100.0     # equally near: the better
+    assert retune.choose(scores, 0.02) == 0.03                           # an incumbent between grid values
+
+
+def test_every_coordinate_finds_a_known_optimum_extending_past_an_edge(monkeypatch):
+    fake = FakeGrid(peak(lr=0.3, scale=1e9, head_var=0.1, temperature=1e-4, cycles=12))
+    monkeypatch.setattr(retune, "run_settings", fake)
+    chosen = retune.retuned(P, "bayes_learned (cold)", 1000)
+    assert {k: chosen[k] for k in ("lr", "scale", "head_var", "temperature", "cycles")} == pytest.approx(
+        dict(lr=0.27, scale=1e9, head_var=0.1, temperature=1e-4, cycles=12))      # 0.03 x 3 x 3: the lr grid's point
+    assert chosen["steps"] == 1600 and chosen["split"] == "holdout" and chosen["sampler_version"] == 2
+    assert {s["seed"] for s in fake.asked} == {0, 1} and {s["precision"] for s in fake.asked} == {"bf16"}
+    rows = retune.retune_runs(P, "bayes_learned (cold)", 1000)
+    assert list(dict.fromkeys(rows.coordinate)) == ["lr", "scale", "head_var", "temperature", "cycles"]
+
+
+def test_a_flat_coordinate_keeps_the_incumbent_and_is_not_extended(monkeypatch):
+    fake = FakeGrid(lambda s: 0.5 + 0.004 * math.log10(s["lr"] / 0.03))   # < 1 point over the grid: all ties
+    monkeypatch.setattr(retune, "run_settings", fake)
+    assert retune.retuned(P, "sgd_transfer", 300)["lr"] == 0.03
+    assert sorted({s["lr"] for s in fake.asked}) == pytest.approx([0.01, 0.03, 0.09])
+    assert fake.asked[0]["steps"] == P.steps_for(300) and "sampler_version" not in fake.asked[0]
+
+
+def test_a_value_whose_run_failed_on_one_seed_is_out(monkeypatch):
+    fake = FakeGrid(peak(lr=0.09, alpha=1.0), fail=lambda s: s["lr"] > 0.05 and s["seed"] == 1)   # the best diverges
+    monkeypatch.setattr(retune, "run_settings", fake)
+    assert retune.retuned(P, "map_nonlearned", 100)["lr"] == 0.03
+
+
+def test_a_sampler_waits_for_the_budget_notebook_09_chose(monkeypatch):
+    monkeypatch.setattr(retune, "run_settings", FakeGrid(peak(lr=0.03)))
+    with pytest.raises(MissingPrerequisite, match="budget of bayes_learned \\(T1\\) at n = 300"):
+        retune.retuned(P, "bayes_learned (T1)", 300)
+    with pytest.raises(ValueError, match="unknown arm 'bayes'"):
+        retune.budget(P, "bayes", 300)
+    assert retune.budget(P, "bayes_nonlearned (T1)", 100) == 3200
