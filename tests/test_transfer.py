@@ -183,3 +183,21 @@ def test_evaluation_matches_a_plain_reference_evaluation(monkeypatch):
     assert abs(out["accuracy"] - reference["accuracy"]) <= 1 / len(ey)                # a near-tie may flip one image
     assert torch.allclose(out["predictions"]["probs"].float(), probs, atol=1e-3)      # stored in float16
     assert math.isclose(out["displacement"], moved, rel_tol=1e-12) and math.isclose(out["low_rank_displacement"], along, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augmentation_is_a_run_parameter_and_off_trains_on_the_stored_images(monkeypatch, augment):
+    seen = {}
+
+    def stop(model, prior, a, p, x, y, transform, *args, **kw):
+        seen["transform"] = transform
+        raise InterruptedError
+
+    monkeypatch.setattr(transfer, "fit_or_sample", stop)
+    p = params(augment=augment)
+    with pytest.raises(InterruptedError):
+        transfer.run_transfer(P, p)
+    assert (seen["transform"] is not None) == augment
+    assert ("augment" in p.keyed()) == (not augment)               # on: the runs recorded before the switch
+    with pytest.raises(ValueError, match="augment=False are measured on transfer runs only"):
+        RunSpec.default(P, "segmentation", "sgd_transfer", augment=False)

@@ -28,6 +28,14 @@ from .grid import grid_csv
 from .spec import RunSpec
 
 
+# The fields of RunSpec on the day of the migration (2026-12-05): every row holds each of them that applies to it. A
+# field added since is a column from its first run on, empty (its default, RunSpec.from_record) in earlier rows.
+MIGRATED = ("approach", "prior_kind", "rank", "scale", "head_var", "alpha", "weight_decay", "dataset", "n_train", "seed",
+            "split", "sampler", "temperature", "lr", "momentum", "steps", "batch_size", "cycles", "burnin_cycles",
+            "bma_samples", "explore_fraction", "member", "bn_refresh", "likelihood", "precision", "prior_protocol",
+            "sampler_version", "evaluation_version", "key_version", "protocol")
+
+
 def spec_of_row(task: str, row: dict[str, str]) -> RunSpec:
     """The spec of a recorded row, migrated or not: an unmigrated row's protocol is 1 where it has no
     ``burnin_cycles`` (the first protocol's runs had none), else 2."""

@@ -84,6 +84,7 @@ class RunSpec:
     bn_refresh: bool = field(metadata={"since": 2})         # BatchNorm re-estimated per sample (first protocol: no)
     likelihood: str = _added("image")                       # segmentation: what N counts (approaches.LIKELIHOODS)
     precision: str = _added("fp32")                         # training precision (repro.compute)
+    augment: bool = _added(True)      # crop and flip the training images (False: the likelihood of the n stored images)
     prior_protocol: str | None = _added(None)               # the source prior's protocol hash (None: none, or unhashed)
     sampler_version: int = _added(1)
     evaluation_version: int = _added(1)
@@ -127,8 +128,9 @@ class RunSpec:
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(map(str, valid))}, got {getattr(self, name)}")
         splits = SPLITS if task.datasets else SPLITS[:2]     # segmentation has its own val and test splits
-        if self.bn_refresh and not task.datasets:
-            raise ValueError("bn_refresh (BatchNorm re-estimated per sample) is measured on transfer runs only")
+        if (self.bn_refresh or not self.augment) and not task.datasets:
+            raise ValueError("bn_refresh (BatchNorm re-estimated per sample) and augment=False are measured on transfer "
+                             "runs only")
         if self.split not in splits:
             raise ValueError(f"a {self.task} run's split must be one of {', '.join(splits)}, got {self.split!r}")
         if not 0 <= self.burnin_cycles < self.cycles:

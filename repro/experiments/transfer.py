@@ -215,7 +215,9 @@ def run_transfer(profile: Profile, p: RunSpec) -> dict:
     seed_everything(p.seed * 1000 + p.member)
     x, y, ex, ey = downstream_data(profile, p.dataset, p.n_train, p.seed, p.split, profile.val_fraction)
     model, prior = build_model_and_prior(profile, p, int(data.DATASETS[p.dataset].num_classes), a)
-    transform = data.train_transform(p.dataset if p.dataset != "fashion-mnist" else "cifar10", profile.image_size)
+    # without augmentation the likelihood is that of the n stored images (notebook 05's T = 1 ablation)
+    transform = data.train_transform(p.dataset if p.dataset != "fashion-mnist" else "cifar10",
+                                     profile.image_size) if p.augment else None
     states, cycles, train_time, learned = fit_or_sample(model, prior, a, p, x, y, transform, nn.functional.cross_entropy,
                                                         compile=profile.compile)
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
