@@ -10,7 +10,7 @@ from repro.profiles import get_profile
 from repro.runner import MissingPrerequisite
 
 P = get_profile("cpu", sampler_steps=(("bayes_learned (cold)", 1000, 1600), ("bayes_nonlearned (T1)", 100, 3200)))
-INCUMBENT = dict(lr=0.03, scale=1e5, head_var=1.0, alpha=1.0, weight_decay=5e-4, temperature=0.01, cycles=6)
+INCUMBENT = dict(lr=0.03, scale=1e5, head_var=1.0, alpha=1.0, weight_decay=5e-4, temperature=0.01)   # cycles: default
 
 
 @pytest.fixture(autouse=True)

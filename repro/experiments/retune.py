@@ -22,6 +22,7 @@ import pandas as pd
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
 from .grid import is_planning, run_settings
+from .spec import RunSpec
 from .tuning import setting
 
 RESOLUTION = 0.01          # candidates closer than this in mean holdout accuracy are ties
@@ -86,6 +87,8 @@ def incumbent(profile: Profile, arm: str, n: int) -> dict:
     """The arm's setting before this tuning: its second-protocol values at n, on the holdout set at its own budget."""
     approach, kind, regime = ARMS[arm]
     s = setting(profile, approach, kind, regime, n_train=n) | HOLDOUT | {"steps": budget(profile, arm, n)}
+    default = RunSpec.default(profile, "transfer", approach)          # a coordinate never tuned before: its default
+    s = {name: getattr(default, name) for name, _ in COORDINATES[arm]} | s
     return s | ({"sampler_version": 2} if approach.startswith("bayes") else {})
 
 

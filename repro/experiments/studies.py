@@ -30,6 +30,7 @@ from .grid import run_settings
 from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters, wait_all
 from .pretrain import require_priors
 from .learned_scale import learned_scale_study
+from .own_budget import own_budget_runs
 from .retune import retune_all
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
                      tuned, tuned_segmentation, tuning_point)
@@ -206,13 +207,13 @@ def segmentation_sweeps(profile: Profile) -> pd.DataFrame:
 
 
 # In the order a worker runs them by default: notebook 09's learning curves first (they choose the budgets the others
-# run at, once profiles.py holds them), its sampler budgets and every arm's retuning on the holdout set (its third
-# amendment), then all of notebook 05's grids (the headline: the five-way comparison, C4-C8,
+# run at, once profiles.py holds them), its sampler budgets, every arm's retuning on the holdout set (its third
+# amendment) and the third protocol's test runs at them, then all of notebook 05's grids (the headline: the five-way comparison, C4-C8,
 # the ensembles of C10 built on its runs, Fashion-MNIST), so that every session of a grid that spans several ends with
 # the claims most read; notebook 08's grid, the costliest per claim, last.
 STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "sampler_budget": sampler_curves,
-    "retune": retune_all,
+    "retune": retune_all, "own_budget": own_budget_runs,
     "five_way": five_way, "C10": deep_ensemble,
     "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
     "temperature": temperature_ablation, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),

@@ -1,0 +1,65 @@
+"""The third protocol's test-split runs: the budget check at the chosen values, and what each study runs, on a fake
+grid whose learning curve is known."""
+import pandas as pd
+import pytest
+
+from repro.experiments import own_budget
+from repro.profiles import get_profile
+
+P = get_profile("cpu")
+CHOSEN = {"sgd_transfer": dict(steps=400, lr=0.03), "bayes_learned (T1)": dict(steps=1600, cycles=6, temperature=1.0),
+          "bayes_learned (cold)": dict(steps=800, cycles=3, temperature=0.01)}
+
+
+class FakeGrid:
+    """Accuracy rises with the steps as ``curve`` says; records every setting asked for."""
+
+    def __init__(self, curve):
+        self.curve, self.asked = curve, []
+
+    def __call__(self, profile, task, settings, desc=None):
+        self.asked += settings
+        return pd.DataFrame([s | {"accuracy": self.curve(s["steps"]), "status": "ok"} for s in settings])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setattr(own_budget, "retuned", lambda profile, arm, n: {
+        "approach": arm.split(" ")[0], "n_train": n, "split": "holdout", **CHOSEN.get(arm, dict(steps=400))})
+    grid = FakeGrid(lambda steps: {400: 0.50, 800: 0.53, 1600: 0.56, 3200: 0.575, 6400: 0.58}[steps])
+    monkeypatch.setattr(own_budget, "run_settings", grid)
+    return grid
+
+
+def test_the_budget_doubles_at_the_chosen_values_while_a_doubling_gains_a_point(fake):
+    # gains: 400 -> 800 +3, 800 -> 1600 +3, 1600 -> 3200 +1.5, 3200 -> 6400 +0.5 points
+    assert own_budget.checked_budget(P, "sgd_transfer", 1000) == 3200
+    assert own_budget.checked_budget(P, "bayes_learned (T1)", 1000) == 3200
+    assert {s["split"] for s in fake.asked} == {"holdout"} and {s["seed"] for s in fake.asked} == {0, 1}
+    assert own_budget.checked_budget(get_profile("cpu", sampler_budget_max_steps=1600), "sgd_transfer", 1000) == 1600
+
+
+def test_own_settings_run_on_the_test_split_at_the_checked_budget(fake):
+    s = own_budget.own_setting(P, "bayes_learned (cold)", 300, seed=2)
+    assert (s["split"], s["steps"], s["seed"], s["temperature"]) == ("test", 3200, 2, 0.01)
+    assert own_budget.seeds_of(P, "bayes_learned (T1)") == P.t1_seeds and own_budget.seeds_of(P, "map_learned") == P.seeds
+
+
+def test_the_equal_compute_ensemble_has_one_member_per_kept_cycle_sharing_the_samplers_steps(fake):
+    fake.asked.clear()
+    own_budget.ensemble_own(P, "cold")                 # the cold sampler: 3 cycles (2 kept) at 3 200 steps
+    members = [s for s in fake.asked if s["split"] == "test"]
+    assert {s["member"] for s in members} == {0, 1} and {s["steps"] for s in members} == {1600}
+    assert {s["seed"] for s in members} == set(P.seeds) and {s["approach"] for s in members} == {"sgd_transfer"}
+    fake.asked.clear()
+    own_budget.ensemble_own(P)                         # the paper's: bma_samples members at SGD transfer's budget
+    members = [s for s in fake.asked if s["split"] == "test"]
+    assert {s["member"] for s in members} == set(range(P.bma_samples)) and {s["steps"] for s in members} == {3200}
+
+
+def test_the_ablation_turns_augmentation_off_for_the_sampler_arms_only(fake):
+    rows = own_budget.t1_ablation(P)
+    off = rows[~rows.augment]
+    assert set(off.arm) == set(own_budget.ABLATION_ARMS) and set(rows[rows.augment].arm) == {
+        "map_learned", *own_budget.ABLATION_ARMS}
+    assert set(rows.n_train) == {P.study_n} and set(rows.seed) == set(P.seeds)
