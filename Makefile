@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 CLAIMS ?=
+NOTEBOOKS ?=
 STAGES ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
@@ -25,9 +26,10 @@ setup: $(VENV)/.installed
 data: setup
 	$(PY) -m repro.data download all
 
-## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped).
+## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped); CLAIMS=C3,C4
+## runs only those claims' notebooks, NOTEBOOKS=09 only those notebooks.
 reproduce: setup
-	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS))
+	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS)) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
 
 ## The downstream grids of notebooks 03-10 with one single-threaded background worker per core (WORKERS= and
 ## THREADS= override; resumable; logs appended to results/$(PROFILE)/studies_<i>.log); STAGES=budget,C2 runs only

@@ -48,6 +48,9 @@ class Profile:
                                     # rule; see Profile.steps_for)
     budget_grid: tuple[int, ...]    # notebook 09: the doubling grid of total steps its learning curves start with
     budget_sizes: tuple[int, ...]   # notebook 09: the training-set sizes it chooses budgets at
+    budget_rule: bool               # notebook 09's rule sets the step budgets (downstream_steps, segmentation_steps,
+                                    # cycles, bn_refresh, sampler_steps) and the grids wait for it; False (smoke): the
+                                    # budgets here stand, and notebook 09 only shows what its rule would choose
     budget_max_steps: int           # notebook 09: the grid doubles while the rule is unmet, up to this many steps;
                                     # a curve still unmet there takes it as its budget, marked not converged
     sampler_budget_sizes: tuple[int, ...]  # notebook 09's third amendment: the sizes each sampler arm's own budget
@@ -100,7 +103,7 @@ PROFILES: dict[str, Profile] = {
             source_dataset="tinyimagenet32", source_train_n=600, source_val_n=200,
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
-            scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_max_steps=32,
+            scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_rule=False, budget_max_steps=32,
             sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), elbo_sizes=(100,),
             downstream_batch_size=32, compile=False, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, bn_refresh=False, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
@@ -115,7 +118,7 @@ PROFILES: dict[str, Profile] = {
             downstream_test_n=2000, train_sizes=(100, 300, 1000), fashion_sizes=(100, 1000), seeds=(0, 1, 2), t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 400)), budget_grid=(200, 400, 800),
-            budget_sizes=(100, 1000), budget_max_steps=800, sampler_budget_sizes=(100, 300, 1000),
+            budget_sizes=(100, 1000), budget_rule=True, budget_max_steps=800, sampler_budget_sizes=(100, 300, 1000),
             sampler_budget_max_steps=6400, sampler_steps=(), elbo_sizes=(100, 1000), downstream_batch_size=64,
             compile=False, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=True, temperatures=(1.0, 0.1, 0.01, 0.0),
@@ -133,7 +136,7 @@ PROFILES: dict[str, Profile] = {
             t1_seeds=(0, 1, 2, 3, 4),
             ranks=(0, 1, 2, 5, 10, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
             tuning_scales=(1e1, 1e3, 1e5, 1e7, 1e9),
-            downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000),
+            downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000), budget_rule=True,
             budget_max_steps=40000, sampler_budget_sizes=(1000, 10000),
             sampler_budget_max_steps=80000, sampler_steps=(), elbo_sizes=(100, 1000, 10000),
             downstream_batch_size=16, compile=False, study_n=1000,

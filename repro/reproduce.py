@@ -61,9 +61,17 @@ def parse_claims(text: str | None) -> list[str] | None:
     return claims or None
 
 
-def notebooks_for(claims: list[str] | None) -> list[str]:
-    """Notebooks to run for ``claims`` (all present notebooks when None), without repeats, in order."""
+def notebooks_for(claims: list[str] | None, numbers: list[str] | None = None) -> list[str]:
+    """Notebooks to run for ``claims`` and the notebooks ``numbers`` ("09"; all present notebooks when both are
+    None), without repeats, in order."""
     present = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if numbers:
+        by_number = {p[:2]: p for p in present}
+        wanted = [f"{int(n):02d}" if n.isdigit() else n for n in numbers]
+        unknown = [n for n, w in zip(numbers, wanted) if w not in by_number]
+        if unknown:
+            raise ValueError(f"unknown notebook(s) {unknown}; valid: {', '.join(by_number)}")
+        return sorted({by_number[w] for w in wanted} | set(notebooks_for(claims) if claims else ()))
     if not claims:
         return present
     unknown = [c for c in claims if c not in CLAIMS]
@@ -77,10 +85,12 @@ def notebooks_for(claims: list[str] | None) -> list[str]:
 
 
 def priors_missing(profile: Profile) -> list[Path]:
-    """Notebook 01's outputs that are not on disk: priors of every kind the profile fits, and its tables."""
+    """Notebook 01's outputs that are not on disk, or (a prior) do not load: priors of every kind the profile fits,
+    and its tables."""
     from .experiments.source_quality import outputs   # lazy: torch is needed only once a batch runs
+    from .method.prior_files import unusable
 
-    return [p for p in outputs(profile) if not p.exists()]
+    return [p for p in outputs(profile) if not p.exists() or (p.name.endswith("_prior.pt") and unusable(p))]
 
 
 def kernel_name() -> str:
@@ -124,12 +134,13 @@ def _execute(profile: Profile, name: str, scratch: Path, kernel: str) -> Excepti
     return None
 
 
-def run(profile: Profile, claims: list[str] | None = None) -> int:
-    """Execute the notebooks of ``claims`` (every notebook when None) on ``profile``; 0 when all succeeded."""
+def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None) -> int:
+    """Execute the notebooks of ``claims`` and ``numbers`` (every notebook when both are None) on ``profile``; 0 when
+    all succeeded."""
     out_dir, scratch_dir = results_dir(profile) / "notebooks", results_dir(profile) / "tmp" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir.mkdir(parents=True, exist_ok=True)
-    names = notebooks_for(claims)
+    names = notebooks_for(claims, numbers)
     if claims and PRIORS_NOTEBOOK in names and not priors_missing(profile):
         names.remove(PRIORS_NOTEBOOK)
         print(f"{PRIORS_NOTEBOOK}: skipped, its priors and tables exist (run without --claims to re-execute it)")
@@ -155,13 +166,14 @@ def run(profile: Profile, claims: list[str] | None = None) -> int:
     return 0
 
 
-def dry_run(profile: Profile, claims: list[str] | None = None) -> int:
-    """Print what the notebooks of ``claims`` would run and cost (:mod:`repro.experiments.costs`); train nothing."""
+def dry_run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None) -> int:
+    """Print what the notebooks of ``claims`` and ``numbers`` would run and cost (:mod:`repro.experiments.costs`);
+    train nothing."""
     import pandas as pd
 
     from .experiments import costs        # lazy: --help needs no torch
 
-    names = notebooks_for(claims)
+    names = notebooks_for(claims, numbers)
     recorded = last_wall_s(results_dir(profile) / "notebooks" / "timings.csv", profile)
     table = costs.cost_table(profile, names)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
@@ -186,18 +198,23 @@ def main(argv=None) -> int:
     parser.add_argument("--claims", default=None, metavar="IDS",
                         help="comma-separated claim ids, e.g. C1,C3 (any case): only their notebooks, and notebook 01 "
                              "only when its outputs are missing (default: every notebook)")
+    parser.add_argument("--notebooks", default=None, metavar="NUMBERS",
+                        help="comma-separated notebook numbers, e.g. 09 or 5,9: these notebooks (with --claims: and "
+                             "the claims' notebooks)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train nothing: list per notebook and grid the runs still to do and their estimated "
                              "CPU- or GPU-hours (from the recorded timings, or a stated per-step assumption)")
     args = parser.parse_args(argv)
 
+    numbers = [n.strip() for n in (args.notebooks or "").split(",") if n.strip()] or None
+
     def body() -> int:
         profile = get_profile(args.profile)
         if args.dry_run:
-            return dry_run(profile, parse_claims(args.claims))
+            return dry_run(profile, parse_claims(args.claims), numbers)
         from .data import checksums, data_dir      # lazy: --help needs no torch
         checksums.require_present(data_dir())      # a fresh clone stops here, in one line, saying how to fetch it
-        return run(profile, parse_claims(args.claims))
+        return run(profile, parse_claims(args.claims), numbers)
     return run_main(body, errors=(ValueError, FileNotFoundError))
 
 

@@ -115,10 +115,11 @@ def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch)
     from repro.runner import MissingPrerequisite
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    P = get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200)
+    budget.require_budgets(get_profile("smoke"))         # smoke's budgets stand: notebook 09's rule does not set them
+    P = get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200, budget_rule=True)
     with pytest.raises(MissingPrerequisite, match="notebook 09 has not chosen the budgets yet") as e:
         budget.require_budgets(P)
-    assert e.value.command == "make studies PROFILE=smoke STAGES=budget"
+    assert e.value.command == "python -m repro.reproduce --profile smoke --notebooks 09"     # what builds its tables
     folder = tmp_path / "smoke" / "training_budget"
     folder.mkdir(parents=True)
     pd.DataFrame({"budget": [200]}).to_csv(folder / "segmentation_budget.csv", index=False)
@@ -128,14 +129,14 @@ def test_the_grids_wait_for_the_budgets_notebook_09_chose(tmp_path, monkeypatch)
     assert "no bn_refresh_decision.csv" in budget.mismatches(P)[0]
     pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
     assert budget.mismatches(get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200,
-                                         cycles=5)) == ["notebook 09's sampler runs had 3 cycles, the profile gives 5"]
+                                         cycles=5, budget_rule=True)) == ["notebook 09's sampler runs had 3 cycles, the profile gives 5"]
     pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
     budget.require_budgets(P)                                          # the profile holds the chosen budgets
     pd.DataFrame({"adopt": [True]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
     assert budget.mismatches(P) == ["rule 5 adopted BatchNorm statistics re-estimated per sample, the profile's "
                                     "bn_refresh is False"]
     budget.require_budgets(get_profile("smoke", downstream_steps=((100, 400), (300, 800)), segmentation_steps=200,
-                                       bn_refresh=True))
+                                       bn_refresh=True, budget_rule=True))
     pd.DataFrame([cycles | {"worst_later_cycle": 0.55, "trained_every_cycle": False}]).to_csv(
         folder / "cycle_check.csv", index=False)
     pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)

@@ -412,3 +412,33 @@ def test_a_prior_fitted_under_another_protocol_is_refused_not_overwritten(result
     with pytest.raises(ValueError, match=f"version: stored none, now {pretrain.PROTOCOL_VERSION}"):
         pretrain.prepare(SMOKE, "supervised")
     assert out.prior.stat().st_mtime_ns != before and load_prior(out.prior).dim > 0   # still there, untouched by prepare
+
+
+def test_an_unreadable_prior_is_reported_with_the_command_that_fits_it_again(smoke_priors_dir, tmp_path, monkeypatch):
+    """A truncated prior file: the workers' check loads it and names the command; that command's notebook 01 counts
+    it as missing, and its fit sets the file aside (kept as <name>.unreadable) before fitting the prior again."""
+    import shutil
+    from repro import reproduce
+    from repro.experiments import source_quality
+    from repro.runner import MissingPrerequisite
+
+    shutil.copytree(smoke_priors_dir, tmp_path / "results")
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    P = get_profile("smoke")
+    pretrain.require_priors(P)                                      # every prior loads
+    path = pretrain.artifacts(P, "ssl").prior
+    path.write_bytes(path.read_bytes()[:1000])                       # truncated
+    with pytest.raises(MissingPrerequisite, match="not a readable prior file") as e:
+        pretrain.require_priors(P)
+    assert e.value.command == "python -m repro.reproduce --profile smoke --claims C1"
+    assert path in reproduce.priors_missing(P)                       # so --claims C1 runs notebook 01 again
+
+    class Refit(Exception):
+        pass
+
+    def refit(*args, **kwargs):
+        raise Refit
+    monkeypatch.setattr(pretrain, "prepare", refit)
+    with pytest.warns(UserWarning, match="set aside as ssl_prior.pt.unreadable"), pytest.raises(Refit):
+        source_quality.fit_stationary(P, "ssl")
+    assert not path.exists() and path.with_name("ssl_prior.pt.unreadable").stat().st_size == 1000

@@ -349,11 +349,16 @@ def convergence_note(profile: Profile, claim: str) -> str:
     return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""
 
 
+def notebook_09_command(profile: Profile) -> str:
+    """What builds notebook 09's tables on ``profile`` (its choices then go into ``repro/profiles.py``)."""
+    return f"python -m repro.reproduce --profile {profile.name} --notebooks 09"
+
+
 def require_budgets(profile: Profile) -> None:
-    """Raise :class:`MissingPrerequisite` unless the profile trains at notebook 09's budgets."""
-    problems = mismatches(profile)
+    """Raise :class:`MissingPrerequisite` unless the profile trains at notebook 09's budgets (where its rule sets them:
+    ``Profile.budget_rule``)."""
+    problems = mismatches(profile) if profile.budget_rule else []
     if problems:
-        raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (set downstream_steps, "
-                                  "segmentation_steps, cycles and bn_refresh in repro/profiles.py to notebook 09's "
-                                  "tables)",
-                                  f"make studies PROFILE={profile.name} STAGES=budget")
+        raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (once notebook 09 has "
+                                  "chosen them, set downstream_steps, segmentation_steps, cycles and bn_refresh in "
+                                  "repro/profiles.py to its tables)", notebook_09_command(profile))

@@ -4,8 +4,7 @@ Two kinds, as in the paper: ``supervised`` (cross-entropy) and ``ssl`` (SimCLR /
 *same* loss, over the whole model; the prior is its marginal over the backbone. Every stage resumes from its
 checkpoint and is skipped when its artifact exists (a missing one raises :func:`missing`'s error, naming notebook 01).
 
-Two sources, one pipeline (:func:`prepare`); only the model, the batches and the pre-training stage differ
-(:func:`_tiny_source`, :func:`_imagenet_source`):
+Two sources, one pipeline (:func:`prepare`; the model, batches and pre-training differ: :func:`_tiny_source`, ...):
 
 * ``smoke`` / ``cpu``: Tiny-ImageNet-32, the backbone pre-trained here from scratch;
 * ``paper``: ImageNet at 224 px and released weights, no pre-training (as the paper): torchvision's ResNet-50/101
@@ -16,12 +15,11 @@ Three kinds of prior on the cpu/smoke profiles: ``supervised``, ``ssl``, and ``s
 supervised backbone at the pre-training epoch whose CIFAR-10 linear probe is closest to the final SSL backbone's
 (:mod:`.source_quality` picks the epoch; the per-epoch states are saved during pre-training), with its own SWAG.
 
-SWAG protocol (version 3; notebook 01 says why each version changed): a burn-in of ``profile.swag_burnin_epochs``
-at the constant SWAG lr, then ``profile.swag_epochs`` of collection. Each prior file stores its protocol and hash
-(:func:`protocol_hash`); downstream runs are keyed on it. Artifacts in ``results/<profile>/priors/``:
-``{kind}_pretrained.pt``, ``{kind}_swa.pt`` (the SWAG mean, BatchNorm statistics recomputed on augmented training
-images, :func:`bn_images`, as SWA's ``bn_update``), ``{kind}_prior.pt`` (mean, diagonal, float16 deviations), and
-``epochs/{kind}/epoch_NNN.pt``, the state after every pre-training epoch (the probes by epoch and C5's prior use them).
+SWAG protocol (version 3, notebook 01 says why): ``profile.swag_burnin_epochs`` at the constant SWAG lr, then
+``profile.swag_epochs`` of collection; each prior stores its protocol hash, which downstream runs are keyed on.
+In ``results/<profile>/priors/``: ``{kind}_pretrained.pt``, ``{kind}_swa.pt`` (the SWAG mean, BatchNorm statistics
+recomputed on augmented training images as SWA's ``bn_update``), ``{kind}_prior.pt`` (mean, diagonal, float16
+deviations), ``epochs/{kind}/epoch_NNN.pt`` (the state after every pre-training epoch: the probes by epoch, C5).
 """
 from __future__ import annotations
 
@@ -39,7 +37,7 @@ from torch import Tensor, nn
 from .. import data
 from ..data import imagenet
 from ..files import atomic_torch_save
-from ..method.prior_files import load_prior, prior_meta
+from ..method.prior_files import load_prior, prior_meta, unusable
 from ..method.priors import parameter_layout
 from ..models import Classifier, build_backbone, pretrained
 from ..profiles import Profile, results_dir
@@ -116,17 +114,19 @@ def prior_protocol(profile: Profile, kind: str) -> str:
     return _stored_protocol(path, stat.st_ino, stat.st_mtime_ns)
 
 
-def missing(path: Path, profile: Profile) -> MissingPrerequisite:
-    """The error for an artifact of notebook 01 that is not there, naming the command that builds it."""
-    return MissingPrerequisite(f"{path} does not exist (run notebook 01)",
+def missing(path: Path, profile: Profile, reason: str | None = None) -> MissingPrerequisite:
+    """The error for an artifact of notebook 01 that is not there (or, with ``reason``, not usable), naming the command
+    that builds it again (notebook 01 sets an unusable prior aside and fits it again)."""
+    return MissingPrerequisite(reason or f"{path} does not exist (run notebook 01)",
                                f"python -m repro.reproduce --profile {profile.name} --claims C1")
 
 
 def require_priors(profile: Profile) -> None:
-    """Raise :class:`MissingPrerequisite` unless the prior of every kind the profile fits is on disk."""
+    """Raise :class:`MissingPrerequisite` unless the prior of every kind the profile fits is on disk and loads."""
     for kind in source_kinds(profile):
-        if not (path := artifacts(profile, kind).prior).exists():
-            raise missing(path, profile)
+        path = artifacts(profile, kind).prior
+        if not path.exists() or (reason := unusable(path)):
+            raise missing(path, profile, None if not path.exists() else reason)
 
 
 def check_protocol(profile: Profile, kind: str, expected: str) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
+from .budget import notebook_09_command
 from .grid import is_planning, run_settings
 from .spec import RunSpec
 from .tuning import setting
@@ -74,12 +75,13 @@ def budget(profile: Profile, arm: str, n: int) -> int:
     """The arm's own budget at n: notebook 09's rule 1 for SGD transfer and MAP, its own curve's for a sampler."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    if not arm.startswith("bayes"):
+    if not arm.startswith("bayes") or not profile.budget_rule:     # smoke: the profile's budgets stand
         return profile.steps_for(n)
     steps = dict(((a, size), s) for a, size, s in profile.sampler_steps).get((arm, n))
     if steps is None:
-        raise MissingPrerequisite(f"notebook 09 has not chosen the budget of {arm} at n = {n} (the profile's "
-                                  f"sampler_steps)", f"make studies PROFILE={profile.name} STAGES=sampler_budget")
+        raise MissingPrerequisite(f"notebook 09 has not chosen the budget of {arm} at n = {n} (once it has, copy its "
+                                  f"sampler_budgets table into sampler_steps in repro/profiles.py)",
+                                  notebook_09_command(profile))
     return steps
 
 

@@ -13,6 +13,7 @@ priors trains no probe and rewrites them byte for byte. :func:`outputs` lists wh
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from .. import data
 from . import pretrain
+from ..method.prior_files import unusable
 from ..profiles import Profile, results_dir
 from ..train import features, linear_probe, load_flat_, predict_logits, update_bn
 
@@ -124,6 +126,9 @@ def fit_stationary(profile: Profile, kind: str, from_epoch: int | None = None,
     from ..plots import save_table
 
     out, log = pretrain.artifacts(profile, kind), results_dir(profile) / "prior_fitting" / "swag_attempts.csv"
+    if out.prior.exists() and (reason := unusable(out.prior)):    # kept beside, as <name>.unreadable, and fitted again
+        out.prior.replace(out.prior.with_name(out.prior.name + ".unreadable"))
+        warnings.warn(f"{reason}; set aside as {out.prior.name}.unreadable, fitting it again")
     attempts = pd.read_csv(log) if log.exists() else pd.DataFrame()
     if out.prior.exists():
         pretrain.prepare(profile, kind, from_epoch=from_epoch)     # refuses a prior fitted under another protocol

@@ -67,6 +67,15 @@ def _validated(path: Path, obj, expected: dict[str, int]) -> dict[str, Tensor]:
     return out
 
 
+def unusable(path: str | os.PathLike) -> str | None:
+    """Why the prior file at ``path`` cannot be used (truncated, corrupt, inconsistent), or None when it loads."""
+    try:
+        load_prior(path)
+    except PriorFileError as e:
+        return str(e)
+    return None
+
+
 def load_prior(path: str | os.PathLike, *, scale: float = 1.0, rank: int | None = None,
                directions: str = "top", eps: float = 1e-8, module: nn.Module | None = None,
                dtype: torch.dtype = torch.float32) -> LowRankGaussianPrior:
