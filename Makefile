@@ -9,7 +9,7 @@ NOTEBOOKS ?=
 STAGES ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup data reproduce studies test unit bench bench-grid lab
+.PHONY: setup data reproduce studies test unit bench bench-grid lab check-lab check-sequence
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +19,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name repro --display-name "repro (.venv)" >/dev/null
 	touch $@
 
+## ... and notebooks/*.ipynb go through nbstripout on their way into git (.gitattributes; make lab strips them the
+## same way on save: repro/lab.py), so saving a notebook never dirties the tree; results/ keep their outputs.
+STRIP_KEYS := --extra-keys "metadata.language_info cell.metadata.execution"
 setup: $(VENV)/.installed
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id $(STRIP_KEYS)'; \
+		git config filter.nbstripout.smudge cat; \
+		git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id $(STRIP_KEYS) -t'; fi
 
 ## The study's datasets into REPRO_DATA_DIR (default ./data), built from their public sources and checked against
 ## repro/data/checksums.json (python -m repro.data verify checks an existing directory).
@@ -69,6 +76,25 @@ bench: setup
 bench-grid: setup
 	$(PY) -m repro.bench grid --profile $(PROFILE) $(if $(ALL),--all)
 
-## Jupyter as root (a container) needs --allow-root.
+## JupyterLab at the repository root (README, REPORT, results/ in its file browser), opened on notebooks/; PORT= and
+## TOKEN= (default: Jupyter's own) choose where it listens and its token. Jupyter as root (a container) needs
+## --allow-root.
+PORT ?=
+TOKEN ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+		--FileContentsManager.pre_save_hook=repro.lab.strip_on_save \
+		$(if $(PORT),--port=$(PORT)) $(if $(TOKEN),--IdentityProvider.token=$(TOKEN)) \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+## Not part of `make test`. check-lab: JupyterLab driven by a headless browser (Debian's chromium: apt-get install
+## chromium) runs notebook 04 on smoke and must show its verdict, and saving it must leave git status clean
+## (screenshots in results/smoke/check_lab/). check-sequence: a fresh clone's documented smoke sequence (notebook 01,
+## the studies, every notebook) must finish with no flag and no tracked file changed (about half an hour).
+check-lab: setup
+	$(PY) -m pip install -q --disable-pip-version-check playwright==1.65.3
+	$(PY) -m repro.reproduce --profile smoke --notebooks 01
+	$(PY) -m repro.check_lab
+
+check-sequence: setup
+	REPRO_SEQUENCE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests/test_sequence.py -p no:cacheprovider

@@ -22,6 +22,15 @@ def save_table(df: pd.DataFrame, profile: Profile, name: str) -> Path:
     return path
 
 
+def start(profile: Profile) -> None:
+    """What a notebook's first cell sets up: a line naming the active profile (set by the parameters cell, else
+    ``$REPRO_PROFILE``, else ``cpu``), and tables shown with 4 significant digits (a λ of 1e-6 shows as 1e-06, not
+    as 0.0000)."""
+    pd.set_option("display.float_format", "{:.4g}".format)
+    print(f"profile {profile.name}: {profile.model} at {profile.image_size} px on {profile.device}, training sets of "
+          f"{', '.join(map(str, profile.train_sizes))} images (repro/profiles.py)")
+
+
 def save_figure(fig: plt.Figure, profile: Profile, name: str) -> Path:
     """Save ``results/<profile>/figures/<name>.png``."""
     path = results_dir(profile) / "figures" / f"{name}.png"
@@ -108,7 +117,7 @@ def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
 def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: dict | None = None,
                   xscale: str = "log", by: str = "approach", **scale_kw) -> plt.Figure:
     """Test accuracy and NLL against ``x``, one line per ``by`` value (mean ± SE over seeds): Fig 2d for x = lambda."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")     # labels never over the next panel
     for ax, metric in zip(axes, ("accuracy", "nll")):
         _errorbars(ax, rows, x, metric, by, labels)
         ax.set_xscale(xscale, **scale_kw)

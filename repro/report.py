@@ -80,7 +80,7 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
     """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
     ``regime`` appended for a claim concluded once per temperature regime), record the claim with links to its
     notebook, tables and figures, and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts`
-    returns: (tests table or None, verdict, finding). Returns the table, rounded."""
+    returns: (tests table or None, verdict, finding). Returns the table."""
     from .experiments.budget import convergence_note   # lazy: the report renders without torch
 
     table, verdict, finding = result
@@ -90,8 +90,8 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
         save_table(table, profile, tables[0])
     record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)),
                  regime)
-    print(f"{claim}{f' ({REGIMES[regime]})' if regime else ''}: {verdict} — {finding}\n")
-    return None if table is None else table.round(4)
+    print(f"{claim}{f' ({REGIMES[regime]})' if regime else ''} on profile {profile.name}: {verdict} — {finding}\n")
+    return table
 
 
 def render_summary(profile: Profile) -> str:

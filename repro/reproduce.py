@@ -124,13 +124,20 @@ def _plan(names: list[str], expected: dict[str, float], timings: Path) -> str:
 
 def _execute(profile: Profile, name: str, scratch: Path, kernel: str) -> Exception | None:
     """Execute ``name`` into ``scratch`` with papermill's cell progress bar; the execution error, if any."""
-    import papermill as pm
+    import tempfile
 
-    try:
-        pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", scratch, parameters={"profile": profile.name},
-                            cwd=str(NOTEBOOK_DIR), progress_bar=True, kernel_name=kernel)
-    except pm.PapermillExecutionError as e:
-        return e
+    import papermill as pm
+    from traitlets.config import Config
+
+    # the kernel talks over local IPC sockets, not TCP: nothing leaves the machine (and ipykernel has no plain-text
+    # TCP to warn about); the sockets live in a temporary folder, removed after the run
+    with tempfile.TemporaryDirectory(prefix="repro-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        try:
+            pm.execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", scratch, parameters={"profile": profile.name},
+                                cwd=str(NOTEBOOK_DIR), progress_bar=True, kernel_name=kernel, config=ipc)
+        except pm.PapermillExecutionError as e:
+            return e
     return None
 
 
@@ -183,8 +190,12 @@ def dry_run(profile: Profile, claims: list[str] | None = None, numbers: list[str
         untimed = [n for n in names if n not in costs.NOTEBOOK_STAGES]
         print("\nNotebooks without a grid (their own work; last recorded wall time): " + ", ".join(
             f"{n} {recorded[n] / 3600:.2f} h" if n in recorded else f"{n} (never timed)" for n in untimed))
-        if "assumed" in set(table.basis.str.split(", ").explode()):
+        bases = set(table.basis.str.split(", ").explode())
+        if "assumed" in bases:
             print(f"\nBasis 'assumed': {costs.ASSUMPTION}.")
+        if "none" in bases:
+            print("\nBasis 'none': no run has been recorded on this CPU profile yet, so its runs are counted, not priced "
+                  "(the per-step rate comes from the recorded runs; the GPU assumption is for a GPU profile only).")
         check = costs.timing_check(profile)
         if not check.empty:
             print("\nThe cost model tested out of sample (fitted on the earlier recorded runs, predicting the latest ones):")

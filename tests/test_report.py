@@ -146,17 +146,17 @@ def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
 
 
 def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
-    """Runs from before the second protocol (no ``burnin_cycles``) and after it are counted apart, each with its total."""
+    """Runs of the first protocol and of the second (each row's ``protocol``) are counted apart, each with its total."""
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     (tmp_path / "smoke" / "transfer").mkdir(parents=True)
     run = dict(split="test", approach="map_learned", status="ok")
-    pd.DataFrame([run | dict(key="a", wall_time_s=3600.0, burnin_cycles=None),
-                  run | dict(key="b", wall_time_s=1800.0, burnin_cycles=1),
-                  run | dict(key="c", wall_time_s=5400.0, burnin_cycles=0)]
+    pd.DataFrame([run | dict(key="a", wall_time_s=3600.0, protocol=1),
+                  run | dict(key="b", wall_time_s=1800.0, protocol=2),
+                  run | dict(key="c", wall_time_s=5400.0, protocol=2)]
                  ).to_csv(tmp_path / "smoke" / "transfer" / "runs.csv", index=False)
     (tmp_path / "smoke" / "segmentation").mkdir()
-    pd.DataFrame([run | dict(key="d", wall_time_s=360.0)]).to_csv(tmp_path / "smoke" / "segmentation" / "runs.csv",
-                                                                  index=False)       # from before the column existed
+    pd.DataFrame([run | dict(key="d", wall_time_s=360.0, protocol=1)]).to_csv(
+        tmp_path / "smoke" / "segmentation" / "runs.csv", index=False)
     lines = report.render_compute(SMOKE).splitlines()
     assert "| **segmentation** | **first** | | | **1** | 0 | 360 | **0.10** |" in lines
     assert "| transfer | first | test | map_learned | 1 | 0 | 3600 | 1.00 |" in lines

@@ -125,3 +125,14 @@ def test_notebooks_name_the_kernel_make_setup_installs():
         assert spec == {"display_name": "repro (.venv)", "language": "python", "name": reproduce.PROJECT_KERNEL}, path
     makefile = (reproduce.NOTEBOOK_DIR.parent / "Makefile").read_text()
     assert f'--name {reproduce.PROJECT_KERNEL} --display-name "repro (.venv)"' in makefile
+
+
+def test_a_cpu_profile_without_recorded_runs_counts_its_runs_without_pricing_them_at_a_gpu_rate():
+    import math
+    from repro.experiments import costs
+    from repro.profiles import get_profile
+
+    seconds, basis = costs.rates(get_profile("smoke"), {}).seconds("transfer", "map_learned", 12, "test")
+    assert math.isnan(seconds) and basis == "none"
+    seconds, basis = costs.rates(get_profile("paper"), {}).seconds("transfer", "map_learned", 100, "test")
+    assert basis == "assumed" and seconds == 100 * costs.ASSUMED_SECONDS_PER_STEP["transfer"]

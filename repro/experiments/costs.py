@@ -10,8 +10,9 @@ A run's cost is a per-step rate times its steps plus a fixed evaluation overhead
 the recorded training seconds per step of its runs of the same task and inference (map, sampler, variational) and
 the mean ``wall_time_s - train_time_s`` of those on the same split (a sampler's BMA over its samples on the test
 and shifted sets costs more than a MAP run's single pass on 200 validation images), both including the load of the
-workers the runs ran beside; on a profile without any (``paper`` on this machine), the assumption
-:data:`ASSUMED_SECONDS_PER_STEP`, whose source is :data:`ASSUMPTION`, and no overhead. :func:`timing_check` tests the
+workers the runs ran beside; on a GPU profile without any (``paper`` on this machine), the assumption
+:data:`ASSUMED_SECONDS_PER_STEP`, whose source is :data:`ASSUMPTION`, and no overhead; on a CPU profile without any
+(``smoke`` in a fresh clone), none: its runs are listed, not priced. :func:`timing_check` tests the
 model out of sample: fitted on all but the latest :data:`OUT_OF_SAMPLE_SHARE` of the runs by ``finished_at``, it
 predicts those. The model carries the load its runs were recorded under (how many processes shared the cores), not
 the load to come.
@@ -68,6 +69,7 @@ class Rates:
 
     step: dict[tuple[str, str], float]
     overhead: dict[tuple[str, str, str], float]
+    device: str = "cuda"     # where the runs train: the GPU assumption prices only a GPU profile's runs
 
     @classmethod
     def fit(cls, recorded: dict[str, pd.DataFrame]) -> "Rates":
@@ -87,8 +89,10 @@ class Rates:
             rate, basis = self.step[(task, inference)], "recorded"
         elif same_task := [v for (t, _), v in self.step.items() if t == task]:
             rate, basis = max(same_task), "recorded (another inference's)"
-        else:
+        elif self.device == "cuda":
             return ASSUMED_SECONDS_PER_STEP[task] * steps, "assumed"
+        else:                 # a CPU profile before its first recorded run: no rate is known here
+            return float("nan"), "none"
         # a split (or inference) never recorded costs the costliest recorded evaluation of its inference (of its task)
         fallback = ([v for (t, i, _), v in self.overhead.items() if (t, i) == (task, inference)]
                     or [v for (t, _, _), v in self.overhead.items() if t == task])
@@ -98,7 +102,8 @@ class Rates:
 
 def rates(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> Rates:
     """The cost model fitted on ``profile``'s recorded runs (empty without any)."""
-    return Rates.fit(recorded if recorded is not None else _recorded(profile))
+    fitted = Rates.fit(recorded if recorded is not None else _recorded(profile))
+    return Rates(fitted.step, fitted.overhead, profile.device)
 
 
 def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
