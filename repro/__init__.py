@@ -24,15 +24,17 @@ import graph has no cycle):
 ``experiments/``
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
     vocabulary), ``spec`` (a run's typed parameters and its key; ``migrate``, the one migration to it), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
-    ``tuning`` (validation protocol), ``budget`` (notebook 09), ``learned_scale`` (notebook 10), ``launch`` (workers: one
+    ``tuning`` (validation protocol), ``budget`` (notebook 09), ``retune`` and ``own_budget`` (every arm's own tuning
+    and budget, and the third protocol's runs at them), ``learned_scale`` (notebook 10), ``launch`` (workers: one
     process per core here, or a SLURM job array through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
     run's cost table).
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
     decision rule of every claim), ``simulate`` (the rules on simulated tables).
-``plots``, ``report``, ``reproduce``, ``studies``, ``bench``, ``retime``
+``plots``, ``report``, ``reproduce``, ``studies``, ``bench``, ``retime``, ``lab``, ``check_lab``
     figures and tables, REPORT.md's generated blocks, the papermill batch (``--dry-run``: its cost), the grids'
-    command, benchmarks, the recorded grids re-timed with today's code (and the training-precision rule).
+    command, benchmarks, the recorded grids re-timed with today's code (and the training-precision rule), Lab's
+    save hook (notebooks saved without outputs), JupyterLab driven in a headless browser (``make check-lab``).
 
 Conventions (prior scale, temperature, approaches): ``docs/conventions.md``. Library functions take a
 :class:`repro.profiles.Profile`; only the entry points (notebooks, ``python -m`` commands) resolve one by name.

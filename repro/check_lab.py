@@ -63,23 +63,30 @@ def check(notebook: str, claim: str, out: Path, timeout_min: float) -> dict:
             browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/{notebook}?token={token}")
-            page.wait_for_selector(".jp-Notebook", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
             page.wait_for_selector(".jp-DirListing-item", timeout=60_000)
+            page.locator("text=/\\| Idle/").first.wait_for(timeout=120_000)     # the kernel is up (status bar)
+            news = page.locator(".jp-Notification-Toast-Close")           # Lab's "Jupyter news?" toast, if shown
+            if news.count():
+                news.first.click()
             page.screenshot(path=str(out / "1_opened.png"))
+            page.click(".jp-Notebook .jp-Cell >> nth=0")                 # the notebook has the focus
             page.click("li.lm-MenuBar-item:has-text('Run')")
             page.click("li.lm-Menu-item:has-text('Run All Cells')")
+            time.sleep(20)
+            page.screenshot(path=str(out / "2_running.png"))
             verdict = page.locator(f"text=/{claim}.* on profile smoke: /").first
             verdict.wait_for(timeout=timeout_min * 60_000)
             verdict.scroll_into_view_if_needed()
-            page.screenshot(path=str(out / "2_verdict.png"))
+            page.screenshot(path=str(out / "3_verdict.png"))
             seen = verdict.inner_text()
             page.keyboard.press("Control+s")
             time.sleep(3)
-            page.screenshot(path=str(out / "3_saved.png"))
+            page.screenshot(path=str(out / "4_saved.png"))
             page.click(".jp-BreadCrumbs-home")                 # the repository root: README, REPORT, results/
             time.sleep(2)
             root = page.locator(".jp-DirListing-item").all_inner_texts()
-            page.screenshot(path=str(out / "4_root.png"))
+            page.screenshot(path=str(out / "5_root.png"))
             browser.close()
     finally:
         lab.terminate()
@@ -106,7 +113,7 @@ def main(argv=None) -> int:
         print(f"check-lab FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (see {out})",
               file=sys.stderr)
         return 1
-    print(f"check-lab passed in {result['wall_s']} s: {result['verdict']}\n  file browser: {result['file_browser']}\n"
+    print(f"check-lab passed in {result['wall_s']} s: {result['verdict']}\n  the file browser's root: {', '.join(result['root'])}\n"
           f"  screenshots: {out}")
     return 0
 

@@ -16,6 +16,8 @@ def strip_on_save(model: dict, path: str, contents_manager=None, **kwargs) -> No
     """Jupyter's ``pre_save_hook``: strip a notebook under :data:`FOLDER` in place (cell ids kept)."""
     if model.get("type") != "notebook" or not path.lstrip("/").startswith(FOLDER):
         return
+    import nbformat
     from nbstripout import strip_output
 
-    strip_output(model["content"], keep_output=False, keep_count=False, keep_id=True, extra_keys=STRIPPED_KEYS)
+    nb = nbformat.from_dict(model["content"])          # the browser's save sends plain dicts
+    model["content"] = strip_output(nb, keep_output=False, keep_count=False, keep_id=True, extra_keys=STRIPPED_KEYS)

@@ -1,4 +1,5 @@
 """Saving a notebook as ``make lab`` does: the file written is the committed one, byte for byte."""
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def test_a_notebook_saved_in_lab_with_its_outputs_is_written_as_committed(tmp_pa
     manager = FileContentsManager(root_dir=str(tmp_path), pre_save_hook="repro.lab.strip_on_save")
     with_outputs = lambda: with_a_kernels_outputs(manager.get(f"notebooks/{name}"))         # noqa: E731
     manager.save(with_outputs(), f"notebooks/{name}")
+    assert (tmp_path / "notebooks" / name).read_bytes() == (NOTEBOOKS / name).read_bytes()
+    as_sent = with_outputs()                          # as the browser sends it: plain JSON, not a NotebookNode
+    manager.save(as_sent | {"content": json.loads(json.dumps(as_sent["content"]))}, f"notebooks/{name}")
     assert (tmp_path / "notebooks" / name).read_bytes() == (NOTEBOOKS / name).read_bytes()
     manager.save(with_outputs(), "kept.ipynb")       # elsewhere (as under results/) a notebook keeps its outputs
     assert "a result" in (tmp_path / "kept.ipynb").read_text()
