@@ -93,3 +93,28 @@ def test_a_sampler_waits_for_the_budget_notebook_09_chose(monkeypatch):
     with pytest.raises(ValueError, match="unknown arm 'bayes'"):
         retune.budget(P, "bayes", 300)
     assert retune.budget(P, "bayes_nonlearned (T1)", 100) == 3200
+
+
+def test_the_resolution_is_the_paired_standard_error_of_two_candidates_over_the_images():
+    """Two candidates scored on the same 2 000 images, 2 seeds: on seed 0 they disagree on 200 images (120 won by
+    the first), on seed 1 on 100 (50 each). The SE of the mean difference, by hand: per seed sqrt(var / N), then the
+    root of the summed variances over 2."""
+    import numpy as np
+
+    N = 2000
+    def pair(first_wins, second_wins):
+        a, b = np.zeros(N), np.zeros(N)
+        a[:first_wins] = 1
+        b[first_wins:first_wins + second_wins] = 1
+        return a, b
+    (a0, b0), (a1, b1) = pair(120, 80), pair(50, 50)
+    outcomes = {"a0": {"accuracy": a0}, "b0": {"accuracy": b0}, "a1": {"accuracy": a1}, "b1": {"accuracy": b1}}
+    rows = pd.DataFrame({"arm": "map_learned", "n_train": 1000, "coordinate": "lr", "lr": [0.01, 0.03, 0.01, 0.03],
+                         "seed": [0, 0, 1, 1], "key": ["a0", "b0", "a1", "b1"], "status": "ok"})
+    r = retune.resolution(rows, outcomes).iloc[0]
+    var0 = (200 / N - (40 / N) ** 2) * N / (N - 1)           # per-image differences in {-1, 0, 1}
+    var1 = (100 / N) * N / (N - 1)
+    assert (r.value_a, r.value_b, r.seeds) == (0.01, 0.03, 2)
+    assert r.difference == pytest.approx((40 / N + 0) / 2)
+    assert r.se == pytest.approx(math.sqrt(var0 / N + var1 / N) / 2)
+    assert r.se < 0.005                                        # 2 000 images and 2 seeds resolve ~1 point (2 SE)

@@ -2,9 +2,9 @@
 
 Each arm's values and budget come from notebook 09's third amendment: rule 5 (:mod:`.retune`) chooses the values on
 the shared holdout set at the arm's budget, and :func:`checked_budget` then doubles that budget at the chosen values
-while a doubling still gains :data:`.budget.THRESHOLD` or more. The studies here re-run C4, C6, C7 and C8 (the
-five-way arms, SSL and non-learned priors, CIFAR-10, every size), C10 (both ensembles) and C4's T = 1 ablation with
-them; the second protocol's runs stay as the equal-compute comparison.
+while a doubling still gains :data:`.budget.THRESHOLD` or more (mean over ``tuning_seeds`` seeds). The studies here
+re-run C4, C6, C7 and C8 (the five-way arms, SSL and non-learned priors, CIFAR-10, every size), C10 (both ensembles)
+and C4's T = 1 ablation with them; the second protocol's runs stay as the equal-compute comparison.
 """
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pandas as pd
 from ..profiles import Profile
 from .budget import THRESHOLD
 from .grid import is_planning, run_settings
-from .retune import ARMS, SEEDS, retuned
+from .retune import ARMS, retuned
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
 
 
 def _mean_accuracy(profile: Profile, s: dict, steps: int) -> float | None:
-    rows = run_settings(profile, "transfer", [s | {"steps": steps, "seed": k} for k in profile.seeds[:SEEDS]],
+    seeds = profile.seeds[:profile.tuning_seeds]
+    rows = run_settings(profile, "transfer", [s | {"steps": steps, "seed": k} for k in seeds],
                         desc=f"budget check {s['approach']} (n = {s['n_train']}): {steps} steps")
     if is_planning() and "planned" in rows and rows.planned.eq(True).any():
         return None
@@ -29,7 +30,7 @@ def _mean_accuracy(profile: Profile, s: dict, steps: int) -> float | None:
 
 def checked_budget(profile: Profile, arm: str, n: int) -> int:
     """The arm's budget at n at its chosen values: rule 5's budget, doubled while the doubling gains at least
-    ``THRESHOLD`` mean holdout accuracy (2 seeds), up to ``sampler_budget_max_steps``."""
+    ``THRESHOLD`` mean holdout accuracy (``tuning_seeds`` seeds), up to ``sampler_budget_max_steps``."""
     s = retuned(profile, arm, n)
     steps, accuracy = s["steps"], _mean_accuracy(profile, s, s["steps"])
     while 2 * steps <= profile.sampler_budget_max_steps and accuracy is not None:

@@ -4,11 +4,11 @@ The second protocol tuned every arm on the validation split of its own n images 
 300 / 1 000) at MAP's budget, and gave the sampler MAP's lr and widths. Here every arm at a size is tuned on the same
 2 000 holdout images (``split="holdout"``: CIFAR-10 training images outside every holdout run's training subset,
 :func:`.transfer.downstream_indices`), each at its own budget (SGD transfer and MAP: notebook 09's rule 1; a sampler:
-its own curve's, ``Profile.sampler_steps``), 2 seeds, in bf16 and, for SGHMC, at sampler version 2.
+its own curve's, ``Profile.sampler_steps``), ``tuning_seeds`` seeds (``cpu``: 2), in bf16 and, for SGHMC, at sampler version 2.
 
 **Rule.** Coordinate-wise, from the value the arm had (its second-protocol choice at that size, the *incumbent*), in
 the order of :data:`COORDINATES`. A coordinate tries the incumbent and its neighbours on a log grid of the
-coordinate's spacing (or a fixed grid: T, cycles); a value's score is its mean holdout accuracy over the 2 seeds.
+coordinate's spacing (or a fixed grid: T, cycles); a value's score is its mean holdout accuracy over the seeds.
 Every value within :data:`RESOLUTION` of the best is a tie; the incumbent wins a tie it is in, else the tied value
 nearest to it on the grid (:func:`choose`). A spaced grid whose choice is at its edge is extended by its spacing
 (at most :data:`MAX_EXTENSIONS` per side). Later coordinates run at the earlier ones' choices.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pandas as pd
 
 from ..profiles import Profile
@@ -30,7 +31,6 @@ RESOLUTION = 0.01          # candidates closer than this in mean holdout accurac
 MAX_EXTENSIONS = 3
 COLD_TEMPERATURES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)    # T = 0 stays: the noise-free reference
 CYCLES = (3, 6, 12)
-SEEDS = 2
 # arm -> (approach, prior kind, regime); the samplers' are notebook 09's SAMPLER_ARMS
 ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", "T1"), "map_learned": ("map_learned", "ssl", "T1"),
         "map_nonlearned": ("map_nonlearned", "none", "T1"),
@@ -105,7 +105,7 @@ def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, des
     added = {"low": 0, "high": 0}
     while True:
         rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values
-                                                  for s in profile.seeds[:SEEDS]], desc=desc)
+                                                  for s in profile.seeds[:profile.tuning_seeds]], desc=desc)
         if is_planning() and "planned" in rows and rows.planned.eq(True).any():
             return rows, base
         failed = set(rows.loc[rows.status != "ok", name])          # a value where a seed failed (diverged) is out
@@ -149,6 +149,29 @@ def retune_all(profile: Profile) -> pd.DataFrame:
             if not is_planning():
                 raise
     return pd.DataFrame(rows)
+
+
+def resolution(rows: pd.DataFrame, outcomes: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """How finely the holdout set tells two candidates apart: for each pair of neighbouring values a coordinate tried
+    (rows of :func:`retune_runs`: ``arm``, ``coordinate``), the mean accuracy difference over the seeds both ran and
+    its standard error, paired over the images (per seed: the SD of the per-image differences over sqrt(images);
+    over seeds: the root of the summed variances over the seed count). ``outcomes``: per run key, per-image
+    ``accuracy`` (:func:`repro.analysis.predictions.per_image_outcomes`)."""
+    out = []
+    ok = rows[rows.status == "ok"]
+    for (arm, n, name), g in ok.groupby(["arm", "n_train", "coordinate"], sort=False):
+        values = sorted(g[name].unique())
+        for a, b in zip(values, values[1:]):
+            diffs = [outcomes[ka]["accuracy"] - outcomes[kb]["accuracy"]
+                     for seed in sorted(set(g[g[name] == a].seed) & set(g[g[name] == b].seed))
+                     for ka, kb in [(g[(g[name] == a) & (g.seed == seed)].key.iloc[0],
+                                     g[(g[name] == b) & (g.seed == seed)].key.iloc[0])]]
+            if not diffs:
+                continue
+            se = np.sqrt(sum(d.var(ddof=1) / len(d) for d in diffs)) / len(diffs)
+            out.append({"arm": arm, "n_train": n, "coordinate": name, "value_a": a, "value_b": b,
+                        "difference": float(np.mean([d.mean() for d in diffs])), "se": float(se), "seeds": len(diffs)})
+    return pd.DataFrame(out, columns=["arm", "n_train", "coordinate", "value_a", "value_b", "difference", "se", "seeds"])
 
 
 def clear_cache() -> None:
