@@ -4,7 +4,8 @@ The second protocol tuned every arm on the validation split of its own n images 
 300 / 1 000) at MAP's budget, and gave the sampler MAP's lr and widths. Here every arm at a size is tuned on the same
 2 000 holdout images (``split="holdout"``: CIFAR-10 training images outside every holdout run's training subset,
 :func:`.transfer.downstream_indices`), each at its own budget (SGD transfer and MAP: notebook 09's rule 1; a sampler:
-its own curve's, ``Profile.sampler_steps``), ``tuning_seeds`` seeds (``cpu``: 2), in bf16 and, for SGHMC, at sampler version 2.
+its own curve's, ``Profile.sampler_steps``), ``tuning_seeds`` seeds (``cpu``: 2), in bf16 and, for SGHMC, at
+sampler version 2.
 
 **Rule.** Coordinate-wise, from the value the arm had (its second-protocol choice at that size, the *incumbent*), in
 the order of :data:`COORDINATES`. A coordinate tries the incumbent and its neighbours on a log grid of the
@@ -22,7 +23,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
-from .budget import notebook_09_command
+from .budget import SAMPLER_ARMS, notebook_09_command
 from .grid import is_planning, run_settings
 from .spec import RunSpec
 from .tuning import setting
@@ -31,11 +32,9 @@ RESOLUTION = 0.01          # candidates closer than this in mean holdout accurac
 MAX_EXTENSIONS = 3
 COLD_TEMPERATURES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)    # T = 0 stays: the noise-free reference
 CYCLES = (3, 6, 12)
-# arm -> (approach, prior kind, regime); the samplers' are notebook 09's SAMPLER_ARMS
+# arm -> (approach, prior kind, regime): the optimisers, then notebook 09's sampler arms
 ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", "T1"), "map_learned": ("map_learned", "ssl", "T1"),
-        "map_nonlearned": ("map_nonlearned", "none", "T1"),
-        **{f"{a} ({r})": (a, k, r) for a, k in (("bayes_learned", "ssl"), ("bayes_nonlearned", "none"))
-           for r in ("T1", "cold")}}
+        "map_nonlearned": ("map_nonlearned", "none", "T1"), **SAMPLER_ARMS}
 # arm -> its coordinates in order: (name, log spacing) or (name, fixed grid)
 _LR, _SCALE, _HEAD, _ALPHA = ("lr", 3.0), ("scale", 100.0), ("head_var", 10.0), ("alpha", 10.0)
 COORDINATES: dict[str, tuple[tuple[str, float | tuple], ...]] = {
