@@ -118,3 +118,12 @@ def test_the_resolution_is_the_paired_standard_error_of_two_candidates_over_the_
     assert r.difference == pytest.approx((40 / N + 0) / 2)
     assert r.se == pytest.approx(math.sqrt(var0 / N + var1 / N) / 2)
     assert r.se < 0.005                                        # 2 000 images and 2 seeds resolve ~1 point (2 SE)
+
+
+def test_a_cycle_count_too_fine_for_the_budget_is_not_tried(monkeypatch):
+    fake = FakeGrid(peak(lr=0.03, alpha=1.0, cycles=6))
+    monkeypatch.setattr(retune, "run_settings", fake)
+    short = get_profile("cpu", budget_rule=False, downstream_steps=((1000, 12),), bma_samples=2)   # 12 cycles of 1 step
+    retune.retuned(short, "bayes_nonlearned (T1)", 1000)
+    assert {s["cycles"] for s in fake.asked if "cycles" in s} <= {3, 6}
+    assert retune.runnable(P, {"approach": "bayes_learned", "steps": 1600, "cycles": 12})

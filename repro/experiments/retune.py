@@ -12,7 +12,9 @@ the order of :data:`COORDINATES`. A coordinate tries the incumbent and its neigh
 coordinate's spacing (or a fixed grid: T, cycles); a value's score is its mean holdout accuracy over the seeds.
 Every value within :data:`RESOLUTION` of the best is a tie; the incumbent wins a tie it is in, else the tied value
 nearest to it on the grid (:func:`choose`). A spaced grid whose choice is at its edge is extended by its spacing
-(at most :data:`MAX_EXTENSIONS` per side). Later coordinates run at the earlier ones' choices.
+(at most :data:`MAX_EXTENSIONS` per side). Later coordinates run at the earlier ones' choices. A cycle count that
+would leave a cycle no sampling step at the arm's budget is not tried (:func:`runnable`; only smoke's budgets are
+that short).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ..runner import MissingPrerequisite
 from .budget import SAMPLER_ARMS, notebook_09_command
 from .grid import is_planning, run_settings
 from .spec import RunSpec
+from .transfer import cyclical_schedule
 from .tuning import setting
 
 RESOLUTION = 0.01          # candidates closer than this in mean holdout accuracy are ties
@@ -97,8 +100,10 @@ def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, des
     """Run one coordinate of the rule from ``base`` (its incumbent value ``base[name]``); all its rows and ``base``
     with the choice."""
     start = base[name]
-    if isinstance(grid, tuple):
-        values, spacing = sorted(set(grid) | {start}), None
+    if isinstance(grid, tuple):      # a cycle count that leaves a cycle no sampling step at this budget is not tried
+        values, spacing = sorted(v for v in set(grid) | {start} if runnable(profile, base | {name: v})), None
+        if not values:
+            return pd.DataFrame(), base
     else:
         values, spacing = [start / grid, start, start * grid], grid
     added = {"low": 0, "high": 0}
@@ -115,6 +120,17 @@ def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, des
             return rows, base | {name: chosen}
         values = values + [values[-1] * spacing] if side == "high" else [values[0] / spacing] + values
         added[side] += 1
+
+
+def runnable(profile: Profile, setting: dict) -> bool:
+    """Whether ``setting``'s cyclical schedule can run (too many cycles for a short budget leave none a sampling
+    step: smoke's 12-step runs; never at the ``cpu`` budgets)."""
+    spec = RunSpec.default(profile, "transfer", **setting)
+    try:
+        cyclical_schedule(spec.approach_, spec)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=None)
