@@ -175,3 +175,26 @@ def test_claims_comparing_unconverged_arms_say_so(tmp_path, monkeypatch):
     assert budget.convergence_note(P, "C5") == budget.convergence_note(P, "C10") == ""   # no unconverged arm compared
     pd.DataFrame({"budget": [400], "converged": [True]}).to_csv(folder / "segmentation_budget.csv", index=False)
     assert budget.convergence_note(P, "C9") == ""
+
+
+def test_the_profile_must_hold_each_sampler_arms_budget_once_notebook_09_chose_it(tmp_path, monkeypatch):
+    from repro.profiles import get_profile
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    folder = tmp_path / "smoke" / "training_budget"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"budget": [6]}).to_csv(folder / "segmentation_budget.csv", index=False)
+    pd.DataFrame({"n_train": [300], "budget": [12]}).to_csv(folder / "budgets.csv", index=False)
+    pd.DataFrame({"n_train": [100], "arm": ["bayes_learned (T1)"], "cycles": [3], "first_kept_cycle": [0.5],
+                  "worst_later_cycle": [0.5], "trained_every_cycle": [True]}).to_csv(folder / "cycle_check.csv",
+                                                                                       index=False)
+    pd.DataFrame({"adopt": [False]}).to_csv(folder / "bn_refresh_decision.csv", index=False)
+    P = get_profile("smoke", budget_rule=True, segmentation_steps=6)
+    assert budget.mismatches(P) == []                       # before the third amendment's table exists
+    pd.DataFrame({"n_train": [100, 100], "arm": ["bayes_learned (cold)", "bayes_learned (T1)"], "budget": [800, None],
+                  }).to_csv(folder / "sampler_budgets.csv", index=False)
+    assert budget.mismatches(P) == [
+        "n = 100, bayes_learned (cold): notebook 09 chose 800 steps, the profile's sampler_steps give None",
+        "n = 100, bayes_learned (T1): notebook 09 has not chosen its budget (its curve is still rising)"]
+    held = get_profile("smoke", budget_rule=True, segmentation_steps=6, sampler_steps=(("bayes_learned (cold)", 100, 800),))
+    assert budget.mismatches(held) == [budget.mismatches(P)[1]]

@@ -300,6 +300,13 @@ def mismatches(profile: Profile) -> list[str]:
     out += [f"n = {r.n_train}, {r.arm}: a later cycle ends {r.first_kept_cycle - r.worst_later_cycle:.3f} below the "
             f"first kept one (rule 3: fewer than {r.cycles} cycles)" for r in cycles.itertuples()
             if not r.trained_every_cycle]
+    if (folder / "sampler_budgets.csv").exists():             # the third amendment's, once notebook 09 has run it
+        held = {(arm, n): steps for arm, n, steps in profile.sampler_steps}
+        for r in pd.read_csv(folder / "sampler_budgets.csv").itertuples():
+            if pd.isna(r.budget) or held.get((r.arm, r.n_train)) != int(r.budget):
+                out.append(f"n = {r.n_train}, {r.arm}: notebook 09 " + ("has not chosen its budget (its curve is still "
+                           "rising)" if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile's "
+                           f"sampler_steps give {held.get((r.arm, r.n_train))}"))
     adopt = bool(pd.read_csv(folder / "bn_refresh_decision.csv").adopt.iloc[0])
     if adopt != profile.bn_refresh:
         out.append(f"rule 5 {'adopted' if adopt else 'kept the running'} BatchNorm statistics"
@@ -360,5 +367,5 @@ def require_budgets(profile: Profile) -> None:
     problems = mismatches(profile) if profile.budget_rule else []
     if problems:
         raise MissingPrerequisite("the step budgets are not settled: " + "; ".join(problems) + " (once notebook 09 has "
-                                  "chosen them, set downstream_steps, segmentation_steps, cycles and bn_refresh in "
-                                  "repro/profiles.py to its tables)", notebook_09_command(profile))
+                                  "chosen them, set downstream_steps, segmentation_steps, cycles, bn_refresh and "
+                                  "sampler_steps in repro/profiles.py to its tables)", notebook_09_command(profile))
