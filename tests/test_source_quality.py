@@ -41,6 +41,7 @@ def test_fit_stationary_steps_the_lr_down_until_the_check_passes(tmp_path, monke
         return out
 
     monkeypatch.setattr(pretrain, "prepare", prepare)
+    monkeypatch.setattr(source_quality, "unusable", lambda path: None)   # the stand-in priors below are text files
     monkeypatch.setattr(source_quality, "evaluate_source",
                         lambda p, kind: _evaluation(kind, 0.5, swa_at[float(pretrain.artifacts(p, kind).prior.read_text())]))
     attempts = source_quality.fit_stationary(profile, "supervised")
