@@ -198,3 +198,9 @@ def test_the_profile_must_hold_each_sampler_arms_budget_once_notebook_09_chose_i
         "n = 100, bayes_learned (T1): notebook 09 has not chosen its budget (its curve is still rising)"]
     held = get_profile("smoke", budget_rule=True, segmentation_steps=6, sampler_steps=(("bayes_learned (cold)", 100, 800),))
     assert budget.mismatches(held) == [budget.mismatches(P)[1]]
+
+
+def test_the_sampler_budgets_print_as_the_profile_holds_them():
+    table = pd.DataFrame({"n_train": [100, 1000], "arm": ["bayes_learned (cold)", "bayes_learned (T1)"],
+                          "budget": pd.array([800, None], dtype="Int64")})
+    assert budget.as_sampler_steps(table) == (("bayes_learned (cold)", 100, 800),)

@@ -125,6 +125,11 @@ def sampler_budgets(table: pd.DataFrame, cap: int) -> pd.DataFrame:
         {"budget": "Int64"})
 
 
+def as_sampler_steps(table: pd.DataFrame) -> tuple[tuple[str, int, int], ...]:
+    """:func:`sampler_budgets`' choices as ``Profile.sampler_steps`` holds them: (arm, n, steps) where chosen."""
+    return tuple((r.arm, int(r.n_train), int(r.budget)) for r in table.itertuples() if pd.notna(r.budget))
+
+
 def chosen_budget(curve: pd.Series, threshold: float = THRESHOLD, cap: int | None = None) -> int | None:
     """The rule on one arm's curve (steps -> mean accuracy): the smallest B with curve[2B] - curve[B] < ``threshold``;
     where no doubling on the curve gains less, ``cap`` once the curve has reached it (the most steps the study
