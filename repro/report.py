@@ -339,7 +339,7 @@ def render_budget(profile: Profile) -> str:
     for claim, verdict in zip(first.claim, first.verdict):
         now = _table(profile, f"claims/{claim}")
         second = _verdicts(profile, claim) if now is not None and "regime" in now else "pending"
-        lines.append(f"| {claim} | {verdict} | {second}{' (source side, issue #18)' if claim == 'C1' else ''} |")
+        lines.append(f"| {claim} | {verdict} | {second}{' (source side: the priors refitted in notebook 01)' if claim == 'C1' else ''} |")
     old, new = _table(profile, "transfer/first_protocol_five_way_summary"), _table(profile, "transfer/five_way_summary")
     if old is None:
         return "\n".join(lines)
