@@ -1,8 +1,8 @@
-"""REPORT.md's summary table, generated from the claim CSVs the notebooks write (never typed by hand).
+"""REPORT.md's generated blocks, from the CSVs the notebooks write (never typed by hand).
 
-Each claim notebook ends by writing ``results/<profile>/claims/<id>.csv`` with one row: claim, profile,
-verdict, finding (numbers with standard errors and seeds), evidence. ``python -m repro.report --profile cpu``
-rewrites the table between the ``<!-- claims:begin -->`` / ``<!-- claims:end -->`` markers of REPORT.md.
+Each claim notebook ends by recording its verdicts (:mod:`repro.findings`: ``results/<profile>/claims/<id>.csv``).
+``python -m repro.report --profile cpu`` rewrites every block between its ``<!-- name:begin -->`` /
+``<!-- name:end -->`` markers of REPORT.md: the summary table, notebook 09's budgets, the compute, ...
 """
 from __future__ import annotations
 
@@ -13,100 +13,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from .plots import save_table
 from .cli import add_profile_argument, run_main
+from .findings import CLAIMS, RERUN, VERDICTS, claim_rows, row_label
 from .profiles import PROFILES, Profile, get_profile, results_dir
-from .analysis.wording import VERDICTS   # the four verdict words; repro.analysis.wording owns the vocabulary
-from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, REGIMES   # sampler claims: per regime
+from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
-# id -> (paper's statement and where, the reproduction report's finding, notebook)
-CLAIMS: dict[str, tuple[str, str, str]] = {
-    "C1": ("test loss flatter along top SWAG directions than random filter-normalised ones (Fig 2a)",
-           "not tested", "02_loss_geometry"),
-    "C2": ("non-diagonal covariance matters; accuracy rises with rank then plateaus (Fig 2b)",
-           "not reproduced", "03_rank_ablation"),
-    "C3": ("prior scale λ has an interior optimum (Fig 2d)", "reproduced", "04_scale_sweep"),
-    "C4": ("(1) Bayes+learned > (2) SGD+learned > (3) SGD transfer > (4) Bayes+non-learned > (5) SGD+non-learned; "
-           "Bayes > MAP under the learned prior (Fig 2c, 3)",
-           "learned > non-learned reproduced; Bayes > SGD not reproduced", "05_five_way"),
-    "C5": ("SSL (SimCLR) priors transfer better than supervised (App B.2, Table 1)", "not tested", "05_five_way"),
-    "C6": ("learned priors most valuable at intermediate data sizes (§4.2)", "data efficiency reproduced", "05_five_way"),
-    "C7": ("Bayes+learned best NLL; Bayes+non-learned beats SGD transfer on NLL; SGD transfer miscalibrated (Fig 4b)",
-           "not tested", "06_calibration"),
-    "C8": ("advantage holds under distribution shift, CIFAR-10.1 (Fig 4a)", "not tested", "07_ood_shift"),
-    "C9": ("segmentation: learned prior + SGLD beats SGD transfer and non-learned prior in mIoU (Table 1)",
-           "not tested", "08_segmentation"),
-    "C10": ("BMA of 10 samples beats a deep ensemble of 10 SGD-transfer models (App B.3)", "not tested", "05_five_way"),
-    "E1": ("*extension, not the paper's:* the prior's widths learned by the data-emphasized ELBO (Harvey et al. 2026) "
-           "match the validation grid within 1 point, at ≤ 1/5 of its selection CPU time", "not tested",
-           "10_learned_scale"),
-}
-
-
-def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str,
-                 regime: str | None = None) -> pd.DataFrame:
-    """Write a claim's verdict row (called by the last cell of each claim notebook). A claim about samplers has one row
-    per temperature ``regime`` (see :data:`repro.experiments.approaches.REGIMES`): recording one keeps the others."""
-    if claim not in CLAIMS:
-        raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-    if regime is not None and regime not in REGIMES:
-        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
-    row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence,
-                             regime=regime or "")])
-    old = _table(profile, f"claims/{claim}")
-    if regime is not None and old is not None and "regime" in old:
-        kept = old[old.regime.fillna("").isin(set(REGIMES) - {regime})]
-        row = pd.concat([kept, row]).assign(order=lambda d: d.regime.map(list(REGIMES).index)).sort_values("order")
-        row = row.drop(columns="order").reset_index(drop=True)
-    save_table(row, profile, f"claims/{claim}")
-    return row
-
-
-def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
-    """The evidence cell of a claim row: links to the executed notebook, CSVs and figures under results/<profile>/."""
-    out = f"results/{profile.name}"
-    links = [f"[notebook]({out}/notebooks/{notebook}.ipynb)"]
-    links += [f"[{Path(t).name}]({out}/{t}.csv)" for t in tables]
-    links += [f"[figure]({out}/figures/{f}.png)" for f in figures]
-    return " · ".join(links)
-
-
-def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
-             figures: list[str] = (), folder: str = "transfer", regime: str | None = None) -> pd.DataFrame | None:
-    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
-    ``regime`` appended for a claim concluded once per temperature regime), record the claim with links to its
-    notebook, tables and figures, and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts`
-    returns: (tests table or None, verdict, finding). Returns the table."""
-    from .experiments.budget import convergence_note   # lazy: the report renders without torch
-
-    table, verdict, finding = result
-    finding += convergence_note(profile, claim)
-    if table is not None:
-        tables = [f"{folder}/{claim.lower()}_tests{'_' + regime if regime else ''}", *tables]
-        save_table(table, profile, tables[0])
-    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)),
-                 regime)
-    print(f"{claim}{f' ({REGIMES[regime]})' if regime else ''} on profile {profile.name}: {verdict} — {finding}\n")
-    return table
-
-
 def render_summary(profile: Profile) -> str:
     """The markdown summary table for ``profile`` from its claim CSVs."""
-    folder = results_dir(profile) / "claims"
     name = profile.name
     lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
              "|---|---|---|---|---|---|"]
     for claim, (statement, other, notebook) in CLAIMS.items():
-        path = folder / f"{claim}.csv"
-        rows = pd.read_csv(path, keep_default_na=False).to_dict("records") if path.exists() else [
-            dict(finding="—", verdict=None, evidence=f"`notebooks/{notebook}.ipynb`")]
-        for row in rows:   # one line per temperature regime where a claim was concluded in each
-            regime = row.get("regime", "")
-            cells = (f"{claim} ({REGIMES[regime]})" if regime else claim, statement, other, row["finding"],
+        rows = claim_rows(profile, claim)
+        rows = rows.to_dict("records") if rows is not None else [
+            dict(label="", finding="—", verdict=None, evidence=f"`notebooks/{notebook}.ipynb`")]
+        for row in rows:   # one line per temperature regime (and basis) where a claim was concluded in each
+            cells = (f"{claim} ({row['label']})" if row["label"] else claim, statement, other, row["finding"],
                      f"**{row['verdict']}**" if row["verdict"] else "not yet tested", row["evidence"])
             lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")   # a | would split a cell
     return "\n".join(lines)
@@ -204,13 +128,15 @@ def render_tuning(profile: Profile) -> str:
 
 def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
-    approach, with each grid's total per protocol (the first protocol: 200 steps, T = 1, every cycle kept)."""
+    approach, with each grid's total per protocol (the first protocol: 200 steps, T = 1, every cycle kept; the third,
+    every arm at its own budget: the only runs in bf16)."""
     frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
     df = pd.concat(frames, ignore_index=True)
-    df = df.assign(protocol=df.protocol.map({1: "first", 2: "second"}))
+    third = df.precision.eq("bf16") if "precision" in df else False
+    df = df.assign(protocol=df.protocol.map({1: "first", 2: "second"}).where(~third, "third"))
     keys = ["study", "protocol"]
     g = df.groupby([*keys, "split", "approach"]).agg(
         runs=("key", "size"), failed=("status", lambda s: int((s != "ok").sum())),
@@ -278,12 +204,14 @@ def render_amendment(profile: Profile) -> str:
     return "\n".join(lines)
 
 
-def _verdicts(profile: Profile, claim: str) -> str:
-    """A claim's current verdict, one per temperature regime where it has several ("—" before it is concluded)."""
-    if (df := _table(profile, f"claims/{claim}")) is None:
+def _verdicts(profile: Profile, claim: str, own: bool | None = None) -> str:
+    """A claim's current verdict, one per temperature regime (and basis) where it has several ("—" before it is
+    concluded); ``own``: only its own-budget rows (True) or only the others (False), each named by its regime."""
+    if (df := claim_rows(profile, claim)) is None:
         return "—"
-    regimes = [r if isinstance(r, str) else "" for r in df.regime] if "regime" in df else [""] * len(df)
-    return "; ".join(f"{REGIMES[r]}: {v}" if r else v for r, v in zip(regimes, df.verdict))
+    if own is not None:
+        df = df[(df.basis == "own") == own].assign(label=lambda d: [row_label(r, "") for r in d.regime])
+    return "; ".join(f"{label}: {v}" if label else v for label, v in zip(df.label, df.verdict)) or "—"
 
 
 def render_training_budget(profile: Profile) -> str:
@@ -334,12 +262,14 @@ def render_budget(profile: Profile) -> str:
     first = _table(profile, "claims/first_protocol")
     if first is None:
         return "_No first-protocol verdicts on this profile._"
-    lines = ["| id | first protocol (200 steps, T = 1) | second protocol (budgets of notebook 09, both regimes) |",
-             "|---|---|---|"]
+    lines = ["| id | first protocol (200 steps, T = 1) | second protocol (budgets of notebook 09, both regimes) | "
+             "third protocol (every arm at its own budget and tuning) |", "|---|---|---|---|"]
     for claim, verdict in zip(first.claim, first.verdict):
-        now = _table(profile, f"claims/{claim}")
-        second = _verdicts(profile, claim) if now is not None and "regime" in now else "pending"
-        lines.append(f"| {claim} | {verdict} | {second}{' (source side: the priors refitted in notebook 01)' if claim == 'C1' else ''} |")
+        now = claim_rows(profile, claim)
+        second = "pending" if now is None else _verdicts(profile, claim, own=False)
+        third = _verdicts(profile, claim, own=True) if claim in RERUN else "—"
+        lines.append(f"| {claim} | {verdict} | {second}{' (source side: the priors refitted in notebook 01)' if claim == 'C1' else ''} | "
+                     f"{'pending' if third == '—' and claim in RERUN else third} |")
     old, new = _table(profile, "transfer/first_protocol_five_way_summary"), _table(profile, "transfer/five_way_summary")
     if old is None:
         return "\n".join(lines)

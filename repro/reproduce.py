@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .cli import add_profile_argument, run_main
 from .profiles import Profile, get_profile, results_dir
-from .report import CLAIMS
+from .findings import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PRIORS_NOTEBOOK = "01_prior_fitting"        # builds the priors every claim uses

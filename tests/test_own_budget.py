@@ -63,3 +63,23 @@ def test_the_ablation_turns_augmentation_off_for_the_sampler_arms_only(fake):
     assert set(off.arm) == set(own_budget.ABLATION_ARMS) and set(rows[rows.augment].arm) == {
         "map_learned", *own_budget.ABLATION_ARMS}
     assert set(rows.n_train) == {P.study_n} and set(rows.seed) == set(P.seeds)
+
+
+def test_the_ablation_table_pairs_each_arm_with_map_by_seed():
+    rows = pd.DataFrame([dict(arm=a, augment=aug, seed=s, accuracy=acc, status="ok") for a, aug, s, acc in (
+        ("map_learned", True, 0, 0.60), ("map_learned", True, 1, 0.62),
+        ("bayes_learned (T1)", True, 0, 0.50), ("bayes_learned (T1)", True, 1, 0.54),      # gaps -0.10, -0.08
+        ("bayes_learned (T1)", False, 0, 0.57), ("bayes_learned (T1)", False, 1, 0.61))])  # gaps -0.03, -0.01
+    table = own_budget.ablation_table(rows, second_gap=-0.18).set_index("augment")
+    assert table.loc[True, "minus_map"] == pytest.approx(-0.09) and table.loc[False, "minus_map"] == pytest.approx(-0.02)
+    assert table.loc[True, "minus_map_se"] == pytest.approx(0.01)          # SD of (-0.10, -0.08) over sqrt(2)
+    assert table.loc[True, "share_of_second_gap_removed"] == pytest.approx(0.5)
+    assert table.loc[False, "share_of_second_gap_removed"] == pytest.approx(1 - 0.02 / 0.18)
+
+
+def test_chosen_lists_every_arm_and_size_with_its_checked_budget(fake):
+    table = own_budget.chosen(P)
+    assert len(table) == len(own_budget.ARMS) * len(P.sampler_budget_sizes)
+    assert list(dict.fromkeys(table.arm)) == list(own_budget.ARMS)
+    cold = table[(table.arm == "bayes_learned (cold)") & (table.n_train == 300)].iloc[0]
+    assert (cold.tuned_steps, cold.steps, cold.temperature) == (CHOSEN["bayes_learned (cold)"]["steps"], 3200, 0.01)

@@ -4,7 +4,7 @@ import re
 import pandas as pd
 import pytest
 
-from repro import report
+from repro import findings, report
 from repro.profiles import get_profile
 
 SMOKE, CPU = get_profile("smoke"), get_profile("cpu")
@@ -19,12 +19,12 @@ def test_report_blocks_match_the_committed_csvs(block):
 
 def test_every_claim_has_a_row():
     rows = report.render_summary(CPU).splitlines()[2:]
-    assert list(dict.fromkeys(r.split("|")[1].strip().split(" ")[0] for r in rows)) == list(report.CLAIMS)
+    assert list(dict.fromkeys(r.split("|")[1].strip().split(" ")[0] for r in rows)) == list(findings.CLAIMS)
 
 
 def test_record_claim_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    report.record_claim(SMOKE, "C3", "partially reproduced", "acc 0.51 ± 0.02 (3 seeds)", "nb 04")
+    findings.record_claim(SMOKE, "C3", "partially reproduced", "acc 0.51 ± 0.02 (3 seeds)", "nb 04")
     row = pd.read_csv(tmp_path / "smoke" / "claims" / "C3.csv").iloc[0]
     assert (row.verdict, row.finding) == ("partially reproduced", "acc 0.51 ± 0.02 (3 seeds)")
     assert "| C3 |" in report.render_summary(SMOKE) and "**partially reproduced**" in report.render_summary(SMOKE)
@@ -32,14 +32,38 @@ def test_record_claim_round_trip(tmp_path, monkeypatch):
 
 def test_a_claim_has_one_row_per_temperature_regime(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    report.record_claim(SMOKE, "C4", "reproduced", "cold finding", "nb 05", regime="cold")
-    report.record_claim(SMOKE, "C4", "not reproduced", "T1 finding", "nb 05", regime="T1")
-    report.record_claim(SMOKE, "C4", "inconclusive", "cold again", "nb 05", regime="cold")     # replaces cold only
+    findings.record_claim(SMOKE, "C4", "reproduced", "cold finding", "nb 05", regime="cold")
+    findings.record_claim(SMOKE, "C4", "not reproduced", "T1 finding", "nb 05", regime="T1")
+    findings.record_claim(SMOKE, "C4", "inconclusive", "cold again", "nb 05", regime="cold")     # replaces cold only
     rows = pd.read_csv(tmp_path / "smoke" / "claims" / "C4.csv")
     assert list(rows.regime) == ["T1", "cold"] and list(rows.verdict) == ["not reproduced", "inconclusive"]
     summary = report.render_summary(SMOKE)
     assert "| C4 (T = 1) |" in summary and "| C4 (cold T) |" in summary and "cold again" in summary
     assert "cold finding" not in summary
+
+
+def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
+    """A claim the third protocol re-ran keeps its second-protocol rows (read as the equal-compute ones) beside the
+    own-budget rows; recording one pair replaces only that pair; the budget table sets the protocols apart."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    claims = tmp_path / "smoke" / "claims"
+    claims.mkdir(parents=True)
+    pd.DataFrame({"claim": ["C4"], "verdict": ["not reproduced"], "finding": ["x"]}).to_csv(
+        claims / "first_protocol.csv", index=False)
+    findings.record_claim(SMOKE, "C4", "not reproduced", "cold, equal", "", regime="cold")
+    findings.record_claim(SMOKE, "C4", "reproduced", "cold, own", "", regime="cold", basis="own")
+    findings.record_claim(SMOKE, "C4", "inconclusive", "T1, equal", "", regime="T1")
+    findings.record_claim(SMOKE, "C4", "partially reproduced", "cold, own again", "", regime="cold", basis="own")
+    rows = findings.claim_rows(SMOKE, "C4")
+    assert list(zip(rows.regime, rows.basis)) == [("T1", ""), ("cold", ""), ("cold", "own")]
+    assert list(rows.label) == ["T = 1, equal compute", "cold T, equal compute", "cold T, own budget"]
+    summary = report.render_summary(SMOKE)
+    assert "| C4 (cold T, own budget) |" in summary and "cold, own again" in summary and "cold, own |" not in summary
+    assert "| C4 (cold T, equal compute) |" in summary
+    assert ("| C4 | not reproduced | T = 1: inconclusive; cold T: not reproduced | cold T: partially reproduced |"
+            in report.render_budget(SMOKE))
+    with pytest.raises(ValueError, match="unknown basis 'cheap'"):
+        findings.record_claim(SMOKE, "C4", "reproduced", "", "", regime="cold", basis="cheap")
 
 
 @pytest.mark.parametrize("claim, verdict, message", [
@@ -49,7 +73,7 @@ def test_a_claim_has_one_row_per_temperature_regime(tmp_path, monkeypatch):
 def test_record_claim_rejects_bad_input(tmp_path, monkeypatch, claim, verdict, message):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match=message):
-        report.record_claim(SMOKE, claim, verdict, "", "")
+        findings.record_claim(SMOKE, claim, verdict, "", "")
 
 
 def test_quoted_prior_statistics_are_computed_from_the_prior_files():
@@ -137,8 +161,8 @@ def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
     pd.DataFrame({"claim": ["C8"], "verdict": ["partially reproduced"]}).to_csv(claims / "before_amendment.csv", index=False)
     pd.DataFrame({"claim": ["C8"], "verdict": ["not reproduced"], "finding": ["x"]}).to_csv(
         claims / "first_protocol.csv", index=False)
-    report.record_claim(SMOKE, "C8", "reproduced", "second protocol", "", regime="cold")
-    report.record_claim(SMOKE, "C3", "reproduced", "second protocol only", "", regime="T1")
+    findings.record_claim(SMOKE, "C8", "reproduced", "second protocol", "", regime="cold")
+    findings.record_claim(SMOKE, "C3", "reproduced", "second protocol only", "", regime="T1")
     rows = report.render_amendment(SMOKE).splitlines()
     assert "| C8 | partially reproduced | not reproduced |" in rows
     assert "| C3 | — | — |" in rows                         # no first-protocol verdict: none borrowed from the second
@@ -146,13 +170,15 @@ def test_amendment_block_compares_the_same_runs(tmp_path, monkeypatch):
 
 
 def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
-    """Runs of the first protocol and of the second (each row's ``protocol``) are counted apart, each with its total."""
+    """Runs of the first protocol, of the second (each row's ``protocol``) and of the third (the runs in bf16) are
+    counted apart, each with its total."""
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     (tmp_path / "smoke" / "transfer").mkdir(parents=True)
     run = dict(split="test", approach="map_learned", status="ok")
     pd.DataFrame([run | dict(key="a", wall_time_s=3600.0, protocol=1),
                   run | dict(key="b", wall_time_s=1800.0, protocol=2),
-                  run | dict(key="c", wall_time_s=5400.0, protocol=2)]
+                  run | dict(key="c", wall_time_s=5400.0, protocol=2),
+                  run | dict(key="e", wall_time_s=720.0, protocol=2, precision="bf16")]
                  ).to_csv(tmp_path / "smoke" / "transfer" / "runs.csv", index=False)
     (tmp_path / "smoke" / "segmentation").mkdir()
     pd.DataFrame([run | dict(key="d", wall_time_s=360.0, protocol=1)]).to_csv(
@@ -163,3 +189,4 @@ def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
     assert "| transfer | second | test | map_learned | 2 | 0 | 3600 | 2.00 |" in lines
     assert "| **transfer** | **first** | | | **1** | 0 | 3600 | **1.00** |" in lines
     assert "| **transfer** | **second** | | | **2** | 0 | 3600 | **2.00** |" in lines
+    assert "| **transfer** | **third** | | | **1** | 0 | 720 | **0.20** |" in lines

@@ -235,6 +235,16 @@ def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcom
     return table, verdict, finding
 
 
+def c10_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, equal: pd.DataFrame, outcomes: Outcomes | None = None
+                ) -> tuple[pd.DataFrame, str, str]:
+    """C10 as registered: the BMA against the paper's deep ensemble (:func:`ensemble_verdict`) decides; the same test
+    against the ensemble of equal compute (``equal``: its ``members`` and ``steps_per_member``) is reported beside it."""
+    paper, same = ensemble_verdict(bma, ensemble, outcomes), ensemble_verdict(bma, equal, outcomes)
+    table = pd.concat([paper[0].assign(ensemble="paper"), same[0].assign(ensemble="equal compute")], ignore_index=True)
+    return table, paper[1], (f"{paper[2]}. At equal compute ({int(equal.members.iloc[0])} members of "
+                             f"{int(equal.steps_per_member.iloc[0])} steps): {same[1]}, {same[2]}")
+
+
 # ---------------------------------------------------------------------------------- C7, C8: calibration, shift
 
 def _versus_one(df: pd.DataFrame, metric: str, alternative: str, outcomes: Outcomes | None) -> list[dict]:

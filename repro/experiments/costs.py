@@ -32,7 +32,8 @@ from .studies import STAGES
 
 # notebook -> the stages of repro.experiments.studies it runs (06 and 07 read 05's runs; 01 and 02 train no grid)
 NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
-                   "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion"),
+                   "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion",
+                                                   "own_budget"),
                    "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"), "10_learned_scale": ("E1",)}
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
 # at 513 x 513, batch 16).

@@ -16,6 +16,10 @@ from .grid import is_planning, run_settings
 from .retune import ARMS, retuned
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
+# The order the workers run the third protocol in, so that each few CPU-hours end with usable runs: the optimisers and
+# the cold sampler arms (tuned, budget-checked, then their test runs and C10's cold ensembles: the cold verdicts),
+# then the T = 1 arms (and with them C4's ablation and C10's T = 1 ensemble).
+PHASES = {"cold": tuple(a for a in ARMS if not a.endswith("(T1)")), "T1": tuple(a for a in ARMS if a.endswith("(T1)"))}
 
 
 def _mean_accuracy(profile: Profile, s: dict, steps: int) -> float | None:
@@ -51,12 +55,13 @@ def seeds_of(profile: Profile, arm: str) -> tuple[int, ...]:
     return profile.t1_seeds if arm.endswith("(T1)") else profile.seeds
 
 
-def five_way_own(profile: Profile) -> pd.DataFrame:
-    """C4, C6, C7, C8: every arm of :data:`.retune.ARMS` at every size of ``sampler_budget_sizes``, its own budget
-    and values, on the test split (and, with it, the shifted set); ``arm`` names each row's arm."""
+def five_way_own(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+    """C4, C6, C7, C8: every arm of ``arms`` (default: :data:`.retune.ARMS`) at every size of
+    ``sampler_budget_sizes``, its own budget and values, on the test split (and, with it, the shifted set); ``arm``
+    names each row's arm."""
     frames = []
-    for n in profile.sampler_budget_sizes:
-        for arm in ARMS:
+    for arm in arms:
+        for n in profile.sampler_budget_sizes:
             rows = run_settings(profile, "transfer", [own_setting(profile, arm, n, seed=k) for k in seeds_of(profile, arm)],
                                 desc=f"own budget: {arm} (n = {n})")
             frames.append(rows.assign(arm=arm))
@@ -93,8 +98,40 @@ def ensemble_own(profile: Profile, regime: str | None = None) -> pd.DataFrame:
 
 
 def own_budget_runs(profile: Profile) -> None:
-    """Every test-split run of the third protocol (the stage ``own_budget``)."""
-    five_way_own(profile)
-    t1_ablation(profile)
-    for regime in (None, "T1", "cold"):
+    """Every run of the third protocol (the stage ``own_budget``), in the order of :data:`PHASES`: each arm's tuning
+    and budget check on the holdout set as its test runs first need them."""
+    five_way_own(profile, PHASES["cold"])
+    for regime in (None, "cold"):
         ensemble_own(profile, regime)
+    five_way_own(profile, PHASES["T1"])
+    t1_ablation(profile)
+    ensemble_own(profile, "T1")
+
+
+def chosen(profile: Profile) -> pd.DataFrame:
+    """Per arm and size (in the order of :data:`.retune.ARMS`): the values rule 5 chose, the budget it chose them at
+    (``tuned_steps``) and the checked budget its test runs take (``steps``)."""
+    names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
+    rows = []
+    for arm in ARMS:
+        for n in profile.sampler_budget_sizes:
+            s = retuned(profile, arm, n)
+            rows.append({"arm": arm, "n_train": n, **{k: s.get(k) for k in names}, "tuned_steps": s["steps"],
+                         "steps": checked_budget(profile, arm, n)})
+    return pd.DataFrame(rows)
+
+
+def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
+    """C4's T = 1 ablation read: per sampler arm and augmentation (rows of :func:`t1_ablation`), the mean accuracy
+    minus MAP + learned's, paired by seed (mean and standard error over seeds), and the share of ``second_gap`` (the
+    second protocol's T = 1 minus MAP, negative) it removes: 1 - (its gap) / ``second_gap``."""
+    ok = rows[rows.status == "ok"]
+    map_acc = ok[ok.arm == "map_learned"].set_index("seed").accuracy
+    out = []
+    for (arm, augment), g in ok[ok.arm != "map_learned"].groupby(["arm", "augment"], sort=False):
+        gap = (g.set_index("seed").accuracy - map_acc).dropna()
+        out.append({"arm": arm, "augment": bool(augment), "accuracy": g.accuracy.mean(), "minus_map": gap.mean(),
+                    "minus_map_se": gap.std(ddof=1) / len(gap) ** 0.5 if len(gap) > 1 else float("nan"),
+                    "seeds": len(gap),     # a share of a gap only where there was one
+                    "share_of_second_gap_removed": 1 - gap.mean() / second_gap if second_gap < 0 else float("nan")})
+    return pd.DataFrame(out)

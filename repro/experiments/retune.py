@@ -35,9 +35,12 @@ RESOLUTION = 0.01          # candidates closer than this in mean holdout accurac
 MAX_EXTENSIONS = 3
 COLD_TEMPERATURES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)    # T = 0 stays: the noise-free reference
 CYCLES = (3, 6, 12)
-# arm -> (approach, prior kind, regime): the optimisers, then notebook 09's sampler arms
+# arm -> (approach, prior kind, regime), in the order the workers tune them: the optimisers (their budgets are known
+# first), then the cold sampler arms (the authors' regime, whose verdicts the second protocol left most in doubt),
+# then those at T = 1 (see :data:`.own_budget.PHASES`)
 ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", "T1"), "map_learned": ("map_learned", "ssl", "T1"),
-        "map_nonlearned": ("map_nonlearned", "none", "T1"), **SAMPLER_ARMS}
+        "map_nonlearned": ("map_nonlearned", "none", "T1"),
+        **{arm: SAMPLER_ARMS[arm] for regime in ("cold", "T1") for arm in SAMPLER_ARMS if arm.endswith(f"({regime})")}}
 # arm -> its coordinates in order: (name, log spacing) or (name, fixed grid)
 _LR, _SCALE, _HEAD, _ALPHA = ("lr", 3.0), ("scale", 100.0), ("head_var", 10.0), ("alpha", 10.0)
 COORDINATES: dict[str, tuple[tuple[str, float | tuple], ...]] = {
@@ -153,11 +156,11 @@ def retune_runs(profile: Profile, arm: str, n: int) -> pd.DataFrame:
 
 
 def retune_all(profile: Profile) -> pd.DataFrame:
-    """Every arm at every size of ``sampler_budget_sizes``, the optimisers first: one row per arm and size, its chosen
-    values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget notebook 09 has not chosen."""
+    """Every arm at every size of ``sampler_budget_sizes``, in the order of :data:`ARMS`: one row per arm and size,
+    its chosen values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget notebook 09 has
+    not chosen."""
     rows = []
-    pairs = [(arm, n) for n in profile.sampler_budget_sizes for arm in ARMS]
-    for arm, n in sorted(pairs, key=lambda pair: pair[0].startswith("bayes")):   # the optimisers' budgets are known
+    for arm, n in ((arm, n) for arm in ARMS for n in profile.sampler_budget_sizes):
         try:
             rows.append({"arm": arm, "n_train": n, **retuned(profile, arm, n)})
         except MissingPrerequisite:

@@ -176,10 +176,14 @@ def deep_ensemble(profile: Profile, kind: str = "ssl", equal_compute: bool = Fal
 
 def ensemble_metrics(profile: Profile, kind: str = "ssl", equal_compute: bool = False) -> pd.DataFrame:
     """C10: per seed, the metrics of a deep ensemble (the mean of its members' test probabilities)."""
-    rows = deep_ensemble(profile, kind, equal_compute)
-    return pd.DataFrame([{"seed": seed, "members": int((rows.seed == seed).sum()), "steps_per_member": int(rows.steps.iloc[0]),
-                          **classification_metrics(probs, labels)}
-                         for seed, (probs, labels) in ensemble_predictions(profile, rows).items()])
+    return metrics_of_ensembles(profile, deep_ensemble(profile, kind, equal_compute))
+
+
+def metrics_of_ensembles(profile: Profile, members: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, the metrics of the ensemble of its ``members`` (runs; the mean of their test probabilities)."""
+    return pd.DataFrame([{"seed": seed, "members": int((members.seed == seed).sum()),
+                          "steps_per_member": int(members.steps.iloc[0]), **classification_metrics(probs, labels)}
+                         for seed, (probs, labels) in ensemble_predictions(profile, members).items()])
 
 
 SEGMENTATION = (("sgd_transfer", "supervised"), ("bayes_nonlearned", "supervised"), ("bayes_learned", "supervised"),

@@ -1,0 +1,124 @@
+"""What the notebooks conclude: the paper's claims, and each claim's recorded verdicts.
+
+Each claim notebook ends with :func:`conclude`, which writes ``results/<profile>/claims/<id>.csv``: one row per
+temperature ``regime`` where a claim is about samplers (:data:`repro.experiments.approaches.REGIMES`), and per
+``basis`` where a claim was re-run with every arm at its own budget (:data:`BASES`); each row holds the verdict, the
+finding (numbers with their intervals and seeds) and the evidence (links). :mod:`repro.report` renders them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis.wording import VERDICTS   # the four verdict words; repro.analysis.wording owns the vocabulary
+from .experiments.approaches import REGIMES
+from .plots import save_table
+from .profiles import Profile, results_dir
+
+# id -> (paper's statement and where, the reproduction report's finding, notebook)
+CLAIMS: dict[str, tuple[str, str, str]] = {
+    "C1": ("test loss flatter along top SWAG directions than random filter-normalised ones (Fig 2a)",
+           "not tested", "02_loss_geometry"),
+    "C2": ("non-diagonal covariance matters; accuracy rises with rank then plateaus (Fig 2b)",
+           "not reproduced", "03_rank_ablation"),
+    "C3": ("prior scale λ has an interior optimum (Fig 2d)", "reproduced", "04_scale_sweep"),
+    "C4": ("(1) Bayes+learned > (2) SGD+learned > (3) SGD transfer > (4) Bayes+non-learned > (5) SGD+non-learned; "
+           "Bayes > MAP under the learned prior (Fig 2c, 3)",
+           "learned > non-learned reproduced; Bayes > SGD not reproduced", "05_five_way"),
+    "C5": ("SSL (SimCLR) priors transfer better than supervised (App B.2, Table 1)", "not tested", "05_five_way"),
+    "C6": ("learned priors most valuable at intermediate data sizes (§4.2)", "data efficiency reproduced", "05_five_way"),
+    "C7": ("Bayes+learned best NLL; Bayes+non-learned beats SGD transfer on NLL; SGD transfer miscalibrated (Fig 4b)",
+           "not tested", "06_calibration"),
+    "C8": ("advantage holds under distribution shift, CIFAR-10.1 (Fig 4a)", "not tested", "07_ood_shift"),
+    "C9": ("segmentation: learned prior + SGLD beats SGD transfer and non-learned prior in mIoU (Table 1)",
+           "not tested", "08_segmentation"),
+    "C10": ("BMA of 10 samples beats a deep ensemble of 10 SGD-transfer models (App B.3)", "not tested", "05_five_way"),
+    "E1": ("*extension, not the paper's:* the prior's widths learned by the data-emphasized ELBO (Harvey et al. 2026) "
+           "match the validation grid within 1 point, at ≤ 1/5 of its selection CPU time", "not tested",
+           "10_learned_scale"),
+}
+
+# How the arms of a re-run claim were budgeted (notebook 05's third protocol, 2026-12-05): "own", every arm at its
+# own converged budget and tuning (the primary reading: the paper compares methods each trained to convergence);
+# "equal", every arm at the size's one budget (the second protocol's runs, as recorded). A claim recorded without a
+# basis was run one way only, the second protocol's; once it also has an "own" row, that row reads "equal".
+BASES = {"own": "own budget", "equal": "equal compute"}
+RERUN = ("C4", "C6", "C7", "C8", "C10")      # the claims the third protocol re-runs, each both ways
+
+
+def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
+    """The recorded rows of ``claim`` (None before it is concluded), with ``regime`` and ``basis`` ("" where a claim
+    has none) and ``label``: how the report names the row, e.g. "cold T, own budget"."""
+    path = results_dir(profile) / "claims" / f"{claim}.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, keep_default_na=False)
+    for column in ("regime", "basis"):
+        df[column] = df[column].astype(str) if column in df else ""
+    return df.assign(label=[row_label(r, b, own=(df.basis == "own").any()) for r, b in zip(df.regime, df.basis)])
+
+
+def row_label(regime: str, basis: str, own: bool = False) -> str:
+    """The words that tell a claim's rows apart ("" for a claim with one row); ``own``: the claim has an own-budget
+    row, so a row without a basis is the equal-compute one."""
+    basis = basis or ("equal" if own else "")
+    return ", ".join(w for w in (REGIMES.get(regime, ""), BASES.get(basis, "")) if w)
+
+
+def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str,
+                 regime: str | None = None, basis: str | None = None) -> pd.DataFrame:
+    """Write a claim's verdict row. A claim about samplers has one row per temperature ``regime``, and a re-run claim
+    one per ``basis`` as well: recording one row keeps the claim's rows of the other regimes and bases."""
+    if claim not in CLAIMS:
+        raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if regime is not None and regime not in REGIMES:
+        raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
+    if basis is not None and basis not in BASES:
+        raise ValueError(f"unknown basis {basis!r}; valid: {', '.join(BASES)}")
+    row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence,
+                             regime=regime or "", basis=basis or "")])
+    old = claim_rows(profile, claim)
+    if regime is not None and old is not None:       # rows of regimes and bases, the old one of this pair replaced
+        kept = old[old.regime.isin(REGIMES) & ((old.regime != regime) | (old.basis != (basis or "")))]
+        order = [*REGIMES], ["", *BASES]
+        row = (pd.concat([kept.drop(columns="label"), row])
+               .assign(o1=lambda d: d.regime.map(order[0].index), o2=lambda d: d.basis.map(order[1].index))
+               .sort_values(["o1", "o2"], kind="stable").drop(columns=["o1", "o2"]).reset_index(drop=True))
+    save_table(row, profile, f"claims/{claim}")
+    return row
+
+
+def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:
+    """The evidence cell of a claim row: links to the executed notebook, CSVs and figures under results/<profile>/."""
+    out = f"results/{profile.name}"
+    links = [f"[notebook]({out}/notebooks/{notebook}.ipynb)"]
+    links += [f"[{Path(t).name}]({out}/{t}.csv)" for t in tables]
+    links += [f"[figure]({out}/figures/{f}.png)" for f in figures]
+    return " · ".join(links)
+
+
+def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
+             figures: list[str] = (), folder: str = "transfer", regime: str | None = None,
+             basis: str | None = None) -> pd.DataFrame | None:
+    """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
+    ``regime`` and ``basis`` appended where given), record the claim with links to its notebook, tables and figures,
+    and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts` returns: (tests table or None,
+    verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged.
+    Returns the table."""
+    from .experiments.budget import convergence_note   # lazy: the report renders without torch
+
+    table, verdict, finding = result
+    if basis != "own":
+        finding += convergence_note(profile, claim)
+    if table is not None:
+        suffix = "".join(f"_{w}" for w in (regime, basis) if w)
+        tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]
+        save_table(table, profile, tables[0])
+    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)),
+                 regime, basis)
+    label = row_label(regime or "", basis or "")
+    print(f"{claim}{f' ({label})' if label else ''} on profile {profile.name}: {verdict} — {finding}\n")
+    return table
