@@ -136,3 +136,17 @@ def test_a_cpu_profile_without_recorded_runs_counts_its_runs_without_pricing_the
     assert math.isnan(seconds) and basis == "none"
     seconds, basis = costs.rates(get_profile("paper"), {}).seconds("transfer", "map_learned", 100, "test")
     assert basis == "assumed" and seconds == 100 * costs.ASSUMED_SECONDS_PER_STEP["transfer"]
+
+
+def test_a_run_is_priced_at_its_training_precisions_recorded_rate():
+    """bf16 runs train faster than fp32 ones: a planned bf16 run takes the bf16 rate where bf16 runs are recorded,
+    else the rate over every precision of its inference."""
+    from repro.experiments import costs
+
+    run = dict(approach="map_learned", split="test", status="ok")
+    recorded = {"transfer": pd.DataFrame([run | dict(steps=100, train_time_s=30.0, wall_time_s=40.0, precision="fp32"),
+                                          run | dict(steps=100, train_time_s=10.0, wall_time_s=20.0, precision="bf16")])}
+    model = costs.Rates.fit(recorded)
+    assert model.seconds("transfer", "map_learned", 200, "test", "bf16") == (pytest.approx(200 * 0.1 + 10.0), "recorded")
+    assert model.seconds("transfer", "map_learned", 200, "test", "fp32")[0] == pytest.approx(200 * 0.3 + 10.0)
+    assert model.seconds("transfer", "map_learned", 200, "test", "fp16")[0] == pytest.approx(200 * 0.2 + 10.0)

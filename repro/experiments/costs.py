@@ -64,11 +64,11 @@ OUT_OF_SAMPLE_SHARE = 0.2     # the latest runs the out-of-sample check predicts
 
 @dataclass(frozen=True)
 class Rates:
-    """The cost model of one profile's recorded runs: seconds per training step per (task, inference), and the
-    evaluation overhead per (task, inference, split): ratios of sums and means, not medians, because what the model
-    must get right is a grid's total, slow runs included."""
+    """The cost model of one profile's recorded runs: seconds per training step per (task, inference) and per (task,
+    inference, training precision), and the evaluation overhead per (task, inference, split): ratios of sums and
+    means, not medians, because what the model must get right is a grid's total, slow runs included."""
 
-    step: dict[tuple[str, str], float]
+    step: dict[tuple[str, ...], float]
     overhead: dict[tuple[str, str, str], float]
     device: str = "cuda"     # where the runs train: the GPU assumption prices only a GPU profile's runs
 
@@ -76,19 +76,24 @@ class Rates:
     def fit(cls, recorded: dict[str, pd.DataFrame]) -> "Rates":
         step, overhead = {}, {}
         for task, ok in recorded.items():
-            ok = ok.assign(inference=[_class(task, a) for a in ok.approach])
+            ok = ok.assign(inference=[_class(task, a) for a in ok.approach],
+                           precision=ok.precision.fillna("fp32") if "precision" in ok else "fp32")
             for inference, g in ok.groupby("inference"):
                 step[(task, inference)] = float(g.train_time_s.sum() / g.steps.sum())
+            for (inference, precision), g in ok.groupby(["inference", "precision"]):
+                step[(task, inference, precision)] = float(g.train_time_s.sum() / g.steps.sum())
             for (inference, split), g in ok.groupby(["inference", "split"]):
                 overhead[(task, inference, split)] = float((g.wall_time_s - g.train_time_s).clip(lower=0).mean())
         return cls(step, overhead)
 
-    def seconds(self, task: str, approach: str, steps: int, split: str) -> tuple[float, str]:
-        """A run's estimated wall seconds and where the rate comes from."""
+    def seconds(self, task: str, approach: str, steps: int, split: str, precision: str = "fp32") -> tuple[float, str]:
+        """A run's estimated wall seconds and where the rate comes from (its precision's rate where one is recorded)."""
         inference = _class(task, approach)
-        if (task, inference) in self.step:
+        if (task, inference, precision) in self.step:
+            rate, basis = self.step[(task, inference, precision)], "recorded"
+        elif (task, inference) in self.step:
             rate, basis = self.step[(task, inference)], "recorded"
-        elif same_task := [v for (t, _), v in self.step.items() if t == task]:
+        elif same_task := [v for key, v in self.step.items() if key[0] == task]:
             rate, basis = max(same_task), "recorded (another inference's)"
         elif self.device == "cuda":
             return ASSUMED_SECONDS_PER_STEP[task] * steps, "assumed"
@@ -119,7 +124,8 @@ def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
                     STAGES[stage](profile)
                     for task, run in planned[before:]:
                         p = run.params
-                        seconds, basis = model.seconds(task, p["approach"], p["steps"], p.get("split", "test"))
+                        seconds, basis = model.seconds(task, p["approach"], p["steps"], p.get("split", "test"),
+                                                       p.get("precision", "fp32"))
                         out.append(dict(notebook=notebook, task=task, approach=p["approach"], steps=p["steps"],
                                         seconds=seconds, basis=basis))
     finally:
@@ -152,7 +158,9 @@ def timing_check(profile: Profile) -> pd.DataFrame:
         if cut < 1:
             continue
         model, scored = rates(profile, {task: ok.iloc[:cut]}), ok.iloc[cut:]
-        hours = sum(model.seconds(task, r.approach, r.steps, r.split)[0] for r in scored.itertuples()) / 3600
+        precision = scored.precision.fillna("fp32") if "precision" in scored else ["fp32"] * len(scored)
+        hours = sum(model.seconds(task, r.approach, r.steps, r.split, p)[0]
+                    for r, p in zip(scored.itertuples(), precision)) / 3600
         out.append(dict(task=task, fitted_on=cut, predicted_runs=len(scored),
                         recorded_hours=scored.wall_time_s.sum() / 3600, model_hours=hours))
     return pd.DataFrame(out).assign(error=lambda d: d.model_hours / d.recorded_hours - 1) if out else pd.DataFrame()
