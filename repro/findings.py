@@ -78,6 +78,9 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     if basis is not None and basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; valid: {', '.join(BASES)}")
+    if basis is not None and regime is None:
+        raise ValueError(f"a basis needs a temperature regime: {claim} is recorded per regime where it has a basis")
+    basis = None if basis == "equal" else basis        # a row without a basis is the equal-compute one
     row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence,
                              regime=regime or "", basis=basis or "")])
     old = claim_rows(profile, claim)
@@ -108,11 +111,11 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
     and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts` returns: (tests table or None,
     verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged.
     Returns the table."""
-    from .experiments.budget import convergence_note   # lazy: the report renders without torch
+    from .experiments.budget import convergence_note   # lazy: rendering the report needs no experiment code
+    from .experiments.own_budget import unconverged_note
 
     table, verdict, finding = result
-    if basis != "own":
-        finding += convergence_note(profile, claim)
+    finding += unconverged_note(profile) if basis == "own" else convergence_note(profile, claim)
     if table is not None:
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)
         tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]

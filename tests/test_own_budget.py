@@ -28,7 +28,9 @@ def fake(monkeypatch):
         "approach": arm.split(" ")[0], "n_train": n, "split": "holdout", **CHOSEN.get(arm, dict(steps=400))})
     grid = FakeGrid(lambda steps: {400: 0.50, 800: 0.53, 1600: 0.56, 3200: 0.575, 6400: 0.58}[steps])
     monkeypatch.setattr(own_budget, "run_settings", grid)
-    return grid
+    own_budget.clear_cache()
+    yield grid
+    own_budget.clear_cache()
 
 
 def test_the_budget_doubles_at_the_chosen_values_while_a_doubling_gains_a_point(fake):
@@ -83,3 +85,11 @@ def test_chosen_lists_every_arm_and_size_with_its_checked_budget(fake):
     assert list(dict.fromkeys(table.arm)) == list(own_budget.ARMS)
     cold = table[(table.arm == "bayes_learned (cold)") & (table.n_train == 300)].iloc[0]
     assert (cold.tuned_steps, cold.steps, cold.temperature) == (CHOSEN["bayes_learned (cold)"]["steps"], 3200, 0.01)
+
+
+def test_an_arm_at_the_cap_is_named_in_the_own_budget_verdicts(fake):
+    capped = get_profile("cpu", sampler_budget_max_steps=3200)   # every arm's check runs to 3 200: the cap
+    assert "sgd_transfer at n = 100 trains the cap of 3200 steps" in own_budget.unconverged_note(capped)
+    fake.curve = lambda steps: 0.5                                # flat: every arm keeps its tuned budget
+    own_budget.clear_cache()
+    assert own_budget.unconverged_note(P) == ""

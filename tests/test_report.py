@@ -64,6 +64,11 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
             in report.render_budget(SMOKE))
     with pytest.raises(ValueError, match="unknown basis 'cheap'"):
         findings.record_claim(SMOKE, "C4", "reproduced", "", "", regime="cold", basis="cheap")
+    with pytest.raises(ValueError, match="a basis needs a temperature regime"):
+        findings.record_claim(SMOKE, "C4", "reproduced", "", "", basis="own")
+    findings.record_claim(SMOKE, "C4", "reproduced", "T1, equal again", "", regime="T1", basis="equal")
+    rows = findings.claim_rows(SMOKE, "C4")                   # "equal" is the row without a basis: replaced, not added
+    assert len(rows) == 3 and rows.finding.iloc[0] == "T1, equal again"
 
 
 @pytest.mark.parametrize("claim, verdict, message", [

@@ -58,6 +58,10 @@ def test_choose_keeps_the_incumbent_within_the_resolution_and_else_the_nearest_t
     assert retune.choose(pd.Series({0.0: 0.6, 1e-3: 0.5, 1e-2: 0.5, 1e-1: 0.6}), 1e-2) == 1e-1   # nearer than 0
     assert retune.choose(pd.Series({1.0: 0.6, 10.0: 0.5, 100.0: 0.605}), 10.0) == 100.0     # equally near: the better
     assert retune.choose(scores, 0.02) == 0.03                           # an incumbent between grid values
+    # a failed value (3) still counts in the distance: 27 is one step from the incumbent 9, 1 is two
+    assert retune.choose(pd.Series({1.0: 0.6, 9.0: 0.5, 27.0: 0.6, 81.0: 0.4}), 9.0, grid=[1, 3, 9, 27, 81]) == 27.0
+    # a gap of exactly 1 point is a tie, whatever float32 rounding made of the scores
+    assert retune.choose(pd.Series({0.01: 0.30149999260902405, 0.03: 0.31150001287460327}), 0.01) == 0.01
 
 
 def test_every_coordinate_finds_a_known_optimum_extending_past_an_edge(monkeypatch):
@@ -80,6 +84,13 @@ def test_a_flat_coordinate_keeps_the_incumbent_and_is_not_extended(monkeypatch):
     assert fake.asked[0]["steps"] == P.steps_for(300) and "sampler_version" not in fake.asked[0]
 
 
+def test_a_coordinate_whose_every_value_failed_keeps_the_incumbent(monkeypatch):
+    fake = FakeGrid(peak(lr=0.09, alpha=1.0), fail=lambda s: True)
+    monkeypatch.setattr(retune, "run_settings", fake)
+    start = retune.incumbent(P, "map_nonlearned", 1000)
+    assert retune.retuned(P, "map_nonlearned", 1000) == start
+
+
 def test_a_value_whose_run_failed_on_one_seed_is_out(monkeypatch):
     fake = FakeGrid(peak(lr=0.09, alpha=1.0), fail=lambda s: s["lr"] > 0.05 and s["seed"] == 1)   # the best diverges
     monkeypatch.setattr(retune, "run_settings", fake)
@@ -95,29 +106,38 @@ def test_a_sampler_waits_for_the_budget_notebook_09_chose(monkeypatch):
     assert retune.budget(P, "bayes_nonlearned (T1)", 100) == 3200
 
 
-def test_the_resolution_is_the_paired_standard_error_of_two_candidates_over_the_images():
-    """Two candidates scored on the same 2 000 images, 2 seeds: on seed 0 they disagree on 200 images (120 won by
-    the first), on seed 1 on 100 (50 each). The SE of the mean difference, by hand: per seed sqrt(var / N), then the
-    root of the summed variances over 2."""
+def test_the_resolution_counts_the_images_and_the_seeds():
+    """Two candidates scored on the same 2 000 images, 2 seeds. Same images each seed, so the image part of the SE
+    is that of the per-image mean over seeds; the seeds' part comes from how far the per-seed differences spread.
+    When both seeds agree (+2 points each, on different images) the SE is the images' alone, by hand; when they
+    disagree (+5 and -3 points) it is at least the seeds' spread, SD/sqrt(2) = 4 points."""
     import numpy as np
 
     N = 2000
-    def pair(first_wins, second_wins):
-        a, b = np.zeros(N), np.zeros(N)
-        a[:first_wins] = 1
-        b[first_wins:first_wins + second_wins] = 1
-        return a, b
-    (a0, b0), (a1, b1) = pair(120, 80), pair(50, 50)
-    outcomes = {"a0": {"accuracy": a0}, "b0": {"accuracy": b0}, "a1": {"accuracy": a1}, "b1": {"accuracy": b1}}
+
+    def outcomes_of(wins):           # per seed: (images the first candidate wins, images the second wins)
+        out = {}
+        for seed, (first, second) in enumerate(wins):
+            a, b = np.zeros(N), np.zeros(N)
+            a[seed * 500:seed * 500 + first] = 1
+            b[1500:1500 + second] = 1
+            out |= {f"a{seed}": {"accuracy": a}, f"b{seed}": {"accuracy": b}}
+        return out
+
     rows = pd.DataFrame({"arm": "map_learned", "n_train": 1000, "coordinate": "lr", "lr": [0.01, 0.03, 0.01, 0.03],
                          "seed": [0, 0, 1, 1], "key": ["a0", "b0", "a1", "b1"], "status": "ok"})
-    r = retune.resolution(rows, outcomes).iloc[0]
-    var0 = (200 / N - (40 / N) ** 2) * N / (N - 1)           # per-image differences in {-1, 0, 1}
-    var1 = (100 / N) * N / (N - 1)
-    assert (r.value_a, r.value_b, r.seeds) == (0.01, 0.03, 2)
-    assert r.difference == pytest.approx((40 / N + 0) / 2)
-    assert r.se == pytest.approx(math.sqrt(var0 / N + var1 / N) / 2)
-    assert r.se < 0.005                                        # 2 000 images and 2 seeds resolve ~1 point (2 SE)
+    agree = retune.resolution(rows, outcomes_of([(100, 60), (100, 60)])).iloc[0]
+    assert (agree.value_a, agree.value_b, agree.seeds) == (0.01, 0.03, 2)
+    assert agree.difference == pytest.approx(0.02)
+    mean_d = np.zeros(N)                                     # per-image difference, mean over the two seeds
+    mean_d[0:100] += 0.5
+    mean_d[500:600] += 0.5
+    mean_d[1500:1560] -= 1
+    assert agree.se_image == pytest.approx(mean_d.std(ddof=1) / math.sqrt(N), rel=0.1)   # a bootstrap estimate
+    assert agree.se == pytest.approx(agree.se_image, rel=0.15)
+    disagree = retune.resolution(rows, outcomes_of([(160, 60), (40, 100)])).iloc[0]   # +5 and -3 points
+    assert disagree.difference == pytest.approx(0.01) and disagree.se >= 0.04 * 0.9
+    assert disagree.se > 3 * agree.se
 
 
 def test_a_cycle_count_too_fine_for_the_budget_is_not_tried(monkeypatch):

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import load_results
-from . import retune, tuning
+from . import own_budget, tuning
 from .approaches import lookup
 from .grid import grid_csv, planning
 from .studies import STAGES
@@ -130,7 +130,7 @@ def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
                                         seconds=seconds, basis=basis))
     finally:
         tuning.clear_cache()
-        retune.clear_cache()
+        own_budget.clear_cache()
     return pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis"])
 
 

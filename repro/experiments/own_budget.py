@@ -8,12 +8,14 @@ and C4's T = 1 ablation with them; the second protocol's runs stay as the equal-
 """
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from ..profiles import Profile
 from .budget import THRESHOLD
 from .grid import is_planning, run_settings
-from .retune import ARMS, retuned
+from .retune import ARMS, retuned, clear_cache as _clear_retune
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
 # The order the workers run the third protocol in, so that each few CPU-hours end with usable runs: the optimisers and
@@ -32,6 +34,7 @@ def _mean_accuracy(profile: Profile, s: dict, steps: int) -> float | None:
     return float(ok.accuracy.mean()) if len(ok) == len(rows) else float("-inf")   # a failed doubling gains nothing
 
 
+@functools.lru_cache(maxsize=None)
 def checked_budget(profile: Profile, arm: str, n: int) -> int:
     """The arm's budget at n at its chosen values: rule 5's budget, doubled while the doubling gains at least
     ``THRESHOLD`` mean holdout accuracy (``tuning_seeds`` seeds), up to ``sampler_budget_max_steps``."""
@@ -135,3 +138,18 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
                     "seeds": len(gap),     # a share of a gap only where there was one
                     "share_of_second_gap_removed": 1 - gap.mean() / second_gap if second_gap < 0 else float("nan")})
     return pd.DataFrame(out)
+
+
+def unconverged_note(profile: Profile) -> str:
+    """The sentence an own-budget verdict ends with where an arm trains at the cap (``sampler_budget_max_steps``): its
+    curve or its budget check was still gaining a point per doubling there; empty otherwise."""
+    table = chosen(profile)
+    capped = table[table.steps >= profile.sampler_budget_max_steps]
+    notes = [f"{r.arm} at n = {r.n_train} trains the cap of {r.steps} steps" for r in capped.itertuples()]
+    return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""
+
+
+def clear_cache() -> None:
+    """Forget every choice of this process, rule 5's included (after a dry run, whose choices rest on placeholders)."""
+    checked_budget.cache_clear()
+    _clear_retune()

@@ -19,17 +19,21 @@ that short).
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 import pandas as pd
 
+from ..analysis.stats import paired_bootstrap
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
 from .budget import SAMPLER_ARMS, notebook_09_command
 from .grid import is_planning, run_settings
 from .spec import RunSpec
 from .transfer import cyclical_schedule
-from .tuning import setting
+from .tuning import SCORE_DECIMALS, setting
+
+log = logging.getLogger(__name__)
 
 RESOLUTION = 0.01          # candidates closer than this in mean holdout accuracy are ties
 MAX_EXTENSIONS = 3
@@ -55,15 +59,17 @@ COORDINATES: dict[str, tuple[tuple[str, float | tuple], ...]] = {
 HOLDOUT = dict(split="holdout", dataset="cifar10", precision="bf16")
 
 
-def choose(scores: pd.Series, incumbent: float, resolution: float = RESOLUTION) -> float:
+def choose(scores: pd.Series, incumbent: float, resolution: float = RESOLUTION, grid: list[float] | None = None) -> float:
     """The rule's choice among ``scores`` (value -> mean holdout accuracy): the incumbent if it is within
-    ``resolution`` of the best, else the value within it nearest the incumbent on the sorted grid (the better one of
-    two equally near)."""
-    scores = scores.sort_index()
-    ties = scores[scores >= scores.max() - resolution]
+    ``resolution`` of the best, else the value within it nearest the incumbent on the sorted ``grid`` of every value
+    tried (default: the scored ones; a value that failed still counts in the distance), the better one of two equally
+    near. Scores are compared to ``SCORE_DECIMALS`` decimals, so that a tie at exactly ``resolution`` does not turn on
+    float32 rounding."""
+    scores = scores.sort_index().round(SCORE_DECIMALS)
+    ties = scores[scores >= round(scores.max() - resolution, SCORE_DECIMALS)]
     if incumbent in ties.index:
         return incumbent
-    grid = list(scores.index)
+    grid = sorted(grid if grid is not None else scores.index)
     where = _position(grid, incumbent)
     return min(ties.index, key=lambda v: (abs(grid.index(v) - where), -ties[v]))
 
@@ -117,7 +123,10 @@ def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, des
             return rows, base
         failed = set(rows.loc[rows.status != "ok", name])          # a value where a seed failed (diverged) is out
         scores = rows[(rows.status == "ok") & ~rows[name].isin(failed)].groupby(name).accuracy.mean()
-        chosen = choose(scores, start)
+        if scores.empty:                                            # every value failed: nothing to move to
+            log.warning("retune %s: every value of %s failed; it keeps %s", desc, name, start)
+            return rows, base
+        chosen = choose(scores, start, grid=values)
         side = "high" if chosen == values[-1] else "low" if chosen == values[0] else None
         if spacing is None or side is None or added[side] == MAX_EXTENSIONS:
             return rows, base | {name: chosen}
@@ -172,24 +181,25 @@ def retune_all(profile: Profile) -> pd.DataFrame:
 def resolution(rows: pd.DataFrame, outcomes: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """How finely the holdout set tells two candidates apart: for each pair of neighbouring values a coordinate tried
     (rows of :func:`retune_runs`: ``arm``, ``coordinate``), the mean accuracy difference over the seeds both ran and
-    its standard error, paired over the images (per seed: the SD of the per-image differences over sqrt(images);
-    over seeds: the root of the summed variances over the seed count). ``outcomes``: per run key, per-image
-    ``accuracy`` (:func:`repro.analysis.predictions.per_image_outcomes`)."""
+    its standard error, both parts counted: the images' (every seed is scored on the same images) and the seeds'
+    (training noise), as the verdicts count them (:func:`repro.analysis.stats.paired_bootstrap`, over seeds x
+    images). ``outcomes``: per run key, per-image ``accuracy`` (:func:`repro.analysis.predictions.per_image_outcomes`)."""
     out = []
     ok = rows[rows.status == "ok"]
     for (arm, n, name), g in ok.groupby(["arm", "n_train", "coordinate"], sort=False):
         values = sorted(g[name].unique())
         for a, b in zip(values, values[1:]):
-            diffs = [outcomes[ka]["accuracy"] - outcomes[kb]["accuracy"]
-                     for seed in sorted(set(g[g[name] == a].seed) & set(g[g[name] == b].seed))
-                     for ka, kb in [(g[(g[name] == a) & (g.seed == seed)].key.iloc[0],
-                                     g[(g[name] == b) & (g.seed == seed)].key.iloc[0])]]
-            if not diffs:
+            key = {v: dict(zip(g[g[name] == v].seed, g[g[name] == v].key)) for v in (a, b)}
+            seeds = sorted(set(key[a]) & set(key[b]))
+            if not seeds:
                 continue
-            se = np.sqrt(sum(d.var(ddof=1) / len(d) for d in diffs)) / len(diffs)
+            d = np.stack([outcomes[key[a][s]]["accuracy"] - outcomes[key[b][s]]["accuracy"] for s in seeds])
+            test = paired_bootstrap(d, alternative="two-sided")
             out.append({"arm": arm, "n_train": n, "coordinate": name, "value_a": a, "value_b": b,
-                        "difference": float(np.mean([d.mean() for d in diffs])), "se": float(se), "seeds": len(diffs)})
-    return pd.DataFrame(out, columns=["arm", "n_train", "coordinate", "value_a", "value_b", "difference", "se", "seeds"])
+                        "difference": test["mean_diff"], "se": test["se_diff"], "se_seed": test["se_seed"],
+                        "se_image": test["se_image"], "seeds": len(seeds)})
+    return pd.DataFrame(out, columns=["arm", "n_train", "coordinate", "value_a", "value_b", "difference", "se",
+                                      "se_seed", "se_image", "seeds"])
 
 
 def clear_cache() -> None:
