@@ -251,6 +251,34 @@ def render_training_budget(profile: Profile) -> str:
     return "\n".join(lines)
 
 
+def render_third_protocol(profile: Profile) -> str:
+    """Every arm's own values and budget (notebook 05: ``transfer/own_budget_choices``), how finely rule 5's holdout
+    set told two candidates apart (notebook 09: ``training_budget/retune_resolution``) and C4's T = 1 ablation
+    (notebook 05: ``transfer/t1_ablation``)."""
+    if (choices := _table(profile, "transfer/own_budget_choices")) is None:
+        return NOT_RUN
+    names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
+    lines = ["| arm | n | tuned at (steps) | budget (steps) | lr | weight decay | λ | head variance | α | T | cycles |",
+             "|---" * 11 + "|"]
+    lines += [f"| {ARM_LABELS.get(r['arm'], r['arm'])} | {r['n_train']} | {r['tuned_steps']} | {r['steps']} | "
+              + " | ".join("—" if pd.isna(r[c]) else f"{r[c]:g}" for c in names) + " |"
+              for r in choices.to_dict("records")]
+    if (res := _table(profile, "training_budget/retune_resolution")) is not None and len(res):
+        two = 200 * res.se
+        lines.append(f"\nTwo neighbouring candidates of rule 5 are told apart at 2 SE = {two.median():.1f} accuracy "
+                     f"points (median over {len(res)} pairs of neighbours; {two.min():.1f} to {two.max():.1f}), "
+                     f"images and seeds both counted; the tie band is 1 point.")
+    if (abl := _table(profile, "transfer/t1_ablation")) is not None:
+        lines += ["", "| C4's ablation at n = " + f"{profile.study_n} | augmentation | accuracy | minus MAP + learned "
+                  "(± SE over seeds) | share of the second protocol's T = 1 gap removed |", "|---|---|---|---|---|"]
+        for r in abl.to_dict("records"):
+            share = r["share_of_second_gap_removed"]
+            lines.append(f"| {ARM_LABELS.get(r['arm'], r['arm'])} | {'on' if r['augment'] else 'off'} | "
+                         f"{r['accuracy']:.3f} | {100 * r['minus_map']:+.1f} ± {100 * r['minus_map_se']:.1f} pt | "
+                         f"{'—' if pd.isna(share) else f'{share:.0%}'} |")
+    return "\n".join(lines)
+
+
 def _int(value) -> str:
     return "not chosen" if pd.isna(value) else str(int(value))
 
@@ -302,6 +330,7 @@ def render_simulation(profile: Profile) -> str:
 
 
 BLOCKS = {"claims": render_summary, "amendment": render_amendment, "training_budget": render_training_budget,
+          "third_protocol": render_third_protocol,
           "budget": render_budget, "simulation": render_simulation, "source": render_source,
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
 

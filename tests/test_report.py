@@ -195,3 +195,22 @@ def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
     assert "| **transfer** | **first** | | | **1** | 0 | 3600 | **1.00** |" in lines
     assert "| **transfer** | **second** | | | **2** | 0 | 3600 | **2.00** |" in lines
     assert "| **transfer** | **third** | | | **1** | 0 | 720 | **0.20** |" in lines
+
+
+def test_third_protocol_block_shows_values_resolution_and_ablation(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "smoke" / "transfer").mkdir(parents=True)
+    (tmp_path / "smoke" / "training_budget").mkdir()
+    assert report.render_third_protocol(SMOKE) == report.NOT_RUN
+    pd.DataFrame([dict(arm="bayes_learned (cold)", n_train=1000, lr=0.03, weight_decay=None, scale=1e7, head_var=1.0,
+                       alpha=None, temperature=0.001, cycles=6, tuned_steps=1600, steps=3200)]).to_csv(
+        tmp_path / "smoke" / "transfer" / "own_budget_choices.csv", index=False)
+    pd.DataFrame({"se": [0.004, 0.006, 0.01]}).to_csv(tmp_path / "smoke" / "training_budget" / "retune_resolution.csv",
+                                                       index=False)
+    pd.DataFrame([dict(arm="bayes_learned (T1)", augment=False, accuracy=0.55, minus_map=-0.04, minus_map_se=0.01,
+                       share_of_second_gap_removed=0.75)]).to_csv(tmp_path / "smoke" / "transfer" / "t1_ablation.csv",
+                                                                  index=False)
+    lines = report.render_third_protocol(SMOKE).splitlines()
+    assert lines[2] == "| (1) Bayes + learned, cold T | 1000 | 1600 | 3200 | 0.03 | — | 1e+07 | 1 | — | 0.001 | 6 |"
+    assert "2 SE = 1.2 accuracy points (median over 3 pairs of neighbours; 0.8 to 2.0)" in lines[4]
+    assert lines[-1] == "| (1) Bayes + learned, T = 1 | off | 0.550 | -4.0 ± 1.0 pt | 75% |"
