@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .experiments.approaches import APPROACHES
 from .files import atomic_file
-
 from .profiles import Profile, results_dir
 
 sns.set_theme(context="notebook", style="whitegrid")
@@ -86,43 +86,73 @@ def loss_slices(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+# One colour per approach in every figure (the paper's arms (1)-(5) first), one line style per temperature regime:
+# a reader who learns "blue is (1) Bayes + learned" in one figure can rely on it in the next.
+_ORDER = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "map_nonlearned", "deep_ensemble")
+COLOURS = dict(zip((*_ORDER, *(a for a in APPROACHES if a not in _ORDER)),
+                   [*sns.color_palette("tab10"), *sns.color_palette("dark", 6)]))
+MARKERS = {"bayes": "o", "map": "s", "sgd": "^", "deep": "D", "vi": "v"}
+LINESTYLES = {"(cold)": "--", "(mid-slope λ)": ":"}       # T = 1 and optimisers: solid
+
+
+def style(name: str) -> dict:
+    """Colour, marker and line style of an approach or arm (``"bayes_learned (cold)"``) in every figure; other
+    names (a setting, a size) take matplotlib's cycle."""
+    approach, _, regime = str(name).partition(" ")
+    if approach not in COLOURS:
+        return {"marker": "o"}
+    return {"color": COLOURS[approach], "marker": MARKERS[approach.split("_")[0]],
+            "linestyle": LINESTYLES.get(regime, "-")}
+
+
 def _errorbars(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str, labels: dict | None = None) -> None:
-    """Mean ± SE over seeds of ``y`` against ``x``, one line per ``hue`` value."""
+    """Mean ± SE over seeds of ``y`` against ``x``, one line per ``hue`` value, each arm in its own style."""
     for name, g in df.groupby(hue, sort=False):
         s = g.groupby(x)[y].agg(["mean", "sem"]).reset_index()
-        ax.errorbar(s[x], s["mean"], yerr=s["sem"].fillna(0), marker="o", capsize=3,
-                    label=(labels or {}).get(name, name))
+        ax.errorbar(s[x], s["mean"], yerr=s["sem"].fillna(0), capsize=3, label=(labels or {}).get(name, name),
+                    **style(name))
+
+
+def _legend(fig: plt.Figure, axes) -> None:
+    """One legend for the whole figure, outside the panels on the right (never over data): every line of every
+    panel once."""
+    seen = {}
+    for ax in getattr(axes, "flat", axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(seen.values(), seen.keys(), loc="outside right center", fontsize="small")   # clear of a suptitle
 
 
 def rank_curve(rows: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
     """Fig 2b: test accuracy of the learned-prior arms against rank, one line per ``arm`` (the approach where there is
     no such column); the isotropic learned-mean prior of each arm as a band."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), layout="constrained")
     by = "arm" if "arm" in rows else "approach"
     learned = rows[rows.approach.isin(["bayes_learned", "map_learned"])]
     _errorbars(ax, learned, "rank", "accuracy", by, labels)
     for name, iso in rows[rows.approach == "bayes_isotropic"].groupby(by).accuracy:
         m, se = iso.mean(), iso.sem() if len(iso) > 1 else 0.0
-        ax.axhline(m, color="gray", ls="--", label=(labels or {}).get(name, name))
-        ax.axhspan(m - se, m + se, color="gray", alpha=0.2)
+        look = style(name)
+        ax.axhline(m, color=look["color"], ls=look["linestyle"], label=(labels or {}).get(name, name))
+        ax.axhspan(m - se, m + se, color=look["color"], alpha=0.15)
     ranks = sorted(learned["rank"].unique())
     ax.set(xscale="symlog", xlabel="rank k of the low-rank part (0 = diagonal only)", ylabel="test accuracy",
            title="Rank ablation (mean ± SE over seeds)")
     ax.set_xticks(ranks, [str(k) for k in ranks])
     ax.minorticks_off()
-    ax.legend(fontsize="small")
+    _legend(fig, [ax])
     return fig
 
 
 def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: dict | None = None,
                   xscale: str = "log", by: str = "approach", **scale_kw) -> plt.Figure:
     """Test accuracy and NLL against ``x``, one line per ``by`` value (mean ± SE over seeds): Fig 2d for x = lambda."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")     # labels never over the next panel
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")     # labels never over the next panel
     for ax, metric in zip(axes, ("accuracy", "nll")):
         _errorbars(ax, rows, x, metric, by, labels)
         ax.set_xscale(xscale, **scale_kw)
         ax.set(xlabel=xlabel, ylabel=f"test {metric}")
-    axes[0].legend(fontsize="small")
+    _legend(fig, axes)
     fig.suptitle(f"{title} (mean ± SE over seeds)")
     return fig
 
@@ -147,12 +177,13 @@ def data_efficiency(rows: pd.DataFrame, labels: dict | None = None, metric: str 
     """Fig 3: ``metric`` against training-set size, one panel per (dataset, prior kind), one line per approach."""
     panels = [(ds, kind) for ds in dict.fromkeys(rows.dataset) for kind in dict.fromkeys(rows.prior_kind) if kind != "none"
               and ((rows.dataset == ds) & (rows.prior_kind == kind)).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 2.6, 3.6), squeeze=False, sharey=False,
+                             layout="constrained")
     for ax, (ds, kind) in zip(axes[0], panels):
         sub = rows[(rows.dataset == ds) & rows.prior_kind.isin([kind, "none"])]
         _errorbars(ax, sub, "n_train", metric, "approach", labels)
         ax.set(xscale="log", xlabel="training images", ylabel=f"test {metric}", title=f"{ds}, {kind} prior")
-    axes[0][0].legend(fontsize="small")
+    _legend(fig, axes)
     return fig
 
 
@@ -160,25 +191,33 @@ def reliability(bins: pd.DataFrame, by: str = "approach", labels: dict | None = 
     """Reliability diagrams (accuracy against confidence per bin), one panel per ``by`` value; below the
     diagonal = over-confident."""
     groups = list(dict.fromkeys(bins[by]))
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.3), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.6), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, name in zip(axes[0], groups):
         b = bins[(bins[by] == name) & (bins["count"] > 0)]
         width = (b.bin_upper - b.bin_lower).where(lambda w: w > 0, 0.02)
-        ax.bar(b.bin_lower, b.accuracy, width=width, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
+        ax.bar(b.bin_lower, b.accuracy, width=width, align="edge", edgecolor="k", alpha=0.7, label="accuracy",
+               color=style(name).get("color"))
+        share = b["count"] / b["count"].sum()          # how many predictions each bin holds: where the diagram weighs
+        ax.bar(b.bin_lower, share, width=width, align="edge", color="k", alpha=0.35, label="share of predictions")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=(labels or {}).get(name, name))
+        title = (labels or {}).get(name, name).replace(", ", ",\n", 1)      # two short lines: titles never collide
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=title)
+        ax.title.set_fontsize("small")
     axes[0][0].set_ylabel("accuracy in bin")
+    _legend(fig, axes)
     return fig
 
 
 def shift_cells(cells: pd.DataFrame, labels: dict | None = None) -> plt.Figure:
     """Accuracy under each corruption against severity, one line per approach (mean ± SE over seeds)."""
     names = list(dict.fromkeys(cells.corruption))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 2.6, 3.3), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, name in zip(axes[0], names):
         _errorbars(ax, cells[cells.corruption == name], "severity", "cell_accuracy", "approach", labels)
         ax.set(title=name, xlabel="severity", ylabel="test accuracy")
-    axes[0][0].legend(fontsize="x-small")
+    _legend(fig, axes)
     return fig
 
 
@@ -209,17 +248,19 @@ def learning_curves(rows: pd.DataFrame, labels: dict | None = None, budgets: pd.
     """Notebook 09: holdout accuracy against total steps (log2), one panel per training-set size, one line per arm
     (``rows`` have a column ``arm``); the chosen budget of each size as a dashed line."""
     sizes = sorted(rows.n_train.unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes) + 2.6, 3.6), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], sizes):
         _errorbars(ax, rows[rows.n_train == n], "steps", "accuracy", "arm", labels)
         if budgets is not None and n in set(budgets.n_train):
             b = budgets.set_index("n_train").budget.get(n)
             if pd.notna(b):
-                ax.axvline(b, color="gray", ls="--", lw=1)
+                ax.axvline(b, color="gray", ls="-", lw=4, alpha=0.25)
         ax.set(xscale="log", xlabel="total steps", ylabel="holdout accuracy", title=f"n = {n}")
-        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    axes[0][0].legend(fontsize="small")
-    fig.suptitle("Learning curves (mean ± SE over seeds; dashed: the chosen budget)")
+        steps = sorted(rows[rows.n_train == n].steps.unique())      # the budgets tried, as plain numbers
+        ax.set_xticks(steps, [f"{v:g}" for v in steps])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    _legend(fig, axes)
+    fig.suptitle("Learning curves (mean ± SE over seeds; grey: the chosen budget)")
     return fig
 
 
@@ -227,12 +268,12 @@ def accuracy_by_cycle(samples: pd.DataFrame, labels: dict | None = None) -> plt.
     """Notebook 09: the accuracy of each kept sample against the cycle it ends, at each size's largest budget
     (one line per arm); a flat line means every cycle ends at a trained model."""
     sizes = sorted(samples.n_train.unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes) + 2.6, 3.4), squeeze=False, layout="constrained")
     for ax, n in zip(axes[0], sizes):
         sub = samples[samples.n_train == n]
         sub = sub[sub.steps == sub.steps.max()]
         _errorbars(ax, sub, "cycle", "accuracy", "arm", labels)
         ax.set(xlabel="cycle (0 = burn-in, not kept)", ylabel="holdout accuracy of one sample",
                title=f"n = {n}, {int(sub.steps.max()) if len(sub) else 0} steps")
-    axes[0][0].legend(fontsize="small")
+    _legend(fig, axes)
     return fig

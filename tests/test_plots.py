@@ -1,0 +1,31 @@
+"""Figures: one look per arm in every figure, and legends outside the panels."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+from repro import plots  # noqa: E402
+from repro.experiments.approaches import APPROACHES, ARM_LABELS  # noqa: E402
+
+
+def test_every_arm_has_one_colour_and_each_regime_its_own_line_style():
+    arms = [a for a in ARM_LABELS if a.split(" ")[0] in APPROACHES or a == "deep_ensemble"]
+    colours = {a.split(" ")[0]: plots.style(a)["color"] for a in arms}
+    assert len(set(colours.values())) == len(colours)            # approaches never share a colour
+    assert plots.style("bayes_learned (cold)")["color"] == plots.style("bayes_learned")["color"]
+    assert plots.style("bayes_learned (cold)")["linestyle"] != plots.style("bayes_learned (T1)")["linestyle"]
+    assert "color" not in plots.style("n = 100")                  # anything else takes matplotlib's cycle
+
+
+def test_a_figures_legend_sits_outside_its_panels():
+    rows = pd.DataFrame([dict(dataset="cifar10", prior_kind=k, approach=a, n_train=n, seed=s, accuracy=0.5 + 0.01 * s)
+                         for k, a in (("ssl", "bayes_learned"), ("ssl", "map_learned"), ("none", "map_nonlearned"))
+                         for n in (100, 1000) for s in (0, 1)])
+    fig = plots.data_efficiency(rows, ARM_LABELS)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = fig.legends[0]
+    assert ax.get_legend() is None and len(legend.get_texts()) == 3
+    box, panel = legend.get_window_extent(), ax.get_window_extent()
+    assert box.x0 >= panel.x1                                      # right of the panel, over no data
