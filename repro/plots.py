@@ -105,12 +105,14 @@ def style(name: str) -> dict:
             "linestyle": LINESTYLES.get(regime, "-")}
 
 
-def _errorbars(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str, labels: dict | None = None) -> None:
-    """Mean ± SE over seeds of ``y`` against ``x``, one line per ``hue`` value, each arm in its own style."""
+def _errorbars(ax: plt.Axes, df: pd.DataFrame, x: str, y: str, hue: str, labels: dict | None = None,
+               colours: dict | None = None) -> None:
+    """Mean ± SE over seeds of ``y`` against ``x``, one line per ``hue`` value, each arm in its own style (or the
+    colour ``colours`` gives its value)."""
     for name, g in df.groupby(hue, sort=False):
         s = g.groupby(x)[y].agg(["mean", "sem"]).reset_index()
-        ax.errorbar(s[x], s["mean"], yerr=s["sem"].fillna(0), capsize=3, label=(labels or {}).get(name, name),
-                    **style(name))
+        look = style(name) | ({"color": colours[name]} if colours and name in colours else {})
+        ax.errorbar(s[x], s["mean"], yerr=s["sem"].fillna(0), capsize=3, label=(labels or {}).get(name, name), **look)
 
 
 def _legend(fig: plt.Figure, axes) -> None:
@@ -152,6 +154,26 @@ def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: d
         _errorbars(ax, rows, x, metric, by, labels)
         ax.set_xscale(xscale, **scale_kw)
         ax.set(xlabel=xlabel, ylabel=f"test {metric}")
+    _legend(fig, axes)
+    fig.suptitle(f"{title} (mean ± SE over seeds)")
+    return fig
+
+
+def panel_curves(rows: pd.DataFrame, x: str, xlabel: str, panel: str, hue: str, title: str,
+                 metric: str = "accuracy", xscale: str = "log") -> plt.Figure:
+    """Test ``metric`` against ``x``, one panel per ``panel`` value and one line per ``hue`` value, a hue in the same
+    colour in every panel (mean ± SE over seeds): many series that one panel could not show apart."""
+    names, hues = list(dict.fromkeys(rows[panel])), list(dict.fromkeys(rows[hue]))
+    colours = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
+    cols = min(3, len(names))
+    fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols + 2.4, 3.2 * -(-len(names) // cols)),
+                             squeeze=False, layout="constrained")
+    for ax, name in zip(axes.flat, names):
+        _errorbars(ax, rows[rows[panel] == name], x, metric, hue, colours=colours)
+        ax.set(xscale=xscale if rows[x].nunique() > 1 else "linear", title=name, xlabel=xlabel,
+               ylabel=f"test {metric}")
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
     _legend(fig, axes)
     fig.suptitle(f"{title} (mean ± SE over seeds)")
     return fig

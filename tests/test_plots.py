@@ -29,3 +29,16 @@ def test_a_figures_legend_sits_outside_its_panels():
     assert ax.get_legend() is None and len(legend.get_texts()) == 3
     box, panel = legend.get_window_extent(), ax.get_window_extent()
     assert box.x0 >= panel.x1                                      # right of the panel, over no data
+
+
+def test_panel_curves_keep_a_series_in_one_colour_across_panels():
+    rows = pd.DataFrame([dict(setting=p, widths=w, n_train=n, seed=s, accuracy=0.5)
+                         for p in ("learned, map", "learned, cold", "none, map", "none, cold")
+                         for w in ("grid", "de_elbo") for n in (100, 1000) for s in (0, 1)])
+    fig = plots.panel_curves(rows, "n_train", "training images", "setting", "widths", "E1")
+    colours = {}
+    for ax in fig.axes:
+        for bars in ax.containers:                               # one errorbar container per series
+            colours.setdefault(bars.get_label(), set()).add(bars.lines[0].get_color())
+    assert all(len(c) == 1 for c in colours.values()) and len(colours) == 2
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
