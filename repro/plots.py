@@ -179,6 +179,22 @@ def panel_curves(rows: pd.DataFrame, x: str, xlabel: str, panel: str, hue: str, 
     return fig
 
 
+def model_comparison(rows: pd.DataFrame, title: str, by: str = "model") -> plt.Figure:
+    """Test accuracy and NLL of each ``by`` value (a BMA, an ensemble), mean ± SE over seeds with every seed's value
+    as a dot: C10's comparison, where a handful of models per regime tell more as points than as lines."""
+    names = list(dict.fromkeys(rows[by]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(names) + 1.4), sharey=True, layout="constrained")
+    for ax, metric in zip(axes, ("accuracy", "nll")):
+        for i, name in enumerate(names):
+            v = rows.loc[rows[by] == name, metric]
+            ax.errorbar(v.mean(), i, xerr=v.sem() if len(v) > 1 else 0, fmt="o", capsize=3, color="k")
+            ax.plot(v, [i] * len(v), ".", color="gray", alpha=0.6)
+        ax.set(xlabel=f"test {metric}", yticks=range(len(names)), yticklabels=names)
+    axes[0].invert_yaxis()                     # the first model on top (the axes share y: once for both)
+    fig.suptitle(f"{title} (mean ± SE over seeds; grey: each seed)")
+    return fig
+
+
 SWEPT_LABELS = {"lr": "learning rate", "scale": "λ (learned prior's width)", "alpha": "α (non-learned prior's variance)"}
 
 

@@ -42,3 +42,14 @@ def test_panel_curves_keep_a_series_in_one_colour_across_panels():
             colours.setdefault(bars.get_label(), set()).add(bars.lines[0].get_color())
     assert all(len(c) == 1 for c in colours.values()) and len(colours) == 2
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+
+
+def test_model_comparison_lists_the_models_top_down_in_order():
+    rows = pd.DataFrame([dict(model=m, seed=s, accuracy=0.5 + 0.01 * s, nll=1.0) for m in ("BMA", "ensemble", "equal")
+                         for s in (0, 1, 2)])
+    fig = plots.model_comparison(rows, "C10")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    tops = {t.get_text(): t.get_window_extent().y0 for t in ax.get_yticklabels()}
+    assert labels == ["BMA", "ensemble", "equal"] and tops["BMA"] > tops["ensemble"] > tops["equal"]
