@@ -132,8 +132,9 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
     map_acc = ok[ok.arm == "map_learned"].set_index("seed").accuracy
     out = []
     for (arm, augment), g in ok[ok.arm != "map_learned"].groupby(["arm", "augment"], sort=False):
-        gap = (g.set_index("seed").accuracy - map_acc).dropna()
-        out.append({"arm": arm, "augment": bool(augment), "accuracy": g.accuracy.mean(), "minus_map": gap.mean(),
+        acc = g.set_index("seed").accuracy
+        gap = (acc - map_acc).dropna()                   # the seeds both ran
+        out.append({"arm": arm, "augment": bool(augment), "accuracy": acc[gap.index].mean(), "minus_map": gap.mean(),
                     "minus_map_se": gap.std(ddof=1) / len(gap) ** 0.5 if len(gap) > 1 else float("nan"),
                     "seeds": len(gap),     # a share of a gap only where there was one
                     "share_of_second_gap_removed": 1 - gap.mean() / second_gap if second_gap < 0 else float("nan")})
