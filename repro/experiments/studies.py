@@ -211,13 +211,14 @@ def segmentation_sweeps(profile: Profile) -> pd.DataFrame:
 
 
 # In the order a worker runs them by default: notebook 09's learning curves first (they choose the budgets the others
-# run at, once profiles.py holds them), its sampler budgets, every arm's retuning on the holdout set (its third
-# amendment) and the third protocol's test runs at them, then all of notebook 05's grids (the headline: the five-way comparison, C4-C8,
+# run at, once profiles.py holds them), its sampler budgets, the third protocol (each arm's retuning on the holdout set,
+# notebook 09's third amendment, as its test runs first need it: cold regime first; `retune` then finds every arm
+# tuned), then all of notebook 05's grids (the headline: the five-way comparison, C4-C8,
 # the ensembles of C10 built on its runs, Fashion-MNIST), so that every session of a grid that spans several ends with
 # the claims most read; notebook 08's grid, the costliest per claim, last.
 STAGES: dict[str, Callable[[Profile], object]] = {
     "budget": lambda p: (learning_curves(p), segmentation_curves(p)), "sampler_budget": sampler_curves,
-    "retune": retune_all, "own_budget": own_budget_runs,
+    "own_budget": own_budget_runs, "retune": retune_all,
     "five_way": five_way, "C10": deep_ensemble,
     "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
     "temperature": temperature_ablation, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),
