@@ -59,6 +59,7 @@ class Profile:
     sampler_steps: tuple[tuple[str, int, int], ...]  # (arm, n, steps): each sampler arm's own budget, as notebook 09
                                     # chose it (empty until then); the retuning and the re-runs train at it
     elbo_sizes: tuple[int, ...]     # notebook 10: the training-set sizes the DE-ELBO widths are compared at
+    confirm_seeds: tuple[int, ...]  # notebook 10's confirmatory E1: seeds no other run of the profile uses
     downstream_batch_size: int
     compile: bool                   # downstream training's loss compiled by torch.compile, once per process and
                                     # model shape (eager where compile is unavailable): repro.compute
@@ -104,7 +105,7 @@ PROFILES: dict[str, Profile] = {
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_rule=False, budget_max_steps=32,
-            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), elbo_sizes=(100,),
+            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), elbo_sizes=(100,), confirm_seeds=(3, 4),
             downstream_batch_size=32, compile=False, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, bn_refresh=False, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
             val_fraction=0.2,
@@ -119,7 +120,7 @@ PROFILES: dict[str, Profile] = {
             ranks=(0, 1, 5, 20), scales=(1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7),
             tuning_scales=(1e1, 1e3, 1e5, 1e7), downstream_steps=((100, 200), (1000, 400)), budget_grid=(200, 400, 800),
             budget_sizes=(100, 1000), budget_rule=True, budget_max_steps=800, sampler_budget_sizes=(100, 300, 1000),
-            sampler_budget_max_steps=6400, elbo_sizes=(100, 1000), downstream_batch_size=64,
+            sampler_budget_max_steps=6400, elbo_sizes=(100, 1000), confirm_seeds=(5, 6, 7), downstream_batch_size=64,
             # notebook 09's sampler budgets (third amendment; Bayes + non-learned at T = 1, n = 1 000: not converged)
             sampler_steps=(("bayes_learned (T1)", 100, 400), ("bayes_learned (cold)", 100, 400),
                            ("bayes_nonlearned (T1)", 100, 200), ("bayes_nonlearned (cold)", 100, 200),
@@ -145,7 +146,7 @@ PROFILES: dict[str, Profile] = {
             tuning_scales=(1e1, 1e3, 1e5, 1e7, 1e9),
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000), budget_rule=True,
             budget_max_steps=40000, sampler_budget_sizes=(1000, 10000),
-            sampler_budget_max_steps=80000, sampler_steps=(), elbo_sizes=(100, 1000, 10000),
+            sampler_budget_max_steps=80000, sampler_steps=(), elbo_sizes=(100, 1000, 10000), confirm_seeds=(5, 6, 7),
             downstream_batch_size=16, compile=False, study_n=1000,
             lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=False, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,

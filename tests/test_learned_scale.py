@@ -89,3 +89,70 @@ def test_arms_pairs_each_fit_with_the_grid_at_its_widths_times_kappa_and_adds_q_
     own = rows[rows.widths == ls.Q_MEAN]
     assert sorted(own.key) == ["fit0", "fit2"] and set(own.arm) == {"map"} and own.accuracy.tolist() == [0.3, 0.2]
     assert len(rows) == 2 * 3 * 3 + 1 + 2            # 2 DE-ELBO fits x 3 arms x (grid, de_elbo, matched), elbo, q_mean
+
+
+# ------------------------------------------------------------------------------------ the confirmatory test
+
+class FitGrid:
+    """Stands in for run_settings: a fit's widths and sigma follow ``trace`` (steps -> (scale, sigma)); every other run
+    scores 0.5. Records what it was asked for."""
+
+    def __init__(self, trace):
+        self.trace, self.asked = trace, []
+
+    def __call__(self, profile, task, settings, desc=None):
+        self.asked += settings
+        out = []
+        for s in settings:
+            scale, sigma = self.trace.get(s.get("steps"), (1.0, 1e-4))
+            out.append(s | dict(status="ok", accuracy=0.5, train_time_s=s.get("steps", 0) / 10, learned_scale=scale,
+                                learned_head_var=1.0, learned_alpha=scale, learned_sigma=sigma, key=str(len(self.asked))))
+        return pd.DataFrame(out)
+
+
+@pytest.fixture
+def fit_grid(monkeypatch):
+    from repro.profiles import get_profile
+
+    def install(trace):
+        grid = FitGrid(trace)
+        monkeypatch.setattr(ls, "run_settings", grid)
+        monkeypatch.setattr(ls, "retuned", lambda p, arm, n: {"lr": 0.03})
+        return get_profile("cpu"), grid
+    return install
+
+
+def test_a_fit_doubles_until_its_widths_settle_and_sigma_has_left_its_start(fit_grid):
+    # n = 1000 starts at MAP's 400 steps; the scale moves 50 %, then 20 %, then 5 % (< 10 %): the fit of 3 200 steps
+    P, grid = fit_grid({400: (1.0, 1e-4), 800: (1.5, 1e-3), 1600: (1.8, 2e-3), 3200: (1.89, 3e-3)})
+    fit = ls.converged_fit(P, "learned", 1000, 5)
+    assert fit["steps"] == 3200 and fit["converged"] and fit["learned_scale"] == 1.89
+    assert fit["fit_cpu_s"] == pytest.approx((400 + 800 + 1600 + 3200) / 10)      # the whole doubling sequence
+    assert {s["seed"] for s in grid.asked} == {5} and {s["lr"] for s in grid.asked} == {0.03}
+    assert {s.get("precision", "fp32") for s in grid.asked} == {"fp32"}             # sigma * eps must survive
+
+
+def test_a_fit_whose_sigma_stays_at_its_start_is_not_converged_however_still_its_widths(fit_grid):
+    P, grid = fit_grid({s: (1.0, 1.05e-4) for s in (400, 800, 1600, 3200, 6400)})   # widths flat, sigma stuck
+    fit = ls.converged_fit(P, "learned", 1000, 5)
+    assert fit["steps"] == 6400 and not fit["converged"]
+
+
+def test_confirm_pairs_each_arm_at_rule_5_with_kappa_times_the_fits_widths(fit_grid, monkeypatch):
+    from repro.profiles import get_profile
+
+    fit_grid({})                                   # every fit: widths 1, sigma 1e-4 (never converges: the cap, 800)
+    P = get_profile("cpu", sampler_budget_sizes=(1000,), sampler_budget_max_steps=800)
+    monkeypatch.setattr(ls, "own_setting", lambda p, arm, n, seed: dict(arm_=arm, n_train=n, seed=seed, split="test",
+                                                                         scale=1e7, head_var=1.0, alpha=10.0))
+    monkeypatch.setattr(ls, "retune_runs", lambda p, arm, n: pd.DataFrame(
+        dict(coordinate=["lr", "scale", "head_var", "alpha"], status="ok", train_time_s=[100.0, 200.0, 300.0, 400.0])))
+    fitted, rows, times = ls.confirm(P)
+    assert set(fitted.seed) == set(P.confirm_seeds) and len(fitted) == 2 * len(P.confirm_seeds)
+    k = ls.kappa(P, "de_elbo", 1000)
+    learned = rows[(rows.family == "learned") & (rows.widths == ls.MATCHED)]
+    assert set(learned.arm) == {"map", "cold"} and learned.scale.tolist() == pytest.approx([k * 1.0] * len(learned))
+    grid_rows = rows[rows.widths == "grid"]
+    assert set(grid_rows.scale) == {1e7} and len(grid_rows) == len(rows) / 2
+    t = times.set_index("family")
+    assert t.loc["learned", "grid_cpu_s"] == 2 * (200 + 300) and t.loc["non-learned", "grid_cpu_s"] == 2 * 400

@@ -46,7 +46,7 @@ COUNT_KNOBS = {
     "geometry_top_directions": _size, "geometry_points": _size, "geometry_test_n": _size, "geometry_bn_n": _size,
     "segmentation_size": math.prod, "downstream_batch_size": _size, "study_n": _size, "lr_grid": len,
     "factor_grid": len, "temperatures": len, "cold_temperatures": len, "tuning_seeds": _size, "segmentation_steps": _size, "segmentation_batch_size": _size,
-    "decoder_channels": _size, "sampler_budget_sizes": len, "sampler_budget_max_steps": _size,
+    "decoder_channels": _size, "sampler_budget_sizes": len, "sampler_budget_max_steps": _size, "confirm_seeds": len,
 }
 # knobs a notebook fills once its rule has chosen (empty until then)
 CHOSEN_LATER = {"sampler_steps"}
@@ -168,3 +168,10 @@ def test_results_dir_honours_env(monkeypatch, tmp_path):
     path = results_dir(get_profile("smoke"))
     assert path == tmp_path / "out" / "smoke" and path.is_dir()
     assert results_dir(get_profile("cpu", seeds=(0,))) == tmp_path / "out" / "cpu"
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_confirmatory_seeds_are_fresh(name):
+    """E1's confirmatory runs use seeds no other run of the profile uses (notebook 10's registration)."""
+    p = PROFILES[name]
+    assert not set(p.confirm_seeds) & (set(p.seeds) | set(p.t1_seeds))

@@ -34,7 +34,7 @@ from .studies import STAGES
 NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
                    "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion",
                                                    "own_budget"),
-                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"), "10_learned_scale": ("E1",)}
+                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"), "10_learned_scale": ("E1", "E1_confirm")}
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
 # at 513 x 513, batch 16).
 ASSUMED_SECONDS_PER_STEP = {"transfer": 0.024, "segmentation": 0.125}

@@ -32,10 +32,17 @@ each paired with the grid's arm and Holm-adjusted as a family of its own, and re
 one, which stays the verdict: every arm at ``kappa x`` the learned widths (``widths`` :data:`MATCHED`; the plain
 ELBO has kappa = 1, its prior term is MAP's already), and q's mean itself against the grid's MAP (``widths``
 :data:`Q_MEAN`: how the method's authors predict, and what isolates the smoothing).
+
+**Confirmatory test (registered 2026-12-05, before its runs; :func:`confirm`).** The kappa-corrected arms, MAP and the
+cold sampler (:data:`CONFIRM_ARMS`), against the same arms at the third protocol's values and budgets
+(:func:`.own_budget.own_setting`), at every size of ``sampler_budget_sizes`` on the fresh ``confirm_seeds``; each
+fit doubled until its widths settle and sigma has left its start (:func:`converged_fit`); selection CPU against rule
+5's width coordinates (:func:`confirm_selection_time`); the same rule (:func:`verdict` with ``primary`` MATCHED).
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import pandas as pd
 
@@ -46,7 +53,10 @@ from ..models import Classifier, build_backbone
 from ..profiles import Profile
 from ..runner import load_results
 from .approaches import lookup
-from .grid import grid_csv, run_settings
+from ..method.variational import SIGMA_INIT
+from .grid import grid_csv, is_planning, run_settings
+from .own_budget import own_setting
+from .retune import retune_runs, retuned
 from .tuning import setting, tuned
 
 MARGIN = 0.01        # "within 1 accuracy point"
@@ -155,13 +165,14 @@ def selection_time(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.Data
     return pd.DataFrame(out).assign(ratio=lambda d: d.de_elbo_cpu_s / d.grid_cpu_s)
 
 
-def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None = None
+def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None = None, primary: str = "de_elbo",
+            reported: tuple[str, ...] = (MATCHED, Q_MEAN), against: str = "the validation grid's"
             ) -> tuple[pd.DataFrame, str, str]:
     """The pre-registered rule (module docstring) on the rows of :func:`arms` and :func:`selection_time`; the verdict
-    is the pre-registered comparison's (``widths`` de_elbo), the amendment's (:data:`MATCHED`, :data:`Q_MEAN`) are
-    tested and reported beside it, each its own Holm family."""
+    is the ``primary`` comparison's (the pre-registered ``de_elbo``; :func:`confirm`'s :data:`MATCHED`), the
+    ``reported`` ones (the amendment's) are tested and reported beside it, each its own Holm family."""
     families = []
-    for widths in ("de_elbo", MATCHED, Q_MEAN):
+    for widths in (primary, *reported):
         rows = []
         for (family, arm), g in table[table.widths.isin([widths, "grid"])].groupby(["family", "arm"], sort=False):
             if (g.widths == widths).any():
@@ -171,18 +182,19 @@ def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None 
         families += adjust(rows) if rows else []
     tests = pd.DataFrame(families)
     tests["target"] = tests.outcome.map({"effect": "met", "equivalent": "met", "reversed": "missed"}).fillna("unclear")
-    pre = tests[tests.widths == "de_elbo"]
+    pre = tests[tests.widths == primary]
     fast = bool((times.ratio <= TIME_RATIO).all())
     outcomes_ = ["effect" if t == "met" else "reversed" if t == "missed" else "unclear" for t in pre.target]
     map_met = bool((pre[pre.arm == "map"].target == "met").all())
     w = word(outcomes_, partial=map_met and "reversed" not in outcomes_)
     if w == "reproduced" and not fast:
         w = "partially reproduced"
-    finding = (f"Regime: n = {', '.join(str(int(n)) for n in sorted(pre.n_train.unique()))}. DE-ELBO widths vs the "
-               f"validation grid's: {_tally(pre)}; selection CPU time {times.ratio.min():.2f}-{times.ratio.max():.2f}"
+    what = "kappa x the DE-ELBO widths" if primary == MATCHED else "DE-ELBO widths"
+    finding = (f"Regime: n = {', '.join(str(int(n)) for n in sorted(pre.n_train.unique()))}. {what} vs {against}: "
+               f"{_tally(pre)}; selection CPU time {times.ratio.min():.2f}-{times.ratio.max():.2f}"
                f" x the grid's (target <= {TIME_RATIO:g}).")
     for widths, what in ((MATCHED, "kappa x the learned widths"), (Q_MEAN, "q's own mean vs the grid's MAP")):
-        if (tests.widths == widths).any():
+        if widths in reported and (tests.widths == widths).any():
             finding += f" Amendment (post hoc), {what}: {_tally(tests[tests.widths == widths])}."
     return tests, w, finding
 
@@ -193,3 +205,79 @@ def _tally(tests: pd.DataFrame) -> str:
     return (f"target met in {int((tests.target == 'met').sum())} of {len(tests)} comparisons, missed in "
             f"{int((tests.target == 'missed').sum())}; worst difference {100 * worst.mean_diff:+.2f} pt "
             f"({worst.family}, {worst.arm}, n = {int(worst.n_train)})")
+
+
+# ------------------------------------------------------------------ the confirmatory test (registered 2026-12-05)
+
+# family -> the arms it is tested on (:data:`.retune.ARMS` names): MAP and the cold sampler
+CONFIRM_ARMS = {"learned": ("map_learned", "bayes_learned (cold)"),
+                "non-learned": ("map_nonlearned", "bayes_nonlearned (cold)")}
+WIDTH_TOLERANCE = math.log(1.1)     # a doubling that moves every learned width by less than 10 % ends the fit's budget
+LEFT_INIT = 2.0                     # ... once sigma is at least twice its initial value (it left its initialisation)
+
+
+def converged_fit(profile: Profile, family: str, n: int, seed: int) -> dict:
+    """The registered fit of ``family`` at n and ``seed``: the DE-ELBO at MAP's rule-5 lr, from MAP's budget, doubled
+    (each budget its own fit) until the last doubling moves every width by less than :data:`WIDTH_TOLERANCE` (log)
+    and sigma is at least :data:`LEFT_INIT` x its start, up to ``sampler_budget_max_steps``. The fit's row with
+    ``converged`` and ``fit_cpu_s``, the training time of every fit of the sequence. Fits train in fp32: a bf16 cast
+    would round away the perturbation sigma * eps (sigma ~ 1e-4 against weights ~ 1e-2) the fit learns sigma from."""
+    vi, map_, _, names = FAMILIES[family]
+    lr = retuned(profile, map_, n)["lr"]
+    base = dict(approach=vi, prior_kind=_kind(vi, KIND), n_train=n, seed=seed, lr=lr, sampler="de_elbo",
+                dataset="cifar10")
+
+    def fit(steps: int) -> dict:
+        return run_settings(profile, "transfer", [base | {"steps": steps}], desc=f"E1 fit ({family}, n = {n})"
+                            ).iloc[0].to_dict()
+
+    steps, prev = profile.steps_for(n), None
+    row = fit(steps)
+    cpu = row["train_time_s"]
+    while True:
+        done = prev is not None and row["status"] == prev["status"] == "ok" and all(
+            abs(math.log(row[f"learned_{w}"] / prev[f"learned_{w}"])) < WIDTH_TOLERANCE for w in names
+        ) and row["learned_sigma"] >= LEFT_INIT * SIGMA_INIT
+        if done or 2 * steps > profile.sampler_budget_max_steps or is_planning():
+            return row | {"family": family, "converged": bool(done), "fit_cpu_s": cpu}
+        prev, steps = row, 2 * steps
+        row = fit(steps)
+        cpu += row["train_time_s"]
+
+
+def confirm(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Notebook 10's confirmatory runs: every fit (:func:`converged_fit`), then per family, arm of
+    :data:`CONFIRM_ARMS`, size of ``sampler_budget_sizes`` and seed of ``confirm_seeds``, the arm at rule 5's values
+    and its own budget (``widths`` grid) and the same with kappa x the fit's widths (:data:`MATCHED`); and the
+    selection CPU time per family and size (:func:`confirm_selection_time`)."""
+    fitted = pd.DataFrame([converged_fit(profile, f, n, s) for f in CONFIRM_ARMS for n in profile.sampler_budget_sizes
+                           for s in profile.confirm_seeds])
+    fitted = fitted.assign(kappa=[kappa(profile, "de_elbo", n) for n in fitted.n_train])
+    settings, labels = [], []
+    for fit in fitted[fitted.status == "ok"].itertuples():
+        names = FAMILIES[fit.family][3]
+        matched = {w: fit.kappa * float(getattr(fit, f"learned_{w}")) for w in names}
+        for arm in CONFIRM_ARMS[fit.family]:
+            grid = own_setting(profile, arm, fit.n_train, seed=fit.seed)
+            for widths, s in (("grid", grid), (MATCHED, grid | matched)):
+                settings.append(s)
+                labels.append(dict(family=fit.family, arm="map" if arm.startswith("map") else "cold", widths=widths))
+    rows = run_settings(profile, "transfer", settings, desc="E1 confirmatory arms")
+    rows = pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
+    return fitted, rows, confirm_selection_time(profile, fitted)
+
+
+def confirm_selection_time(profile: Profile, fitted: pd.DataFrame) -> pd.DataFrame:
+    """Per family and size: rule 5's CPU time of choosing the widths (the training time of its holdout runs of the
+    coordinates that set them, for MAP and the cold sampler, both tuning seeds) and the DE-ELBO's (every fit of its
+    doubling sequence, mean over seeds), in seconds, and their ratio."""
+    out = []
+    for family, arms_ in CONFIRM_ARMS.items():
+        names = FAMILIES[family][3]
+        for n in profile.sampler_budget_sizes:
+            tried = pd.concat([retune_runs(profile, arm, n) for arm in arms_], ignore_index=True)
+            grid = tried[tried.coordinate.isin(names) & (tried.status == "ok")]
+            de = fitted[(fitted.family == family) & (fitted.n_train == n)]
+            out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),
+                            de_elbo_cpu_s=de.fit_cpu_s.mean()))
+    return pd.DataFrame(out).assign(ratio=lambda d: d.de_elbo_cpu_s / d.grid_cpu_s)

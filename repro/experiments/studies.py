@@ -29,7 +29,7 @@ from .budget import learning_curves, require_budgets, sampler_curves, segmentati
 from .grid import run_settings
 from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters, wait_all
 from .pretrain import require_priors
-from .learned_scale import learned_scale_study
+from .learned_scale import confirm, learned_scale_study
 from .own_budget import own_budget_runs
 from .retune import retune_all
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
@@ -222,7 +222,8 @@ STAGES: dict[str, Callable[[Profile], object]] = {
     "five_way": five_way, "C10": deep_ensemble,
     "C10_equal": lambda p: deep_ensemble(p, equal_compute=True), "mid_slope": map_mid_slope,
     "temperature": temperature_ablation, "fashion": lambda p: five_way(p, "fashion-mnist", kinds=("ssl",)),
-    "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study, "segmentation": segmentation_study,
+    "C3": scale_study, "C2": rank_ablation, "E1": learned_scale_study, "E1_confirm": confirm,
+    "segmentation": segmentation_study,
 }
 
 
