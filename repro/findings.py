@@ -112,10 +112,11 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
     verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged.
     Returns the table."""
     from .experiments.budget import convergence_note   # lazy: rendering the report needs no experiment code
-    from .experiments.own_budget import unconverged_note
+    from .experiments.own_budget import arms_of, unconverged_note
 
     table, verdict, finding = result
-    finding += unconverged_note(profile) if basis == "own" else convergence_note(profile, claim)
+    own = basis == "own"
+    finding += unconverged_note(profile, arms_of((regime,))) if own else convergence_note(profile, claim)
     if table is not None:
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)
         tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]

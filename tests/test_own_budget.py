@@ -93,3 +93,26 @@ def test_an_arm_at_the_cap_is_named_in_the_own_budget_verdicts(fake):
     fake.curve = lambda steps: 0.5                                # flat: every arm keeps its tuned budget
     own_budget.clear_cache()
     assert own_budget.unconverged_note(P) == ""
+
+
+@pytest.mark.parametrize("missing, expected", [((), ("cold", "T1")), (("T1",), ("cold",)), (("cold",), ()),
+                                               (("cold", "T1"), ())])
+def test_a_regime_is_concluded_once_its_phase_and_the_optimisers_are_recorded(monkeypatch, missing, expected):
+    import contextlib
+
+    planned = []
+
+    def plan():
+        planned.clear()
+        return contextlib.nullcontext(planned)
+    monkeypatch.setattr(own_budget, "planning", plan)
+    monkeypatch.setattr(own_budget, "run_phase", lambda p, phase: planned.extend([phase] * (phase in missing)))
+    assert own_budget.ready(P) == expected
+    assert own_budget.ready(get_profile("smoke")) == tuple(own_budget.PHASES)   # smoke makes its runs where asked
+
+
+def test_a_regimes_verdicts_read_the_optimisers_and_its_own_samplers():
+    assert own_budget.arms_of(("T1",)) == ("sgd_transfer", "map_learned", "map_nonlearned", "bayes_learned (T1)",
+                                           "bayes_nonlearned (T1)")
+    assert own_budget.arms_of(()) == ()
+    assert set(own_budget.arms_of(("cold", "T1"))) == set(own_budget.ARMS)

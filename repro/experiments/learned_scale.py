@@ -55,7 +55,7 @@ from ..runner import load_results
 from .approaches import lookup
 from ..method.variational import SIGMA_INIT
 from .grid import grid_csv, is_planning, run_settings
-from .own_budget import own_setting
+from .own_budget import own_setting, recorded
 from .retune import retune_runs, retuned
 from .tuning import setting, tuned
 
@@ -243,6 +243,12 @@ def converged_fit(profile: Profile, family: str, n: int, seed: int) -> dict:
         prev, steps = row, 2 * steps
         row = fit(steps)
         cpu += row["train_time_s"]
+
+
+def confirm_ready(profile: Profile) -> bool:
+    """Whether notebook 10 can conclude the confirmatory test: where the workers make it (a profile whose budgets
+    notebook 09's rule sets), once every run of it is recorded; elsewhere (``smoke``) always, made where asked for."""
+    return not profile.budget_rule or recorded(lambda: confirm(profile))
 
 
 def confirm(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

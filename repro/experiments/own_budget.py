@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from .budget import THRESHOLD
-from .grid import is_planning, run_settings
+from .grid import is_planning, planning, run_settings
 from .retune import ARMS, retuned, clear_cache as _clear_retune
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
@@ -100,23 +100,60 @@ def ensemble_own(profile: Profile, regime: str | None = None) -> pd.DataFrame:
                         desc=f"C10 own budget{'' if regime is None else f', equal compute ({regime})'}")
 
 
-def own_budget_runs(profile: Profile) -> None:
-    """Every run of the third protocol (the stage ``own_budget``), in the order of :data:`PHASES`: each arm's tuning
-    and budget check on the holdout set as its test runs first need them."""
-    five_way_own(profile, PHASES["cold"])
-    for regime in (None, "cold"):
+def run_phase(profile: Profile, phase: str) -> None:
+    """Every run of one phase of :data:`PHASES`: its arms' tuning, budget checks and test runs, and its ensembles
+    (cold: C10's paper ensemble and the cold one; T = 1: C4's ablation and C10's T = 1 ensemble)."""
+    five_way_own(profile, PHASES[phase])
+    for regime in ((None, "cold") if phase == "cold" else ()):
         ensemble_own(profile, regime)
-    five_way_own(profile, PHASES["T1"])
-    t1_ablation(profile)
-    ensemble_own(profile, "T1")
+    if phase == "T1":
+        t1_ablation(profile)
+        ensemble_own(profile, "T1")
 
 
-def chosen(profile: Profile) -> pd.DataFrame:
-    """Per arm and size (in the order of :data:`.retune.ARMS`): the values rule 5 chose, the budget it chose them at
-    (``tuned_steps``) and the checked budget its test runs take (``steps``)."""
+def own_budget_runs(profile: Profile) -> None:
+    """Every run of the third protocol (the stage ``own_budget``), phase by phase (:data:`PHASES`): each arm's tuning
+    and budget check on the holdout set as its test runs first need them."""
+    for phase in PHASES:
+        run_phase(profile, phase)
+
+
+def ready(profile: Profile) -> tuple[str, ...]:
+    """The temperature regimes whose own-budget verdicts can be concluded now. Where the workers make the third
+    protocol (a profile whose budgets notebook 09's rule sets: ``cpu``, ``paper``), those whose phase's runs are all
+    recorded (T = 1 also needs the cold phase: its optimisers); so a notebook reads what is finished and trains
+    nothing. Elsewhere (``smoke``) every regime: the runs are trained where they are asked for, as every grid's."""
+    if not profile.budget_rule:
+        return tuple(PHASES)
+    done = {phase: recorded(lambda: run_phase(profile, phase)) for phase in PHASES}
+    return tuple(phase for phase in PHASES if done[phase] and done["cold"])
+
+
+def recorded(study) -> bool:
+    """Whether every run ``study()`` asks for is recorded: it runs as a dry run (:func:`.grid.planning`), training
+    nothing, and the choices made on its placeholder rows are forgotten after it."""
+    try:
+        with planning() as planned:
+            study()
+    finally:
+        clear_cache()
+    return not planned
+
+
+def arms_of(regimes: tuple[str, ...]) -> tuple[str, ...]:
+    """The arms of :data:`.retune.ARMS` that the verdicts of ``regimes`` read (none for none): the optimisers and
+    those regimes' samplers (``"bayes_learned (cold)"``)."""
+    if not regimes:
+        return ()
+    return tuple(arm for arm in ARMS if "(" not in arm or any(arm.endswith(f"({r})") for r in regimes))
+
+
+def chosen(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+    """Per arm of ``arms`` (default: :data:`.retune.ARMS`) and size: the values rule 5 chose, the budget it chose them
+    at (``tuned_steps``) and the checked budget its test runs take (``steps``)."""
     names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
     rows = []
-    for arm in ARMS:
+    for arm in arms:
         for n in profile.sampler_budget_sizes:
             s = retuned(profile, arm, n)
             rows.append({"arm": arm, "n_train": n, **{k: s.get(k) for k in names}, "tuned_steps": s["steps"],
@@ -141,10 +178,11 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def unconverged_note(profile: Profile) -> str:
-    """The sentence an own-budget verdict ends with where an arm trains at the cap (``sampler_budget_max_steps``): its
-    curve or its budget check was still gaining a point per doubling there; empty otherwise."""
-    table = chosen(profile)
+def unconverged_note(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> str:
+    """The sentence an own-budget verdict ends with where one of ``arms`` trains at the cap
+    (``sampler_budget_max_steps``): its curve or its budget check was still gaining a point per doubling there; empty
+    otherwise."""
+    table = chosen(profile, arms)
     capped = table[table.steps >= profile.sampler_budget_max_steps]
     notes = [f"{r.arm} at n = {r.n_train} trains the cap of {r.steps} steps" for r in capped.itertuples()]
     return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""

@@ -164,12 +164,12 @@ def retune_runs(profile: Profile, arm: str, n: int) -> pd.DataFrame:
     return _retune(profile, arm, n)[1].copy()
 
 
-def retune_all(profile: Profile) -> pd.DataFrame:
-    """Every arm at every size of ``sampler_budget_sizes``, in the order of :data:`ARMS`: one row per arm and size,
-    its chosen values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget notebook 09 has
-    not chosen."""
+def retune_all(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+    """Every arm of ``arms`` (default: :data:`ARMS`, in its order) at every size of ``sampler_budget_sizes``: one row
+    per arm and size, its chosen values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget
+    notebook 09 has not chosen."""
     rows = []
-    for arm, n in ((arm, n) for arm in ARMS for n in profile.sampler_budget_sizes):
+    for arm, n in ((arm, n) for arm in arms for n in profile.sampler_budget_sizes):
         try:
             rows.append({"arm": arm, "n_train": n, **retuned(profile, arm, n)})
         except MissingPrerequisite:
