@@ -298,7 +298,7 @@ def learning_curves(rows: pd.DataFrame, labels: dict | None = None, budgets: pd.
         ax.set_xticks(steps, [f"{v:g}" for v in steps])
         ax.xaxis.set_minor_formatter(plt.NullFormatter())
     _legend(fig, axes)
-    fig.suptitle("Learning curves (mean ± SE over seeds; grey: the chosen budget)")
+    fig.suptitle(f"Learning curves (mean ± SE over seeds{'; grey: the chosen budget' if budgets is not None else ''})")
     return fig
 
 

@@ -204,3 +204,19 @@ def test_the_sampler_budgets_print_as_the_profile_holds_them():
     table = pd.DataFrame({"n_train": [100, 1000], "arm": ["bayes_learned (cold)", "bayes_learned (T1)"],
                           "budget": pd.array([800, None], dtype="Int64")})
     assert budget.as_sampler_steps(table) == (("bayes_learned (cold)", 100, 800),)
+
+
+def test_dropped_sizes_are_rule_1s_and_never_the_third_amendments(tmp_path, monkeypatch):
+    """n = 5 000's fp32 curve was dropped; the sampler curves' n = 300 (bf16, the third amendment) was not."""
+    from repro.profiles import get_profile
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    (tmp_path / "cpu" / "transfer").mkdir(parents=True)
+    run = dict(study="transfer", split="holdout", status="ok", seed=0, nll=1.0, temperature=0.0, prior_kind="ssl")
+    pd.DataFrame([run | dict(key="a", approach="map_learned", n_train=5000, steps=400, accuracy=0.6, precision="fp32"),
+                  run | dict(key="b", approach="bayes_learned", n_train=300, steps=800, accuracy=0.4, precision="bf16",
+                             temperature=0.01),
+                  run | dict(key="c", approach="map_learned", n_train=1000, steps=400, accuracy=0.58, precision=None)]
+                 ).to_csv(tmp_path / "cpu" / "transfer" / "runs.csv", index=False)
+    dropped = budget.dropped_sizes(get_profile("cpu"))
+    assert list(dropped.n_train) == [5000] and list(dropped.arm) == ["map_learned"]
