@@ -116,3 +116,8 @@ def test_a_regimes_verdicts_read_the_optimisers_and_its_own_samplers():
                                            "bayes_nonlearned (T1)")
     assert own_budget.arms_of(()) == ()
     assert set(own_budget.arms_of(("cold", "T1"))) == set(own_budget.ARMS)
+
+
+def test_a_runs_sample_mean_is_the_mean_of_its_samples_accuracies():
+    rows = pd.DataFrame({"sample_accuracy": ["0.50;0.60;0.70", None]})
+    assert own_budget.sample_mean(rows).iloc[0] == pytest.approx(0.6) and pd.isna(own_budget.sample_mean(rows).iloc[1])

@@ -192,3 +192,11 @@ def clear_cache() -> None:
     """Forget every choice of this process, rule 5's included (after a dry run, whose choices rest on placeholders)."""
     checked_budget.cache_clear()
     _clear_retune()
+
+
+def sample_mean(rows: pd.DataFrame) -> pd.Series:
+    """Per run, the mean test accuracy of its kept samples, each alone (NaN for an optimiser): reported beside a
+    sampler's BMA, to show whether its cycles end at trained models."""
+    def mean(cell) -> float:
+        return float(pd.Series(str(cell).split(";"), dtype=float).mean()) if pd.notna(cell) and cell != "" else float("nan")
+    return rows.get("sample_accuracy", pd.Series(index=rows.index, dtype=object)).map(mean)
