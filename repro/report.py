@@ -135,7 +135,7 @@ def render_compute(profile: Profile) -> str:
     if not frames:
         return NOT_RUN
     df = pd.concat(frames, ignore_index=True)
-    third = df.get("precision", pd.Series(None, index=df.index, dtype=object)).eq("bf16")
+    third = df.precision.eq("bf16")                     # every run records its precision
     df = df.assign(protocol=df.protocol.map({1: "first", 2: "second"}).where(~third, "third"))
     keys = ["study", "protocol"]
     g = df.groupby([*keys, "split", "approach"]).agg(

@@ -216,7 +216,7 @@ def test_dropped_sizes_are_rule_1s_and_never_the_third_amendments(tmp_path, monk
     pd.DataFrame([run | dict(key="a", approach="map_learned", n_train=5000, steps=400, accuracy=0.6, precision="fp32"),
                   run | dict(key="b", approach="bayes_learned", n_train=300, steps=800, accuracy=0.4, precision="bf16",
                              temperature=0.01),
-                  run | dict(key="c", approach="map_learned", n_train=1000, steps=400, accuracy=0.58, precision=None)]
+                  run | dict(key="c", approach="map_learned", n_train=1000, steps=400, accuracy=0.58, precision="fp32")]
                  ).to_csv(tmp_path / "cpu" / "transfer" / "runs.csv", index=False)
     dropped = budget.dropped_sizes(get_profile("cpu"))
     assert list(dropped.n_train) == [5000] and list(dropped.arm) == ["map_learned"]

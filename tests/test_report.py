@@ -179,7 +179,7 @@ def test_compute_block_splits_the_protocols(tmp_path, monkeypatch):
     counted apart, each with its total."""
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     (tmp_path / "smoke" / "transfer").mkdir(parents=True)
-    run = dict(split="test", approach="map_learned", status="ok")
+    run = dict(split="test", approach="map_learned", status="ok", precision="fp32")
     pd.DataFrame([run | dict(key="a", wall_time_s=3600.0, protocol=1),
                   run | dict(key="b", wall_time_s=1800.0, protocol=2),
                   run | dict(key="c", wall_time_s=5400.0, protocol=2),

@@ -189,10 +189,8 @@ def dropped_sizes(profile: Profile) -> pd.DataFrame:
     for dropping them; notebook 09's amendment). Rule 1's curves only: the third amendment's holdout runs (sampler
     curves, rule 5), the only ones in bf16, are at sizes of their own."""
     rows = load_results(grid_csv(profile, "transfer"))
-    if len(rows):
-        fp32 = rows.precision.fillna("fp32").eq("fp32") if "precision" in rows else True
-        rows = rows[(rows.split == "holdout") & ~rows.n_train.isin(profile.budget_sizes) & fp32]
-    held = rows
+    held = rows[(rows.split == "holdout") & ~rows.n_train.isin(profile.budget_sizes) & (rows.precision == "fp32")
+                ] if len(rows) else rows
     return curves(held) if len(held) else pd.DataFrame(columns=["n_train", "arm", "steps", "accuracy"])
 
 

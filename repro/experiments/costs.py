@@ -25,16 +25,16 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import load_results
-from . import own_budget, tuning
+from . import own_budget
 from .approaches import lookup
 from .grid import grid_csv, planning
 from .studies import STAGES
 
 # notebook -> the stages of repro.experiments.studies it runs (06 and 07 read 05's runs; 01 and 02 train no grid)
 NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
-                   "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion",
-                                                   "own_budget"),
-                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"), "10_learned_scale": ("E1", "E1_confirm")}
+                   "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion", "own_budget"),
+                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"),
+                   "10_learned_scale": ("E1", "E1_confirm")}
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
 # at 513 x 513, batch 16).
 ASSUMED_SECONDS_PER_STEP = {"transfer": 0.024, "segmentation": 0.125}
@@ -76,8 +76,7 @@ class Rates:
     def fit(cls, recorded: dict[str, pd.DataFrame]) -> "Rates":
         step, overhead = {}, {}
         for task, ok in recorded.items():
-            ok = ok.assign(inference=[_class(task, a) for a in ok.approach],
-                           precision=ok.precision.fillna("fp32") if "precision" in ok else "fp32")
+            ok = ok.assign(inference=[_class(task, a) for a in ok.approach])   # every row records its precision
             for inference, g in ok.groupby("inference"):
                 step[(task, inference)] = float(g.train_time_s.sum() / g.steps.sum())
             for (inference, precision), g in ok.groupby(["inference", "precision"]):
@@ -129,7 +128,6 @@ def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
                         out.append(dict(notebook=notebook, task=task, approach=p["approach"], steps=p["steps"],
                                         seconds=seconds, basis=basis))
     finally:
-        tuning.clear_cache()
         own_budget.clear_cache()
     return pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis"])
 
@@ -158,9 +156,7 @@ def timing_check(profile: Profile) -> pd.DataFrame:
         if cut < 1:
             continue
         model, scored = rates(profile, {task: ok.iloc[:cut]}), ok.iloc[cut:]
-        precision = scored.precision.fillna("fp32") if "precision" in scored else ["fp32"] * len(scored)
-        hours = sum(model.seconds(task, r.approach, r.steps, r.split, p)[0]
-                    for r, p in zip(scored.itertuples(), precision)) / 3600
+        hours = sum(model.seconds(task, r.approach, r.steps, r.split, r.precision)[0] for r in scored.itertuples()) / 3600
         out.append(dict(task=task, fitted_on=cut, predicted_runs=len(scored),
                         recorded_hours=scored.wall_time_s.sum() / 3600, model_hours=hours))
     return pd.DataFrame(out).assign(error=lambda d: d.model_hours / d.recorded_hours - 1) if out else pd.DataFrame()

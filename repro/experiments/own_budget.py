@@ -15,7 +15,8 @@ import pandas as pd
 from ..profiles import Profile
 from .budget import THRESHOLD
 from .grid import is_planning, planning, run_settings
-from .retune import ARMS, retuned, clear_cache as _clear_retune
+from . import retune, tuning
+from .retune import ARMS, retuned
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
 # The order the workers run the third protocol in, so that each few CPU-hours end with usable runs: the optimisers and
@@ -189,9 +190,11 @@ def unconverged_note(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> s
 
 
 def clear_cache() -> None:
-    """Forget every choice of this process, rule 5's included (after a dry run, whose choices rest on placeholders)."""
+    """Forget every choice of this process, the validation tuning's and rule 5's included (after a dry run, whose
+    choices rest on placeholder rows)."""
     checked_budget.cache_clear()
-    _clear_retune()
+    retune.clear_cache()
+    tuning.clear_cache()
 
 
 def sample_mean(rows: pd.DataFrame) -> pd.Series:
