@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 CLAIMS ?=
+NO_RUNS ?=
 NOTEBOOKS ?=
 STAGES ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
@@ -33,10 +34,12 @@ setup: $(VENV)/.installed
 data: setup
 	$(PY) -m repro.data download all
 
-## Run every notebook on PROFILE through papermill into results/$(PROFILE)/ (finished work is skipped); CLAIMS=C3,C4
-## runs only those claims' notebooks, NOTEBOOKS=09 only those notebooks.
+## Run every notebook on PROFILE through papermill into results/$(PROFILE)/, the workers first making the runs they
+## read (finished work is skipped); CLAIMS=C3,C4 runs only those claims' notebooks, NOTEBOOKS=09 only those notebooks,
+## NO_RUNS=1 makes no run (the notebooks read what is recorded).
 reproduce: setup
-	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS)) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
+	$(PY) -m repro.reproduce --profile $(PROFILE) $(if $(CLAIMS),--claims $(CLAIMS)) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS)) \
+		$(if $(NO_RUNS),--no-runs)
 
 ## The downstream grids of notebooks 03-10 with one single-threaded background worker per core (WORKERS= and
 ## THREADS= override; resumable; logs appended to results/$(PROFILE)/studies_<i>.log); STAGES=budget,C2 runs only
@@ -51,13 +54,17 @@ studies: setup
 	@$(PY) -c "from repro.experiments.launch import default_workers as d; print(f'{$(or $(WORKERS),d($(THREADS)))} \
 	worker(s) of $(THREADS) thread(s) started; follow them with: tail -f results/$(PROFILE)/studies*.log')"
 
-## The unit tests and every notebook on the smoke profile (nbval), as two single-threaded streams side by side:
-## the notebooks run in order in one, the unit tests (isolated in temporary folders) in the other. The notebooks'
-## log is kept in $(NBVAL_LOG) and its summary printed after the unit tests'; the exit code fails if either fails.
+## The unit tests and every notebook on the smoke profile (nbval), as two single-threaded streams side by side. In
+## one, notebook 01 builds the priors, one worker makes the smoke grids' runs, and nbval executes every notebook in
+## order with REPRO_READ_ONLY set, so a notebook that tried to train a run would fail; the unit tests (isolated in
+## temporary folders) run in the other. The first stream's log is kept in $(NBVAL_LOG) and its summary printed after
+## the unit tests'; the exit code fails if either fails.
 NBVAL_LOG := results/smoke/nbval.log
 test: setup
 	@mkdir -p $(dir $(NBVAL_LOG)); export REPRO_PROFILE=smoke OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
-	$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider > $(NBVAL_LOG) 2>&1 & nb=$$!; \
+	{ $(PY) -m repro.reproduce --profile smoke --notebooks 01 && $(PY) -m repro.studies --profile smoke --worker 0 \
+	  && REPRO_READ_ONLY=1 $(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider; \
+	} > $(NBVAL_LOG) 2>&1 & nb=$$!; \
 	trap 'kill $$nb 2>/dev/null' INT TERM; \
 	echo "notebooks: running in the background (log: $(NBVAL_LOG)); unit tests:"; \
 	$(PY) -m pytest tests -p no:cacheprovider; unit=$$?; \

@@ -8,6 +8,7 @@ finding (numbers with their intervals and seeds) and the evidence (links). :mod:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,6 +16,9 @@ from .analysis.wording import VERDICTS   # the four verdict words; repro.analysi
 from .experiments.approaches import REGIMES
 from .plots import save_table
 from .profiles import Profile, results_dir
+
+if TYPE_CHECKING:
+    from .experiments.grid import Recorded
 
 # id -> (paper's statement and where, the reproduction report's finding, notebook)
 CLAIMS: dict[str, tuple[str, str, str]] = {
@@ -105,18 +109,20 @@ def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: l
 
 def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
              figures: list[str] = (), folder: str = "transfer", regime: str | None = None,
-             basis: str | None = None) -> pd.DataFrame | None:
+             basis: str | None = None, rec: "Recorded | None" = None) -> pd.DataFrame | None:
     """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
     ``regime`` and ``basis`` appended where given), record the claim with links to its notebook, tables and figures,
     and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts` returns: (tests table or None,
-    verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged.
+    verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged, an
+    own-budget one with the note on arms at the cap, read from ``rec`` (the snapshot of the grids the notebook read).
     Returns the table."""
     from .experiments.budget import convergence_note   # lazy: rendering the report needs no experiment code
     from .experiments.own_budget import arms_of, unconverged_note
 
     table, verdict, finding = result
-    own = basis == "own"
-    finding += unconverged_note(profile, arms_of((regime,))) if own else convergence_note(profile, claim)
+    if basis == "own" and rec is None:
+        raise ValueError("an own-budget verdict reads its arms' budgets: pass rec, the snapshot the notebook read")
+    finding += unconverged_note(rec, arms_of((regime,))) if basis == "own" else convergence_note(profile, claim)
     if table is not None:
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)
         tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]

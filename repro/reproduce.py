@@ -3,8 +3,10 @@
 Executed notebooks go to ``results/<profile>/notebooks/``. Each is executed into ``results/<profile>/tmp/`` (git
 ignores it) and moved over the one in ``notebooks/`` only when every cell succeeded, so a failed or interrupted run
 never overwrites a committed notebook. A failing notebook stops the batch with a non-zero exit naming the notebook,
-the cell and where its partial copy is. Finished work inside a notebook (priors, runs, notebook 01's tables) is cached
-by ``repro`` itself, so re-running is cheap. ``--claims`` runs only the claims' notebooks, and notebook 01 only when
+the cell and where its partial copy is. The notebooks read the downstream runs and train none: once notebook 01's
+priors exist, the batch first has the workers (``python -m repro.studies``) make every run its notebooks' stages lack
+(``--no-runs``: it reads what is recorded). Finished work (priors, runs, notebook 01's tables) is kept, so re-running
+is cheap. ``--claims`` runs only the claims' notebooks, and notebook 01 only when
 one of its outputs is missing. Every execution appends its wall and CPU time (the kernel's, all threads and loader
 workers included) to ``notebooks/timings.csv``; the last successful one of each notebook gives the batch's ETA.
 """
@@ -16,6 +18,7 @@ import datetime
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,9 +144,30 @@ def _execute(profile: Profile, name: str, scratch: Path, kernel: str) -> Excepti
     return None
 
 
-def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None) -> int:
-    """Execute the notebooks of ``claims`` and ``numbers`` (every notebook when both are None) on ``profile``; 0 when
-    all succeeded."""
+def stages_of(names: list[str]) -> list[str]:
+    """The stages of the downstream grids whose runs the notebooks ``names`` read, in the workers' order."""
+    from .experiments.studies import NOTEBOOK_STAGES, STAGES      # lazy: --help needs no torch
+    return [s for s in STAGES if any(s in NOTEBOOK_STAGES.get(n, ()) for n in names)]
+
+
+def make_runs(profile: Profile, names: list[str]) -> int:
+    """Have the local workers make every run the stages of ``names`` lack (none: nothing starts); their exit code."""
+    from .experiments.grid import Recorded
+    from .experiments.studies import jobs
+
+    stages, rec = stages_of(names), Recorded(profile)
+    if not stages or all(rec.complete(job) for _, job in jobs(profile, stages)):
+        return 0
+    print(f"making the runs of {', '.join(stages)} with the workers (logs: {results_dir(profile)}/studies_<i>.log) ...",
+          flush=True)
+    return subprocess.call([sys.executable, "-m", "repro.studies", "--profile", profile.name, "--stages",
+                            ",".join(stages)])
+
+
+def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None,
+        runs: bool = True) -> int:
+    """Execute the notebooks of ``claims`` and ``numbers`` (every notebook when both are None) on ``profile``, the
+    workers first making the runs they read (unless not ``runs``); 0 when all succeeded."""
     out_dir, scratch_dir = results_dir(profile) / "notebooks", results_dir(profile) / "tmp" / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +177,14 @@ def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | 
         print(f"{PRIORS_NOTEBOOK}: skipped, its priors and tables exist (run without --claims to re-execute it)")
     expected, kernel = last_wall_s(out_dir / "timings.csv", profile), kernel_name()
     print(_plan(names, expected, out_dir / "timings.csv"), flush=True)
+    pending = runs
     for i, name in enumerate(names, 1):
+        if pending and name != PRIORS_NOTEBOOK:      # the workers need notebook 01's priors, the others their runs
+            pending = False
+            if code := make_runs(profile, names):
+                print(f"FAILED: the workers stopped with exit code {code}; no notebook after {PRIORS_NOTEBOOK} ran",
+                      file=sys.stderr)
+                return 1
         out, scratch = out_dir / f"{name}.ipynb", scratch_dir / f"{name}.ipynb"
         eta = f"; last run {expected[name]:.0f} s, ETA {_when(expected[name])}" if name in expected else ""
         print(f"[{i}/{len(names)}] {name} (profile {profile.name}, kernel {kernel}{eta}) ...", flush=True)
@@ -174,8 +205,8 @@ def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | 
 
 
 def dry_run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None) -> int:
-    """Print what the notebooks of ``claims`` and ``numbers`` would run and cost (:mod:`repro.experiments.costs`);
-    train nothing."""
+    """Print what the notebooks of ``claims`` and ``numbers`` lack now and what it costs
+    (:mod:`repro.experiments.costs`); train nothing."""
     import pandas as pd
 
     from .experiments import costs        # lazy: --help needs no torch
@@ -184,8 +215,9 @@ def dry_run(profile: Profile, claims: list[str] | None = None, numbers: list[str
     recorded = last_wall_s(results_dir(profile) / "notebooks" / "timings.csv", profile)
     table = costs.cost_table(profile, names)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
-        print(f"Dry run on profile {profile.name}: runs still to do per notebook and grid, and their estimated hours "
-              f"of one worker (divide by the number of workers for wall time)\n")
+        print(f"Dry run on profile {profile.name}: per notebook and grid, the runs that can start now and their "
+              f"estimated hours of one worker (divide by the number of workers for wall time), and the jobs still "
+              f"waiting (a job whose next runs depend on these asks for them once these are recorded)\n")
         print(table.round(2).to_string(index=False))
         untimed = [n for n in names if n not in costs.NOTEBOOK_STAGES]
         print("\nNotebooks without a grid (their own work; last recorded wall time): " + ", ".join(
@@ -212,6 +244,9 @@ def main(argv=None) -> int:
     parser.add_argument("--notebooks", default=None, metavar="NUMBERS",
                         help="comma-separated notebook numbers, e.g. 09 or 5,9: these notebooks (with --claims: and "
                              "the claims' notebooks)")
+    parser.add_argument("--no-runs", action="store_true",
+                        help="make no run: execute the notebooks on the runs recorded (a notebook whose runs are "
+                             "missing stops, naming the command that makes them)")
     parser.add_argument("--dry-run", action="store_true",
                         help="train nothing: list per notebook and grid the runs still to do and their estimated "
                              "CPU- or GPU-hours (from the recorded timings, or a stated per-step assumption)")
@@ -225,7 +260,7 @@ def main(argv=None) -> int:
             return dry_run(profile, parse_claims(args.claims), numbers)
         from .data import checksums, data_dir      # lazy: --help needs no torch
         checksums.require_present(data_dir())      # a fresh clone stops here, in one line, saying how to fetch it
-        return run(profile, parse_claims(args.claims), numbers)
+        return run(profile, parse_claims(args.claims), numbers, runs=not args.no_runs)
     return run_main(body, errors=(ValueError, FileNotFoundError))
 
 

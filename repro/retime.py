@@ -30,13 +30,14 @@ MIN_SAVING = 0.15            # ... and the least share of the projected CPU-hour
 def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
     """``key -> (task, params)`` of every run the profile's notebooks read, tuning included.
 
-    The study stages are replayed inside :func:`repro.experiments.grid.recording`: the grids must already be recorded
-    (nothing runs).
+    Every job of every stage reads one snapshot of the grids (:class:`repro.experiments.grid.Recorded`): they must
+    already be recorded (a missing run raises; nothing runs).
     """
     from .experiments import grid, studies
-    with grid.recording() as needed:
-        studies.run_profile(profile)
-    return needed
+    rec = grid.Recorded(profile)
+    for _, job in studies.jobs(profile, studies.STAGES):
+        job(rec)
+    return {key: (spec.task, spec.record()) for key, spec in rec.read.items()}
 
 
 def retime_csv(profile: Profile) -> Path:
@@ -47,7 +48,7 @@ def retime_csv(profile: Profile) -> Path:
 def _retime(profile: Profile, task: str, params: dict, precision: str) -> dict:
     """The headline metric and the process CPU time of one recorded run re-run with the current code in
     ``precision``; nothing of the run is saved (the runner records the wall time)."""
-    from .experiments.grid import RUN
+    from .experiments.workers import RUN
     from .experiments.spec import RunSpec
     c0 = time.process_time()
     out = RUN[task](profile, RunSpec.from_record(task, params | {"precision": precision}).current())

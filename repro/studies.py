@@ -1,7 +1,7 @@
-"""``python -m repro.studies``: the downstream grids' command (:mod:`repro.experiments.studies`), at the package's top."""
+"""``python -m repro.studies``: the downstream grids' command (:mod:`repro.experiments.workers`), at the package's top."""
 import sys
 
-from .experiments.studies import main
+from .experiments.workers import main
 
 if __name__ == "__main__":
     sys.exit(main())

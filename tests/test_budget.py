@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from repro.experiments import budget
+from repro.experiments.grid import Recorded
 
 
 def saturating(steps: int, ceiling: float = 0.8, scale: float = 400.0) -> float:
@@ -218,5 +219,5 @@ def test_dropped_sizes_are_rule_1s_and_never_the_third_amendments(tmp_path, monk
                              temperature=0.01),
                   run | dict(key="c", approach="map_learned", n_train=1000, steps=400, accuracy=0.58, precision="fp32")]
                  ).to_csv(tmp_path / "cpu" / "transfer" / "runs.csv", index=False)
-    dropped = budget.dropped_sizes(get_profile("cpu"))
+    dropped = budget.dropped_sizes(Recorded(get_profile("cpu")))
     assert list(dropped.n_train) == [5000] and list(dropped.arm) == ["map_learned"]

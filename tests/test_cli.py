@@ -5,9 +5,9 @@ import pytest
 
 from repro import bench, report, reproduce
 from repro.data import __main__ as data_cli
-from repro.experiments import studies
+from repro.experiments import workers
 
-MAINS = {"studies": studies.main, "reproduce": reproduce.main, "report": report.main, "bench": bench.main,
+MAINS = {"studies": workers.main, "reproduce": reproduce.main, "report": report.main, "bench": bench.main,
          "data": data_cli._main}
 
 

@@ -148,9 +148,9 @@ def test_a_failed_worker_is_reported_at_once_and_the_others_are_awaited(tmp_path
 
 @pytest.mark.parametrize("flag", ["--workers", "--threads"])
 def test_worker_and_thread_counts_must_be_positive(flag, capsys):
-    from repro.experiments import studies
+    from repro.experiments import workers
     with pytest.raises(SystemExit):
-        studies.main(["--profile", "smoke", flag, "0"])
+        workers.main(["--profile", "smoke", flag, "0"])
     assert "must be an integer >= 1, got '0'" in capsys.readouterr().err
 
 
@@ -170,7 +170,7 @@ def test_the_default_worker_count_fills_the_cores(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("argv, workers", [([], 4), (["--workers", "3"], 3), (["--threads", "2"], 2)])
 def test_the_studies_command_starts_its_workers_and_waits_for_them(monkeypatch, tmp_path, argv, workers, capsys):
-    from repro.experiments import studies
+    from repro.experiments import workers as command
     started = []
 
     class Done:
@@ -180,11 +180,11 @@ def test_the_studies_command_starts_its_workers_and_waits_for_them(monkeypatch, 
             return 0
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setattr(studies, "require_priors", lambda p: None)
-    monkeypatch.setattr(studies, "default_workers", lambda threads=1: 4 // threads)
-    monkeypatch.setattr(studies, "launch_local", lambda n, t, command, log: started.append(
+    monkeypatch.setattr(command, "require_priors", lambda p: None)
+    monkeypatch.setattr(command, "default_workers", lambda threads=1: 4 // threads)
+    monkeypatch.setattr(command, "launch_local", lambda n, t, command, log: started.append(
         (t, [command(i) for i in range(n)], [log(i).name for i in range(n)])) or [Done()] * n)
-    assert studies.main(["--profile", "smoke", "--stages", "C2"] + argv) == 0
+    assert command.main(["--profile", "smoke", "--stages", "C2"] + argv) == 0
     ((threads, commands, logs),) = started
     assert len(commands) == workers and threads == (2 if "--threads" in argv else 1)
     assert [c[c.index("--worker") + 1] for c in commands] == [str(i) for i in range(workers)]
@@ -204,24 +204,26 @@ def test_slurm_parameters_and_a_clear_error_without_slurm(tmp_path, capsys):
             launch.slurm_executor(tmp_path, **params)
 
 
-def test_the_dry_run_plans_exactly_the_runs_a_stage_then_trains(smoke_priors_dir, tmp_path, monkeypatch):
-    """Planning deep_ensemble's grid (tuning included) trains nothing and counts the runs that running it then
-    records; rates come from those recorded runs afterwards."""
+def test_the_dry_run_lists_runs_the_workers_then_record_and_trains_nothing(smoke_priors_dir, tmp_path, monkeypatch):
+    """Planning deep_ensemble's grid (its tuning first) trains nothing; every run it lists is among those a worker
+    then records, and afterwards nothing is left; rates come from those recorded runs."""
     import shutil
 
-    from repro.experiments import costs, grid
+    from repro.experiments import costs, grid, studies, workers
     from repro.profiles import get_profile
 
     shutil.copytree(smoke_priors_dir, tmp_path / "results")
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
     P = get_profile("smoke")
-    monkeypatch.setitem(costs.NOTEBOOK_STAGES, "05_five_way", ("C10",))
-    planned = costs.plan(P, ["05_five_way"])
+    monkeypatch.setattr(costs, "jobs", lambda profile, stages: [("C10", studies.deep_ensemble)])
+    planned, waiting = costs.plan(P, ["05_five_way"])
     assert len(planned) > 0 and set(planned.basis) == {"none"}          # a CPU profile without runs: not priced
+    assert waiting.jobs_waiting.tolist() == [1]
     assert not grid.grid_csv(P).exists()                                 # nothing trained
-    costs.STAGES["C10"](P)
+    workers.Worker(P).complete(studies.deep_ensemble)
     recorded = load_results(grid.grid_csv(P))
-    assert len(recorded) == len(planned) and (recorded.status == "ok").all()
-    assert costs.plan(P, ["05_five_way"]).empty                           # now nothing is left to do
+    assert set(planned.key) < set(recorded.key) and (recorded.status == "ok").all()
+    planned, waiting = costs.plan(P, ["05_five_way"])
+    assert planned.empty and waiting.jobs_waiting.tolist() == [0]        # now nothing is left to do
     check = costs.timing_check(P).iloc[0]                 # the last runs predicted from the others' rates
     assert check.fitted_on + check.predicted_runs == len(recorded) and abs(check.error) < 0.5

@@ -94,3 +94,25 @@ def test_production_code_has_no_test_doubles():
 def test_every_package_says_what_it_holds():
     for name, path in MODULES.items():
         assert ast.get_docstring(ast.parse(path.read_text())), f"{name} has no docstring"
+
+
+def reachable(name: str) -> set[str]:
+    """Every package module ``name`` imports, directly or through others."""
+    seen, todo = set(), [name]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+# the modules a notebook reads results through, and those that make runs (the workers, and the re-time benchmark)
+READERS = ("repro.experiments.studies", "repro.experiments.costs", "repro.findings", "repro.report", "repro.plots")
+MAKERS = {"repro.experiments.workers"}
+
+
+def test_reading_results_cannot_reach_the_code_that_makes_runs():
+    """Planning and reading import no module that runs a grid: only the workers (and what starts them) do."""
+    for name in READERS:
+        assert not reachable(name) & MAKERS, f"{name} reaches {reachable(name) & MAKERS}"
+    assert {n for n in GRAPH if MAKERS & GRAPH[n]} <= {"repro.studies", "repro.retime", "repro.reproduce"}

@@ -4,6 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import Scripted
+from repro.profiles import get_profile
+
 from repro.analysis.stats import holm
 from repro.experiments import learned_scale as ls
 
@@ -68,7 +71,7 @@ def test_arms_pairs_each_fit_with_the_grid_at_its_widths_times_kappa_and_adds_q_
             "cold": dict(scale=1e7, head_var=1.0, alpha=1.0)}
     monkeypatch.setattr(ls, "setting", lambda profile, approach, kind, regime, n_train, seed: dict(
         approach=approach, n_train=n_train, seed=seed, **grid["map" if approach.startswith("map") else regime]))
-    monkeypatch.setattr(ls, "run_settings", lambda profile, task, settings, desc: pd.DataFrame(settings).assign(
+    rec = Scripted(get_profile("cpu"), lambda profile, task, settings, desc: pd.DataFrame(settings).assign(
         status="ok", key=[f"k{i}" for i in range(len(settings))], accuracy=0.5))
     fitted = pd.DataFrame([
         dict(family="learned", objective="de_elbo", n_train=100, seed=0, status="ok", kappa=2000.0, key="fit0",
@@ -77,7 +80,7 @@ def test_arms_pairs_each_fit_with_the_grid_at_its_widths_times_kappa_and_adds_q_
              accuracy=0.1, learned_scale=0.09, learned_head_var=1e-4, learned_alpha=np.nan),
         dict(family="non-learned", objective="de_elbo", n_train=100, seed=0, status="ok", kappa=2000.0, key="fit2",
              accuracy=0.2, learned_scale=np.nan, learned_head_var=np.nan, learned_alpha=0.02)])
-    rows = ls.arms(None, "ssl", fitted)
+    rows = ls.arms(rec, "ssl", fitted)
     at = rows.set_index(["family", "arm", "widths"])
     assert at.loc[("learned", "map", ls.MATCHED), "scale"] == pytest.approx(200.0)
     assert at.loc[("learned", "cold", ls.MATCHED), "head_var"] == pytest.approx(20.0)
@@ -94,7 +97,7 @@ def test_arms_pairs_each_fit_with_the_grid_at_its_widths_times_kappa_and_adds_q_
 # ------------------------------------------------------------------------------------ the confirmatory test
 
 class FitGrid:
-    """Stands in for run_settings: a fit's widths and sigma follow ``trace`` (steps -> (scale, sigma)); every other run
+    """The rows of a scripted grid (:class:`fakes.Scripted`): a fit's widths and sigma follow ``trace`` (steps -> (scale, sigma)); every other run
     scores 0.5. Records what it was asked for."""
 
     def __init__(self, trace):
@@ -112,20 +115,17 @@ class FitGrid:
 
 @pytest.fixture
 def fit_grid(monkeypatch):
-    from repro.profiles import get_profile
-
-    def install(trace):
+    def install(trace, profile=get_profile("cpu")):
         grid = FitGrid(trace)
-        monkeypatch.setattr(ls, "run_settings", grid)
-        monkeypatch.setattr(ls, "retuned", lambda p, arm, n: {"lr": 0.03})
-        return get_profile("cpu"), grid
+        monkeypatch.setattr(ls, "retuned", lambda rec, arm, n: {"lr": 0.03})
+        return Scripted(profile, grid), grid
     return install
 
 
 def test_a_fit_doubles_until_its_widths_settle_and_sigma_has_left_its_start(fit_grid):
     # n = 1000 starts at MAP's 400 steps; the scale moves 50 %, then 20 %, then 5 % (< 10 %): the fit of 3 200 steps
-    P, grid = fit_grid({400: (1.0, 1e-4), 800: (1.5, 1e-3), 1600: (1.8, 2e-3), 3200: (1.89, 3e-3)})
-    fit = ls.converged_fit(P, "learned", 1000, 5)
+    rec, grid = fit_grid({400: (1.0, 1e-4), 800: (1.5, 1e-3), 1600: (1.8, 2e-3), 3200: (1.89, 3e-3)})
+    fit = ls.converged_fit(rec, "learned", 1000, 5)
     assert fit["steps"] == 3200 and fit["converged"] and fit["learned_scale"] == 1.89
     assert fit["fit_cpu_s"] == pytest.approx((400 + 800 + 1600 + 3200) / 10)      # the whole doubling sequence
     assert {s["seed"] for s in grid.asked} == {5} and {s["lr"] for s in grid.asked} == {0.03}
@@ -133,21 +133,19 @@ def test_a_fit_doubles_until_its_widths_settle_and_sigma_has_left_its_start(fit_
 
 
 def test_a_fit_whose_sigma_stays_at_its_start_is_not_converged_however_still_its_widths(fit_grid):
-    P, grid = fit_grid({s: (1.0, 1.05e-4) for s in (400, 800, 1600, 3200, 6400)})   # widths flat, sigma stuck
-    fit = ls.converged_fit(P, "learned", 1000, 5)
+    rec, grid = fit_grid({s: (1.0, 1.05e-4) for s in (400, 800, 1600, 3200, 6400)})   # widths flat, sigma stuck
+    fit = ls.converged_fit(rec, "learned", 1000, 5)
     assert fit["steps"] == 6400 and not fit["converged"]
 
 
 def test_confirm_pairs_each_arm_at_rule_5_with_kappa_times_the_fits_widths(fit_grid, monkeypatch):
-    from repro.profiles import get_profile
-
-    fit_grid({})                                   # every fit: widths 1, sigma 1e-4 (never converges: the cap, 800)
     P = get_profile("cpu", sampler_budget_sizes=(1000,), sampler_budget_max_steps=800)
+    rec, _ = fit_grid({}, P)                       # every fit: widths 1, sigma 1e-4 (never converges: the cap, 800)
     monkeypatch.setattr(ls, "own_setting", lambda p, arm, n, seed: dict(arm_=arm, n_train=n, seed=seed, split="test",
                                                                          scale=1e7, head_var=1.0, alpha=10.0))
     monkeypatch.setattr(ls, "retune_runs", lambda p, arm, n: pd.DataFrame(
         dict(coordinate=["lr", "scale", "head_var", "alpha"], status="ok", train_time_s=[100.0, 200.0, 300.0, 400.0])))
-    fitted, rows, times = ls.confirm(P)
+    fitted, rows, times = ls.confirm(rec)
     assert set(fitted.seed) == set(P.confirm_seeds) and len(fitted) == 2 * len(P.confirm_seeds)
     k = ls.kappa(P, "de_elbo", 1000)
     learned = rows[(rows.family == "learned") & (rows.widths == ls.MATCHED)]

@@ -3,7 +3,9 @@ grid whose learning curve is known."""
 import pandas as pd
 import pytest
 
+from fakes import Scripted
 from repro.experiments import own_budget
+from repro.experiments.grid import MissingRuns
 from repro.profiles import get_profile
 
 P = get_profile("cpu")
@@ -24,43 +26,50 @@ class FakeGrid:
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(own_budget, "retuned", lambda profile, arm, n: {
+    monkeypatch.setattr(own_budget, "retuned", lambda rec, arm, n: {
         "approach": arm.split(" ")[0], "n_train": n, "split": "holdout", **CHOSEN.get(arm, dict(steps=400))})
-    grid = FakeGrid(lambda steps: {400: 0.50, 800: 0.53, 1600: 0.56, 3200: 0.575, 6400: 0.58}[steps])
-    monkeypatch.setattr(own_budget, "run_settings", grid)
-    own_budget.clear_cache()
-    yield grid
-    own_budget.clear_cache()
+    return FakeGrid(lambda steps: {400: 0.50, 800: 0.53, 1600: 0.56, 3200: 0.575, 6400: 0.58}.get(steps, 0.5))
 
 
 def test_the_budget_doubles_at_the_chosen_values_while_a_doubling_gains_a_point(fake):
     # gains: 400 -> 800 +3, 800 -> 1600 +3, 1600 -> 3200 +1.5, 3200 -> 6400 +0.5 points
-    assert own_budget.checked_budget(P, "sgd_transfer", 1000) == 3200
-    assert own_budget.checked_budget(P, "bayes_learned (T1)", 1000) == 3200
+    rec = Scripted(P, fake)
+    assert own_budget.checked_budget(rec, "sgd_transfer", 1000) == 3200
+    assert own_budget.checked_budget(rec, "bayes_learned (T1)", 1000) == 3200
     assert {s["split"] for s in fake.asked} == {"holdout"} and {s["seed"] for s in fake.asked} == {0, 1}
-    assert own_budget.checked_budget(get_profile("cpu", sampler_budget_max_steps=1600), "sgd_transfer", 1000) == 1600
+    capped = Scripted(get_profile("cpu", sampler_budget_max_steps=1600), fake)
+    assert own_budget.checked_budget(capped, "sgd_transfer", 1000) == 1600
+
+
+def test_a_budget_check_lacks_only_its_next_doubling(fake):
+    rec = Scripted(P, fake, recorded=lambda s: s["steps"] <= 800)
+    with pytest.raises(MissingRuns) as missing:
+        own_budget.checked_budget(rec, "sgd_transfer", 1000)
+    assert {(s.steps, s.seed) for s in missing.value.specs} == {(1600, 0), (1600, 1)}
 
 
 def test_own_settings_run_on_the_test_split_at_the_checked_budget(fake):
-    s = own_budget.own_setting(P, "bayes_learned (cold)", 300, seed=2)
+    rec = Scripted(P, fake)
+    s = own_budget.own_setting(rec, "bayes_learned (cold)", 300, seed=2)
     assert (s["split"], s["steps"], s["seed"], s["temperature"]) == ("test", 3200, 2, 0.01)
-    assert own_budget.seeds_of(P, "bayes_learned (T1)") == P.t1_seeds and own_budget.seeds_of(P, "map_learned") == P.seeds
+    assert own_budget.seeds_of(rec, "bayes_learned (T1)") == P.t1_seeds
+    assert own_budget.seeds_of(rec, "map_learned") == P.seeds
 
 
 def test_the_equal_compute_ensemble_has_one_member_per_kept_cycle_sharing_the_samplers_steps(fake):
-    fake.asked.clear()
-    own_budget.ensemble_own(P, "cold")                 # the cold sampler: 3 cycles (2 kept) at 3 200 steps
+    rec = Scripted(P, fake)
+    own_budget.ensemble_own(rec, "cold")                 # the cold sampler: 3 cycles (2 kept) at 3 200 steps
     members = [s for s in fake.asked if s["split"] == "test"]
     assert {s["member"] for s in members} == {0, 1} and {s["steps"] for s in members} == {1600}
     assert {s["seed"] for s in members} == set(P.seeds) and {s["approach"] for s in members} == {"sgd_transfer"}
     fake.asked.clear()
-    own_budget.ensemble_own(P)                         # the paper's: bma_samples members at SGD transfer's budget
+    own_budget.ensemble_own(rec)                       # the paper's: bma_samples members at SGD transfer's budget
     members = [s for s in fake.asked if s["split"] == "test"]
     assert {s["member"] for s in members} == set(range(P.bma_samples)) and {s["steps"] for s in members} == {3200}
 
 
 def test_the_ablation_turns_augmentation_off_for_the_sampler_arms_only(fake):
-    rows = own_budget.t1_ablation(P)
+    rows = own_budget.t1_ablation(Scripted(P, fake))
     off = rows[~rows.augment]
     assert set(off.arm) == set(own_budget.ABLATION_ARMS) and set(rows[rows.augment].arm) == {
         "map_learned", *own_budget.ABLATION_ARMS}
@@ -80,7 +89,7 @@ def test_the_ablation_table_pairs_each_arm_with_map_by_seed():
 
 
 def test_chosen_lists_every_arm_and_size_with_its_checked_budget(fake):
-    table = own_budget.chosen(P)
+    table = own_budget.chosen(Scripted(P, fake))
     assert len(table) == len(own_budget.ARMS) * len(P.sampler_budget_sizes)
     assert list(dict.fromkeys(table.arm)) == list(own_budget.ARMS)
     cold = table[(table.arm == "bayes_learned (cold)") & (table.n_train == 300)].iloc[0]
@@ -88,27 +97,22 @@ def test_chosen_lists_every_arm_and_size_with_its_checked_budget(fake):
 
 
 def test_an_arm_at_the_cap_is_named_in_the_own_budget_verdicts(fake):
-    capped = get_profile("cpu", sampler_budget_max_steps=3200)   # every arm's check runs to 3 200: the cap
+    capped = Scripted(get_profile("cpu", sampler_budget_max_steps=3200), fake)   # every check runs to 3 200: the cap
     assert "sgd_transfer at n = 100 trains the cap of 3200 steps" in own_budget.unconverged_note(capped)
     fake.curve = lambda steps: 0.5                                # flat: every arm keeps its tuned budget
-    own_budget.clear_cache()
-    assert own_budget.unconverged_note(P) == ""
+    assert own_budget.unconverged_note(Scripted(P, fake)) == ""
 
 
 @pytest.mark.parametrize("missing, expected", [((), ("cold", "T1")), (("T1",), ("cold",)), (("cold",), ()),
                                                (("cold", "T1"), ())])
-def test_a_regime_is_concluded_once_its_phase_and_the_optimisers_are_recorded(monkeypatch, missing, expected):
-    import contextlib
-
-    planned = []
-
-    def plan():
-        planned.clear()
-        return contextlib.nullcontext(planned)
-    monkeypatch.setattr(own_budget, "planning", plan)
-    monkeypatch.setattr(own_budget, "run_phase", lambda p, phase: planned.extend([phase] * (phase in missing)))
-    assert own_budget.ready(P) == expected
-    assert own_budget.ready(get_profile("smoke")) == tuple(own_budget.PHASES)   # smoke makes its runs where asked
+def test_a_regime_is_concluded_once_its_phase_and_the_optimisers_are_recorded(fake, missing, expected):
+    # a T = 1 arm's runs, or a cold phase's (the optimisers' and the cold samplers'), not recorded
+    phase_of = {arm: phase for phase, arms in own_budget.PHASES.items() for arm in arms}
+    by_approach = {"cold": lambda s: s["approach"] != "bayes_learned" or s.get("temperature") != 1.0,
+                   "T1": lambda s: s["approach"] == "bayes_learned" and s.get("temperature") == 1.0}
+    rec = Scripted(P, fake, recorded=lambda s: not any(by_approach[m](s) for m in missing))
+    assert phase_of["bayes_learned (T1)"] == "T1"
+    assert own_budget.ready(rec) == expected
 
 
 def test_a_regimes_verdicts_read_the_optimisers_and_its_own_samplers():

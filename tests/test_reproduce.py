@@ -77,8 +77,12 @@ def test_claims_skip_notebook_01_when_its_outputs_exist(tmp_path, monkeypatch, c
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
     timings = tmp_path / "results" / "smoke" / "notebooks" / "timings.csv"
     monkeypatch.setattr(reproduce, "priors_missing", lambda profile: [tmp_path / "ssl_prior.pt"])
+    made = []                                     # the workers' turn: after notebook 01, before the notebooks reading
+    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: made.append(
+        pd.read_csv(timings).notebook.tolist()) or 0)
     assert reproduce.run(SMOKE, ["C3"]) == 0
     assert list(pd.read_csv(timings).notebook) == ["01_prior_fitting", "04_scale_sweep"]   # a prior missing: run 01
+    assert made == [["01_prior_fitting"]]
     capsys.readouterr()
     monkeypatch.setattr(reproduce, "priors_missing", lambda profile: [])
     assert reproduce.run(SMOKE, ["C3"]) == 0
@@ -89,6 +93,20 @@ def test_claims_skip_notebook_01_when_its_outputs_exist(tmp_path, monkeypatch, c
     assert "last run " in out and "ETA " in out                                             # from timings.csv
     assert reproduce.run(SMOKE) == 0                                                         # no claims: every one
     assert list(pd.read_csv(timings).notebook)[3:] == ["01_prior_fitting", "04_scale_sweep"]
+
+
+def test_the_batch_stops_before_the_notebooks_when_the_workers_fail(tmp_path, monkeypatch, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "04_scale_sweep.ipynb", "y = 2")
+    monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: 3)
+    assert reproduce.run(SMOKE) == 1
+    assert "the workers stopped with exit code 3" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "smoke" / "notebooks" / "04_scale_sweep.ipynb").exists()
+    assert reproduce.stages_of(["03_rank_ablation", "09_training_budget"]) == ["budget", "sampler_budget", "retune",
+                                                                                 "C2"]
 
 
 def test_the_batch_uses_the_project_kernel_only_in_this_environment(monkeypatch):

@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 
+from fakes import Scripted
 from repro.experiments import retune
 from repro.profiles import get_profile
 from repro.runner import MissingPrerequisite
@@ -14,17 +15,14 @@ INCUMBENT = dict(lr=0.03, scale=1e5, head_var=1.0, alpha=1.0, weight_decay=5e-4,
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch):
-    monkeypatch.setattr(retune, "setting", lambda profile, approach, kind, regime, n_train: {
+def second_protocol_values(monkeypatch):
+    monkeypatch.setattr(retune, "setting", lambda rec, approach, kind, regime, n_train: {
         "approach": approach, "prior_kind": kind, "n_train": n_train,
         **{k: v for k, v in INCUMBENT.items() if k != "temperature" or regime == "cold"}})
-    retune.clear_cache()
-    yield
-    retune.clear_cache()
 
 
 class FakeGrid:
-    """Stands in for run_settings: accuracy is a known function of the setting (plus a per-seed offset that the
+    """The rows of a scripted grid (:class:`fakes.Scripted`): accuracy is a known function of the setting (plus a per-seed offset that the
     mean over seeds cancels); records every setting asked for; ``fail`` names settings whose runs fail."""
 
     def __init__(self, accuracy, fail=lambda s: False):
@@ -66,41 +64,37 @@ def test_choose_keeps_the_incumbent_within_the_resolution_and_else_the_nearest_t
 
 def test_every_coordinate_finds_a_known_optimum_extending_past_an_edge(monkeypatch):
     fake = FakeGrid(peak(lr=0.3, scale=1e9, head_var=0.1, temperature=1e-4, cycles=12))
-    monkeypatch.setattr(retune, "run_settings", fake)
-    chosen = retune.retuned(P, "bayes_learned (cold)", 1000)
+    rec = Scripted(P, fake)
+    chosen = retune.retuned(rec, "bayes_learned (cold)", 1000)
     assert {k: chosen[k] for k in ("lr", "scale", "head_var", "temperature", "cycles")} == pytest.approx(
         dict(lr=0.27, scale=1e9, head_var=0.1, temperature=1e-4, cycles=12))      # 0.03 x 3 x 3: the lr grid's point
     assert chosen["steps"] == 1600 and chosen["split"] == "holdout" and chosen["sampler_version"] == 2
     assert {s["seed"] for s in fake.asked} == {0, 1} and {s["precision"] for s in fake.asked} == {"bf16"}
-    rows = retune.retune_runs(P, "bayes_learned (cold)", 1000)
+    rows = retune.retune_runs(rec, "bayes_learned (cold)", 1000)
     assert list(dict.fromkeys(rows.coordinate)) == ["lr", "scale", "head_var", "temperature", "cycles"]
 
 
 def test_a_flat_coordinate_keeps_the_incumbent_and_is_not_extended(monkeypatch):
     fake = FakeGrid(lambda s: 0.5 + 0.004 * math.log10(s["lr"] / 0.03))   # < 1 point over the grid: all ties
-    monkeypatch.setattr(retune, "run_settings", fake)
-    assert retune.retuned(P, "sgd_transfer", 300)["lr"] == 0.03
+    assert retune.retuned(Scripted(P, fake), "sgd_transfer", 300)["lr"] == 0.03
     assert sorted({s["lr"] for s in fake.asked}) == pytest.approx([0.01, 0.03, 0.09])
     assert fake.asked[0]["steps"] == P.steps_for(300) and "sampler_version" not in fake.asked[0]
 
 
 def test_a_coordinate_whose_every_value_failed_keeps_the_incumbent(monkeypatch):
     fake = FakeGrid(peak(lr=0.09, alpha=1.0), fail=lambda s: True)
-    monkeypatch.setattr(retune, "run_settings", fake)
-    start = retune.incumbent(P, "map_nonlearned", 1000)
-    assert retune.retuned(P, "map_nonlearned", 1000) == start
+    rec = Scripted(P, fake)
+    assert retune.retuned(rec, "map_nonlearned", 1000) == retune.incumbent(rec, "map_nonlearned", 1000)
 
 
 def test_a_value_whose_run_failed_on_one_seed_is_out(monkeypatch):
     fake = FakeGrid(peak(lr=0.09, alpha=1.0), fail=lambda s: s["lr"] > 0.05 and s["seed"] == 1)   # the best diverges
-    monkeypatch.setattr(retune, "run_settings", fake)
-    assert retune.retuned(P, "map_nonlearned", 100)["lr"] == 0.03
+    assert retune.retuned(Scripted(P, fake), "map_nonlearned", 100)["lr"] == 0.03
 
 
 def test_a_sampler_waits_for_the_budget_notebook_09_chose(monkeypatch):
-    monkeypatch.setattr(retune, "run_settings", FakeGrid(peak(lr=0.03)))
     with pytest.raises(MissingPrerequisite, match="budget of bayes_learned \\(T1\\) at n = 300"):
-        retune.retuned(P, "bayes_learned (T1)", 300)
+        retune.retuned(Scripted(P, FakeGrid(peak(lr=0.03))), "bayes_learned (T1)", 300)
     with pytest.raises(ValueError, match="unknown arm 'bayes'"):
         retune.budget(P, "bayes", 300)
     assert retune.budget(P, "bayes_nonlearned (T1)", 100) == 3200
@@ -142,8 +136,7 @@ def test_the_resolution_counts_the_images_and_the_seeds():
 
 def test_a_cycle_count_too_fine_for_the_budget_is_not_tried(monkeypatch):
     fake = FakeGrid(peak(lr=0.03, alpha=1.0, cycles=6))
-    monkeypatch.setattr(retune, "run_settings", fake)
     short = get_profile("cpu", budget_rule=False, downstream_steps=((1000, 12),), bma_samples=2)   # 12 cycles of 1 step
-    retune.retuned(short, "bayes_nonlearned (T1)", 1000)
+    retune.retuned(Scripted(short, fake), "bayes_nonlearned (T1)", 1000)
     assert {s["cycles"] for s in fake.asked if "cycles" in s} <= {3, 6}
     assert retune.runnable(P, {"approach": "bayes_learned", "steps": 1600, "cycles": 12})

@@ -201,3 +201,12 @@ def test_augmentation_is_a_run_parameter_and_off_trains_on_the_stored_images(mon
     assert ("augment" in p.keyed()) == (not augment)               # on: the runs recorded before the switch
     with pytest.raises(ValueError, match="augment=False are measured on transfer runs only"):
         RunSpec.default(P, "segmentation", "sgd_transfer", augment=False)
+
+
+def test_nothing_trains_a_downstream_run_while_reading_only(monkeypatch):
+    """``make test`` executes the notebooks with REPRO_READ_ONLY set: a run that tried to train would fail there."""
+    from repro.experiments import transfer
+
+    monkeypatch.setenv(transfer.READ_ONLY, "1")
+    with pytest.raises(RuntimeError, match="reading results must not train"):
+        transfer.fit_or_sample(None, None, None, None, None, None, None, None)

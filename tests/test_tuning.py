@@ -5,20 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import functools
+
+from fakes import Scripted
+from repro.experiments.grid import MissingRuns
 from repro.experiments.spec import RunSpec
-from repro.experiments import costs, studies, tuning
+from repro.experiments import costs, studies, tuning, workers
 from repro.profiles import get_profile
 
 
-@pytest.fixture(autouse=True)
-def fresh_tuning_cache():
-    tuning._tuned.cache_clear()
-    yield
-    tuning._tuned.cache_clear()
-
-
 class FakeGrid:
-    """Stands in for run_settings: accuracy is a known function of the settings; records every setting asked for."""
+    """The rows of a scripted grid (:class:`fakes.Scripted`): accuracy is a known function of the settings; records every setting asked for."""
 
     def __init__(self, accuracy):
         self.accuracy, self.asked = accuracy, []
@@ -47,8 +44,7 @@ def peaked(at: float, width: float = 1.0):
 ])
 def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_grid):
     fake = FakeGrid(peaked(best))
-    monkeypatch.setattr(tuning, "run_settings", fake)
-    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    rows, grid = tuning.sweep(Scripted(P, fake), {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
     assert grid == pytest.approx(sorted(expected_grid))
     assert sorted(rows.scale.unique()) == pytest.approx(sorted(expected_grid))
 
@@ -56,28 +52,21 @@ def test_sweep_extends_until_the_best_is_interior(monkeypatch, best, expected_gr
 def test_a_plateau_at_the_edge_is_not_extended_on_float_noise(monkeypatch):
     # equal accuracies from 1e6 up, the edge value higher by float32 noise only: a tie, whose smallest value is interior
     fake = FakeGrid(lambda p: 0.3 if p["scale"] < 1e6 else 0.45 + (1e-8 if p["scale"] == max(P.scales) else 0.0))
-    monkeypatch.setattr(tuning, "run_settings", fake)
-    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    rows, grid = tuning.sweep(Scripted(P, fake), {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
     assert grid == pytest.approx(sorted(P.scales))
 
 
-@pytest.mark.parametrize("recorded, expected_grid", [
-    (P.scales + (1e8, 1e9), P.scales + (1e8, 1e9, 1e10)),      # extensions recorded: followed as the workers did
-    (P.scales[:-1], P.scales),                                 # a run still to do: no scores, no extension planned
+@pytest.mark.parametrize("recorded, next_values", [
+    (P.scales + (1e8, 1e9), (1e10,)),              # extensions recorded: followed as the workers did, to the next one
+    (P.scales[:-1], P.scales[-1:]),                # a run still to do: only it, no extension before its score
 ])
-def test_a_dry_run_follows_the_recorded_extensions(monkeypatch, recorded, expected_grid):
-    """Planning (``grid.planning``) sees recorded rows with their scores and placeholders for the rest; it must choose
-    as the real sweep would wherever the scores exist, or it plans runs at values the workers never chose."""
-    fake = FakeGrid(peaked(1e9))
-
-    def planned(profile, task, settings, desc=None):
-        rows = fake(profile, task, settings, desc)
-        return rows.assign(planned=[None if s in recorded else True for s in rows.scale])
-
-    monkeypatch.setattr(tuning, "run_settings", planned)
-    monkeypatch.setattr(tuning, "is_planning", lambda: True)
-    rows, grid = tuning.sweep(P, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
-    assert grid == pytest.approx(sorted(expected_grid))
+def test_a_sweep_lacks_exactly_its_next_runs(recorded, next_values):
+    """A sweep reads what is recorded and decides on it as the workers did; what it lacks is the next runs it needs
+    (:class:`MissingRuns`): never a run at a value the workers would not choose."""
+    rec = Scripted(P, FakeGrid(peaked(1e9)), recorded=lambda s: s["scale"] in recorded)
+    with pytest.raises(MissingRuns) as missing:
+        tuning.sweep(rec, {"approach": "map_learned", "seed": 0}, "scale", P.scales, "test")
+    assert sorted({s.scale for s in missing.value.specs}) == pytest.approx(sorted(next_values))
 
 
 def test_best_breaks_accuracy_ties_by_nll():
@@ -99,18 +88,18 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
         return 1 - sum(abs(math.log10(p[k]) - math.log10(v)) for k, v in target.items()) - 0.01 * cold
 
     fake = FakeGrid(accuracy)
-    monkeypatch.setattr(tuning, "run_settings", fake)
-    assert tuning.tuned(P, "sgd_transfer", "ssl") == {"lr": 0.1, "weight_decay": pytest.approx(5e-5)}
-    assert tuning.tuned(P, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
-    assert tuning.tuned(P, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
-    assert tuning.tuned(P, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
+    rec = Scripted(P, fake)
+    assert tuning.tuned(rec, "sgd_transfer", "ssl") == {"lr": 0.1, "weight_decay": pytest.approx(5e-5)}
+    assert tuning.tuned(rec, "map_nonlearned", "none") == {"lr": 0.1, "alpha": 10.0}
+    assert tuning.tuned(rec, "map_learned", "ssl") == {"lr": 0.1, "scale": 1e5, "head_var": pytest.approx(0.1)}
+    assert tuning.tuned(rec, "map_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-3)}
     # Bayes at T = 1: the MAP winners, then its own prior width (alpha grid extended below MAP's factor grid)
     t1 = {"temperature": 1.0}
-    assert tuning.tuned(P, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)} | t1
-    assert tuning.tuned(P, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)} | t1
-    assert tuning.tuned(P, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e3, "head_var": pytest.approx(0.1)} | t1
+    assert tuning.tuned(rec, "bayes_nonlearned", "none") == {"lr": 0.1, "alpha": pytest.approx(0.1)} | t1
+    assert tuning.tuned(rec, "bayes_isotropic", "ssl") == {"lr": 0.1, "alpha": pytest.approx(1e-5)} | t1
+    assert tuning.tuned(rec, "bayes_learned", "ssl") == {"lr": 0.1, "scale": 1e3, "head_var": pytest.approx(0.1)} | t1
     # cold: the MAP winners, then T from the profile's cold temperatures
-    assert tuning.tuned(P, "bayes_learned", "ssl", regime="cold") == {"lr": 0.1, "scale": 1e5,
+    assert tuning.tuned(rec, "bayes_learned", "ssl", regime="cold") == {"lr": 0.1, "scale": 1e5,
                                                                       "head_var": pytest.approx(0.1), "temperature": 1e-2}
     assert {p["split"] for p in fake.asked} == {"val"}
     assert {p["approach"] for p in fake.asked} == {"sgd_transfer", "map_nonlearned", "map_learned", "map_isotropic",
@@ -119,7 +108,7 @@ def test_tuning_finds_the_known_optimum_and_never_touches_the_test_split(monkeyp
     assert {(p["n_train"], p["dataset"], p["seed"]) for p in fake.asked} == {(P.study_n, "cifar10", s)
                                                                             for s in P.seeds[:P.tuning_seeds]}
     assert P.tuning_seeds == 2
-    s = tuning.setting(P, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
+    s = tuning.setting(rec, "bayes_learned", "ssl", n_train=P.study_n, seed=2)
     assert s == {"approach": "bayes_learned", "prior_kind": "ssl", "lr": 0.1, "scale": 1e3,
                  "head_var": pytest.approx(0.1), "temperature": 1.0, "n_train": P.study_n, "seed": 2}
     p = RunSpec.default(P, "transfer", **s)
@@ -133,14 +122,13 @@ def test_each_size_and_dataset_is_tuned_on_its_own_validation_split(monkeypatch)
                (P.study_n, "fashion-mnist"): 0.3}
     fake = FakeGrid(lambda p: 1 - abs(math.log10(p["lr"]) - math.log10(best_lr[p["n_train"], p["dataset"]]))
                     - abs(math.log10(p["weight_decay"]) - math.log10(5e-4)))
-    monkeypatch.setattr(tuning, "run_settings", fake)
-    P4 = get_profile("cpu", lr_grid=(0.01, 0.03, 0.1, 0.3))
+    rec = Scripted(get_profile("cpu", lr_grid=(0.01, 0.03, 0.1, 0.3)), fake)
     for (n, ds), lr in best_lr.items():
-        assert tuning.tuned(P4, "sgd_transfer", "ssl", n, ds)["lr"] == lr
-    assert tuning.tuned(P4, "sgd_transfer", "ssl", 100, "fashion-mnist")["lr"] == 0.3
+        assert tuning.tuned(rec, "sgd_transfer", "ssl", n, ds)["lr"] == lr
+    assert tuning.tuned(rec, "sgd_transfer", "ssl", 100, "fashion-mnist")["lr"] == 0.3
     assert {(p["n_train"], p["dataset"]) for p in fake.asked} == set(best_lr)
     with pytest.raises(ValueError, match="unknown temperature regime 'warm'"):
-        tuning.tuned(P, "bayes_learned", "ssl", regime="warm")
+        tuning.tuned(rec, "bayes_learned", "ssl", regime="warm")
 
 
 def test_what_is_chosen_once_is_reused_without_runs_of_its_own(monkeypatch):
@@ -154,20 +142,20 @@ def test_what_is_chosen_once_is_reused_without_runs_of_its_own(monkeypatch):
                 - abs(math.log10(t + 1e-6) - math.log10(b["temperature"] + 1e-6)))
 
     fake = FakeGrid(accuracy)
-    monkeypatch.setattr(tuning, "run_settings", fake)
+    rec = Scripted(P, fake)
     for kind, b in best.items():
         for n in P.train_sizes:
-            assert tuning.tuned(P, "sgd_transfer", kind, n)["weight_decay"] == pytest.approx(b["weight_decay"])
-            assert tuning.tuned(P, "bayes_learned", kind, n, regime="cold")["temperature"] == b["temperature"]
+            assert tuning.tuned(rec, "sgd_transfer", kind, n)["weight_decay"] == pytest.approx(b["weight_decay"])
+            assert tuning.tuned(rec, "bayes_learned", kind, n, regime="cold")["temperature"] == b["temperature"]
     asked = pd.DataFrame(fake.asked)
     sgd = asked[asked.approach == "sgd_transfer"].groupby(["prior_kind", "n_train"]).weight_decay.nunique()
     assert set(sgd[sgd > 1].index.get_level_values("n_train")) == {P.study_n}   # the wd stage ran at study_n only
     assert set(asked[asked.temperature < 1].query("approach == 'bayes_learned'").n_train) == {P.study_n}
     families = [(a, n, r) for n in P.train_sizes for a, r in (("sgd_transfer", "T1"), ("map_learned", "T1"),
                                                               ("bayes_learned", "T1"), ("bayes_learned", "cold"))]
-    supervised = [tuning.tuned(P, a, "supervised", n, regime=r) for a, n, r in families]
+    supervised = [tuning.tuned(rec, a, "supervised", n, regime=r) for a, n, r in families]
     before = len(fake.asked)
-    assert [tuning.tuned(P, a, "supervised_matched", n, regime=r) for a, n, r in families] == supervised
+    assert [tuning.tuned(rec, a, "supervised_matched", n, regime=r) for a, n, r in families] == supervised
     assert len(fake.asked) == before                                              # no run of its own
 
 
@@ -206,15 +194,15 @@ def test_mid_slope_is_half_way_up_from_the_tightest_prior(tightest, best, centre
 
 def test_unknown_stage_is_refused(capsys):
     with pytest.raises(SystemExit):
-        studies.main(["--profile", "smoke", "--stages", "C2,nope"])
+        workers.main(["--profile", "smoke", "--stages", "C2,nope"])
     assert "unknown stage(s) ['nope']" in capsys.readouterr().err
 
 
 def test_studies_before_notebook_01_stop_at_once_naming_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    assert studies.main(["--profile", "smoke", "--check"]) == 1            # make studies' check, before the workers
+    assert workers.main(["--profile", "smoke", "--check"]) == 1            # make studies' check, before the workers
     assert capsys.readouterr().err.strip().endswith("`python -m repro.reproduce --profile smoke --claims C1`")
-    assert studies.main(["--profile", "smoke"]) == 1
+    assert workers.main(["--profile", "smoke"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and "(run notebook 01)" in err
     assert err.endswith("build it with `python -m repro.reproduce --profile smoke --claims C1`")
@@ -222,7 +210,7 @@ def test_studies_before_notebook_01_stop_at_once_naming_the_command(tmp_path, mo
 
 
 def test_studies_bad_profile_is_one_line(capsys):
-    assert studies.main(["--profile", "nope"]) == 1
+    assert workers.main(["--profile", "nope"]) == 1
     assert capsys.readouterr().err.strip() == "error: unknown profile 'nope'; valid profiles: smoke, cpu, paper"
 
 
@@ -234,14 +222,12 @@ def test_segmentation_cold_takes_the_T_its_sampler_chose_on_the_transfer_task(mo
             return rows.assign(miou=rows.accuracy)
 
     fake = BothTasks(lambda p: 1 - abs(math.log10(p["temperature"] + 1e-6) - math.log10(1e-3 + 1e-6)))
-    monkeypatch.setattr(tuning, "run_settings", fake)
-    tuning._tuned_segmentation.cache_clear()
+    rec = Scripted(P, fake)
     for approach, kind in (("bayes_learned", "supervised"), ("bayes_learned", "ssl"), ("bayes_nonlearned", "supervised")):
-        assert tuning.tuned_segmentation(P, approach, kind, "cold")["temperature"] == 1e-3
+        assert tuning.tuned_segmentation(rec, approach, kind, "cold")["temperature"] == 1e-3
     asked = pd.DataFrame(fake.asked)
     assert (asked[asked.task == "segmentation"].temperature.isin([0.0, 1.0])).all()   # no T grid of its own
     assert set(asked[(asked.task == "transfer") & (asked.temperature < 1)].n_train) == {P.study_n}
-    tuning._tuned_segmentation.cache_clear()
 
 
 def test_the_c3_test_grid_covers_the_validation_sweep_at_its_own_spacing():
@@ -253,18 +239,28 @@ def test_the_c3_test_grid_covers_the_validation_sweep_at_its_own_spacing():
         studies.widened((1.0, 1.0), 1.0, 10.0)
 
 
+def _label(stage: str, job) -> str:
+    """A job as the test names it: a tuning family by its dataset, any other by its stage."""
+    return job.keywords["dataset"] if isinstance(job, functools.partial) and job.func is tuning.tuned else stage
+
+
 def test_a_worker_tunes_each_dataset_just_before_the_first_stage_that_reads_it(monkeypatch):
-    events = []
-    monkeypatch.setattr(studies, "require_priors", lambda p: None)
-    monkeypatch.setattr(studies, "require_budgets", lambda p: events.append("budgets checked"))
-    monkeypatch.setattr(studies, "tuned", lambda p, a, k, n, ds, r: events.append(ds))
-    for stage in studies.STAGES:
-        monkeypatch.setitem(studies.STAGES, stage, lambda p, stage=stage: events.append(stage))
-    studies.run_profile(P, stages=("budget", "five_way", "C10", "fashion", "segmentation"))
+    stages = ("budget", "five_way", "C10", "fashion", "segmentation")
     cifar, fashion = (len(studies.tuned_families(P, only=d)) for d in ("cifar10", "fashion-mnist"))
     assert cifar and fashion and cifar + fashion == len(studies.tuned_families(P))
-    assert events == (["budget", "budgets checked"] + ["cifar10"] * cifar + ["five_way", "C10"]
-                      + ["fashion-mnist"] * fashion + ["fashion", "segmentation"])
+    expected = (["budget"] * 2 + ["cifar10"] * cifar + ["five_way", "C10"] + ["fashion-mnist"] * fashion
+                + ["fashion", "segmentation"])
+    assert [_label(*j) for j in studies.jobs(P, stages)] == expected
+    events = []                              # a worker completes them in that order, checking the budgets once
+    monkeypatch.setattr(workers, "require_priors", lambda p: None)
+    monkeypatch.setattr(workers, "require_budgets", lambda p: events.append("budgets checked"))
+    monkeypatch.setattr(workers.Worker, "__init__", lambda self, profile: None)
+    monkeypatch.setattr(workers.Worker, "complete", lambda self, job: events.append(job))
+    workers.run_profile(P, stages=stages)
+    assert events[:2] == [j for _, j in studies.jobs(P, stages)][:2] and events[2] == "budgets checked"
+    assert len(events) == len(expected) + 1
+    with pytest.raises(ValueError, match="unknown stage"):
+        studies.jobs(P, ("nope",))
     order, headline = list(studies.STAGES), set(costs.NOTEBOOK_STAGES["05_five_way"])
     assert order[:5] == ["budget", "sampler_budget", "own_budget", "retune", "five_way"]   # the headline ...
     assert set(order[2:2 + len(headline) + 1]) == headline | {"retune"}   # ... and all of notebook 05's before the rest
@@ -281,16 +277,14 @@ def test_segmentation_sweeps_are_the_runs_that_chose_each_tuned_value(monkeypatc
     def score(p):
         name = width.get(p["approach"], "scale")
         return 0.5 - abs(math.log10(p[name] / best[name])) - (p["lr"] != best["lr"])   # the lr counts for everyone
-    monkeypatch.setattr(tuning, "run_settings", Segmentation(score))
-    tuning._tuned_segmentation.cache_clear()
-    sweeps = studies.segmentation_sweeps(P)
+    rec = Scripted(P, Segmentation(score))
+    sweeps = studies.segmentation_sweeps(rec)
     assert len(sweeps.setting.unique()) == len(studies.SEGMENTATION)
     for (a, k), (setting, g) in zip(studies.SEGMENTATION, sweeps.groupby("setting", sort=False)):
         name = width.get(a, "scale")
         assert (g.swept == name).all() and (g.value == g[name]).all()
         assert g.groupby("value").miou.mean().idxmax() == pytest.approx(best[name])
-        assert tuning.tuned_segmentation(P, a, k)[name] == pytest.approx(best[name])
+        assert tuning.tuned_segmentation(rec, a, k)[name] == pytest.approx(best[name])
         assert set(g.seed) == set(tuning.tuning_seeds(P)) and (g.split == "val").all()
         if name != "lr":
             assert (g.lr == best["lr"]).all() and set(g.prior_kind) == {k}     # each width swept at the chosen lr
-    tuning._tuned_segmentation.cache_clear()

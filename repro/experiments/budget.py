@@ -36,9 +36,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ..profiles import Profile, results_dir
-from ..runner import MissingPrerequisite, load_results
+from ..runner import MissingPrerequisite
 from .approaches import LABELS, REGIMES, with_regime
-from .grid import grid_csv, run_settings
+from .grid import Recorded
 from .tuning import setting
 
 THRESHOLD = 0.01          # a doubling that gains less than this (accuracy, mIoU) is not worth its cost
@@ -80,23 +80,24 @@ SAMPLER_ARMS = {f"{a} ({r})": (a, k, r) for a, k in (("bayes_learned", "ssl"), (
 SAMPLER_RUN = dict(split="holdout", dataset="cifar10", precision="bf16", sampler_version=2, bn_refresh=True)
 
 
-def sampler_settings(profile: Profile, arm: str, n: int, steps: int) -> list[dict]:
+def sampler_settings(rec: Recorded, arm: str, n: int, steps: int) -> list[dict]:
     """``arm``'s runs of ``steps`` steps on ``n`` images (:data:`SAMPLER_ARMS`), at the values the studies tuned."""
     approach, kind, regime = SAMPLER_ARMS[arm]
-    tuned = setting(profile, approach, kind, regime, n_train=n, dataset="cifar10")
-    return [tuned | SAMPLER_RUN | dict(steps=steps, seed=s) for s in profile.seeds[:RULE_SEEDS]]
+    tuned = setting(rec, approach, kind, regime, n_train=n, dataset="cifar10")
+    return [tuned | SAMPLER_RUN | dict(steps=steps, seed=s) for s in rec.profile.seeds[:RULE_SEEDS]]
 
 
-def sampler_curves(profile: Profile) -> pd.DataFrame:
-    """Run (or read back) every sampler arm's curve at every size of ``sampler_budget_sizes``, each extended while
-    the rule is unmet for that arm, up to ``sampler_budget_max_steps``; all rows (``arm`` names the sampler arm)."""
+def sampler_curves(rec: Recorded) -> pd.DataFrame:
+    """Every sampler arm's curve at every size of ``sampler_budget_sizes``, each extended while the rule is unmet for
+    that arm, up to ``sampler_budget_max_steps``; all rows (``arm`` names the sampler arm)."""
+    profile = rec.profile
     grids = {(arm, n): [profile.steps_for(n) * 2 ** k for k in range(3)]
              for n in profile.sampler_budget_sizes for arm in SAMPLER_ARMS}
     grids = {key: [b for b in g if b <= profile.sampler_budget_max_steps] for key, g in grids.items()}
     while True:
-        todo = [s for (arm, n), g in grids.items() for b in g for s in sampler_settings(profile, arm, n, b)]
+        todo = [s for (arm, n), g in grids.items() for b in g for s in sampler_settings(rec, arm, n, b)]
         todo.sort(key=lambda s: -s["steps"] * (1 + s["n_train"] / 1e4))  # long runs first: less idle at the end
-        rows = with_arms(run_settings(profile, "transfer", todo, desc="09 sampler budgets"))
+        rows = with_arms(rec.rows("transfer", todo, "09 sampler budgets"))
         table = curves(rows)
         extend = [key for key, g in grids.items()
                   if chosen_budget(_curve(table, *key), cap=profile.sampler_budget_max_steps) is None
@@ -184,24 +185,24 @@ def budgets(table: pd.DataFrame, threshold: float = THRESHOLD, cap: int | None =
         {c: "Int64" for c in (*RULE_ARMS, "budget")})     # integers, <NA> where the rule has not chosen yet
 
 
-def dropped_sizes(profile: Profile) -> pd.DataFrame:
+def dropped_sizes(rec: Recorded) -> pd.DataFrame:
     """The curves (:func:`curves`) of sizes measured here that are no longer among ``budget_sizes`` (the evidence
     for dropping them; notebook 09's amendment). Rule 1's curves only: the third amendment's holdout runs (sampler
     curves, rule 5), the only ones in bf16, are at sizes of their own."""
-    rows = load_results(grid_csv(profile, "transfer"))
-    held = rows[(rows.split == "holdout") & ~rows.n_train.isin(profile.budget_sizes) & (rows.precision == "fp32")
+    rows = rec.table("transfer")
+    held = rows[(rows.split == "holdout") & ~rows.n_train.isin(rec.profile.budget_sizes) & (rows.precision == "fp32")
                 ] if len(rows) else rows
     return curves(held) if len(held) else pd.DataFrame(columns=["n_train", "arm", "steps", "accuracy"])
 
 
-def learning_curves(profile: Profile) -> pd.DataFrame:
-    """Run (or read back) the learning curves of every size, extending each size's grid until the rule is met; all
-    rows. Several processes can share it: each decision is made from the shared CSV, the same in every process."""
+def learning_curves(rec: Recorded) -> pd.DataFrame:
+    """The learning curves of every size, each size's grid extended until the rule is met; all rows."""
+    profile = rec.profile
     grids = {n: list(profile.budget_grid) for n in profile.budget_sizes}
     while True:
         todo = [s for n, g in grids.items() for steps in g for s in settings(profile, n, steps)]
         todo.sort(key=lambda s: -s["steps"] * (1 + s["n_train"] / 1e4))  # long runs first: less idle at the end
-        rows = run_settings(profile, "transfer", todo, desc="09 training budget")
+        rows = rec.rows("transfer", todo, "09 training budget")
         chosen = budgets(curves(rows), cap=profile.budget_max_steps).set_index("n_train").budget
         extend = [n for n, g in grids.items() if pd.isna(chosen.get(n)) and 2 * g[-1] <= profile.budget_max_steps]
         if not extend:
@@ -210,17 +211,18 @@ def learning_curves(profile: Profile) -> pd.DataFrame:
             grids[n].append(2 * grids[n][-1])
 
 
-def segmentation_curves(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, int | None, bool]:
+def segmentation_curves(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, int | None, bool]:
     """The same rule for segmentation (CamVid's validation split, mIoU, one size): every arm of
     :data:`SEGMENTATION_ARMS` over the doubling grid, extended while unmet up to ``budget_max_steps``. Returns the
     runs, the curves (mean mIoU per arm and budget), the budget (the largest arm's, at most the cap; None while
     unmet below it) and whether every arm flattened below the cap."""
+    profile = rec.profile
     grid = list(profile.budget_grid)
     while True:
         todo = [dict(approach=a, prior_kind=k, split="val", seed=s, steps=steps, **hyper)
                 for steps in grid for a, k, _, hyper in SEGMENTATION_ARMS.values() for s in profile.seeds[:RULE_SEEDS]]
         todo.sort(key=lambda s: -s["steps"])
-        rows = run_settings(profile, "segmentation", todo, desc="09 training budget (segmentation)")
+        rows = rec.rows("segmentation", todo, "09 training budget (segmentation)")
         ok = rows[rows.status == "ok"]
         table = ok.groupby(["approach", "steps"]).agg(miou=("miou", "mean"), miou_sd=("miou", "std"),
                                                       seeds=("seed", "nunique")).reset_index()

@@ -1,10 +1,10 @@
 """What a batch will cost before it starts: ``python -m repro.reproduce --profile P --claims ... --dry-run``.
 
-Each notebook's grids are planned without training (:func:`.grid.planning`): every run a study needs and the grid
-has not recorded is counted, tuning included, as its own notebook's. A tuning stage or sweep with runs still to do
-keeps its first value and is not extended (one whose runs are all recorded decides, and extends, on their scores, as
-the workers did), and no budget grid is extended, so the counts are those known to be needed now (a sweep that ends
-at an edge of its grid, or a learning curve that has not flattened, adds runs later).
+Each notebook's stages are read without training (:func:`plan`): every job of a stage (:func:`.studies.jobs`) is
+called on a snapshot of the grids, and the runs it lacks next (:class:`.grid.MissingRuns`) are counted, tuning
+included, as its own notebook's. A study that adapts (a sweep extended at its edge, a budget doubled, a tuning stage
+whose later values depend on the earlier) asks for its later runs only once the earlier are recorded, so the counts
+are those that can start now; a job still waiting on them is counted as such (``jobs_waiting``).
 
 A run's cost is a per-step rate times its steps plus a fixed evaluation overhead: on a profile with recorded runs,
 the recorded training seconds per step of its runs of the same task and inference (map, sampler, variational) and
@@ -25,16 +25,11 @@ import pandas as pd
 
 from ..profiles import Profile
 from ..runner import load_results
-from . import own_budget
+from ..runner import MissingPrerequisite
 from .approaches import lookup
-from .grid import grid_csv, planning
-from .studies import STAGES
+from .grid import MissingRuns, Recorded, grid_csv
+from .studies import NOTEBOOK_STAGES, jobs
 
-# notebook -> the stages of repro.experiments.studies it runs (06 and 07 read 05's runs; 01 and 02 train no grid)
-NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
-                   "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion", "own_budget"),
-                   "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"),
-                   "10_learned_scale": ("E1", "E1_confirm")}
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
 # at 513 x 513, batch 16).
 ASSUMED_SECONDS_PER_STEP = {"transfer": 0.024, "segmentation": 0.125}
@@ -111,38 +106,54 @@ def rates(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> 
     return Rates(fitted.step, fitted.overhead, profile.device)
 
 
-def plan(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
-    """One row per planned run (not yet recorded) of ``notebooks``: notebook, task, approach, steps, estimated
-    seconds and their basis."""
-    model, out = rates(profile), []
-    try:
-        with planning() as planned:
-            for notebook in notebooks:
-                for stage in NOTEBOOK_STAGES.get(notebook, ()):
-                    before = len(planned)
-                    STAGES[stage](profile)
-                    for task, run in planned[before:]:
-                        p = run.params
-                        seconds, basis = model.seconds(task, p["approach"], p["steps"], p.get("split", "test"),
-                                                       p.get("precision", "fp32"))
-                        out.append(dict(notebook=notebook, task=task, approach=p["approach"], steps=p["steps"],
-                                        seconds=seconds, basis=basis))
-    finally:
-        own_budget.clear_cache()
-    return pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis"])
+def plan(profile: Profile, notebooks: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What ``notebooks`` lack now: one row per run that can start (not yet recorded; each counted once, as the first
+    notebook's that needs it) with notebook, task, approach, steps, estimated seconds, their basis and the run's key;
+    and one row per
+    notebook with its jobs still waiting (on those runs, or, ``blocked``, on a prerequisite such as notebook 09's
+    budgets)."""
+    model, rec, out, waiting, seen = rates(profile), Recorded(profile), [], [], set()
+    for notebook in notebooks:
+        stages = NOTEBOOK_STAGES.get(notebook, ())
+        pending, blocked = 0, []
+        for _, job in jobs(profile, stages) if stages else ():
+            try:
+                job(rec)
+                continue
+            except MissingRuns as missing:
+                pending += 1
+                for spec in missing.specs:
+                    if spec.key in seen:
+                        continue
+                    seen.add(spec.key)
+                    seconds, basis = model.seconds(missing.task, spec.approach, spec.steps, spec.split, spec.precision)
+                    out.append(dict(notebook=notebook, task=missing.task, approach=spec.approach, steps=spec.steps,
+                                    seconds=seconds, basis=basis, key=spec.key))
+            except MissingPrerequisite as e:
+                pending += 1
+                blocked.append(str(e).split(":")[0])
+        if stages:
+            waiting.append(dict(notebook=notebook, jobs_waiting=pending, blocked="; ".join(dict.fromkeys(blocked))))
+    return (pd.DataFrame(out, columns=["notebook", "task", "approach", "steps", "seconds", "basis", "key"]),
+            pd.DataFrame(waiting, columns=["notebook", "jobs_waiting", "blocked"]))
 
 
 def cost_table(profile: Profile, notebooks: list[str]) -> pd.DataFrame:
-    """Per notebook and grid: runs still to do and their estimated hours of one worker (CPU-hours for a
-    single-threaded worker; GPU-hours on the paper profile), then a total row."""
-    runs = plan(profile, notebooks)
+    """Per notebook and grid: runs that can start now and their estimated hours of one worker (CPU-hours for a
+    single-threaded worker; GPU-hours on the paper profile), the jobs still waiting, then a total row."""
+    runs, waiting = plan(profile, notebooks)
     table = (runs.groupby(["notebook", "task"], sort=False)
              .agg(runs_to_do=("steps", "size"), steps=("steps", "sum"), hours=("seconds", lambda s: s.sum() / 3600),
                   basis=("basis", lambda b: ", ".join(sorted(set(b)))))
              .reset_index())
+    table = waiting.merge(table, on="notebook", how="left").fillna({"task": "", "runs_to_do": 0, "steps": 0,
+                                                                   "hours": 0.0, "basis": ""})
+    table = table[(table.jobs_waiting > 0) | (table.runs_to_do > 0)]
     total = pd.DataFrame([dict(notebook="total", task="", runs_to_do=int(table.runs_to_do.sum()),
-                               steps=int(table.steps.sum()), hours=float(table.hours.sum()), basis="")])
-    return pd.concat([table, total], ignore_index=True) if len(table) else total
+                               steps=int(table.steps.sum()), hours=float(table.hours.sum()), basis="",
+                               jobs_waiting=int(table.jobs_waiting.sum()), blocked="")])
+    columns = ["notebook", "task", "runs_to_do", "steps", "hours", "basis", "jobs_waiting", "blocked"]
+    return pd.concat([table, total], ignore_index=True)[columns].astype({"runs_to_do": int, "steps": int})
 
 
 def timing_check(profile: Profile) -> pd.DataFrame:

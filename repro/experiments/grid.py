@@ -1,67 +1,40 @@
-"""The downstream grids: one resumable grid per task (``transfer``, ``segmentation``) that every study shares.
+"""The downstream grids, read: what a study needs, recorded or missing. Nothing here trains.
 
-A setting is a dict of :meth:`.spec.RunSpec.default` overrides. ``run_settings`` makes each a typed run spec (the
-profile's defaults filled in, keyed on the source prior it starts from) and runs it through :func:`repro.runner.run_grid` into
+Every downstream run of a task (``transfer``, ``segmentation``) lives in one resumable grid,
 ``results/<profile>/<task>/runs.csv`` (predictions in ``<task>/predictions/<key>.pt``), so a setting two studies share
-is trained once, and several processes can work through the same grid.
+is trained once. A *setting* is a dict of :meth:`.spec.RunSpec.default` overrides; :func:`spec_of` makes it a typed
+run spec keyed on the source prior it starts from.
 
-:func:`recording` replays studies without training: inside it, every run a study asks for must already be recorded,
-and its key is collected (``repro.bench`` uses it to find the runs the notebooks read); a missing one raises
-:class:`repro.runner.MissingPrerequisite`. :func:`planning` is the dry run (``repro.reproduce --dry-run``): inside it
-a run that is not recorded is not trained but collected, and the study gets a :data:`PLACEHOLDER` row for it.
+A study is a function of :class:`Recorded`, a snapshot of a profile's grids: it asks for the rows of its settings
+(:meth:`Recorded.rows`) and gets them in order, or, where one is not recorded, :class:`MissingRuns` naming the specs
+and the command that makes them. A study that adapts (a sweep extended at its edge, a budget doubled) asks again with
+the next settings once the first are answered, so the specs it lacks are always the next ones it needs. Only the
+workers (:mod:`.workers`) run specs: they call a study, make the runs it lacks, and call it again until it returns.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from ..analysis.predictions import predictions_dir
 from ..profiles import Profile, results_dir
-from ..runner import MissingPrerequisite, Run, load_results, run_grid
+from ..runner import MissingPrerequisite, Run, load_results
 
-from .approaches import TASKS
 from .pretrain import UNHASHED, prior_protocol
-from .segmentation import run_segmentation
 from .spec import RunSpec
-from .transfer import run_transfer
-
-RUN: dict[str, Callable[[Profile, RunSpec], dict]] = {"transfer": run_transfer, "segmentation": run_segmentation}
-assert set(RUN) == set(TASKS)
-
-_recording: contextvars.ContextVar[dict | None] = contextvars.ContextVar("recording", default=None)
-_planning: contextvars.ContextVar[list | None] = contextvars.ContextVar("planning", default=None)
-# What a study reads from a run that is only planned: equal scores everywhere, so that a tuning stage keeps its first
-# value and a sweep or a budget grid is not extended (a dry run counts the runs known to be needed, not the extensions
-# results may call for), and widths of 1 where a variational fit's would be.
-PLACEHOLDER = {"status": "ok", "planned": True, "accuracy": 0.0, "nll": 0.0, "ece": 0.0, "miou": 0.0,
-               "train_time_s": 0.0, "learned_scale": 1.0, "learned_head_var": 1.0, "learned_alpha": 1.0,
-               "learned_sigma": 1.0}
 
 
 def grid_csv(profile: Profile, task: str = "transfer") -> Path:
     return results_dir(profile) / task / "runs.csv"
 
 
-def is_planning() -> bool:
-    """Whether a dry run (:func:`planning`) is collecting runs instead of training them."""
-    return _planning.get() is not None
-
-
 def keyed_on_prior(profile: Profile, spec: RunSpec) -> RunSpec:
     """``spec`` with the protocol hash of the source prior the run starts from (``prior_protocol``), so that a run
     made with another prior has another key and is never read back for this one (see :mod:`.pretrain`); None for a
     run from a random initialisation, and for a prior fitted before protocols were hashed."""
-    try:
-        protocol = None if spec.prior_kind == "none" else prior_protocol(profile, spec.prior_kind)
-    except MissingPrerequisite:
-        if not is_planning():
-            raise
-        protocol = "planned"                 # a dry run before notebook 01: the prior does not exist yet
+    protocol = None if spec.prior_kind == "none" else prior_protocol(profile, spec.prior_kind)
     return dataclasses.replace(spec, prior_protocol=None if protocol == UNHASHED else protocol)
 
 
@@ -75,55 +48,71 @@ def as_run(spec: RunSpec) -> Run:
     return Run(spec.task, spec.record(), keyed=spec.keyed())
 
 
-def runs_of(profile: Profile, task: str, settings: Iterable[dict]) -> list[Run]:
-    """The runs of ``settings`` on ``task``'s grid, with every default filled in."""
-    return [as_run(spec_of(profile, task, s)) for s in settings]
+def studies_command(profile: Profile, stages: Sequence[str] = ()) -> str:
+    """The command that makes a profile's missing runs (of ``stages``, where known)."""
+    return f"make studies PROFILE={profile.name}" + (f" STAGES={','.join(stages)}" if stages else "")
 
 
-def run_settings(profile: Profile, task: str, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
-    """Run (or read back) every setting on ``task``'s grid; one row per setting, in order."""
-    runs, csv = runs_of(profile, task, settings), grid_csv(profile, task)
-    needed = _recording.get()
-    if needed is not None:
-        missing = [r for r in runs if r.key not in set(load_results(csv).get("key", []))]
+class MissingRuns(MissingPrerequisite):
+    """Runs a study needs that ``task``'s grid has not recorded: ``specs``, in the order the study asked for them."""
+
+    def __init__(self, profile: Profile, task: str, specs: Sequence[RunSpec], desc: str | None = None,
+                 stages: Sequence[str] = ()):
+        self.task, self.specs, self.desc = task, tuple(specs), desc
+        first = ", ".join(f"{k}={v}" for k, v in specs[0].keyed().items() if k in _SHOWN)
+        super().__init__(f"{len(specs)} run(s) of {grid_csv(profile, task)} are not recorded"
+                         f"{f' ({desc})' if desc else ''}, e.g. {first}", studies_command(profile, stages))
+
+
+_SHOWN = ("approach", "prior_kind", "n_train", "seed", "split", "steps", "lr", "scale", "alpha", "head_var",
+          "temperature", "cycles", "member", "augment")     # what a MissingRuns message shows of its first spec
+
+
+class Recorded:
+    """A snapshot of ``profile``'s grids, read once per task when first asked: the rows of recorded runs.
+
+    ``retry``: keys of failed runs to treat as missing (a worker retries the failures it found at its start, once).
+    ``stages``: the stages whose workers make what is missing (named in :class:`MissingRuns`' command).
+    :meth:`memo` keeps a study's answer for the snapshot's life, so a choice several studies read is made once.
+    ``read``: the spec of every run read so far, by key (what a notebook depends on).
+    """
+
+    def __init__(self, profile: Profile, retry: Iterable[str] = (), stages: Sequence[str] = ()):
+        self.profile, self.retry, self.stages = profile, frozenset(retry), tuple(stages)
+        self.read: dict[str, RunSpec] = {}
+        self._tables: dict[str, pd.DataFrame] = {}
+        self._memo: dict[tuple, Any] = {}
+
+    def table(self, task: str = "transfer") -> pd.DataFrame:
+        """Every recorded row of ``task``'s grid (failed ones included), indexed by key."""
+        if task not in self._tables:
+            rows = load_results(grid_csv(self.profile, task))
+            self._tables[task] = rows.set_index("key", drop=False) if not rows.empty else rows
+        return self._tables[task]
+
+    def rows(self, task: str, settings: Iterable[dict], desc: str | None = None) -> pd.DataFrame:
+        """The recorded row of every setting on ``task``'s grid, in order (a setting asked for twice: once), failed
+        ones included (their ``status`` says so); :class:`MissingRuns` where one is not recorded."""
+        specs = list(dict.fromkeys(spec_of(self.profile, task, s) for s in settings))
+        table = self.table(task)
+        keys = [s.key for s in specs]
+        missing = [s for s, k in zip(specs, keys) if table.empty or k not in table.index or k in self.retry]
         if missing:
-            raise MissingPrerequisite(f"{len(missing)} run(s) of {csv} are not recorded (e.g. {missing[0].params})",
-                                      f"make studies PROFILE={profile.name}")
-        needed.update({r.key: (r.study, r.params) for r in runs})
-    if (plan := _planning.get()) is not None:
-        done = load_results(csv)
-        done = done[done.status == "ok"] if not done.empty else done
-        recorded = set() if done.empty else set(done.key)
-        missing = list(dict.fromkeys(r for r in runs if r.key not in recorded))     # a run asked for twice: once
-        planned = set(plan)
-        plan.extend((task, r) for r in missing if (task, r) not in planned)
-        fake = pd.DataFrame([{"study": r.study, **r.params, "key": r.key, **PLACEHOLDER} for r in missing])
-        rows = pd.concat([done, fake], ignore_index=True) if not done.empty else fake
-        order = {r.key: i for i, r in enumerate(runs)}
-        rows = rows[rows.key.isin(order)].drop_duplicates("key")
-        return rows.iloc[rows.key.map(order).argsort(kind="stable")].reset_index(drop=True)
-    return run_grid(runs, lambda r: RUN[task](profile, RunSpec.from_record(task, r.params).current()), csv, predictions_dir=predictions_dir(profile, task),
-                    desc=desc, shared=True)
+            raise MissingRuns(self.profile, task, missing, desc, self.stages)
+        self.read.update(zip(keys, specs))
+        return table.loc[keys].reset_index(drop=True)
 
+    def memo(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(self, *args)``, computed once per snapshot (an answer that needs missing runs is not kept)."""
+        key = (fn, args)
+        if key not in self._memo:
+            self._memo[key] = fn(self, *args)
+        return self._memo[key]
 
-@contextlib.contextmanager
-def planning() -> Iterator[list[tuple[str, Run]]]:
-    """Inside: no run is trained; every (task, run) a study needs that is not recorded is collected, in order (the
-    dry run). Choices made inside rest on placeholder rows: clear :mod:`.tuning`'s cache after it."""
-    planned: list[tuple[str, Run]] = []
-    token = _planning.set(planned)
-    try:
-        yield planned
-    finally:
-        _planning.reset(token)
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[dict[str, tuple[str, dict]]]:
-    """Inside: studies only read recorded runs (a missing one raises) and ``key -> (task, params)`` of each is kept."""
-    needed: dict[str, tuple[str, dict]] = {}
-    token = _recording.set(needed)
-    try:
-        yield needed
-    finally:
-        _recording.reset(token)
+    def complete(self, study: Callable[["Recorded"], Any]) -> bool:
+        """Whether every run ``study`` needs is recorded (it is called, and reads only)."""
+        try:
+            study(self)
+        except MissingRuns:
+            return False
+        return True

@@ -6,7 +6,7 @@ that every core works (``--workers`` and ``--threads`` override; ``make studies`
 ``THREADS=``); each claims runs from the shared grids (:mod:`repro.claims`), so every run is made once.
 
 ``python -m repro.studies --profile paper --launcher slurm --workers 32 --partition gpu --gpus-per-worker 1`` submits
-32 workers as one job array; each is :func:`repro.experiments.studies.run_worker`, which claims runs from the shared
+32 workers as one job array; each is :func:`repro.experiments.workers.run_worker`, which claims runs from the shared
 grid exactly as the local workers of ``make studies`` do (:mod:`repro.claims`: safe on a network filesystem; the runs
 of a job that was killed are taken over once their lease expires). Resubmitting the same command resumes: finished runs
 are read back, not trained again.

@@ -51,11 +51,10 @@ from ..analysis.wording import word
 from ..data import DATASETS
 from ..models import Classifier, build_backbone
 from ..profiles import Profile
-from ..runner import load_results
 from .approaches import lookup
 from ..method.variational import SIGMA_INIT
-from .grid import grid_csv, is_planning, run_settings
-from .own_budget import own_setting, recorded
+from .grid import Recorded
+from .own_budget import own_setting
 from .retune import retune_runs, retuned
 from .tuning import setting, tuned
 
@@ -86,31 +85,31 @@ def _kind(approach: str, kind: str) -> str:
     return kind if lookup(approach).init == "pretrained" else "none"
 
 
-def learned_scale_study(profile: Profile, kind: str = KIND) -> tuple[pd.DataFrame, pd.DataFrame]:
+def learned_scale_study(rec: Recorded, kind: str = KIND) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Notebook 10's runs: the fits, then every arm at the grid's and the fits' widths."""
-    fitted = fits(profile, kind)
-    return fitted, arms(profile, kind, fitted)
+    fitted = fits(rec, kind)
+    return fitted, arms(rec, kind, fitted)
 
 
-def fits(profile: Profile, kind: str = KIND, families=tuple(FAMILIES)) -> pd.DataFrame:
+def fits(rec: Recorded, kind: str = KIND, families=tuple(FAMILIES)) -> pd.DataFrame:
     """The variational fits (``objective`` de_elbo for every family, elbo for the learned prior), one row each with
     ``family``, ``objective`` and the widths learned in ``learned_*`` columns."""
-    settings, labels = [], []
+    profile, settings, labels = rec.profile, [], []
     for family in families:
         vi, map_, _, _ = FAMILIES[family]
         for objective in ("de_elbo", "elbo") if family == "learned" else ("de_elbo",):
             for n in profile.elbo_sizes:
-                lr = tuned(profile, map_, _kind(map_, kind), n)["lr"]
+                lr = tuned(rec, map_, _kind(map_, kind), n)["lr"]
                 for seed in profile.seeds:
                     settings.append(dict(approach=vi, prior_kind=_kind(vi, kind), n_train=n, seed=seed, lr=lr,
                                          sampler=objective, dataset="cifar10"))
                     labels.append(dict(family=family, objective=objective))
-    rows = run_settings(profile, "transfer", settings, desc="DE-ELBO fits")
+    rows = rec.rows("transfer", settings, "DE-ELBO fits")
     out = pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
     return out.assign(kappa=[kappa(profile, o, n) for o, n in zip(out.objective, out.n_train)])
 
 
-def arms(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
+def arms(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
     """Every arm at the grid's widths and at each fit's (``widths`` column: "grid", "de_elbo", "elbo", or the
     amendment's :data:`MATCHED`), one row per run with ``family`` and ``arm`` (map, T1, cold); then each DE-ELBO fit's
     own row as the MAP arm of widths :data:`Q_MEAN`."""
@@ -122,40 +121,40 @@ def arms(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
         matched = {name: fit.kappa * w for name, w in learned.items()}
         for arm in ARMS if fit.objective == "de_elbo" else ("map",):
             approach, regime = (map_, "T1") if arm == "map" else (sampler, arm)
-            grid = setting(profile, approach, _kind(approach, kind), regime, n_train=fit.n_train, seed=fit.seed)
+            grid = setting(rec, approach, _kind(approach, kind), regime, n_train=fit.n_train, seed=fit.seed)
             pairs = ([("grid", grid), ("de_elbo", grid | learned), (MATCHED, grid | matched)]
                      if fit.objective == "de_elbo" else [(fit.objective, grid | learned)])
             for widths, s in pairs:       # the grid's arm once, beside the DE-ELBO fit's
                 settings.append(s)
                 labels.append(dict(family=fit.family, arm=arm, widths=widths))
-    rows = run_settings(profile, "transfer", settings, desc="DE-ELBO arms")
+    rows = rec.rows("transfer", settings, "DE-ELBO arms")
     rows = pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
     own = ok[ok.objective == "de_elbo"].drop(columns="objective").assign(arm="map", widths=Q_MEAN)
     return pd.concat([rows, own[[c for c in rows.columns if c in own.columns]]], ignore_index=True)
 
 
-def grid_widths(profile: Profile, kind: str = KIND) -> pd.DataFrame:
+def grid_widths(rec: Recorded, kind: str = KIND) -> pd.DataFrame:
     """The widths the validation grid chose per family and size: MAP's (which the cold sampler keeps) and the T = 1
     sampler's own."""
     rows = []
     for family, (_, map_, sampler, names) in FAMILIES.items():
-        for n in profile.elbo_sizes:
+        for n in rec.profile.elbo_sizes:
             for arm, approach in (("map", map_), ("T1", sampler)):
-                t = tuned(profile, approach, _kind(approach, kind), n, "cifar10", "T1")
+                t = tuned(rec, approach, _kind(approach, kind), n, "cifar10", "T1")
                 rows.append(dict(family=family, n_train=n, arm=arm, **{name: t[name] for name in names}))
     return pd.DataFrame(rows)
 
 
-def selection_time(profile: Profile, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
+def selection_time(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
     """Per family and size: the grid's CPU time of choosing the widths (see the module docstring) and one DE-ELBO
     fit's (mean over seeds), in seconds, and their ratio."""
-    runs = load_results(grid_csv(profile, "transfer"))
+    runs = rec.table("transfer")
     val = runs[(runs.split == "val") & (runs.status == "ok") & (runs.dataset == "cifar10")]
     out = []
     for family in fitted.family.unique():
         _, map_, sampler, _ = FAMILIES[family]
-        for n in profile.elbo_sizes:
-            lr = tuned(profile, map_, _kind(map_, kind), n)["lr"]
+        for n in rec.profile.elbo_sizes:
+            lr = tuned(rec, map_, _kind(map_, kind), n)["lr"]
             at = val[(val.n_train == n) & (val.prior_kind == _kind(map_, kind))]
             grid = at[((at.approach == map_) & (at.lr == lr)) | ((at.approach == sampler) & (at.temperature == 1.0))]
             de = fitted[(fitted.family == family) & (fitted.objective == "de_elbo") & (fitted.n_train == n)
@@ -216,20 +215,19 @@ WIDTH_TOLERANCE = math.log(1.1)     # a doubling that moves every learned width 
 LEFT_INIT = 2.0                     # ... once sigma is at least twice its initial value (it left its initialisation)
 
 
-def converged_fit(profile: Profile, family: str, n: int, seed: int) -> dict:
+def converged_fit(rec: Recorded, family: str, n: int, seed: int) -> dict:
     """The registered fit of ``family`` at n and ``seed``: the DE-ELBO at MAP's rule-5 lr, from MAP's budget, doubled
     (each budget its own fit) until the last doubling moves every width by less than :data:`WIDTH_TOLERANCE` (log)
     and sigma is at least :data:`LEFT_INIT` x its start, up to ``sampler_budget_max_steps``. The fit's row with
     ``converged`` and ``fit_cpu_s``, the training time of every fit of the sequence. Fits train in fp32: a bf16 cast
     would round away the perturbation sigma * eps (sigma ~ 1e-4 against weights ~ 1e-2) the fit learns sigma from."""
-    vi, map_, _, names = FAMILIES[family]
-    lr = retuned(profile, map_, n)["lr"]
+    profile, (vi, map_, _, names) = rec.profile, FAMILIES[family]
+    lr = retuned(rec, map_, n)["lr"]
     base = dict(approach=vi, prior_kind=_kind(vi, KIND), n_train=n, seed=seed, lr=lr, sampler="de_elbo",
                 dataset="cifar10")
 
     def fit(steps: int) -> dict:
-        return run_settings(profile, "transfer", [base | {"steps": steps}], desc=f"E1 fit ({family}, n = {n})"
-                            ).iloc[0].to_dict()
+        return rec.rows("transfer", [base | {"steps": steps}], f"E1 fit ({family}, n = {n})").iloc[0].to_dict()
 
     steps, prev = profile.steps_for(n), None
     row = fit(steps)
@@ -238,25 +236,25 @@ def converged_fit(profile: Profile, family: str, n: int, seed: int) -> dict:
         done = prev is not None and row["status"] == prev["status"] == "ok" and all(
             abs(math.log(row[f"learned_{w}"] / prev[f"learned_{w}"])) < WIDTH_TOLERANCE for w in names
         ) and row["learned_sigma"] >= LEFT_INIT * SIGMA_INIT
-        if done or 2 * steps > profile.sampler_budget_max_steps or is_planning():
+        if done or 2 * steps > profile.sampler_budget_max_steps:
             return row | {"family": family, "converged": bool(done), "fit_cpu_s": cpu}
         prev, steps = row, 2 * steps
         row = fit(steps)
         cpu += row["train_time_s"]
 
 
-def confirm_ready(profile: Profile) -> bool:
-    """Whether notebook 10 can conclude the confirmatory test: where the workers make it (a profile whose budgets
-    notebook 09's rule sets), once every run of it is recorded; elsewhere (``smoke``) always, made where asked for."""
-    return not profile.budget_rule or recorded(lambda: confirm(profile))
+def confirm_ready(rec: Recorded) -> bool:
+    """Whether notebook 10 can conclude the confirmatory test: once every run of it is recorded."""
+    return rec.complete(confirm)
 
 
-def confirm(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def confirm(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Notebook 10's confirmatory runs: every fit (:func:`converged_fit`), then per family, arm of
     :data:`CONFIRM_ARMS`, size of ``sampler_budget_sizes`` and seed of ``confirm_seeds``, the arm at rule 5's values
     and its own budget (``widths`` grid) and the same with kappa x the fit's widths (:data:`MATCHED`); and the
     selection CPU time per family and size (:func:`confirm_selection_time`)."""
-    fitted = pd.DataFrame([converged_fit(profile, f, n, s) for f in CONFIRM_ARMS for n in profile.sampler_budget_sizes
+    profile = rec.profile
+    fitted = pd.DataFrame([converged_fit(rec, f, n, s) for f in CONFIRM_ARMS for n in profile.sampler_budget_sizes
                            for s in profile.confirm_seeds])
     fitted = fitted.assign(kappa=[kappa(profile, "de_elbo", n) for n in fitted.n_train])
     settings, labels = [], []
@@ -264,24 +262,24 @@ def confirm(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
         names = FAMILIES[fit.family][3]
         matched = {w: fit.kappa * float(getattr(fit, f"learned_{w}")) for w in names}
         for arm in CONFIRM_ARMS[fit.family]:
-            grid = own_setting(profile, arm, fit.n_train, seed=fit.seed)
+            grid = own_setting(rec, arm, fit.n_train, seed=fit.seed)
             for widths, s in (("grid", grid), (MATCHED, grid | matched)):
                 settings.append(s)
                 labels.append(dict(family=fit.family, arm="map" if arm.startswith("map") else "cold", widths=widths))
-    rows = run_settings(profile, "transfer", settings, desc="E1 confirmatory arms")
+    rows = rec.rows("transfer", settings, "E1 confirmatory arms")
     rows = pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
-    return fitted, rows, confirm_selection_time(profile, fitted)
+    return fitted, rows, confirm_selection_time(rec, fitted)
 
 
-def confirm_selection_time(profile: Profile, fitted: pd.DataFrame) -> pd.DataFrame:
+def confirm_selection_time(rec: Recorded, fitted: pd.DataFrame) -> pd.DataFrame:
     """Per family and size: rule 5's CPU time of choosing the widths (the training time of its holdout runs of the
     coordinates that set them, for MAP and the cold sampler, both tuning seeds) and the DE-ELBO's (every fit of its
     doubling sequence, mean over seeds), in seconds, and their ratio."""
     out = []
     for family, arms_ in CONFIRM_ARMS.items():
         names = FAMILIES[family][3]
-        for n in profile.sampler_budget_sizes:
-            tried = pd.concat([retune_runs(profile, arm, n) for arm in arms_], ignore_index=True)
+        for n in rec.profile.sampler_budget_sizes:
+            tried = pd.concat([retune_runs(rec, arm, n) for arm in arms_], ignore_index=True)
             grid = tried[tried.coordinate.isin(names) & (tried.status == "ok")]
             de = fitted[(fitted.family == family) & (fitted.n_train == n)]
             out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),

@@ -9,13 +9,14 @@ and C4's T = 1 ablation with them; the second protocol's runs stay as the equal-
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import pandas as pd
 
 from ..profiles import Profile
+
 from .budget import THRESHOLD
-from .grid import is_planning, planning, run_settings
-from . import retune, tuning
+from .grid import Recorded
 from .retune import ARMS, retuned
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
@@ -25,120 +26,106 @@ ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ab
 PHASES = {"cold": tuple(a for a in ARMS if not a.endswith("(T1)")), "T1": tuple(a for a in ARMS if a.endswith("(T1)"))}
 
 
-def _mean_accuracy(profile: Profile, s: dict, steps: int) -> float | None:
-    seeds = profile.seeds[:profile.tuning_seeds]
-    rows = run_settings(profile, "transfer", [s | {"steps": steps, "seed": k} for k in seeds],
-                        desc=f"budget check {s['approach']} (n = {s['n_train']}): {steps} steps")
-    if is_planning() and "planned" in rows and rows.planned.eq(True).any():
-        return None
+def _mean_accuracy(rec: Recorded, s: dict, steps: int) -> float:
+    seeds = rec.profile.seeds[:rec.profile.tuning_seeds]
+    rows = rec.rows("transfer", [s | {"steps": steps, "seed": k} for k in seeds],
+                    f"budget check {s['approach']} (n = {s['n_train']}): {steps} steps")
     ok = rows[rows.status == "ok"]
     return float(ok.accuracy.mean()) if len(ok) == len(rows) else float("-inf")   # a failed doubling gains nothing
 
 
-@functools.lru_cache(maxsize=None)
-def checked_budget(profile: Profile, arm: str, n: int) -> int:
+def checked_budget(rec: Recorded, arm: str, n: int) -> int:
     """The arm's budget at n at its chosen values: rule 5's budget, doubled while the doubling gains at least
     ``THRESHOLD`` mean holdout accuracy (``tuning_seeds`` seeds), up to ``sampler_budget_max_steps``."""
-    s = retuned(profile, arm, n)
-    steps, accuracy = s["steps"], _mean_accuracy(profile, s, s["steps"])
-    while 2 * steps <= profile.sampler_budget_max_steps and accuracy is not None:
-        doubled = _mean_accuracy(profile, s, 2 * steps)
-        if doubled is None or doubled - accuracy < THRESHOLD:
+    return rec.memo(_checked_budget, arm, n)
+
+
+def _checked_budget(rec: Recorded, arm: str, n: int) -> int:
+    s = retuned(rec, arm, n)
+    steps, accuracy = s["steps"], _mean_accuracy(rec, s, s["steps"])
+    while 2 * steps <= rec.profile.sampler_budget_max_steps:
+        doubled = _mean_accuracy(rec, s, 2 * steps)
+        if doubled - accuracy < THRESHOLD:
             return steps
         steps, accuracy = 2 * steps, doubled
     return steps
 
 
-def own_setting(profile: Profile, arm: str, n: int, **kw) -> dict:
+def own_setting(rec: Recorded, arm: str, n: int, **kw) -> dict:
     """A test-split setting of ``arm`` at n with its own values and checked budget; ``kw`` win."""
-    return retuned(profile, arm, n) | {"split": "test", "steps": checked_budget(profile, arm, n)} | kw
+    return retuned(rec, arm, n) | {"split": "test", "steps": checked_budget(rec, arm, n)} | kw
 
 
-def seeds_of(profile: Profile, arm: str) -> tuple[int, ...]:
+def seeds_of(rec: Recorded, arm: str) -> tuple[int, ...]:
     """The seeds of an arm's test runs: 5 for a sampler at T = 1 (its spread over seeds is large), else 3."""
-    return profile.t1_seeds if arm.endswith("(T1)") else profile.seeds
+    return rec.profile.t1_seeds if arm.endswith("(T1)") else rec.profile.seeds
 
 
-def five_way_own(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+def five_way_own(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
     """C4, C6, C7, C8: every arm of ``arms`` (default: :data:`.retune.ARMS`) at every size of
     ``sampler_budget_sizes``, its own budget and values, on the test split (and, with it, the shifted set); ``arm``
     names each row's arm."""
-    frames = []
-    for arm in arms:
-        for n in profile.sampler_budget_sizes:
-            rows = run_settings(profile, "transfer", [own_setting(profile, arm, n, seed=k) for k in seeds_of(profile, arm)],
-                                desc=f"own budget: {arm} (n = {n})")
-            frames.append(rows.assign(arm=arm))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([own_runs(rec, arm, n) for arm in arms for n in rec.profile.sampler_budget_sizes],
+                     ignore_index=True)
 
 
-def t1_ablation(profile: Profile) -> pd.DataFrame:
+def own_runs(rec: Recorded, arm: str, n: int) -> pd.DataFrame:
+    """``arm``'s test runs at n, at its own budget and values (after its tuning and budget check)."""
+    rows = rec.rows("transfer", [own_setting(rec, arm, n, seed=k) for k in seeds_of(rec, arm)],
+                    f"own budget: {arm} (n = {n})")
+    return rows.assign(arm=arm)
+
+
+def t1_ablation(rec: Recorded) -> pd.DataFrame:
     """C4's T = 1 ablation at ``study_n``: the sampler at T = 1 and cold with augmentation off, beside the same arms
     with it (their five-way runs) and MAP + learned; 3 seeds each; ``arm`` and ``augment`` name each row."""
-    n, frames = profile.study_n, []
+    n, frames = rec.profile.study_n, []
     for arm in ("map_learned", *ABLATION_ARMS):
         for augment in ((True, False) if arm in ABLATION_ARMS else (True,)):
-            rows = run_settings(profile, "transfer", [own_setting(profile, arm, n, seed=k, augment=augment)
-                                                      for k in profile.seeds], desc=f"T = 1 ablation: {arm}")
+            rows = rec.rows("transfer", [own_setting(rec, arm, n, seed=k, augment=augment)
+                                         for k in rec.profile.seeds], f"T = 1 ablation: {arm}")
             frames.append(rows.assign(arm=arm, augment=augment))
     return pd.concat(frames, ignore_index=True)
 
 
-def ensemble_own(profile: Profile, regime: str | None = None) -> pd.DataFrame:
+def ensemble_own(rec: Recorded, regime: str | None = None) -> pd.DataFrame:
     """C10 at ``study_n``: ``bma_samples`` SGD-transfer members per seed at SGD transfer's own budget and values; with
     ``regime``, at equal compute with that regime's Bayes + learned arm: one member per kept cycle of it, each
     trained for its own budget divided by the members."""
+    profile = rec.profile
     n = profile.study_n
-    s = own_setting(profile, "sgd_transfer", n)
+    s = own_setting(rec, "sgd_transfer", n)
     if regime is None:
         members = profile.bma_samples
     else:
-        sampler = own_setting(profile, f"bayes_learned ({regime})", n)
+        sampler = own_setting(rec, f"bayes_learned ({regime})", n)
         members = sampler["cycles"] - 1
         s |= {"steps": sampler["steps"] // members}
-    return run_settings(profile, "transfer", [s | {"seed": k, "member": m} for k in profile.seeds
-                                              for m in range(members)],
-                        desc=f"C10 own budget{'' if regime is None else f', equal compute ({regime})'}")
+    return rec.rows("transfer", [s | {"seed": k, "member": m} for k in profile.seeds for m in range(members)],
+                    f"C10 own budget{'' if regime is None else f', equal compute ({regime})'}")
 
 
-def run_phase(profile: Profile, phase: str) -> None:
-    """Every run of one phase of :data:`PHASES`: its arms' tuning, budget checks and test runs, and its ensembles
-    (cold: C10's paper ensemble and the cold one; T = 1: C4's ablation and C10's T = 1 ensemble)."""
-    five_way_own(profile, PHASES[phase])
-    for regime in ((None, "cold") if phase == "cold" else ()):
-        ensemble_own(profile, regime)
-    if phase == "T1":
-        t1_ablation(profile)
-        ensemble_own(profile, "T1")
+def phase_jobs(profile: Profile, phase: str) -> list[Callable[[Recorded], object]]:
+    """The jobs of one phase of :data:`PHASES`, in the order the workers run them: each arm's test runs at each size
+    (its tuning and budget check first), then the phase's ensembles (cold: C10's paper ensemble and the cold one;
+    T = 1: C4's ablation and C10's T = 1 ensemble)."""
+    jobs = [functools.partial(own_runs, arm=arm, n=n) for arm in PHASES[phase] for n in profile.sampler_budget_sizes]
+    if phase == "cold":
+        return jobs + [ensemble_own, functools.partial(ensemble_own, regime="cold")]
+    return jobs + [t1_ablation, functools.partial(ensemble_own, regime="T1")]
 
 
-def own_budget_runs(profile: Profile) -> None:
-    """Every run of the third protocol (the stage ``own_budget``), phase by phase (:data:`PHASES`): each arm's tuning
-    and budget check on the holdout set as its test runs first need them."""
-    for phase in PHASES:
-        run_phase(profile, phase)
+def run_phase(rec: Recorded, phase: str) -> None:
+    """Read every run of one phase (:func:`phase_jobs`)."""
+    for job in phase_jobs(rec.profile, phase):
+        job(rec)
 
 
-def ready(profile: Profile) -> tuple[str, ...]:
-    """The temperature regimes whose own-budget verdicts can be concluded now. Where the workers make the third
-    protocol (a profile whose budgets notebook 09's rule sets: ``cpu``, ``paper``), those whose phase's runs are all
-    recorded (T = 1 also needs the cold phase: its optimisers); so a notebook reads what is finished and trains
-    nothing. Elsewhere (``smoke``) every regime: the runs are trained where they are asked for, as every grid's."""
-    if not profile.budget_rule:
-        return tuple(PHASES)
-    done = {phase: recorded(lambda: run_phase(profile, phase)) for phase in PHASES}
+def ready(rec: Recorded) -> tuple[str, ...]:
+    """The temperature regimes whose own-budget verdicts can be concluded now: those whose phase's runs are all
+    recorded (T = 1 also needs the cold phase: its optimisers)."""
+    done = {phase: rec.complete(lambda r, phase=phase: run_phase(r, phase)) for phase in PHASES}
     return tuple(phase for phase in PHASES if done[phase] and done["cold"])
-
-
-def recorded(study) -> bool:
-    """Whether every run ``study()`` asks for is recorded: it runs as a dry run (:func:`.grid.planning`), training
-    nothing, and the choices made on its placeholder rows are forgotten after it."""
-    try:
-        with planning() as planned:
-            study()
-    finally:
-        clear_cache()
-    return not planned
 
 
 def arms_of(regimes: tuple[str, ...]) -> tuple[str, ...]:
@@ -149,16 +136,16 @@ def arms_of(regimes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(arm for arm in ARMS if "(" not in arm or any(arm.endswith(f"({r})") for r in regimes))
 
 
-def chosen(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+def chosen(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
     """Per arm of ``arms`` (default: :data:`.retune.ARMS`) and size: the values rule 5 chose, the budget it chose them
     at (``tuned_steps``) and the checked budget its test runs take (``steps``)."""
     names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
     rows = []
     for arm in arms:
-        for n in profile.sampler_budget_sizes:
-            s = retuned(profile, arm, n)
+        for n in rec.profile.sampler_budget_sizes:
+            s = retuned(rec, arm, n)
             rows.append({"arm": arm, "n_train": n, **{k: s.get(k) for k in names}, "tuned_steps": s["steps"],
-                         "steps": checked_budget(profile, arm, n)})
+                         "steps": checked_budget(rec, arm, n)})
     return pd.DataFrame(rows)
 
 
@@ -179,22 +166,14 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def unconverged_note(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> str:
+def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> str:
     """The sentence an own-budget verdict ends with where one of ``arms`` trains at the cap
     (``sampler_budget_max_steps``): its curve or its budget check was still gaining a point per doubling there; empty
     otherwise."""
-    table = chosen(profile, arms)
-    capped = table[table.steps >= profile.sampler_budget_max_steps]
+    table = chosen(rec, arms)
+    capped = table[table.steps >= rec.profile.sampler_budget_max_steps]
     notes = [f"{r.arm} at n = {r.n_train} trains the cap of {r.steps} steps" for r in capped.itertuples()]
     return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""
-
-
-def clear_cache() -> None:
-    """Forget every choice of this process, the validation tuning's and rule 5's included (after a dry run, whose
-    choices rest on placeholder rows)."""
-    checked_budget.cache_clear()
-    retune.clear_cache()
-    tuning.clear_cache()
 
 
 def sample_mean(rows: pd.DataFrame) -> pd.Series:

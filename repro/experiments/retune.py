@@ -18,7 +18,6 @@ that short).
 """
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
@@ -28,7 +27,7 @@ from ..analysis.stats import paired_bootstrap
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
 from .budget import SAMPLER_ARMS, notebook_09_command
-from .grid import is_planning, run_settings
+from .grid import Recorded
 from .spec import RunSpec
 from .transfer import cyclical_schedule
 from .tuning import SCORE_DECIMALS, setting
@@ -96,19 +95,20 @@ def budget(profile: Profile, arm: str, n: int) -> int:
     return steps
 
 
-def incumbent(profile: Profile, arm: str, n: int) -> dict:
+def incumbent(rec: Recorded, arm: str, n: int) -> dict:
     """The arm's setting before this tuning: its second-protocol values at n, on the holdout set at its own budget."""
+    profile = rec.profile
     approach, kind, regime = ARMS[arm]
-    s = setting(profile, approach, kind, regime, n_train=n) | HOLDOUT | {"steps": budget(profile, arm, n)}
+    s = setting(rec, approach, kind, regime, n_train=n) | HOLDOUT | {"steps": budget(profile, arm, n)}
     default = RunSpec.default(profile, "transfer", approach)          # a coordinate never tuned before: its default
     s = {name: getattr(default, name) for name, _ in COORDINATES[arm]} | s
     return s | ({"sampler_version": 2} if approach.startswith("bayes") else {})
 
 
-def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, desc: str) -> tuple[pd.DataFrame, dict]:
-    """Run one coordinate of the rule from ``base`` (its incumbent value ``base[name]``); all its rows and ``base``
-    with the choice."""
-    start = base[name]
+def coordinate(rec: Recorded, base: dict, name: str, grid: float | tuple, desc: str) -> tuple[pd.DataFrame, dict]:
+    """One coordinate of the rule from ``base`` (its incumbent value ``base[name]``): all its rows and ``base`` with
+    the choice."""
+    profile, start = rec.profile, base[name]
     if isinstance(grid, tuple):      # a cycle count that leaves a cycle no sampling step at this budget is not tried
         values, spacing = sorted(v for v in set(grid) | {start} if runnable(profile, base | {name: v})), None
         if not values:
@@ -117,10 +117,8 @@ def coordinate(profile: Profile, base: dict, name: str, grid: float | tuple, des
         values, spacing = [start / grid, start, start * grid], grid
     added = {"low": 0, "high": 0}
     while True:
-        rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values
-                                                  for s in profile.seeds[:profile.tuning_seeds]], desc=desc)
-        if is_planning() and "planned" in rows and rows.planned.eq(True).any():
-            return rows, base
+        rows = rec.rows("transfer", [base | {name: v, "seed": s} for v in values
+                                     for s in profile.seeds[:profile.tuning_seeds]], desc)
         failed = set(rows.loc[rows.status != "ok", name])          # a value where a seed failed (diverged) is out
         scores = rows[(rows.status == "ok") & ~rows[name].isin(failed)].groupby(name).accuracy.mean()
         if scores.empty:                                            # every value failed: nothing to move to
@@ -145,37 +143,29 @@ def runnable(profile: Profile, setting: dict) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
-def _retune(profile: Profile, arm: str, n: int) -> tuple[dict, pd.DataFrame]:
-    base, frames = incumbent(profile, arm, n), []
+def _retune(rec: Recorded, arm: str, n: int) -> tuple[dict, pd.DataFrame]:
+    base, frames = incumbent(rec, arm, n), []
     for name, grid in COORDINATES[arm]:
-        rows, base = coordinate(profile, base, name, grid, f"retune {arm} (n = {n}): {name}")
+        rows, base = coordinate(rec, base, name, grid, f"retune {arm} (n = {n}): {name}")
         frames.append(rows.assign(arm=arm, coordinate=name))
     return base, pd.concat(frames, ignore_index=True)
 
 
-def retuned(profile: Profile, arm: str, n: int) -> dict:
-    """The arm's setting at n after the rule (its holdout setting at its own budget); runs what is not recorded."""
-    return dict(_retune(profile, arm, n)[0])
+def retuned(rec: Recorded, arm: str, n: int) -> dict:
+    """The arm's setting at n after the rule (its holdout setting at its own budget)."""
+    return dict(rec.memo(_retune, arm, n)[0])
 
 
-def retune_runs(profile: Profile, arm: str, n: int) -> pd.DataFrame:
+def retune_runs(rec: Recorded, arm: str, n: int) -> pd.DataFrame:
     """Every holdout run behind the arm's choice at n, each with the ``coordinate`` it tried."""
-    return _retune(profile, arm, n)[1].copy()
+    return rec.memo(_retune, arm, n)[1].copy()
 
 
-def retune_all(profile: Profile, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+def retune_all(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
     """Every arm of ``arms`` (default: :data:`ARMS`, in its order) at every size of ``sampler_budget_sizes``: one row
-    per arm and size, its chosen values. A dry run (:func:`.grid.planning`) leaves out the sampler arms whose budget
-    notebook 09 has not chosen."""
-    rows = []
-    for arm, n in ((arm, n) for arm in arms for n in profile.sampler_budget_sizes):
-        try:
-            rows.append({"arm": arm, "n_train": n, **retuned(profile, arm, n)})
-        except MissingPrerequisite:
-            if not is_planning():
-                raise
-    return pd.DataFrame(rows)
+    per arm and size, its chosen values."""
+    return pd.DataFrame([{"arm": arm, "n_train": n, **retuned(rec, arm, n)}
+                         for arm in arms for n in rec.profile.sampler_budget_sizes])
 
 
 def resolution(rows: pd.DataFrame, outcomes: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
@@ -200,8 +190,3 @@ def resolution(rows: pd.DataFrame, outcomes: dict[str, dict[str, np.ndarray]]) -
                         "se_image": test["se_image"], "seeds": len(seeds)})
     return pd.DataFrame(out, columns=["arm", "n_train", "coordinate", "value_a", "value_b", "difference", "se",
                                       "se_seed", "se_image", "seeds"])
-
-
-def clear_cache() -> None:
-    """Forget every choice of this process (after a dry run, whose choices rest on placeholder rows)."""
-    _retune.cache_clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import time
 from typing import Callable, NamedTuple
 
@@ -139,6 +140,11 @@ def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
     return [first, ("head_var", IsotropicGaussianPrior(head.dim, 1.0))]
 
 
+# Set (to anything non-empty) where nothing may train a downstream run: `make test` executes the notebooks so, after
+# the workers made their runs, to show that reading results never trains.
+READ_ONLY = "REPRO_READ_ONLY"
+
+
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: RunSpec, x: Tensor, y: Tensor,
                   transform, loss_fn, num_data: int | None = None, compile: bool = False) -> Fit:
     """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
@@ -147,8 +153,11 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: RunSpec
     temperature convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
     :class:`.spec.RunSpec`). N is ``num_data``, the observations in (x, y) (segmentation: its labelled
     pixels), by default one per example. The model's forward pass runs in the run's ``precision`` and is compiled if
-    ``compile`` (:func:`repro.compute.training_loss`). Returns a :class:`Fit`.
+    ``compile`` (:func:`repro.compute.training_loss`). Returns a :class:`Fit`. Refused while ``REPRO_READ_ONLY`` is
+    set (:data:`READ_ONLY`).
     """
+    if os.environ.get(READ_ONLY):
+        raise RuntimeError(f"a downstream run was about to train with {READ_ONLY} set: reading results must not train")
     N = len(x) if num_data is None else num_data
     # channels-last: oneDNN's CPU convolutions are faster in it (python -m repro.bench step); the parameters' flat
     # order, which the priors use, is their logical order and does not change

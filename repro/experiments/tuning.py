@@ -52,7 +52,7 @@ import pandas as pd
 
 from ..profiles import Profile
 from .approaches import REGIMES, TASKS, lookup
-from .grid import is_planning, run_settings
+from .grid import Recorded
 from .spec import RunSpec
 
 MAX_EXTENSIONS = 3
@@ -114,32 +114,28 @@ def validation_setting(profile: Profile, approach: str, kind: str, n: int | None
                 seed=profile.seeds[0], dataset=dataset, **kw)
 
 
-def _stage(profile: Profile, base: dict, name: str, values: Iterable[float] | None, desc: str) -> dict:
+def _stage(rec: Recorded, base: dict, name: str, values: Iterable[float] | None, desc: str) -> dict:
     """Try ``name`` over ``values`` (default: its default value x ``factor_grid``) at ``base``, every tuning seed;
     return ``base`` with the winner."""
+    profile = rec.profile
     if values is None:
         default = base.get(name, getattr(RunSpec.default(profile, "transfer", base["approach"]), name))
         values = [default * f for f in profile.factor_grid]
-    rows = run_settings(profile, "transfer", [base | {name: v, "seed": s} for v in values for s in tuning_seeds(profile)],
-                        desc=desc)
+    rows = rec.rows("transfer", [base | {name: v, "seed": s} for v in values for s in tuning_seeds(profile)], desc)
     return base | {name: best_value(rows, name)}
 
 
-def sweep(profile: Profile, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
+def sweep(rec: Recorded, base: dict, name: str, grid: Iterable[float], desc: str, seeds: Iterable[int] | None = None,
           task: str = "transfer", metric: str = "accuracy") -> tuple[pd.DataFrame, list[float]]:
     """Runs of ``base`` on ``task``'s grid over ``name`` (every seed per value), the grid extended by its own spacing
     at a time while the best mean ``metric`` (the smallest value of a tie) is at an edge (at most ``MAX_EXTENSIONS``
     per side). Returns all rows and the final grid."""
-    seeds = list(seeds or [base.get("seed", profile.seeds[0])])
+    seeds = list(seeds or [base.get("seed", rec.profile.seeds[0])])
     grid = sorted(grid)
     step = grid[1] / grid[0] if len(grid) > 1 else 10.0      # the grid's own spacing (a decade on ``scales``)
     added = {"low": 0, "high": 0}
     while True:
-        rows = run_settings(profile, task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc=desc)
-        # a dry run knows no scores where a run is still to do (its placeholder row): it plans no extension from
-        # there; where every run is recorded it extends as the workers did, so it plans at the values they chose
-        if is_planning() and "planned" in rows and rows.planned.eq(True).any():
-            return rows, grid
+        rows = rec.rows(task, [base | {name: v, "seed": seed} for v in grid for seed in seeds], desc)
         # the smallest value with the best mean, ties to SCORE_DECIMALS: on a plateau that reaches an edge, where only
         # the NLL (noise there) would tell the values apart, the grid is not extended
         score = mean_curve(rows, name, metric).round(SCORE_DECIMALS)
@@ -165,28 +161,24 @@ def mid_slope_scale(curve: pd.Series) -> float:
     return float(rising[rising >= target].index[0])
 
 
-def setting(profile: Profile, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
+def setting(rec: Recorded, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
     """A test-split setting of ``approach`` with the hyperparameters tuned at its size and dataset (``n_train``,
     ``dataset`` in ``kw``; ``study_n`` and CIFAR-10 by default), a sampler's in temperature ``regime``; ``kw`` win."""
     kind = kind if lookup(approach).init == "pretrained" else "none"
-    n, dataset = kw.get("n_train", profile.study_n), kw.get("dataset", "cifar10")
-    return {"approach": approach, "prior_kind": kind, **tuned(profile, approach, kind, n, dataset, regime), **kw}
+    n, dataset = kw.get("n_train", rec.profile.study_n), kw.get("dataset", "cifar10")
+    return {"approach": approach, "prior_kind": kind, **tuned(rec, approach, kind, n, dataset, regime), **kw}
 
 
-def tuned(profile: Profile, approach: str, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10",
+def tuned(rec: Recorded, approach: str, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10",
           regime: str = "T1") -> dict:
     """The hyperparameters of ``approach`` chosen on the validation split of an n-image ``dataset`` subset
     (``study_n`` by default); for a sampler, in the temperature ``regime`` (see the module docstring). A sampler's
-    answer includes its ``temperature``.
-
-    Cached per process: once its runs exist the answer cannot change (``run_grid`` returns only when every run of
-    a stage has a row, whichever process ran it).
-    """
+    answer includes its ``temperature``. Chosen once per snapshot of the grids (:meth:`.grid.Recorded.memo`)."""
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     bayes = lookup(approach).bayes
-    kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
-    return dict(_tuned(profile, approach, kind, n, dataset, regime if bayes else "T1"))
+    kind, n = tuning_point(rec.profile, kind, n or rec.profile.study_n, dataset)
+    return dict(rec.memo(_tune, approach, kind, n, dataset, regime if bayes else "T1"))
 
 
 def tuning_point(profile: Profile, kind: str, n: int, dataset: str) -> tuple[str, int]:
@@ -195,89 +187,80 @@ def tuning_point(profile: Profile, kind: str, n: int, dataset: str) -> tuple[str
     return REUSED_KINDS.get(kind, kind), (n if dataset == "cifar10" else profile.study_n)
 
 
-@functools.lru_cache(maxsize=None)
-def _tuned(profile: Profile, approach: str, kind: str, n: int, dataset: str, regime: str) -> tuple[tuple[str, float], ...]:
-    return tuple(_tune(profile, approach, kind, n, dataset, regime).items())
-
-
 def _where(kind: str, n: int, dataset: str) -> str:
     """Where a tuning stage runs, as its progress bar names it."""
     return f"{kind}, n = {n}" + (f", {dataset}" if dataset != "cifar10" else "")
 
 
-def _tune(profile: Profile, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
-    a = lookup(approach)
+def _tune(rec: Recorded, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
+    profile, a = rec.profile, lookup(approach)
     val = functools.partial(validation_setting, profile, n=n, dataset=dataset)
     where = _where(kind, n, dataset)
     if a.prior == "weight_decay":
         if n != profile.study_n:      # the lr at this size, at the weight decay chosen at study_n
-            wd = tuned(profile, approach, kind, profile.study_n, dataset)["weight_decay"]
-            s = _stage(profile, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid,
+            wd = tuned(rec, approach, kind, profile.study_n, dataset)["weight_decay"]
+            s = _stage(rec, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid,
                        f"tune sgd ({where}): lr")
             return {k: s[k] for k in ("lr", "weight_decay")}
-        s = _stage(profile, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
-        s = _stage(profile, s, "weight_decay", None, f"tune sgd ({where}): wd")
+        s = _stage(rec, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
+        s = _stage(rec, s, "weight_decay", None, f"tune sgd ({where}): wd")
         return {k: s[k] for k in ("lr", "weight_decay")}
     if a.bayes:   # the MAP winners, then the prior's width again (T = 1) or the temperature (cold)
-        winners = tuned(profile, approach.replace("bayes_", "map_"), kind, n, dataset)
+        winners = tuned(rec, approach.replace("bayes_", "map_"), kind, n, dataset)
         s = val(approach, kind, **winners)
         if regime == "cold":
             if n != profile.study_n:  # the MAP winners at this size, at the T chosen at study_n
-                chosen = tuned(profile, approach, kind, profile.study_n, dataset, "cold")
+                chosen = tuned(rec, approach, kind, profile.study_n, dataset, "cold")
                 return winners | {"temperature": chosen["temperature"]}
-            s = _stage(profile, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
+            s = _stage(rec, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
             return winners | {"temperature": s["temperature"]}
-        rows, _, name = bayes_width_sweep(profile, approach, kind, n, dataset)
+        rows, _, name = bayes_width_sweep(rec, approach, kind, n, dataset)
         return winners | {name: best_value(rows, name), "temperature": 1.0}
     if a.prior == "isotropic":
-        s = _stage(profile, val("map_nonlearned", "none"), "lr", profile.lr_grid, f"tune non-learned ({where}): lr")
-        s = _stage(profile, s, "alpha", None, f"tune non-learned ({where}): alpha")
+        s = _stage(rec, val("map_nonlearned", "none"), "lr", profile.lr_grid, f"tune non-learned ({where}): lr")
+        s = _stage(rec, s, "alpha", None, f"tune non-learned ({where}): alpha")
         return {k: s[k] for k in ("lr", "alpha")}
-    lr = tuned(profile, "sgd_transfer", kind, n, dataset)["lr"]
+    lr = tuned(rec, "sgd_transfer", kind, n, dataset)["lr"]
     if a.prior == "isotropic_mean":
-        s = _stage(profile, val("map_isotropic", kind, lr=lr), "alpha", None, f"tune isotropic ({where}): alpha")
+        s = _stage(rec, val("map_isotropic", kind, lr=lr), "alpha", None, f"tune isotropic ({where}): alpha")
         return {k: s[k] for k in ("lr", "alpha")}
-    rows, _ = scale_sweep(profile, kind, n, dataset)
-    s = _stage(profile, val("map_learned", kind, lr=lr, scale=best_value(rows, "scale")), "head_var", None,
+    rows, _ = scale_sweep(rec, kind, n, dataset)
+    s = _stage(rec, val("map_learned", kind, lr=lr, scale=best_value(rows, "scale")), "head_var", None,
                f"tune learned ({where}): head var")
     return {k: s[k] for k in ("lr", "scale", "head_var")}
 
 
-def scale_sweep(profile: Profile, kind: str, n: int | None = None, dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float]]:
+def scale_sweep(rec: Recorded, kind: str, n: int | None = None, dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float]]:
     """MAP + learned prior over lambda on validation (every tuning seed; the grid extended while its best is at an
     edge), at SGD transfer's tuned lr, at :func:`tuning_point`: the rows and the final grid."""
+    profile = rec.profile
     kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
-    lr = tuned(profile, "sgd_transfer", kind, n, dataset)["lr"]
+    lr = tuned(rec, "sgd_transfer", kind, n, dataset)["lr"]
     base = validation_setting(profile, "map_learned", kind, n=n, dataset=dataset, lr=lr)
-    return sweep(profile, base, "scale", profile.tuning_scales, f"tune map_learned ({kind}, n = {n}): scale",
+    return sweep(rec, base, "scale", profile.tuning_scales, f"tune map_learned ({kind}, n = {n}): scale",
                  seeds=tuning_seeds(profile))
 
 
-def bayes_width_sweep(profile: Profile, approach: str, kind: str, n: int | None = None,
+def bayes_width_sweep(rec: Recorded, approach: str, kind: str, n: int | None = None,
                       dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float], str]:
     """A sampler's T = 1 sweep of its prior's width on validation (lambda for the learned prior over
     ``tuning_scales``, alpha for an isotropic one over the MAP alpha x ``factor_grid``), at the MAP winners, every
     tuning seed, at :func:`tuning_point`: the rows, the final grid and the swept name."""
+    profile = rec.profile
     kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
-    winners = tuned(profile, approach.replace("bayes_", "map_"), kind, n, dataset)
+    winners = tuned(rec, approach.replace("bayes_", "map_"), kind, n, dataset)
     base = validation_setting(profile, approach, kind, n=n, dataset=dataset, **winners)
     name = "scale" if lookup(approach).prior == "learned" else "alpha"
     grid = profile.tuning_scales if name == "scale" else [winners[name] * f for f in profile.factor_grid]
-    rows, grid = sweep(profile, base, name, grid, f"tune {approach} T = 1 ({_where(kind, n, dataset)}): {name}",
+    rows, grid = sweep(rec, base, name, grid, f"tune {approach} T = 1 ({_where(kind, n, dataset)}): {name}",
                        seeds=tuning_seeds(profile))
     return rows, grid, name
 
 
-def mid_slope(profile: Profile, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10") -> dict:
+def mid_slope(rec: Recorded, kind: str = "ssl", n: int | None = None, dataset: str = "cifar10") -> dict:
     """MAP + learned's tuned hyperparameters with lambda at the validation curve's mid-slope (:func:`mid_slope_scale`)."""
-    rows, _ = scale_sweep(profile, kind, n, dataset)
-    return tuned(profile, "map_learned", kind, n, dataset) | {"scale": mid_slope_scale(mean_curve(rows, "scale"))}
-
-
-def clear_cache() -> None:
-    """Forget every tuned choice of this process (after a dry run, whose choices rest on placeholder rows)."""
-    _tuned.cache_clear()
-    _tuned_segmentation.cache_clear()
+    rows, _ = scale_sweep(rec, kind, n, dataset)
+    return tuned(rec, "map_learned", kind, n, dataset) | {"scale": mid_slope_scale(mean_curve(rows, "scale"))}
 
 
 # Worker orders for the tuning families: two processes start on independent families.
@@ -292,7 +275,7 @@ TUNE_ORDERS = (FAMILIES, [f for kind in ("supervised_matched", "supervised", "no
 
 # ----------------------------------------------------------------------------------------------- segmentation
 
-def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised", regime: str = "T1") -> dict:
+def tuned_segmentation(rec: Recorded, approach: str, kind: str = "supervised", regime: str = "T1") -> dict:
     """The validation-tuned hyperparameters of a segmentation approach (see the module docstring); a sampler's in
     temperature ``regime``, its answer with its ``temperature``: at T = 1 its own width sweep, cold the width of its
     MAP counterpart (its own T = 1 width where there is none) and the cold T the same approach chose on the transfer
@@ -300,24 +283,23 @@ def tuned_segmentation(profile: Profile, approach: str, kind: str = "supervised"
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = lookup(approach, "segmentation")
-    return dict(_tuned_segmentation(profile, approach, kind if a.prior == "learned" else "supervised",
-                                    regime if a.bayes else "T1"))
+    return dict(rec.memo(_tune_segmentation, approach, kind if a.prior == "learned" else "supervised",
+                         regime if a.bayes else "T1"))
 
 
-@functools.lru_cache(maxsize=None)
-def _tuned_segmentation(profile: Profile, approach: str, kind: str, regime: str) -> tuple[tuple[str, float], ...]:
+def _tune_segmentation(rec: Recorded, approach: str, kind: str, regime: str) -> dict:
     a = lookup(approach, "segmentation")
     if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
         name = _width_name(approach)                        # the same approach chose on the transfer task at study_n
         counterpart = approach.replace("bayes_", "map_")
-        width = (tuned_segmentation(profile, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
-                 else tuned_segmentation(profile, approach, kind, "T1"))[name]
-        transfer = tuned(profile, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
-        return (("lr", tuned_segmentation(profile, "sgd_transfer")["lr"]), (name, width),
-                ("temperature", transfer["temperature"]))
-    rows, name = segmentation_sweep(profile, approach, kind)
+        width = (tuned_segmentation(rec, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
+                 else tuned_segmentation(rec, approach, kind, "T1"))[name]
+        transfer = tuned(rec, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
+        return {"lr": tuned_segmentation(rec, "sgd_transfer")["lr"], name: width,
+                "temperature": transfer["temperature"]}
+    rows, name = segmentation_sweep(rec, approach, kind)
     chosen = {"lr": float(rows.lr.iloc[0])} | {name: best_value(rows, name, "miou")}   # a width's sweep runs at one lr
-    return tuple(chosen.items()) + ((("temperature", 1.0),) if a.bayes else ())
+    return chosen | ({"temperature": 1.0} if a.bayes else {})
 
 
 def _width_name(approach: str) -> str:
@@ -325,17 +307,18 @@ def _width_name(approach: str) -> str:
     return "alpha" if lookup(approach, "segmentation").prior == "isotropic" else "scale"
 
 
-def segmentation_sweep(profile: Profile, approach: str, kind: str = "supervised") -> tuple[pd.DataFrame, str]:
+def segmentation_sweep(rec: Recorded, approach: str, kind: str = "supervised") -> tuple[pd.DataFrame, str]:
     """The validation runs that choose a segmentation approach's own hyperparameter (at T = 1 for a sampler), and its
     name: SGD transfer's learning rate (every approach reuses it), else the prior's width at that learning rate, on its
     coarse grid as extended (:func:`sweep`)."""
+    profile = rec.profile
     seeds = tuning_seeds(profile)
-    lr_rows = run_settings(profile, "segmentation", [dict(approach="sgd_transfer", lr=lr, split="val", seed=s)
-                                                     for lr in profile.lr_grid for s in seeds], desc="tune segmentation: lr")
+    lr_rows = rec.rows("segmentation", [dict(approach="sgd_transfer", lr=lr, split="val", seed=s)
+                                        for lr in profile.lr_grid for s in seeds], "tune segmentation: lr")
     if approach == "sgd_transfer":
         return lr_rows, "lr"
     name = _width_name(approach)
     base = dict(approach=approach, prior_kind=kind, lr=best_value(lr_rows, "lr", "miou"), seed=seeds[0], split="val")
-    rows, _ = sweep(profile, base, name, SEGMENTATION_ALPHAS if name == "alpha" else SEGMENTATION_WIDTHS,
+    rows, _ = sweep(rec, base, name, SEGMENTATION_ALPHAS if name == "alpha" else SEGMENTATION_WIDTHS,
                     f"tune segmentation {approach}/{kind}: {name}", seeds=seeds, task="segmentation", metric="miou")
     return rows, name
