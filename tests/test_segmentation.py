@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from repro.experiments.spec import RunSpec
-from repro.experiments import approaches, segmentation, transfer
+from repro.experiments import algorithms, approaches, segmentation, transfer
 from repro.method.priors import IsotropicGaussianPrior
 from repro.method.samplers import SGLD
 from repro.models import DeepLabV3Plus, build_backbone
@@ -91,12 +91,13 @@ def test_a_run_hands_its_posterior_the_count_its_likelihood_names(smoke_priors_d
 def test_training_hands_the_sampler_the_observations_it_is_given(monkeypatch, num_data, expected):
     seen = []
 
-    class Spy(transfer.SGLD):
-        def __init__(self, *args, num_data, **kw):
-            seen.append(num_data)
-            super().__init__(*args, num_data=num_data, **kw)
+    built = algorithms.Langevin.build
 
-    monkeypatch.setattr(transfer, "SGLD", Spy)
+    def spy(self, params, p, num_data, prior, generator):
+        seen.append(num_data)
+        return built(self, params, p, num_data, prior, generator)
+
+    monkeypatch.setattr(algorithms.Langevin, "build", spy)
     p = RunSpec.default(P, "segmentation", "bayes_nonlearned", steps=6)
     x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
     transfer.fit_or_sample(nn.Linear(6, 3), IsotropicGaussianPrior(21, 1.0), approaches.lookup("bayes_nonlearned", "segmentation"),

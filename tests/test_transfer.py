@@ -104,7 +104,8 @@ def test_divergent_run_is_recorded_and_the_grid_goes_on(tmp_path):
     (dict(prior_kind="imagenet"), "approach 'bayes_learned' \\(pretrained initialisation\\) takes prior_kind supervised or ssl or supervised_matched, got 'imagenet'"),
     (dict(rank=P.swag_max_rank + 1), rf"rank {P.swag_max_rank + 1} requested but the file stores {P.swag_max_rank}"),
     (dict(split="train"), "a transfer run's split must be one of val, test, holdout, got 'train'"),
-    (dict(sampler="adam"), "approach 'bayes_learned' takes sampler sgld or sghmc, got 'adam'"),
+    (dict(sampler="adam"), "unknown sampler 'adam'; valid: sgd, sgld, sghmc, de_elbo, elbo"),
+    (dict(sampler="sgd"), "approach 'bayes_learned' takes sampler sgld or sghmc, got 'sgd'"),
 ])
 def test_bad_run_parameters(change, message):
     with pytest.raises(ValueError, match=message):
@@ -210,3 +211,30 @@ def test_nothing_trains_a_downstream_run_while_reading_only(monkeypatch):
     monkeypatch.setenv(transfer.READ_ONLY, "1")
     with pytest.raises(RuntimeError, match="reading results must not train"):
         transfer.fit_or_sample(None, None, None, None, None, None, None, None)
+
+
+def test_a_new_sampler_is_its_own_class_and_one_registration(monkeypatch):
+    """A dummy sampler (SGLD under another name), defined and registered here and nowhere else: a run names it, is
+    checked and trains with it; an unknown name is one line, never a fallback to another sampler."""
+    from repro.experiments import algorithms
+    from repro.method.samplers import SGLD
+
+    monkeypatch.setattr(algorithms, "ALGORITHMS", dict(algorithms.ALGORITHMS))     # the registration ends with the test
+    built = []
+
+    @algorithms.register
+    class Dummy(algorithms.Algorithm):
+        name, inference = "dummy", "sampler"
+
+        def build(self, params, p, num_data, prior, generator):
+            built.append(p.sampler)
+            return SGLD(params, lr=p.lr, num_data=num_data, temperature=p.temperature, generator=generator, prior=prior)
+
+    out = transfer.run_transfer(P, params(sampler="dummy"))
+    assert built == ["dummy"] and out["samples_collected"] == P.bma_samples and math.isfinite(out["nll"])
+    assert algorithms.of("sampler") == ("sgld", "sghmc", "dummy")
+    with pytest.raises(ValueError, match="^unknown sampler 'nope'; valid: sgd, sgld, sghmc, de_elbo, elbo, dummy$"):
+        params(sampler="nope")
+    with pytest.raises(ValueError, match="^unknown prior family 'wide'; valid: learned, isotropic, isotropic_mean, "
+                                         "weight_decay$"):
+        approaches.Approach("wide", "pretrained", "map")

@@ -215,14 +215,15 @@ def test_kappa_is_the_fits_data_weight_relative_to_map(smoke_priors_dir, monkeyp
     from repro.data import DATASETS
     from repro.experiments import learned_scale
     from repro.experiments.approaches import lookup
-    from repro.experiments.transfer import build_model_and_prior, unit_width_blocks
+    from repro.experiments.families import family
+    from repro.experiments.transfer import build_model_and_prior
     from repro.profiles import get_profile
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(smoke_priors_dir))
     P, a = get_profile("smoke"), lookup(approach)
     p = RunSpec.default(P, "transfer", approach, prior_kind=kind)
     model, prior = build_model_and_prior(P, p, int(DATASETS[p.dataset].num_classes), a)
-    d = sum(block.dim for _, block in unit_width_blocks(prior, a))
+    d = sum(block.dim for _, block in family(a.prior).unit_blocks(prior))
     assert d == sum(q.numel() for q in model.parameters() if q.requires_grad)
     assert learned_scale.kappa(P, "de_elbo", 50) == pytest.approx(d / 50)
     assert learned_scale.kappa(P, "elbo", 50) == 1.0

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..experiments.approaches import SHORT
+from ..experiments.approaches import APPROACHES, SHORT
 from .stats import ok
 
 #: The four verdict words, defined in the module docstring and in REPORT.md.
@@ -53,7 +53,8 @@ def phrase_regime(df: pd.DataFrame, extra: str = "") -> str:
     """'Regime: Bayes at T = ...; n = ...; <extra>. ', the opening of a finding. The cold T is chosen per approach and
     prior, so where the sampler arms ran at different T each arm's is named."""
     d = ok(df)
-    bayes = d[d.approach.str.startswith("bayes")] if "temperature" in d else None
+    bayes = d[d.approach.map(lambda a: a in APPROACHES and APPROACHES[a].bayes).astype(bool)] if "temperature" in d \
+        else None
     temps = [] if bayes is None else sorted(bayes.temperature.dropna().unique())
     by_arm = "" if len(temps) < 2 or "prior_kind" not in d else ", ".join(
         f"{SHORT.get(a, a)} {k}: {', '.join(f'{x:g}' for x in sorted(t.dropna().unique()))}"

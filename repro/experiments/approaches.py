@@ -34,10 +34,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..method.variational import OBJECTIVES
+from .algorithms import INFERENCES
+from .families import family
 
-PRIORS = ("learned", "isotropic", "isotropic_mean", "weight_decay")
-INFERENCES = {"map": ("sgd",), "sampler": ("sgld", "sghmc"), "variational": OBJECTIVES}  # inference -> its algorithms
 # where a run is evaluated: "val" holds out val_fraction of its n images (tuning); "test" trains on all n and scores
 # the test split; "holdout" trains on all n and scores a fixed set of training-split images kept out of the holdout
 # runs' training subsets (notebook 09's learning curves: precise, and never the test split)
@@ -46,10 +45,18 @@ SPLITS = ("val", "test", "holdout")
 
 @dataclass(frozen=True)
 class Approach:
-    prior: str       # one of PRIORS: "isotropic" is zero-mean over all parameters, "isotropic_mean" centred on mu
+    prior: str       # its prior family (.families): "isotropic" is zero-mean over all parameters, "isotropic_mean"
+                     # centred on mu
     init: str        # "pretrained" (the SWA mean of the prior kind's source model) | "random"
     inference: str   # "map" (optimise at T = 0, predict once) | "sampler" (SG-MCMC at temperature T, BMA)
                      # | "variational" (fit q and the prior's widths on an ELBO, predict once with q's mean)
+
+    def __post_init__(self) -> None:
+        family(self.prior)                        # one clear error for an unknown family
+        if self.inference not in INFERENCES:
+            raise ValueError(f"unknown inference {self.inference!r}; valid: {', '.join(INFERENCES)}")
+        if self.init not in ("pretrained", "random"):
+            raise ValueError(f"init must be 'pretrained' or 'random', got {self.init!r}")
 
     @property
     def bayes(self) -> bool:
@@ -90,6 +97,16 @@ LIKELIHOODS = ("pixel", "image")
 # A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
 REGIMES = {"T1": "T = 1", "cold": "cold T"}
+
+
+def counterpart(approach: str, inference: str = "map") -> str:
+    """The approach with ``approach``'s prior family and initialisation and the other ``inference`` (a sampler's MAP
+    arm: ``bayes_learned`` -> ``map_learned``)."""
+    a = APPROACHES[approach]
+    for name, b in APPROACHES.items():
+        if (b.prior, b.init, b.inference) == (a.prior, a.init, inference):
+            return name
+    raise ValueError(f"approach {approach!r} has no {inference} counterpart")
 
 
 def regime_of(approach: str, temperature: float) -> str:

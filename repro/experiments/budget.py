@@ -37,7 +37,7 @@ import pandas as pd
 
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite
-from .approaches import LABELS, REGIMES, with_regime
+from .approaches import LABELS, REGIMES, lookup, with_regime
 from .grid import Recorded
 from .tuning import setting
 
@@ -66,7 +66,7 @@ def settings(profile: Profile, n: int, steps: int) -> list[dict]:
     """Every arm's runs of ``steps`` steps on ``n`` images."""
     out = []
     for approach, kind, temperature, hyper in ARMS.values():
-        bayes = approach.startswith("bayes")
+        bayes = lookup(approach).bayes
         seeds = profile.seeds[:1] if bayes else profile.seeds[:RULE_SEEDS]
         extra = dict(temperature=temperature, bn_refresh=True) if bayes else {}
         out += [dict(approach=approach, prior_kind=kind, dataset="cifar10", n_train=n, split="holdout", seed=s,
@@ -237,7 +237,7 @@ def sample_accuracy_by_cycle(rows: pd.DataFrame) -> pd.DataFrame:
     """The sampler runs' per-sample holdout accuracy, one row per sample, with the cycle whose end it belongs to."""
     ok = with_arms(rows)
     out = []
-    for _, r in ok[ok.approach.str.startswith("bayes")].iterrows():
+    for _, r in ok[ok.regime != "map"].iterrows():
         for acc, cycle in zip(str(r.sample_accuracy).split(";"), str(r.sample_cycle).split(";")):
             out.append({"n_train": r.n_train, "arm": r.arm, "steps": r.steps, "cycles": r.cycles, "seed": r.seed,
                         "cycle": int(cycle), "accuracy": float(acc)})
@@ -268,7 +268,7 @@ def bn_refresh_table(rows: pd.DataFrame, budgets: pd.DataFrame) -> pd.DataFrame:
     """Rule 5's data: the sampler runs at each size's chosen budget, BMA accuracy and NLL with BatchNorm statistics
     re-estimated per sample (``accuracy``, ``nll``) and with the chain's running ones (``bn_running_*``)."""
     ok = with_arms(rows)
-    ok = ok[ok.approach.str.startswith("bayes")].merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"],
+    ok = ok[ok.regime != "map"].merge(budgets[["n_train", "budget"]], left_on=["n_train", "steps"],
                                                        right_on=["n_train", "budget"])
     cols = ["n_train", "arm", "seed", "steps", "accuracy", "bn_running_accuracy", "nll", "bn_running_nll"]
     return ok[cols].assign(gain=ok.accuracy - ok.bn_running_accuracy, nll_change=ok.nll - ok.bn_running_nll)

@@ -26,6 +26,7 @@ import pandas as pd
 from ..analysis.stats import paired_bootstrap
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
+from .approaches import lookup
 from .budget import SAMPLER_ARMS, notebook_09_command
 from .grid import Recorded
 from .spec import RunSpec
@@ -85,7 +86,7 @@ def budget(profile: Profile, arm: str, n: int) -> int:
     """The arm's own budget at n: notebook 09's rule 1 for SGD transfer and MAP, its own curve's for a sampler."""
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; valid: {', '.join(ARMS)}")
-    if not arm.startswith("bayes") or not profile.budget_rule:     # smoke: the profile's budgets stand
+    if not lookup(ARMS[arm][0]).bayes or not profile.budget_rule:     # smoke: the profile's budgets stand
         return profile.steps_for(n)
     steps = dict(((a, size), s) for a, size, s in profile.sampler_steps).get((arm, n))
     if steps is None:
@@ -102,7 +103,7 @@ def incumbent(rec: Recorded, arm: str, n: int) -> dict:
     s = setting(rec, approach, kind, regime, n_train=n) | HOLDOUT | {"steps": budget(profile, arm, n)}
     default = RunSpec.default(profile, "transfer", approach)          # a coordinate never tuned before: its default
     s = {name: getattr(default, name) for name, _ in COORDINATES[arm]} | s
-    return s | ({"sampler_version": 2} if approach.startswith("bayes") else {})
+    return s | ({"sampler_version": 2} if lookup(approach).bayes else {})
 
 
 def coordinate(rec: Recorded, base: dict, name: str, grid: float | tuple, desc: str) -> tuple[pd.DataFrame, dict]:

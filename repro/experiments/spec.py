@@ -14,7 +14,7 @@ keyed fields (:func:`repro.runner.Run`). Every field is keyed, with three except
 older code is never read back as one of newer code, and stays readable as what it was: ``protocol`` (1: the first
 protocol, 200 steps, every cycle kept and no BatchNorm refresh; 2: the protocol of notebook 09, per-size budgets, a
 burn-in cycle, samples recorded by cycle; the code re-makes protocol-2 runs only), ``sampler_version``
-(:data:`SAMPLER_VERSIONS`), ``evaluation_version`` (:data:`EVALUATION_VERSIONS`), the source prior's
+(each algorithm's ``versions``: :mod:`.algorithms`), ``evaluation_version`` (:data:`EVALUATION_VERSIONS`), the source prior's
 ``prior_protocol`` (its protocol hash, :mod:`.pretrain`) and ``key_version`` (this scheme). A new version is a new
 number with a default of the old one, so no recorded key moves.
 """
@@ -29,16 +29,11 @@ from typing import Any, Mapping
 
 from ..compute import check_precision
 from ..method.samplers import check_temperature
-from ..method.variational import OBJECTIVES
 from ..profiles import Profile
-from .approaches import INFERENCES, LIKELIHOODS, SPLITS, TASKS, Approach, lookup
+from . import algorithms
+from .approaches import LIKELIHOODS, SPLITS, TASKS, Approach, lookup
+from .families import family
 from .pretrain import KINDS
-
-# What each version of the samplers runs: version 1, SGHMC's exact rotation at a fixed step (a coordinate whose angle
-# is k pi never mixes: repro.method.samplers); version 2, each SGHMC step's length drawn from U(0.5, 1.5) x the step
-# (the ``jitter`` 0.5 of SGHMC), which breaks that resonance and keeps the target. SGLD and the optimisers are the same
-# in every version; their runs stay at version 1. Value: SGHMC's jitter.
-SAMPLER_VERSIONS = {1: 0.0, 2: 0.5}
 # What each version of the evaluation computes: 1, the BMA of the kept samples' softmax outputs on the run's evaluation
 # split (and, for a CIFAR-10 test run, on the shifted set), BatchNorm statistics re-estimated per sample where
 # ``bn_refresh``; metrics of repro.analysis.metrics.
@@ -70,7 +65,7 @@ class RunSpec:
     n_train: int | None              # transfer: training-set size; segmentation: None (the whole split)
     seed: int                        # the training subset, batch order and initialisation
     split: str                       # where the run is evaluated (approaches.SPLITS)
-    sampler: str                     # the inference's algorithm (approaches.INFERENCES)
+    sampler: str                     # the inference's algorithm (.algorithms; the name predates the optimisers')
     temperature: float               # T of a sampler (0 for an optimiser)
     lr: float
     momentum: float
@@ -108,8 +103,9 @@ class RunSpec:
         check_temperature(self.temperature)
         if not a.bayes and self.temperature != 0:
             raise ValueError(f"approach {self.approach!r} runs no sampler: its temperature is 0, got {self.temperature}")
-        if self.sampler not in INFERENCES[a.inference]:
-            raise ValueError(f"approach {self.approach!r} takes sampler {' or '.join(INFERENCES[a.inference])}, "
+        algorithm = algorithms.algorithm(self.sampler)
+        if algorithm.inference != a.inference:
+            raise ValueError(f"approach {self.approach!r} takes sampler {' or '.join(algorithms.of(a.inference))}, "
                              f"got {self.sampler!r}")
         if task.datasets != (self.dataset is not None) or task.datasets != (self.n_train is not None):
             raise ValueError(f"a {self.task} run {'names' if task.datasets else 'takes no'} dataset and n_train")
@@ -117,12 +113,9 @@ class RunSpec:
             raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)} (a transfer run counts images), "
                              f"got {self.likelihood!r}")
         check_precision(self.precision)
-        if self.sampler_version not in SAMPLER_VERSIONS:
-            raise ValueError(f"sampler_version must be one of {', '.join(map(str, SAMPLER_VERSIONS))}, "
-                             f"got {self.sampler_version}")
-        if self.sampler_version != 1 and self.sampler != "sghmc":
-            raise ValueError(f"sampler_version {self.sampler_version} changes SGHMC only; a {self.sampler!r} run is "
-                             f"version 1")
+        if self.sampler_version not in algorithm.versions:
+            raise ValueError(f"sampler_version of a {self.sampler!r} run must be one of "
+                             f"{', '.join(map(str, algorithm.versions))}, got {self.sampler_version}")
         for name, valid in (("evaluation_version", EVALUATION_VERSIONS), ("protocol", PROTOCOLS),
                             ("key_version", (KEY_VERSION,))):
             if getattr(self, name) not in valid:
@@ -148,11 +141,6 @@ class RunSpec:
     def approach_(self) -> Approach:
         """The approach as this run's task runs it (:func:`.approaches.lookup`)."""
         return lookup(self.approach, self.task)
-
-    @property
-    def jitter(self) -> float:
-        """SGHMC's step-length jitter of this run's sampler version (:data:`SAMPLER_VERSIONS`)."""
-        return SAMPLER_VERSIONS[self.sampler_version]
 
     def current(self) -> "RunSpec":
         """This spec, if this code can make its run; else a ``ValueError`` (a first-protocol run is readable, not
@@ -213,16 +201,16 @@ class RunSpec:
             set() if t.datasets else {"dataset", "n_train"})
         if unknown := sorted(set(overrides) - valid):
             raise ValueError(f"unknown {task} run parameter(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        bayes = a.bayes
+        bayes, prior = a.bayes, family(a.prior)
         p = dict(approach=approach, prior_kind=t.default_kind if a.init == "pretrained" else "none",
                  rank=profile.swag_max_rank, scale=t.scale, head_var=1.0,
-                 alpha=(1e-2 if a.prior == "isotropic_mean" else 1.0) if t.datasets else 0.1, weight_decay=5e-4,
+                 alpha=prior.alpha if t.datasets else 0.1, weight_decay=5e-4,
                  dataset="cifar10" if t.datasets else None, n_train=profile.train_sizes[0] if t.datasets else None,
-                 seed=0, split="test", sampler={"map": "sgd", "sampler": t.sampler, "variational": OBJECTIVES[0]}[a.inference],
+                 seed=0, split="test", sampler=t.sampler if bayes else algorithms.of(a.inference)[0],
                  temperature=1.0 if bayes else 0.0, lr=0.03, momentum=0.9, batch_size=getattr(profile, t.batch_size),
                  cycles=profile.cycles if bayes else 1, bma_samples=profile.bma_samples if bayes else 1,
                  explore_fraction=0.5, member=0, bn_refresh=profile.bn_refresh and bayes and t.datasets,
-                 likelihood="pixel" if not t.datasets and a.prior != "weight_decay" else "image")
+                 likelihood="pixel" if not t.datasets and prior.width is not None else "image")
         p |= overrides
         p.setdefault("steps", profile.steps_for(p["n_train"]) if t.datasets else profile.segmentation_steps)
         p.setdefault("burnin_cycles", int(bayes and p["cycles"] > 1))

@@ -19,6 +19,7 @@ from ..analysis.predictions import ensemble_predictions
 from ..profiles import Profile
 from .approaches import FIVE_WAY, LABELS, REGIMES, lookup
 from .budget import learning_curves, sampler_curves, segmentation_curves
+from .families import family
 from .grid import Recorded
 from .learned_scale import confirm, learned_scale_study
 from .own_budget import PHASES, phase_jobs
@@ -198,7 +199,7 @@ def segmentation_sweeps(rec: Recorded) -> pd.DataFrame:
     frames = []
     for a, k in SEGMENTATION:
         rows, name = segmentation_sweep(rec, a, k)
-        label = LABELS[a] + (f" ({k})" if lookup(a, "segmentation").prior == "learned" else "")
+        label = LABELS[a] + (f" ({k})" if family(lookup(a, "segmentation").prior).learned else "")
         frames.append(rows.assign(setting=label, swept=name, value=rows[name]))
     return pd.concat(frames, ignore_index=True)
 

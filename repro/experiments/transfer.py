@@ -18,12 +18,14 @@ from torch import Tensor, nn
 from .. import data
 from ..analysis.metrics import classification_metrics
 from ..models import Classifier, build_backbone, channels_last
-from .pretrain import check_protocol, load_source_model, load_source_prior
-from ..method.priors import IsotropicGaussianPrior, LowRankGaussianPrior, Prior, transfer_prior
+from .pretrain import check_protocol, load_source_model
+from ..method.priors import LowRankGaussianPrior, Prior
 from ..profiles import Profile
+from .algorithms import algorithm
 from .approaches import SPLITS, Approach
+from .families import family
 from .spec import RunSpec
-from ..method.samplers import SGHMC, SGLD, CyclicalSchedule, bma_probs, sample_probs
+from ..method.samplers import CyclicalSchedule, bma_probs, sample_probs
 from ..method.variational import DataEmphasizedVI
 from ..data.shift import ShiftSet, shift_set
 from ..compute import training_loss
@@ -87,7 +89,8 @@ def downstream_data(profile: Profile, dataset: str, n_train: int, seed: int, spl
 def build_model_and_prior(profile: Profile, p: RunSpec, num_classes: int, a: Approach,
                           wrap: Callable[[nn.Module, int], nn.Module] = Classifier) -> tuple[nn.Module, Prior | None]:
     """The downstream model ``wrap(backbone, num_classes)`` (a backbone initialised per the approach ``a``, then a new
-    ``head``) and the prior over all its parameters (backbone first, then head)."""
+    ``head``) and the prior over all its parameters (backbone first, then head; None where the approach's family puts
+    weight decay in the optimiser instead: :mod:`.families`)."""
     if p.prior_protocol is not None:          # keyed on a prior (grid.keyed_on_prior): it must be this one
         check_protocol(profile, p.prior_kind, p.prior_protocol)
     if a.init == "pretrained":
@@ -95,17 +98,7 @@ def build_model_and_prior(profile: Profile, p: RunSpec, num_classes: int, a: App
     else:
         backbone = build_backbone(profile.model, width=profile.width)
     model = wrap(backbone, num_classes)
-    d_backbone = sum(q.numel() for q in backbone.parameters())
-    d_head = sum(q.numel() for q in model.head.parameters())
-    if a.prior == "learned":
-        learned = load_source_prior(profile, p.prior_kind, scale=p.scale, rank=p.rank, module=backbone)
-        return model, transfer_prior(learned, d_head, p.head_var)
-    if a.prior == "isotropic_mean":
-        mean = load_source_prior(profile, p.prior_kind, rank=0, module=backbone).mean
-        return model, transfer_prior(IsotropicGaussianPrior(d_backbone, p.alpha, mean=mean), d_head, p.head_var)
-    if a.prior == "isotropic":
-        return model, IsotropicGaussianPrior(d_backbone + d_head, p.alpha)
-    return model, None                                          # weight decay in the optimiser
+    return model, family(a.prior).build(profile, p, backbone, sum(q.numel() for q in model.head.parameters()))
 
 
 def cyclical_schedule(a: Approach, p: RunSpec) -> CyclicalSchedule:
@@ -125,19 +118,6 @@ class Fit(NamedTuple):
     cycles: list[int]
     train_time_s: float
     learned: dict | None = None
-
-
-def unit_width_blocks(prior: Prior, a: Approach) -> list[tuple[str, Prior]]:
-    """The blocks of a run's prior (:func:`build_model_and_prior`) at unit width, each named by the run parameter that
-    sets its width: what a variational fit learns. The learned block drops its jitter, so that widening it is exact."""
-    if a.prior == "isotropic":
-        return [("alpha", IsotropicGaussianPrior(prior.dim, 1.0))]
-    backbone, head = prior.parts
-    if a.prior == "learned":
-        first = ("scale", backbone.with_(scale=1.0, eps=0.0))
-    else:
-        first = ("alpha", IsotropicGaussianPrior(backbone.dim, 1.0, mean=backbone.mean))
-    return [first, ("head_var", IsotropicGaussianPrior(head.dim, 1.0))]
 
 
 # Set (to anything non-empty) where nothing may train a downstream run: `make test` executes the notebooks so, after
@@ -164,17 +144,7 @@ def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: RunSpec
     model.to(memory_format=torch.channels_last)
     params = [q for q in model.parameters() if q.requires_grad]
     gen = torch.Generator().manual_seed(p.seed * 7919 + p.member)
-    if a.prior == "weight_decay":
-        opt = torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    elif a.inference == "variational":
-        opt = DataEmphasizedVI(params, lr=p.lr, num_data=N, blocks=unit_width_blocks(prior, a),
-                               objective=p.sampler, momentum=p.momentum, generator=gen)
-    else:
-        if p.sampler == "sgld":
-            opt = SGLD(params, lr=p.lr, num_data=N, temperature=p.temperature, generator=gen, prior=prior)
-        else:                                                   # SGHMC; MAP's "sgd" is SGHMC at T = 0
-            opt = SGHMC(params, lr=p.lr, num_data=N, momentum=p.momentum, temperature=p.temperature,
-                        generator=gen, prior=prior, jitter=p.jitter)
+    opt = algorithm(p.sampler).build(params, p, N, prior, gen)      # its own class: .algorithms
     schedule = cyclical_schedule(a, p)
     batch_loss = training_loss(loss_fn, p.precision, compile)
     batch_size = min(p.batch_size, len(x))
@@ -240,7 +210,7 @@ def run_transfer(profile: Profile, p: RunSpec) -> dict:
     for q in sample_probs(model, states, images, bn_images=bn_images):     # the model holds each state in turn
         each.append(q[:len(ey)])
         shift_total = shift_total + q[len(ey):]       # empty without a shifted set
-        if a.prior == "learned":     # C2: how far the run moved, and how much of it along the prior's low-rank directions
+        if family(a.prior).learned:  # C2: how far the run moved, and how much of it along the prior's low-rank directions
             moved.append(displacement(model, prior.parts[0]))
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),

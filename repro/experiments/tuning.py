@@ -45,13 +45,13 @@ segmentation's from the supervised backbone.
 """
 from __future__ import annotations
 
-import functools
 from typing import Iterable
 
 import pandas as pd
 
 from ..profiles import Profile
-from .approaches import REGIMES, TASKS, lookup
+from .approaches import REGIMES, TASKS, counterpart, lookup
+from .families import family
 from .grid import Recorded
 from .spec import RunSpec
 
@@ -176,9 +176,10 @@ def tuned(rec: Recorded, approach: str, kind: str = "ssl", n: int | None = None,
     answer includes its ``temperature``. Chosen once per snapshot of the grids (:meth:`.grid.Recorded.memo`)."""
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
-    bayes = lookup(approach).bayes
+    a = lookup(approach)
+    kind = kind if a.init == "pretrained" else "none"           # a random initialisation has no prior kind
     kind, n = tuning_point(rec.profile, kind, n or rec.profile.study_n, dataset)
-    return dict(rec.memo(_tune, approach, kind, n, dataset, regime if bayes else "T1"))
+    return dict(rec.memo(_tune, approach, kind, n, dataset, regime if a.bayes else "T1"))
 
 
 def tuning_point(profile: Profile, kind: str, n: int, dataset: str) -> tuple[str, int]:
@@ -194,40 +195,40 @@ def _where(kind: str, n: int, dataset: str) -> str:
 
 def _tune(rec: Recorded, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
     profile, a = rec.profile, lookup(approach)
-    val = functools.partial(validation_setting, profile, n=n, dataset=dataset)
-    where = _where(kind, n, dataset)
-    if a.prior == "weight_decay":
-        if n != profile.study_n:      # the lr at this size, at the weight decay chosen at study_n
-            wd = tuned(rec, approach, kind, profile.study_n, dataset)["weight_decay"]
-            s = _stage(rec, val("sgd_transfer", kind, weight_decay=wd), "lr", profile.lr_grid,
-                       f"tune sgd ({where}): lr")
-            return {k: s[k] for k in ("lr", "weight_decay")}
-        s = _stage(rec, val("sgd_transfer", kind), "lr", profile.lr_grid, f"tune sgd ({where}): lr")
-        s = _stage(rec, s, "weight_decay", None, f"tune sgd ({where}): wd")
-        return {k: s[k] for k in ("lr", "weight_decay")}
-    if a.bayes:   # the MAP winners, then the prior's width again (T = 1) or the temperature (cold)
-        winners = tuned(rec, approach.replace("bayes_", "map_"), kind, n, dataset)
-        s = val(approach, kind, **winners)
-        if regime == "cold":
-            if n != profile.study_n:  # the MAP winners at this size, at the T chosen at study_n
-                chosen = tuned(rec, approach, kind, profile.study_n, dataset, "cold")
-                return winners | {"temperature": chosen["temperature"]}
-            s = _stage(rec, s, "temperature", profile.cold_temperatures, f"tune {approach} cold ({where}): T")
-            return winners | {"temperature": s["temperature"]}
-        rows, _, name = bayes_width_sweep(rec, approach, kind, n, dataset)
-        return winners | {name: best_value(rows, name), "temperature": 1.0}
-    if a.prior == "isotropic":
-        s = _stage(rec, val("map_nonlearned", "none"), "lr", profile.lr_grid, f"tune non-learned ({where}): lr")
-        s = _stage(rec, s, "alpha", None, f"tune non-learned ({where}): alpha")
-        return {k: s[k] for k in ("lr", "alpha")}
-    lr = tuned(rec, "sgd_transfer", kind, n, dataset)["lr"]
-    if a.prior == "isotropic_mean":
-        s = _stage(rec, val("map_isotropic", kind, lr=lr), "alpha", None, f"tune isotropic ({where}): alpha")
-        return {k: s[k] for k in ("lr", "alpha")}
-    rows, _ = scale_sweep(rec, kind, n, dataset)
-    s = _stage(rec, val("map_learned", kind, lr=lr, scale=best_value(rows, "scale")), "head_var", None,
-               f"tune learned ({where}): head var")
-    return {k: s[k] for k in ("lr", "scale", "head_var")}
+    if not a.bayes:
+        return _tune_map(rec, approach, kind, n, dataset)
+    # a sampler: the MAP winners, then the prior's width again (T = 1) or the temperature (cold)
+    winners = tuned(rec, counterpart(approach, "map"), kind, n, dataset)
+    if regime == "cold":
+        if n != profile.study_n:  # the MAP winners at this size, at the T chosen at study_n
+            chosen = tuned(rec, approach, kind, profile.study_n, dataset, "cold")
+            return winners | {"temperature": chosen["temperature"]}
+        s = _stage(rec, validation_setting(profile, approach, kind, n=n, dataset=dataset, **winners), "temperature",
+                   profile.cold_temperatures, f"tune {approach} cold ({_where(kind, n, dataset)}): T")
+        return winners | {"temperature": s["temperature"]}
+    rows, _, name = bayes_width_sweep(rec, approach, kind, n, dataset)
+    return winners | {name: best_value(rows, name), "temperature": 1.0}
+
+
+def _tune_map(rec: Recorded, approach: str, kind: str, n: int, dataset: str) -> dict:
+    """An optimiser's values by its prior family's recipe (:class:`.families.PriorFamily`): SGD transfer's lr where
+    the family takes it, then each stage at the earlier ones' winners; a stage chosen at ``study_n`` only takes that
+    choice at every other size, before the others run."""
+    profile, recipe = rec.profile, family(lookup(approach).prior)
+    s = validation_setting(profile, approach, kind, n=n, dataset=dataset)
+    if recipe.lr_from_sgd:
+        s["lr"] = tuned(rec, "sgd_transfer", kind, n, dataset)["lr"]
+    stages = [st for st in recipe.stages if not (st.at_study_n and n != profile.study_n)]
+    s |= {st.name: tuned(rec, approach, kind, profile.study_n, dataset)[st.name] for st in recipe.stages
+          if st not in stages}
+    for st in stages:
+        desc = f"tune {approach} ({_where(kind, n, dataset)}): {st.name}"
+        if st.grid == "scales":
+            rows, _ = sweep(rec, s, st.name, profile.tuning_scales, desc, seeds=tuning_seeds(profile))
+            s = s | {st.name: best_value(rows, st.name)}
+        else:
+            s = _stage(rec, s, st.name, profile.lr_grid if st.grid == "lr" else None, desc)
+    return {k: s[k] for k in ["lr"] * recipe.lr_from_sgd + [st.name for st in recipe.stages]}
 
 
 def scale_sweep(rec: Recorded, kind: str, n: int | None = None, dataset: str = "cifar10") -> tuple[pd.DataFrame, list[float]]:
@@ -248,10 +249,11 @@ def bayes_width_sweep(rec: Recorded, approach: str, kind: str, n: int | None = N
     tuning seed, at :func:`tuning_point`: the rows, the final grid and the swept name."""
     profile = rec.profile
     kind, n = tuning_point(profile, kind, n or profile.study_n, dataset)
-    winners = tuned(rec, approach.replace("bayes_", "map_"), kind, n, dataset)
+    winners = tuned(rec, counterpart(approach, "map"), kind, n, dataset)
     base = validation_setting(profile, approach, kind, n=n, dataset=dataset, **winners)
-    name = "scale" if lookup(approach).prior == "learned" else "alpha"
-    grid = profile.tuning_scales if name == "scale" else [winners[name] * f for f in profile.factor_grid]
+    recipe = family(lookup(approach).prior)
+    name = recipe.width
+    grid = profile.tuning_scales if recipe.sampler_grid == "scales" else [winners[name] * f for f in profile.factor_grid]
     rows, grid = sweep(rec, base, name, grid, f"tune {approach} T = 1 ({_where(kind, n, dataset)}): {name}",
                        seeds=tuning_seeds(profile))
     return rows, grid, name
@@ -283,7 +285,7 @@ def tuned_segmentation(rec: Recorded, approach: str, kind: str = "supervised", r
     if regime not in REGIMES:
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     a = lookup(approach, "segmentation")
-    return dict(rec.memo(_tune_segmentation, approach, kind if a.prior == "learned" else "supervised",
+    return dict(rec.memo(_tune_segmentation, approach, kind if family(a.prior).learned else "supervised",
                          regime if a.bayes else "T1"))
 
 
@@ -291,8 +293,8 @@ def _tune_segmentation(rec: Recorded, approach: str, kind: str, regime: str) -> 
     a = lookup(approach, "segmentation")
     if regime == "cold":   # its MAP counterpart's width (its own T = 1 width where there is none), and the T that
         name = _width_name(approach)                        # the same approach chose on the transfer task at study_n
-        counterpart = approach.replace("bayes_", "map_")
-        width = (tuned_segmentation(rec, counterpart, kind) if counterpart in TASKS["segmentation"].approaches
+        optimiser = counterpart(approach, "map")
+        width = (tuned_segmentation(rec, optimiser, kind) if optimiser in TASKS["segmentation"].approaches
                  else tuned_segmentation(rec, approach, kind, "T1"))[name]
         transfer = tuned(rec, approach, kind if lookup(approach).init == "pretrained" else "none", regime="cold")
         return {"lr": tuned_segmentation(rec, "sgd_transfer")["lr"], name: width,
@@ -303,8 +305,8 @@ def _tune_segmentation(rec: Recorded, approach: str, kind: str, regime: str) -> 
 
 
 def _width_name(approach: str) -> str:
-    """The prior width a segmentation approach tunes: alpha for the non-learned prior, lambda ("scale") otherwise."""
-    return "alpha" if lookup(approach, "segmentation").prior == "isotropic" else "scale"
+    """The prior width a segmentation approach tunes (its family's: lambda, "scale", or alpha)."""
+    return family(lookup(approach, "segmentation").prior).width
 
 
 def segmentation_sweep(rec: Recorded, approach: str, kind: str = "supervised") -> tuple[pd.DataFrame, str]:
