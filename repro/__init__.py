@@ -3,11 +3,11 @@
 The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
 import graph has no cycle):
 
-``errors``, ``profiles``, ``files``, ``claims``, ``runner``, ``cli``
+``errors``, ``profiles``, ``files``, ``leases``, ``runner``, ``cli``
     the errors a user can fix (one line in a notebook and on the command line), every size knob (``smoke`` / ``cpu``
-    / ``paper``), atomic writes, who runs which run of a shared grid (claims with
-    a lease, safe on a network filesystem), the resumable CSV grid (failed runs retried), what the ``python -m`` entry
-    points share (``--profile``, one-line errors).
+    / ``paper``), atomic writes, who runs which run of a shared grid (leases, safe on a network filesystem), the
+    resumable CSV grid (failed runs retried), what the ``python -m`` entry points share (``--profile``, one-line
+    errors).
 ``data/``
     the datasets in memory: ``formats`` (registry, readers, packer), ``cache`` (decoded images), ``subsets``
     (stratified subsets, batches), ``transforms``, ``downloads`` and ``checksums`` (``python -m repro.data download``,
@@ -23,11 +23,14 @@ import graph has no cycle):
     ``variational`` (the data-emphasized ELBO that learns the prior's widths: notebook 10, an extension).
 ``experiments/``
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
-    vocabulary), ``spec`` (a run's typed parameters and its key; ``migrate``, the one migration to it), ``transfer`` and ``segmentation`` (one downstream run), ``grid`` (the shared resumable grids),
+    vocabulary), ``families`` and ``algorithms`` (the prior families and inference algorithms, each a registered
+    class), ``spec`` (a run's typed parameters and its key; ``migrate``, the one migration to it), ``transfer`` and
+    ``segmentation`` (one downstream run), ``grid`` (a snapshot of the recorded runs: what a study reads, or lacks),
     ``tuning`` (validation protocol), ``budget`` (notebook 09), ``retune`` and ``own_budget`` (every arm's own tuning
-    and budget, and the third protocol's runs at them), ``learned_scale`` (notebook 10), ``launch`` (workers: one
-    process per core here, or a SLURM job array through submitit), ``studies`` (the claim grids; ``python -m repro.studies``), ``costs`` (the dry
-    run's cost table).
+    and budget, and the third protocol's runs at them), ``learned_scale`` (notebook 10), ``studies`` (the claim
+    grids, each stage a list of jobs), ``workers`` (the only code that makes runs; ``python -m repro.studies``),
+    ``launch`` (one worker process per core here, or a SLURM job array through submitit), ``costs`` (the dry run's
+    cost table).
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
     decision rule of every claim), ``simulate`` (the rules on simulated tables).
@@ -36,6 +39,6 @@ import graph has no cycle):
     command, benchmarks, the recorded grids re-timed with today's code (and the training-precision rule), Lab's
     save hook (notebooks saved without outputs), JupyterLab driven in a headless browser (``make check-lab``).
 
-Conventions (prior scale, temperature, approaches): ``docs/conventions.md``. Library functions take a
+Conventions (prior scale, temperature, approaches): ``docs/conventions.md``; the code's history: ``docs/history.md``. Library functions take a
 :class:`repro.profiles.Profile`; only the entry points (notebooks, ``python -m`` commands) resolve one by name.
 """

@@ -14,6 +14,8 @@ import pandas as pd
 
 from .analysis.wording import VERDICTS   # the four verdict words; repro.analysis.wording owns the vocabulary
 from .experiments.approaches import REGIMES
+from .experiments.budget import convergence_note
+from .experiments.own_budget import arms_of, unconverged_note
 from .plots import save_table
 from .profiles import Profile, results_dir
 
@@ -116,9 +118,6 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
     verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged, an
     own-budget one with the note on arms at the cap, read from ``rec`` (the snapshot of the grids the notebook read).
     Returns the table."""
-    from .experiments.budget import convergence_note   # lazy: rendering the report needs no experiment code
-    from .experiments.own_budget import arms_of, unconverged_note
-
     table, verdict, finding = result
     if basis == "own" and rec is None:
         raise ValueError("an own-budget verdict reads its arms' budgets: pass rec, the snapshot the notebook read")

@@ -17,6 +17,8 @@ from .cli import add_profile_argument, run_main
 from .findings import CLAIMS, RERUN, VERDICTS, claim_rows, row_label
 from .profiles import PROFILES, Profile, get_profile, results_dir
 from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS
+from .experiments.budget import unconverged
+from .experiments.pretrain import STUDIED_KINDS
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 
@@ -156,7 +158,7 @@ def prior_statistics(profile: Profile) -> pd.DataFrame:
     from .method.prior_files import load_prior
 
     rows = []
-    for kind in ("ssl", "supervised", "supervised_matched"):
+    for kind in STUDIED_KINDS:
         path = results_dir(profile) / "priors" / f"{kind}_prior.pt"
         if not path.exists():
             continue
@@ -218,8 +220,6 @@ def render_training_budget(profile: Profile) -> str:
     """Notebook 09: mean holdout accuracy per size, arm and total steps (the chosen budget in bold), the budget of
     each size and of segmentation, where the curves had not flattened, and the outcome of rules 3 (cycles) and 5
     (BatchNorm re-estimation)."""
-    from .experiments.budget import unconverged   # lazy: the report renders without torch
-
     curves, chosen = _table(profile, "training_budget/curves"), _table(profile, "training_budget/budgets")
     if curves is None or chosen is None:
         return NOT_RUN

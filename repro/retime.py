@@ -17,6 +17,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from .analysis.stats import finished
 from .compute import PRECISIONS
 from .profiles import Profile, results_root
 from .runner import Run, load_results, run_grid
@@ -135,7 +136,7 @@ def _ok(retimed: pd.DataFrame) -> pd.DataFrame:
     """The finished rows of a re-time grid (an empty frame with its columns when there are none)."""
     if retimed.empty:
         return pd.DataFrame(columns=["run_key", "precision", "wall_time_s", "cpu_time_s", "retimed_metric"])
-    return retimed[retimed.status == "ok"]
+    return finished(retimed)
 
 
 def precision_rule(summary: pd.DataFrame, runs: pd.DataFrame, other: str = "bf16", margin: float = MARGIN,

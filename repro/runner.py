@@ -5,8 +5,10 @@ CSV. The CSV is rewritten whole to a temporary file and renamed over the old one
 reader (or a rerun after SIGKILL) sees either the old file or the new one, never a partial row. Runs that
 raise are recorded as ``failed: <Type>: <message>`` and the grid goes on; the next call retries them, and a
 retried run's row keeps the errors of its earlier attempts in ``previous_errors`` (one row per key).
-Two kinds of failure change that (:class:`MissingPrerequisite`, :class:`RepeatableFailure`).
-The module knows nothing about models: a run is a study name and a set of JSON-able scalar settings.
+A missing prerequisite (:class:`MissingPrerequisite`) stops the grid instead. How often a failure is retried across
+calls is the caller's (a worker retries each failure it finds at its start once: :mod:`repro.experiments.workers`).
+The module knows nothing about models: a run is a task (the grid's name, column ``study``) and a set of JSON-able scalar
+settings.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .claims import claim
+from .leases import lease
 from .errors import UserError
 from .files import atomic_file, atomic_torch_save
 
@@ -34,8 +36,7 @@ try:  # advisory lock so that two processes sharing a CSV do not lose each other
 except ImportError:  # pragma: no cover - not on POSIX
     fcntl = None
 
-__all__ = ["Run", "run_grid", "load_results", "completed_keys", "RESERVED_COLUMNS", "MissingPrerequisite",
-           "RepeatableFailure"]
+__all__ = ["Run", "run_grid", "load_results", "completed_keys", "RESERVED_COLUMNS", "MissingPrerequisite"]
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,6 @@ class MissingPrerequisite(UserError, FileNotFoundError):
         self.command = command
 
 
-class RepeatableFailure(Exception):
-    """A failure that re-running with the same code and inputs repeats (a seeded run that diverges): ``run_grid``
-    retries it in a new process, never again in the process where it failed, so a loop over grids cannot spin on it."""
-
-
-# (CSV path, key) of the runs that raised a RepeatableFailure in this process.
-_REPEATED_HERE: set[tuple[str, str]] = set()
 _SCALARS = (str, bool, int, float, type(None))
 
 
@@ -82,22 +76,23 @@ def _scalar(name: str, value: Any, what: str) -> Any:
 
 @dataclass(frozen=True, init=False, eq=False, repr=False)
 class Run:
-    """One setting of a study: ``Run("rank_ablation", {"rank": 5, "seed": 0, ...})``.
+    """One run of a grid: ``Run("transfer", {"rank": 5, "seed": 0, ...})``, the grid's ``task`` and the run's params.
 
     Params are stored as sorted ``(name, value)`` pairs so the run is hashable; ``key`` is the first 12 hex
-    digits of the sha1 of canonical JSON of the study and ``keyed`` (by default all the params; a caller whose
+    digits of the sha1 of canonical JSON of the task (under the name "study", which every recorded key hashed, and
+    the CSVs' column keeps) and ``keyed`` (by default all the params; a caller whose
     params hold more than identifies the run, e.g. a setting at a default that runs recorded before it existed
     had, passes the part that does: :class:`repro.experiments.spec.RunSpec`). Equality and hashing go through
     the key, so ``1``, ``1.0`` and ``True`` are different settings (they are different JSON).
     """
 
-    study: str
+    task: str
     items: tuple[tuple[str, Any], ...]
     key: str
 
-    def __init__(self, study: str, params: Mapping[str, Any], keyed: Mapping[str, Any] | None = None):
-        if not isinstance(study, str) or not study:
-            raise ValueError(f"study must be a non-empty string, got {study!r}")
+    def __init__(self, task: str, params: Mapping[str, Any], keyed: Mapping[str, Any] | None = None):
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"task must be a non-empty string, got {task!r}")
         if not isinstance(params, Mapping):
             raise ValueError(f"params must be a dict of name -> scalar, got {type(params).__name__}")
         items = []
@@ -111,9 +106,9 @@ class Run:
         if keyed is not None and any(name not in params or params[name] != v for name, v in keyed.items()):
             raise ValueError(f"keyed must be a part of params, got {dict(keyed)!r:.200}")
         key_items = dict(items) if keyed is None else {name: value for name, value in items if name in keyed}
-        canonical = json.dumps({"study": study, "params": key_items}, sort_keys=True,
+        canonical = json.dumps({"study": task, "params": key_items}, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=True)
-        object.__setattr__(self, "study", study)
+        object.__setattr__(self, "task", task)
         object.__setattr__(self, "items", tuple(items))
         object.__setattr__(self, "key", hashlib.sha1(canonical.encode()).hexdigest()[:12])
 
@@ -132,7 +127,7 @@ class Run:
         return hash(self.key)
 
     def __repr__(self) -> str:
-        return f"Run({self.study!r}, {self.params!r})  # key={self.key}"
+        return f"Run({self.task!r}, {self.params!r})  # key={self.key}"
 
 
 # ---------------------------------------------------------------------------------------------- CSV I/O
@@ -268,13 +263,12 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     arrays saved atomically to ``predictions_dir/<key>.pt`` before the row is written (an ``ok`` row
     therefore always has its file). Any Exception is recorded as a failed row and the grid continues.
     A run recorded as failed when the call starts is tried again (``retry_failed=False``: left as it is), once:
-    a run that fails during this call, here or in another process, is not retried by it. Not retried in this
-    process at all: a run that raised a :class:`RepeatableFailure` here (e.g. ``DivergenceError``). A
+    a run that fails during this call, here or in another process, is not retried by it. A
     :class:`MissingPrerequisite` is recorded, then re-raised: the grid stops, since every run would fail alike.
     KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
 
     ``shared=True`` lets several processes, on one machine or on the nodes of a cluster sharing the filesystem,
-    work through the same grid: each run is claimed (:mod:`repro.claims`: a file in ``.<csv name>.claims/`` with a
+    work through the same grid: each run is leased (:mod:`repro.leases`: a file in ``.<csv name>.leases/`` with a
     heartbeat) before it starts, so no two processes run it; a process returns only when every run has a row,
     taking over the runs of a process that died (at once on this host; after the lease on another).
     """
@@ -285,20 +279,18 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pred_dir = Path(predictions_dir) if predictions_dir is not None else None
-    claims = path.parent / f".{path.name}.claims"
+    leases = path.parent / f".{path.name}.leases"
     if shared:
-        claims.mkdir(exist_ok=True)
+        leases.mkdir(exist_ok=True)
     with _locked(path):
         _remove_stale_temps(path)
-    where = str(path.resolve())
     to_retry = _failed_rows(path) if retry_failed else {}
 
     def finished() -> set[str]:
         done = set()
         for r in _read_rows(path)[1]:
             key, status = r.get("key"), r.get("status", "")
-            if status == "ok" or (status.startswith("failed") and (
-                    to_retry.get(key) != tuple(sorted(r.items())) or (where, key) in _REPEATED_HERE)):
+            if status == "ok" or (status.startswith("failed") and to_retry.get(key) != tuple(sorted(r.items()))):
                 done.add(key)
         return done
 
@@ -324,9 +316,7 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
             metrics, status, error = {}, f"failed: {_first_line(e)}", e
             # a missing prerequisite is said in one line; anything else needs its traceback in the log
             log.warning("run %s %r %s", run.key, params, status, exc_info=not isinstance(e, MissingPrerequisite))
-            if isinstance(e, RepeatableFailure):
-                _REPEATED_HERE.add((where, run.key))
-        row = {"study": run.study, **params, **metrics, "key": run.key, "status": status,
+        row = {"study": run.task, **params, **metrics, "key": run.key, "status": status,
                "wall_time_s": time.perf_counter() - t0,
                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         _append_row(path, {k: _cell(v) for k, v in row.items()})
@@ -337,7 +327,7 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     done = finished()
     todo = [r for r in runs if r.key not in done]
     n_failed = 0
-    with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=desc or (runs[0].study if runs else None),
+    with tqdm(total=len(runs), initial=len(runs) - len(todo), desc=desc or (runs[0].task if runs else None),
               dynamic_ncols=True) as bar:
         while todo:
             waiting, done = [], finished() if shared else set()
@@ -347,10 +337,10 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
                     if run.key in done:
                         bar.update(1)
                         continue
-                    if (held := claim(claims, run.key)) is None:
+                    if (held := lease(leases, run.key)) is None:
                         waiting.append(run)       # another process is on it
                         continue
-                    if run.key in finished():     # read under our claim: finished meanwhile by the last holder
+                    if run.key in finished():     # read under our lease: finished meanwhile by the last holder
                         held.release()
                         bar.update(1)
                         continue

@@ -19,12 +19,11 @@ from tqdm.auto import tqdm
 
 from .models import EVAL_BATCH_SIZE, for_evaluation
 from .files import atomic_torch_save
-from .runner import RepeatableFailure
 
 
-class DivergenceError(RuntimeError, RepeatableFailure):
-    """The loss or the parameters became NaN/Inf: the run stops and records this reason. A seeded run diverges
-    again when re-run, so the grid retries it only in a new process (:class:`repro.runner.RepeatableFailure`)."""
+class DivergenceError(RuntimeError):
+    """The loss or the parameters became NaN/Inf: the run stops and records this reason (a seeded run diverges again
+    when re-run: a worker retries a failure once, at its next start)."""
 
 
 def seed_everything(seed: int) -> None:

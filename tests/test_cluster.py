@@ -1,4 +1,4 @@
-"""Past one machine: claims with a lease, workers launched through submitit, and the dry run's cost table."""
+"""Past one machine: leases, workers launched through submitit, and the dry run's cost table."""
 import functools
 import json
 import os
@@ -9,16 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from repro import claims
+from repro import leases
 from repro.experiments import launch
 from repro.runner import Run, load_results, run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_claim(folder: Path, key: str, attempt: int, host: str, pid: int, age_s: float = 0.0) -> Path:
+def write_lease(folder: Path, key: str, attempt: int, host: str, pid: int, age_s: float = 0.0) -> Path:
     path = folder / f"{key}.{attempt}"
     path.write_text(json.dumps({"host": host, "pid": pid}))
     then = time.time() - age_s
@@ -26,28 +27,28 @@ def write_claim(folder: Path, key: str, attempt: int, host: str, pid: int, age_s
     return path
 
 
-def test_a_claim_on_another_host_is_taken_over_only_after_its_lease(tmp_path):
-    write_claim(tmp_path, "k", 0, "node-17", 4242, age_s=10)
-    assert claims.claim(tmp_path, "k", lease_s=60) is None               # heartbeat 10 s ago: still held
-    write_claim(tmp_path, "k", 0, "node-17", 4242, age_s=120)
-    held = claims.claim(tmp_path, "k", lease_s=60)                        # silent for 2 min: stale
+def test_a_lease_on_another_host_is_taken_over_only_after_it_expires(tmp_path):
+    write_lease(tmp_path, "k", 0, "node-17", 4242, age_s=10)
+    assert leases.lease(tmp_path, "k", lease_s=60) is None               # heartbeat 10 s ago: still held
+    write_lease(tmp_path, "k", 0, "node-17", 4242, age_s=120)
+    held = leases.lease(tmp_path, "k", lease_s=60)                        # silent for 2 min: stale
     assert held is not None and held.path.name == "k.1"
-    assert claims.claim(tmp_path, "k", lease_s=60) is None               # now ours: nobody else gets it
+    assert leases.lease(tmp_path, "k", lease_s=60) is None               # now ours: nobody else gets it
     held.release()
     assert list(tmp_path.iterdir()) == []                                 # every attempt file removed
 
 
-def test_a_claim_of_a_dead_local_process_is_taken_over_at_once(tmp_path):
+def test_a_lease_of_a_dead_local_process_is_taken_over_at_once(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    write_claim(tmp_path, "k", 3, socket.gethostname(), dead.pid, age_s=0)
-    held = claims.claim(tmp_path, "k", lease_s=3600)
+    write_lease(tmp_path, "k", 3, socket.gethostname(), dead.pid, age_s=0)
+    held = leases.lease(tmp_path, "k", lease_s=3600)
     assert held is not None and held.path.name == "k.4"
     held.release()
 
 
-def test_the_heartbeat_keeps_a_claim_fresh(tmp_path):
-    held = claims.claim(tmp_path, "k", heartbeat_s=0.05)
+def test_the_heartbeat_keeps_a_lease_fresh(tmp_path):
+    held = leases.lease(tmp_path, "k", heartbeat_s=0.05)
     then = time.time() - 1000
     os.utime(held.path, (then, then))
     time.sleep(0.3)
@@ -58,20 +59,20 @@ def test_the_heartbeat_keeps_a_claim_fresh(tmp_path):
 TAKEOVER = r"""
 import sys, time
 from pathlib import Path
-from repro import claims
+from repro import leases
 folder, go = Path(sys.argv[1]), Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)
-held = claims.claim(folder, "k", lease_s=60)
+held = leases.lease(folder, "k", lease_s=60)
 print("won" if held else "lost")
 time.sleep(0.5)
 """
 
 
-def test_only_one_of_many_processes_takes_over_a_stale_claim(tmp_path):
-    folder, go = tmp_path / "claims", tmp_path / "go"
+def test_only_one_of_many_processes_takes_over_a_stale_lease(tmp_path):
+    folder, go = tmp_path / "leases", tmp_path / "go"
     folder.mkdir()
-    write_claim(folder, "k", 0, "node-17", 4242, age_s=3600)
+    write_lease(folder, "k", 0, "node-17", 4242, age_s=3600)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", TAKEOVER, str(folder), str(go)], env=env, stdout=subprocess.PIPE,
                               text=True) for _ in range(8)]
@@ -227,3 +228,25 @@ def test_the_dry_run_lists_runs_the_workers_then_record_and_trains_nothing(smoke
     assert planned.empty and waiting.jobs_waiting.tolist() == [0]        # now nothing is left to do
     check = costs.timing_check(P).iloc[0]                 # the last runs predicted from the others' rates
     assert check.fitted_on + check.predicted_runs == len(recorded) and abs(check.error) < 0.5
+
+
+def test_a_worker_retries_each_failure_it_finds_at_its_start_once(tmp_path, monkeypatch):
+    """A failed run is missing to a worker that found it failed at its start, until it has tried it once; then it is
+    read as what it is (a study decides without it), and the next worker tries it again."""
+    from repro.experiments import grid, workers
+    from repro.profiles import get_profile
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    P = get_profile("smoke")
+    spec = grid.spec_of(P, "transfer", dict(approach="map_nonlearned"))          # a random init: no prior needed
+    grid.grid_csv(P).parent.mkdir(parents=True)
+    pd.DataFrame([{"study": "transfer", **spec.record(), "key": spec.key, "status": "failed: DivergenceError: nan"}]
+                 ).to_csv(grid.grid_csv(P), index=False)
+    made = []
+    monkeypatch.setattr(workers, "run_specs", lambda profile, task, specs, desc=None: made.append([s.key for s in specs]))
+    job = lambda rec: rec.rows("transfer", [dict(approach="map_nonlearned")])   # noqa: E731
+    worker = workers.Worker(P)
+    assert worker.complete(job).status.iloc[0].startswith("failed") and made == [[spec.key]]
+    worker.complete(job)
+    assert made == [[spec.key]]                                   # not again by this worker ...
+    assert workers.Worker(P).retry == {spec.key}                  # ... but by the next

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 
-from repro import runner
 from repro.runner import MissingPrerequisite, Run, _append_row, completed_keys, load_results, run_grid
 from repro.train import DivergenceError
 
@@ -58,7 +57,7 @@ def test_run_key_is_stable_hashable_and_type_sensitive():
     a.params["seed"] = 5  # a copy: the run is unchanged
     assert a["seed"] == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
-        a.study = "t"
+        a.task = "t"
     keys = {Run("s", {"x": v}).key for v in (1, 1.0, True, "1", None)} | {Run("t", {"x": 1}).key}
     assert len(keys) == 6
     assert Run("s", {"x": np.float64(0.5), "n": np.int64(3)}) == Run("s", {"x": 0.5, "n": 3})
@@ -117,14 +116,10 @@ def test_failed_run_is_recorded_and_grid_continues(tmp_path):
     assert completed_keys(out) == {runs[i].key for i in (0, 2, 3)}
 
     fn2 = counting()
-    run_grid(runs, fn2, out)
-    assert fn2.calls == []  # a divergence repeats: not retried in the process where it happened ...
     run_grid(runs, fn2, out, retry_failed=False)
-    assert fn2.calls == []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "_REPEATED_HERE", set())  # ... but by the next process
-        df = run_grid(runs, fn2, out)
-    assert fn2.calls == [runs[1].key]
+    assert fn2.calls == []                         # left as it is ...
+    df = run_grid(runs, fn2, out)
+    assert fn2.calls == [runs[1].key]              # ... or tried again by the next call
     assert list(df["status"]) == ["ok"] * 4 and df["key"].is_unique and len(load_results(out)) == 4
     assert df["previous_errors"].iloc[1].endswith("failed: DivergenceError: loss became nan")
 
@@ -364,13 +359,13 @@ def test_two_processes_share_a_grid_and_run_each_setting_once(tmp_path):
     assert len({pid for _, pid in calls}) == 2                         # and both processes did work
     df = load_results(out)
     assert len(df) == 24 and df["key"].is_unique and (df["status"] == "ok").all()
-    assert not any((tmp_path / ".grid.csv.claims").iterdir())          # claims released
+    assert not any((tmp_path / ".grid.csv.leases").iterdir())          # leases released
 
 
 def test_shared_grid_waits_for_a_live_claim_and_takes_over_a_dead_one(tmp_path):
     out = tmp_path / "grid.csv"
     runs = [Run("shared", {"i": i}) for i in range(3)]
-    claims = tmp_path / ".grid.csv.claims"
+    claims = tmp_path / ".grid.csv.leases"
     claims.mkdir()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from .metrics import NLL_EPS, accuracy, nll, reliability_bins
+from .stats import finished
 from ..profiles import Profile, results_dir
 from ..data.shift import CELLS
 
@@ -29,7 +30,7 @@ def load_predictions(profile: Profile, key: str, study: str = "transfer") -> dic
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[rows.status == "ok"]
+    return finished(rows)
 
 
 def per_image(probs: torch.Tensor, labels: torch.Tensor, prefix: str = "") -> dict[str, np.ndarray]:

@@ -163,7 +163,8 @@ def adjust(rows: list[dict]) -> list[dict]:
 
 # ------------------------------------------------------------------------- comparisons on run tables
 
-def ok(df: pd.DataFrame) -> pd.DataFrame:
+def finished(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose run finished (``status == "ok"``); every row of a table without a status."""
     return df[df.status == "ok"] if "status" in df else df
 
 

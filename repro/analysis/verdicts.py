@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
-from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, holm, ok, paired_bootstrap, select, stacked
+from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, paired_bootstrap, select, stacked
 from .wording import phrase_diff, phrase_regime, word
 
 
@@ -221,8 +221,8 @@ def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcom
     """C10: the BMA of (1) Bayes + learned against the deep ensemble of as many SGD-transfer members (pairs = seeds,
     per-image outcomes under the keys of ``bma`` and ``ensemble``; family: accuracy and NLL, Holm). Reproduced if
     better in accuracy; partially if only better in NLL; not reproduced if accuracy is reversed or equivalent."""
-    both = pd.concat([ok(bma).assign(approach="bayes_learned", status="ok"),
-                      ok(ensemble).assign(approach="deep_ensemble", status="ok")], ignore_index=True)
+    both = pd.concat([finished(bma).assign(approach="bayes_learned", status="ok"),
+                      finished(ensemble).assign(approach="deep_ensemble", status="ok")], ignore_index=True)
     table = _family([{"comparison": "BMA vs deep ensemble", **compare(both, {"approach": "bayes_learned"},
                                                                        {"approach": "deep_ensemble"}, metric=m,
                                                                        alternative=alt, outcomes=outcomes)[0]}

@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..experiments.approaches import APPROACHES, SHORT
-from .stats import ok
+from .stats import finished
 
 #: The four verdict words, defined in the module docstring and in REPORT.md.
 VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
@@ -52,7 +52,7 @@ def phrase_diff(c, pct: bool = False) -> str:
 def phrase_regime(df: pd.DataFrame, extra: str = "") -> str:
     """'Regime: Bayes at T = ...; n = ...; <extra>. ', the opening of a finding. The cold T is chosen per approach and
     prior, so where the sampler arms ran at different T each arm's is named."""
-    d = ok(df)
+    d = finished(df)
     bayes = d[d.approach.map(lambda a: a in APPROACHES and APPROACHES[a].bayes).astype(bool)] if "temperature" in d \
         else None
     temps = [] if bayes is None else sorted(bayes.temperature.dropna().unique())

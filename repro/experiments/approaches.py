@@ -84,17 +84,16 @@ LABELS = {"bayes_learned": "(1) Bayes + learned", "map_learned": "(2) MAP + lear
           "vi_nonlearned": "VI + non-learned"}                            # as tables and figures name them
 SHORT = {k: v.split(" ")[0] for k, v in LABELS.items()}
 
-# How a segmentation run counts the observations N of its posterior (issue #19, amended 2026-11-29); the loss is always
-# the mean over a minibatch's labelled pixels. "pixel": N is the labelled pixels, the likelihood the model's pixel-wise
-# softmax states (pixels conditionally independent), so that T = 1 is its posterior. "image": N is the images; that is
-# the pixel likelihood to the power 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a
-# posterior far hotter than its T says; the first protocol ran so, and its runs, recorded before this parameter existed,
-# carry none (:class:`.spec.RunSpec`). Only runs whose objective has a prior term carry "pixel": SGD transfer's weight
-# decay does not depend on N, so its runs keep their keys.
+# How a segmentation run counts the observations N of its posterior; the loss is always the mean over a minibatch's
+# labelled pixels. "pixel": N is the labelled pixels, the likelihood the model's pixel-wise softmax states (pixels
+# conditionally independent), so that T = 1 is its posterior. "image": N is the images; that is the pixel likelihood to
+# the power 1/P (P ~ 1e4 labelled pixels per CamVid image at the cpu profile's size), a posterior far hotter than its T
+# says (runs recorded before the parameter existed carry none: docs/history.md). Only runs whose objective has a prior
+# term carry "pixel": SGD transfer's weight decay does not depend on N.
 LIKELIHOODS = ("pixel", "image")
 
 
-# A sampler runs in two temperature regimes (issue #19): the posterior the paper states (T = 1) and the authors'
+# A sampler runs in two temperature regimes: the posterior the paper states (T = 1) and the authors'
 # regime (cold: T chosen on validation from the profile's cold_temperatures; their code ran at T ~ 4e-8).
 REGIMES = {"T1": "T = 1", "cold": "cold T"}
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis.stats import finished
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite
 from .approaches import LABELS, REGIMES, lookup, with_regime
@@ -154,7 +155,7 @@ def size_budget(curves: list[pd.Series], threshold: float = THRESHOLD,
 def with_arms(rows: pd.DataFrame) -> pd.DataFrame:
     """The finished runs, each named by its arm in a column ``arm`` (the keys of :data:`ARMS`: the study's arm names,
     :func:`.approaches.with_regime`)."""
-    return with_regime(rows[rows.status == "ok"])
+    return with_regime(finished(rows))
 
 
 def curves(rows: pd.DataFrame) -> pd.DataFrame:
@@ -223,7 +224,7 @@ def segmentation_curves(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, int 
                 for steps in grid for a, k, _, hyper in SEGMENTATION_ARMS.values() for s in profile.seeds[:RULE_SEEDS]]
         todo.sort(key=lambda s: -s["steps"])
         rows = rec.rows("segmentation", todo, "09 training budget (segmentation)")
-        ok = rows[rows.status == "ok"]
+        ok = finished(rows)
         table = ok.groupby(["approach", "steps"]).agg(miou=("miou", "mean"), miou_sd=("miou", "std"),
                                                       seeds=("seed", "nunique")).reset_index()
         _, budget, converged = size_budget([table[table.approach == a].set_index("steps").miou

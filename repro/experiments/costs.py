@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..analysis.stats import finished
 from ..profiles import Profile
-from ..runner import load_results
-from ..runner import MissingPrerequisite
+from ..runner import MissingPrerequisite, load_results
 from .approaches import lookup
 from .grid import MissingRuns, Recorded, grid_csv
 from .studies import NOTEBOOK_STAGES, jobs
@@ -50,7 +50,7 @@ def _recorded(profile: Profile) -> dict[str, pd.DataFrame]:
     for task in ("transfer", "segmentation"):
         rows = load_results(grid_csv(profile, task))
         if not rows.empty:
-            out[task] = rows[(rows.status == "ok") & (rows.steps > 0)]
+            out[task] = finished(rows)[lambda d: d.steps > 0]
     return out
 
 

@@ -3,11 +3,11 @@ cluster through submitit (SLURM job arrays), not a scheduler of our own.
 
 ``python -m repro.studies --profile cpu`` starts :func:`default_workers` processes, each single-threaded by default, so
 that every core works (``--workers`` and ``--threads`` override; ``make studies`` passes ``WORKERS=`` and
-``THREADS=``); each claims runs from the shared grids (:mod:`repro.claims`), so every run is made once.
+``THREADS=``); each leases runs from the shared grids (:mod:`repro.leases`), so every run is made once.
 
 ``python -m repro.studies --profile paper --launcher slurm --workers 32 --partition gpu --gpus-per-worker 1`` submits
-32 workers as one job array; each is :func:`repro.experiments.workers.run_worker`, which claims runs from the shared
-grid exactly as the local workers of ``make studies`` do (:mod:`repro.claims`: safe on a network filesystem; the runs
+32 workers as one job array; each is :func:`repro.experiments.workers.run_worker`, which leases runs from the shared
+grid exactly as the local workers of ``make studies`` do (:mod:`repro.leases`: safe on a network filesystem; the runs
 of a job that was killed are taken over once their lease expires). Resubmitting the same command resumes: finished runs
 are read back, not trained again.
 """
@@ -66,7 +66,7 @@ def launch_local(workers: int, threads: int, command: Callable[[int], list[str]]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
-    """Terminate the workers still running (each finishes nothing more; its claimed run is taken over later)."""
+    """Terminate the workers still running (each finishes nothing more; its leased run is taken over later)."""
     for p in procs:
         if p.poll() is None:
             p.terminate()

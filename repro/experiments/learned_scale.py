@@ -1,4 +1,4 @@
-"""Notebook 10 (issue #23; an extension, not a claim of the paper): the prior's widths learned by the data-emphasized
+"""Notebook 10 (an extension, not a claim of the paper): the prior's widths learned by the data-emphasized
 ELBO (:mod:`repro.method.variational`) on the whole training set, against the validation grid of :mod:`.tuning`.
 
 Pre-registered (fixed before any of its results existed):
@@ -46,7 +46,7 @@ import math
 
 import pandas as pd
 
-from ..analysis.stats import Outcomes, adjust, compare
+from ..analysis.stats import Outcomes, adjust, compare, finished
 from ..analysis.wording import word
 from ..data import DATASETS
 from ..models import Classifier, build_backbone
@@ -114,7 +114,7 @@ def arms(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFrame:
     amendment's :data:`MATCHED`), one row per run with ``family`` and ``arm`` (map, T1, cold); then each DE-ELBO fit's
     own row as the MAP arm of widths :data:`Q_MEAN`."""
     settings, labels = [], []
-    ok = fitted[fitted.status == "ok"]
+    ok = finished(fitted)
     for fit in ok.itertuples():
         _, map_, sampler, names = FAMILIES[fit.family]
         learned = {name: float(getattr(fit, f"learned_{name}")) for name in names}
@@ -149,7 +149,7 @@ def selection_time(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFra
     """Per family and size: the grid's CPU time of choosing the widths (see the module docstring) and one DE-ELBO
     fit's (mean over seeds), in seconds, and their ratio."""
     runs = rec.table("transfer")
-    val = runs[(runs.split == "val") & (runs.status == "ok") & (runs.dataset == "cifar10")]
+    val = finished(runs)[lambda d: (d.split == "val") & (d.dataset == "cifar10")]
     out = []
     for family in fitted.family.unique():
         _, map_, sampler, _ = FAMILIES[family]
@@ -258,7 +258,7 @@ def confirm(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                            for s in profile.confirm_seeds])
     fitted = fitted.assign(kappa=[kappa(profile, "de_elbo", n) for n in fitted.n_train])
     settings, labels = [], []
-    for fit in fitted[fitted.status == "ok"].itertuples():
+    for fit in finished(fitted).itertuples():
         names = FAMILIES[fit.family][3]
         matched = {w: fit.kappa * float(getattr(fit, f"learned_{w}")) for w in names}
         for arm in CONFIRM_ARMS[fit.family]:
@@ -280,7 +280,7 @@ def confirm_selection_time(rec: Recorded, fitted: pd.DataFrame) -> pd.DataFrame:
         names = FAMILIES[family][3]
         for n in rec.profile.sampler_budget_sizes:
             tried = pd.concat([retune_runs(rec, arm, n) for arm in arms_], ignore_index=True)
-            grid = tried[tried.coordinate.isin(names) & (tried.status == "ok")]
+            grid = finished(tried)[lambda d: d.coordinate.isin(names)]
             de = fitted[(fitted.family == family) & (fitted.n_train == n)]
             out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),
                             de_elbo_cpu_s=de.fit_cpu_s.mean()))

@@ -13,6 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
+from ..analysis.stats import finished
 from ..profiles import Profile
 
 from .budget import THRESHOLD
@@ -30,7 +31,7 @@ def _mean_accuracy(rec: Recorded, s: dict, steps: int) -> float:
     seeds = rec.profile.seeds[:rec.profile.tuning_seeds]
     rows = rec.rows("transfer", [s | {"steps": steps, "seed": k} for k in seeds],
                     f"budget check {s['approach']} (n = {s['n_train']}): {steps} steps")
-    ok = rows[rows.status == "ok"]
+    ok = finished(rows)
     return float(ok.accuracy.mean()) if len(ok) == len(rows) else float("-inf")   # a failed doubling gains nothing
 
 
@@ -153,7 +154,7 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
     """C4's T = 1 ablation read: per sampler arm and augmentation (rows of :func:`t1_ablation`), the mean accuracy
     minus MAP + learned's, paired by seed (mean and standard error over seeds), and the share of ``second_gap`` (the
     second protocol's T = 1 minus MAP, negative) it removes: 1 - (its gap) / ``second_gap``."""
-    ok = rows[rows.status == "ok"]
+    ok = finished(rows)
     map_acc = ok[ok.arm == "map_learned"].set_index("seed").accuracy
     out = []
     for (arm, augment), g in ok[ok.arm != "map_learned"].groupby(["arm", "augment"], sort=False):

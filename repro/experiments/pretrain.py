@@ -1,8 +1,8 @@
 """The source task (paper step i): pre-train a backbone, then fit SWAG around it and save the prior.
 
-Two kinds, as in the paper: ``supervised`` (cross-entropy) and ``ssl`` (SimCLR / NT-Xent). SWAG is collected on the
-*same* loss, over the whole model; the prior is its marginal over the backbone. Every stage resumes from its
-checkpoint and is skipped when its artifact exists (a missing one raises :func:`missing`'s error, naming notebook 01).
+Two kinds, as in the paper: ``supervised`` (cross-entropy) and ``ssl`` (SimCLR / NT-Xent; the primary). SWAG is
+collected on the *same* loss, over the whole model; the prior is its marginal over the backbone. Every stage resumes
+from its checkpoint and is skipped when its artifact exists (a missing one raises :func:`missing`'s error).
 
 Two sources, one pipeline (:func:`prepare`; the model, batches and pre-training differ: :func:`_tiny_source`, ...):
 
@@ -47,10 +47,10 @@ from ..method.swag import fit_swag
 from ..train import (cross_entropy_loss, fit, flat_params, load_flat_, one_cycle, resolve_device, seed_everything,
                     update_bn)
 
-MATCHED = "supervised_matched"
-KINDS = ("supervised", "ssl", MATCHED)
-# Version of the SWAG fitting protocol (see the module docstring); part of every prior's protocol hash.
-PROTOCOL_VERSION = 3
+MATCHED, PRIMARY = "supervised_matched", "ssl"
+KINDS = ("supervised", "ssl", MATCHED)                           # every kind, in the order notebook 01 fits them
+STUDIED_KINDS = (PRIMARY, *(k for k in KINDS if k != PRIMARY))   # the order the transfer studies run them in
+PROTOCOL_VERSION = 3        # of the SWAG fitting protocol (module docstring); part of every prior's protocol hash
 # Hyperparameters of the source task, recorded in every prior file (``supervised_matched`` uses ``supervised``'s).
 HYPERPARAMETERS = {
     "supervised": dict(peak_lr=0.1, momentum=0.9, weight_decay=5e-4, label_smoothing=0.0),

@@ -23,7 +23,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..analysis.stats import paired_bootstrap
+from ..analysis.stats import finished, paired_bootstrap
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
 from .approaches import lookup
@@ -176,7 +176,7 @@ def resolution(rows: pd.DataFrame, outcomes: dict[str, dict[str, np.ndarray]]) -
     (training noise), as the verdicts count them (:func:`repro.analysis.stats.paired_bootstrap`, over seeds x
     images). ``outcomes``: per run key, per-image ``accuracy`` (:func:`repro.analysis.predictions.per_image_outcomes`)."""
     out = []
-    ok = rows[rows.status == "ok"]
+    ok = finished(rows)
     for (arm, n, name), g in ok.groupby(["arm", "n_train", "coordinate"], sort=False):
         values = sorted(g[name].unique())
         for a, b in zip(values, values[1:]):

@@ -23,12 +23,12 @@ from .families import family
 from .grid import Recorded
 from .learned_scale import confirm, learned_scale_study
 from .own_budget import PHASES, phase_jobs
+from .pretrain import PRIMARY, STUDIED_KINDS
 from .retune import retune_all
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
                      tuned, tuning_point, tuned_segmentation)
 
 
-KINDS = ("ssl", "supervised", "supervised_matched")   # the last for C5 at equal backbone quality
 
 
 def tuned_families(profile: Profile, worker: int = 0,
@@ -37,7 +37,7 @@ def tuned_families(profile: Profile, worker: int = 0,
     ``worker``'s order: the five-way approaches at every size (Fashion-MNIST: the SSL prior's), the isotropic
     learned-mean prior at ``study_n`` only (C2, C7)."""
     out = []
-    for dataset, kinds in (("cifar10", KINDS), ("fashion-mnist", ("ssl",))):
+    for dataset, kinds in (("cifar10", STUDIED_KINDS), ("fashion-mnist", (PRIMARY,))):
         if only not in (None, dataset):
             continue
         for n in sizes(profile, dataset):
@@ -119,7 +119,7 @@ def widened(scales: Iterable[float], low: float, high: float) -> list[float]:
     return grid
 
 
-def five_way(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
+def five_way(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = STUDIED_KINDS) -> pd.DataFrame:
     """C4-C6: the five approaches (learned ones per prior kind; samplers in both temperature regimes) at every
     training-set size of ``dataset`` (:func:`sizes`), with the hyperparameters tuned for that size."""
     profile, settings = rec.profile, []
@@ -132,7 +132,7 @@ def five_way(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = KIN
     return rec.rows("transfer", settings, f"C4-C6 five-way ({dataset})")
 
 
-def map_mid_slope(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = KINDS) -> pd.DataFrame:
+def map_mid_slope(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = STUDIED_KINDS) -> pd.DataFrame:
     """MAP + learned prior at its mid-slope lambda (:func:`.tuning.mid_slope`: where the prior still pulls) at every
     training-set size, beside the five-way study's MAP at the validation-best lambda."""
     profile = rec.profile

@@ -1,17 +1,17 @@
 """Hyperparameters chosen on validation splits, never on test: the tuning protocol of every downstream approach.
 
-Tuning protocol, second version (issue #19; the test split is never looked at):
+The protocol (the test split is never looked at; earlier versions: ``docs/history.md``):
   * data: the validation split (``val_fraction``) of the run's own n-image training subset, at **every training-set
     size** n of CIFAR-10; runs take the size's step budget (``Profile.steps_for``);
   * criterion: the highest **mean** validation accuracy over the first ``tuning_seeds`` seeds, ties (equal to
     ``SCORE_DECIMALS`` decimals) broken by the lower mean validation NLL;
   * order (coordinate-wise, each stage at the winners of the earlier ones); a "sweep" extends its log grid by its
     own spacing at a time while the best value is at an edge (at most 3 times per side):
-      - SGD transfer, per prior kind: lr over ``lr_grid``; weight decay x ``factor_grid`` (at ``study_n``, see below);
-      - MAP, non-learned prior: lr over ``lr_grid`` (alpha = 1), then alpha x ``factor_grid``;
-      - MAP, learned prior, per kind: lr of SGD transfer (same initialisation), a sweep of lambda over
-        ``tuning_scales``, then head variance x ``factor_grid``;
-      - MAP, isotropic learned-mean prior: lr of SGD transfer, alpha = 1e-2 x ``factor_grid``;
+      - an optimiser (SGD transfer, MAP), per prior kind: its prior family's recipe (:mod:`.families`): SGD
+        transfer lr over ``lr_grid``, weight decay x ``factor_grid`` (at ``study_n``, see below); MAP + non-learned
+        lr over ``lr_grid`` (alpha = 1), alpha x ``factor_grid``; MAP + learned SGD transfer's lr (same
+        initialisation), a sweep of lambda over ``tuning_scales``, head variance x ``factor_grid``; MAP + isotropic
+        learned-mean prior SGD transfer's lr, alpha = 1e-2 x ``factor_grid``;
       - Bayes at T = 1 (regime ``"T1"``), each prior: the MAP winners, then a sweep of the prior's width again (lambda
         over ``tuning_scales``; alpha from the MAP alpha x ``factor_grid``), because the posterior's spread, unlike the
         MAP point, depends on it directly;
@@ -28,16 +28,11 @@ Tuning protocol, second version (issue #19; the test split is never looked at):
   * MAP + learned is also reported at a **mid-slope lambda** (:func:`mid_slope_scale`): where the validation curve
     is half-way up from the tightest prior to the best lambda, so the prior still pulls.
 
-First version (kept in the CSVs, used by the 200-step results of REPORT's "budget sensitivity" table): one seed,
-n = ``study_n`` only, 200 steps, reused at every size and on Fashion-MNIST; no cold regime. Its amendment stays in force:
-the Bayes width sweep, added when the first rank-ablation runs put the SSL Bayes runs at lambda = 1e6, where SGHMC at
-T = 1 wandered far from the source solution.
-
 Segmentation (CamVid's validation split, best mIoU): the learning rate for SGD transfer (reused by all), then the
 prior width per approach (lambda for the learned priors, alpha for the non-learned one) on a coarse log grid
 (``SEGMENTATION_WIDTHS``, ``SEGMENTATION_ALPHAS``), extended by its spacing while the best value is at an edge. The
-grids are in the units of the pixel likelihood (:data:`.approaches.LIKELIHOODS`): the image likelihood's grids of the
-first protocol (lambda 1e2, 1e4, 1e6; alpha 1e-2, 1e-1, 1) divided by ~1e4 labelled pixels per image. The
+grids are in the units of the pixel likelihood (:data:`.approaches.LIKELIHOODS`): the image likelihood's grids
+(lambda 1e2, 1e4, 1e6; alpha 1e-2, 1e-1, 1) divided by ~1e4 labelled pixels per image. The
 cold regime takes its MAP counterpart's width and the T the same approach and prior chose on the transfer task at
 ``study_n`` (fixed before its runs, for compute). That is an approximation, stated as one: the transfer task samples
 with SGHMC and segmentation with SGLD, and the transfer task's non-learned arm starts from a random initialisation,
@@ -49,6 +44,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from ..analysis.stats import finished
 from ..profiles import Profile
 from .approaches import REGIMES, TASKS, counterpart, lookup
 from .families import family
@@ -61,13 +57,13 @@ SEGMENTATION_WIDTHS = (1e-2, 1.0, 1e2)    # coarse lambda grid of the segmentati
 SEGMENTATION_ALPHAS = (1e-6, 1e-5, 1e-4)  # coarse alpha grid of its non-learned prior (pixel likelihood)
 # Scores equal to this many decimals are a tie. An accuracy is a count over a few hundred validation images, recorded
 # from float32, so equal counts averaged over seeds can differ in the 8th digit (0.445 + 0.425 against 0.42 + 0.45
-# over 2 seeds): without rounding, that noise, not the NLL, broke the tie (fixed 2026-11-28, before any run it chose).
+# over 2 seeds): without rounding, that noise, not the NLL, would break the tie.
 SCORE_DECIMALS = 6
 
 
 def _finished(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows whose run finished (``status == "ok"``); an error naming the statuses when none did."""
-    ok = df[df.status == "ok"]
+    """The rows whose run finished; an error naming the statuses when none did."""
+    ok = finished(df)
     if ok.empty:
         raise RuntimeError(f"every tuning run failed: {sorted(set(df.status))}")
     return ok

@@ -224,10 +224,8 @@ def for_evaluation(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` computing the same function, faster: BatchNorm folded into the convolutions
     (:func:`fold_batchnorm`) and channels-last input, which makes oneDNN's CPU convolutions 15-30 % faster here.
 
-    Downstream training runs channels-last too since the second protocol (issue #19; every run was re-run anyway);
-    pre-training keeps the default layout, so the committed priors reproduce bit for bit. The layout changes the
-    rounding, and that alone moved one from-scratch SGHMC run of the first protocol on Fashion-MNIST from 0.51 to
-    0.22 test accuracy: a chain at T = 1 is that sensitive, which is why T = 1 arms get more seeds.
+    Downstream training runs channels-last too; pre-training keeps the default layout, so the committed priors
+    reproduce bit for bit (the layout changes the rounding: docs/history.md says how much that moved a chain at T = 1).
     """
     return nn.Sequential(_ChannelsLast(), fold_batchnorm(model))
 
