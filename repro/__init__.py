@@ -25,7 +25,7 @@ import graph has no cycle):
     ``pretrain`` and ``source_quality`` (source side, notebook 01), ``geometry`` (C1), ``approaches`` (the one approach
     vocabulary), ``families`` and ``algorithms`` (the prior families and inference algorithms, each a registered
     class), ``spec`` (a run's typed parameters and its key; ``migrate``, the one migration to it), ``transfer`` and
-    ``segmentation`` (one downstream run), ``grid`` (a snapshot of the recorded runs: what a study reads, or lacks),
+    ``segmentation`` (one downstream run; ``evaluations``: what particular studies measure on it), ``grid`` (a snapshot of the recorded runs: what a study reads, or lacks),
     ``tuning`` (validation protocol), ``budget`` (notebook 09), ``retune`` and ``own_budget`` (every arm's own tuning
     and budget, and the third protocol's runs at them), ``learned_scale`` (notebook 10), ``studies`` (the claim
     grids, each stage a list of jobs), ``workers`` (the only code that makes runs; ``python -m repro.studies``),

@@ -178,7 +178,7 @@ def bench_eval(profile: Profile, samples: int = 10, n_train: int = 1000, rank: i
     phase of :func:`.transfer.run_transfer`'s evaluation: each sample's BatchNorm refresh, BN fold, forward passes over
     the test subset and over the C8 shifted set (the run scores both in one pass; timed apart here), and C2
     displacement. Random weights and images: the cost does not depend on them."""
-    from .experiments.transfer import displacement
+    from .experiments.evaluations import displacement
     from .models import for_evaluation
     from .train import flat_params, update_bn
     P, model, _, _ = _cpu_model_and_batch(profile)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from repro.experiments.spec import RunSpec
-from repro.experiments import approaches, grid, transfer
+from repro.experiments import approaches, evaluations, grid, transfer
 from repro.profiles import get_profile
 from repro.runner import load_results, run_grid
 from repro.train import DivergenceError
@@ -75,8 +75,8 @@ def test_the_shifted_set_is_scored_by_the_same_samples_as_the_test_set(monkeypat
     p = params(bn_refresh=bn_refresh)
     _, _, ex, ey = transfer.downstream_data(P, "cifar10", p.n_train, p.seed, "test", P.val_fraction)
     perm = torch.randperm(len(ex), generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(transfer, "_shift_set",
-                        lambda profile: transfer.ShiftSet("shuffled", ex[perm], ey[perm], -torch.ones_like(ey)))
+    monkeypatch.setattr(evaluations, "_shift_set",
+                        lambda profile: evaluations.ShiftSet("shuffled", ex[perm], ey[perm], -torch.ones_like(ey)))
     out = transfer.run_transfer(P, p)
     pred = out["predictions"]
     assert torch.equal(pred["shift_probs"], pred["probs"][perm]) and out["shift_accuracy"] == out["accuracy"]
@@ -161,7 +161,7 @@ def test_evaluation_matches_a_plain_reference_evaluation(monkeypatch):
     fits = []
     fit_or_sample = transfer.fit_or_sample
     monkeypatch.setattr(transfer, "fit_or_sample", lambda *a, **k: fits.append((a[0], fit_or_sample(*a, **k))) or fits[-1][1])
-    monkeypatch.setattr(transfer, "_shift_set", lambda profile: None)    # the test images only, here
+    # a val run has no shifted set: the test images only, here
     p = params(bn_refresh=True, split="val")
     out = transfer.run_transfer(P, p)
     (model, fit), = fits

@@ -5,7 +5,6 @@ segmentation (:mod:`.segmentation`), which only swaps the model and the loss.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -19,17 +18,17 @@ from .. import data
 from ..analysis.metrics import classification_metrics
 from ..models import Classifier, build_backbone, channels_last
 from .pretrain import check_protocol, load_source_model
-from ..method.priors import LowRankGaussianPrior, Prior
+from ..method.priors import Prior
 from ..profiles import Profile
 from .algorithms import algorithm
 from .approaches import SPLITS, Approach
+from .evaluations import hooks
 from .families import family
 from .spec import RunSpec
-from ..method.samplers import CyclicalSchedule, bma_probs, sample_probs
+from ..method.samplers import CyclicalSchedule, sample_probs
 from ..method.variational import DataEmphasizedVI
-from ..data.shift import ShiftSet, shift_set
 from ..compute import training_loss
-from ..train import DivergenceError, check_finite, flat_params, seed_everything
+from ..train import DivergenceError, check_finite, seed_everything
 
 
 DOWNSTREAM = {"cifar10": "test", "fashion-mnist": "test"}
@@ -202,46 +201,22 @@ def run_transfer(profile: Profile, p: RunSpec) -> dict:
     # BN refresh: each sample's BatchNorm statistics re-estimated on its augmented training images (else its running
     # ones), as SWA's bn_update over the training loader
     bn_images = data.augmented(x, transform, seed=p.seed) if p.bn_refresh else None
-    # C8: the same models on the shifted test set, scored in the same pass as the test images (one BatchNorm refresh
-    # and one folded copy per sample instead of two)
-    shifted = _shift_set(profile) if p.dataset == "cifar10" and p.split == "test" else None
-    images = ex if shifted is None else torch.cat([ex, shifted.images])
-    each, shift_total, moved = [], 0.0, []
+    extra = hooks(profile, p, prior)              # what the studies measure besides the BMA (.evaluations)
+    added = [h.images() for h in extra]
+    bounds = torch.tensor([len(ey)] + [0 if i is None else len(i) for i in added]).cumsum(0).tolist()
+    images = torch.cat([ex, *(i for i in added if i is not None)]) if any(i is not None for i in added) else ex
+    each = []
     for q in sample_probs(model, states, images, bn_images=bn_images):     # the model holds each state in turn
         each.append(q[:len(ey)])
-        shift_total = shift_total + q[len(ey):]       # empty without a shifted set
-        if family(a.prior).learned:  # C2: how far the run moved, and how much of it along the prior's low-rank directions
-            moved.append(displacement(model, prior.parts[0]))
+        for h, start, end in zip(extra, bounds, bounds[1:]):
+            h.sample(model, q[start:end])
     probs = torch.stack(each).mean(0)
     out = {**classification_metrics(probs, ey), "n_train_used": len(x), "n_eval": len(ey),
            "samples_collected": len(states), "train_time_s": train_time}
     if learned:                                   # a variational fit: the widths it learned, and q's sigma
         out |= {f"learned_{k}": v for k, v in learned.items()}
-    if a.bayes:   # each sample on its own, by the cycle it ends (notebook 09: does every cycle end at a trained model?)
-        out |= {"sample_accuracy": ";".join(f"{(q.argmax(1) == ey).float().mean().item():.4f}" for q in each),
-                "sample_cycle": ";".join(map(str, cycles))}
-        if p.bn_refresh and p.split == "holdout":   # notebook 09's rule 5: the same samples with their running
-            out |= {f"bn_running_{k}": v                     # statistics, to compare (its data only)
-                    for k, v in classification_metrics(bma_probs(model, states, ex), ey).items()}
-    if moved:
-        out |= {"displacement": sum(d for d, _ in moved) / len(moved),
-                "low_rank_displacement": sum(u for _, u in moved) / len(moved)}
     predictions = {"probs": probs.half(), "labels": ey}
-    if shifted is not None:
-        shift_probs = shift_total / len(states)
-        out |= {f"shift_{k}": v for k, v in classification_metrics(shift_probs, shifted.labels).items()}
-        out["shift_set"] = shifted.name
-        predictions |= {"shift_probs": shift_probs.half(), "shift_labels": shifted.labels, "shift_cell": shifted.cell}
+    for h in extra:
+        metrics, saved = h.finish(model, states, cycles, each, ex, ey)
+        out, predictions = out | metrics, predictions | saved
     return out | {"predictions": predictions}
-
-
-def displacement(model: nn.Module, learned: LowRankGaussianPrior) -> tuple[float, float]:
-    """(||theta - mu||, ||P_U (theta - mu)||) of the model's backbone (the learned prior's block of the flat
-    parameter vector)."""
-    theta = flat_params(model)[:learned.dim].double()
-    return float((theta - learned.mean.double()).norm()), learned.low_rank_displacement(theta)
-
-
-@functools.lru_cache(maxsize=2)
-def _shift_set(profile: Profile) -> ShiftSet:
-    return shift_set(profile)
