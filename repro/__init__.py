@@ -34,7 +34,8 @@ import graph has no cycle):
 ``analysis/``
     ``metrics``, ``stats`` (bootstrap, Holm, TOST, summaries), ``predictions`` (per-image outcomes), ``verdicts`` (the
     decision rule of every claim), ``simulate`` (the rules on simulated tables).
-``plots``, ``report``, ``reproduce``, ``studies``, ``bench``, ``retime``, ``lab``, ``check_lab``
+``claims``, ``findings``, ``plots``, ``report``, ``reproduce``, ``studies``, ``bench``, ``retime``, ``lab``, ``check_lab``
+    the paper's claims (one registry: statement, notebook, rule, simulated check), each claim's recorded verdicts,
     figures and tables, REPORT.md's generated blocks, the papermill batch (``--dry-run``: its cost), the grids'
     command, benchmarks, the recorded grids re-timed with today's code (and the training-precision rule), Lab's
     save hook (notebooks saved without outputs), JupyterLab driven in a headless browser (``make check-lab``).

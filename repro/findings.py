@@ -1,4 +1,4 @@
-"""What the notebooks conclude: the paper's claims, and each claim's recorded verdicts.
+"""What the notebooks conclude: each claim's recorded verdicts (the claims themselves: :mod:`repro.claims`).
 
 Each claim notebook ends with :func:`conclude`, which writes ``results/<profile>/claims/<id>.csv``: one row per
 temperature ``regime`` where a claim is about samplers (:data:`repro.experiments.approaches.REGIMES`), and per
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .analysis.wording import VERDICTS   # the four verdict words; repro.analysis.wording owns the vocabulary
+from .analysis.wording import VERDICTS, Verdict   # the verdict words and record: repro.analysis.wording owns them
+from .claims import claim as claim_of
 from .experiments.approaches import REGIMES
 from .experiments.budget import convergence_note
 from .experiments.own_budget import arms_of, unconverged_note
@@ -22,35 +23,12 @@ from .profiles import Profile, results_dir
 if TYPE_CHECKING:
     from .experiments.grid import Recorded
 
-# id -> (paper's statement and where, the reproduction report's finding, notebook)
-CLAIMS: dict[str, tuple[str, str, str]] = {
-    "C1": ("test loss flatter along top SWAG directions than random filter-normalised ones (Fig 2a)",
-           "not tested", "02_loss_geometry"),
-    "C2": ("non-diagonal covariance matters; accuracy rises with rank then plateaus (Fig 2b)",
-           "not reproduced", "03_rank_ablation"),
-    "C3": ("prior scale λ has an interior optimum (Fig 2d)", "reproduced", "04_scale_sweep"),
-    "C4": ("(1) Bayes+learned > (2) SGD+learned > (3) SGD transfer > (4) Bayes+non-learned > (5) SGD+non-learned; "
-           "Bayes > MAP under the learned prior (Fig 2c, 3)",
-           "learned > non-learned reproduced; Bayes > SGD not reproduced", "05_five_way"),
-    "C5": ("SSL (SimCLR) priors transfer better than supervised (App B.2, Table 1)", "not tested", "05_five_way"),
-    "C6": ("learned priors most valuable at intermediate data sizes (§4.2)", "data efficiency reproduced", "05_five_way"),
-    "C7": ("Bayes+learned best NLL; Bayes+non-learned beats SGD transfer on NLL; SGD transfer miscalibrated (Fig 4b)",
-           "not tested", "06_calibration"),
-    "C8": ("advantage holds under distribution shift, CIFAR-10.1 (Fig 4a)", "not tested", "07_ood_shift"),
-    "C9": ("segmentation: learned prior + SGLD beats SGD transfer and non-learned prior in mIoU (Table 1)",
-           "not tested", "08_segmentation"),
-    "C10": ("BMA of 10 samples beats a deep ensemble of 10 SGD-transfer models (App B.3)", "not tested", "05_five_way"),
-    "E1": ("*extension, not the paper's:* the prior's widths learned by the data-emphasized ELBO (Harvey et al. 2026) "
-           "match the validation grid within 1 point, at ≤ 1/5 of its selection CPU time", "not tested",
-           "10_learned_scale"),
-}
 
 # How the arms of a re-run claim were budgeted (notebook 05's third protocol, 2026-12-05): "own", every arm at its
 # own converged budget and tuning (the primary reading: the paper compares methods each trained to convergence);
 # "equal", every arm at the size's one budget (the second protocol's runs, as recorded). A claim recorded without a
 # basis was run one way only, the second protocol's; once it also has an "own" row, that row reads "equal".
 BASES = {"own": "own budget", "equal": "equal compute"}
-RERUN = ("C4", "C6", "C7", "C8", "C10")      # the claims the third protocol re-runs, each both ways
 
 
 def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
@@ -76,8 +54,7 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
                  regime: str | None = None, basis: str | None = None) -> pd.DataFrame:
     """Write a claim's verdict row. A claim about samplers has one row per temperature ``regime``, and a re-run claim
     one per ``basis`` as well: recording one row keeps the claim's rows of the other regimes and bases."""
-    if claim not in CLAIMS:
-        raise ValueError(f"unknown claim id {claim!r}; valid: {', '.join(CLAIMS)}")
+    claim_of(claim)                               # one clear error for an unknown id
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if regime is not None and regime not in REGIMES:
@@ -109,13 +86,12 @@ def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: l
     return " · ".join(links)
 
 
-def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, str, str], tables: list[str] = (),
+def conclude(profile: Profile, claim: str, result: Verdict, tables: list[str] = (),
              figures: list[str] = (), folder: str = "transfer", regime: str | None = None,
              basis: str | None = None, rec: "Recorded | None" = None) -> pd.DataFrame | None:
     """The last cell of a claim notebook: save the verdict's test table as ``<folder>/<claim>_tests`` (with the
     ``regime`` and ``basis`` appended where given), record the claim with links to its notebook, tables and figures,
-    and print the verdict. ``result`` is what a rule of :mod:`repro.analysis.verdicts` returns: (tests table or None,
-    verdict, finding). An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged, an
+    and print the verdict. ``result`` is the :class:`~repro.analysis.wording.Verdict` a claim's rule returns. An equal-compute verdict ends with notebook 09's note on arms its budgets left unconverged, an
     own-budget one with the note on arms at the cap, read from ``rec`` (the snapshot of the grids the notebook read).
     Returns the table."""
     table, verdict, finding = result
@@ -126,7 +102,7 @@ def conclude(profile: Profile, claim: str, result: tuple[pd.DataFrame | None, st
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)
         tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]
         save_table(table, profile, tables[0])
-    record_claim(profile, claim, verdict, finding, evidence(profile, CLAIMS[claim][2], list(tables), list(figures)),
+    record_claim(profile, claim, verdict, finding, evidence(profile, claim_of(claim).notebook, list(tables), list(figures)),
                  regime, basis)
     label = row_label(regime or "", basis or "")
     print(f"{claim}{f' ({label})' if label else ''} on profile {profile.name}: {verdict} — {finding}\n")

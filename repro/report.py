@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from .cli import add_profile_argument, run_main
-from .findings import CLAIMS, RERUN, VERDICTS, claim_rows, row_label
+from .claims import CLAIMS, RERUN
+from .findings import VERDICTS, claim_rows, row_label
 from .profiles import PROFILES, Profile, get_profile, results_dir
 from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS
 from .experiments.budget import unconverged
@@ -27,7 +28,8 @@ def render_summary(profile: Profile) -> str:
     name = profile.name
     lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
              "|---|---|---|---|---|---|"]
-    for claim, (statement, other, notebook) in CLAIMS.items():
+    for claim, c in CLAIMS.items():
+        statement, other, notebook = c.statement, c.reproduction, c.notebook
         rows = claim_rows(profile, claim)
         rows = rows.to_dict("records") if rows is not None else [
             dict(label="", finding="—", verdict=None, evidence=f"`notebooks/{notebook}.ipynb`")]
@@ -318,7 +320,7 @@ def render_budget(profile: Profile) -> str:
 
 
 def render_simulation(profile: Profile) -> str:
-    """How often each claim's rule returns each word on simulated results (``python -m repro.analysis.simulate --out ...``)."""
+    """How often each claim's rule returns each word on simulated results (``python -m repro.claims --out ...``)."""
     if (df := _table(profile, "claims/simulation")) is None:
         return "_Not yet simulated for this profile._"
     lines = ["| claim | true effect (points: accuracy; C7 NLL 0.01 nats and (3)'s over-confidence; C9 mIoU) | "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .cli import add_profile_argument, run_main
 from .profiles import Profile, get_profile, results_dir
-from .findings import CLAIMS
+from .claims import CLAIMS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 PRIORS_NOTEBOOK = "01_prior_fitting"        # builds the priors every claim uses
@@ -80,11 +80,11 @@ def notebooks_for(claims: list[str] | None, numbers: list[str] | None = None) ->
     unknown = [c for c in claims if c not in CLAIMS]
     if unknown:
         raise ValueError(f"unknown claim id(s) {unknown}; valid: {', '.join(CLAIMS)}")
-    missing = [c for c in claims if CLAIMS[c][2] not in present]
+    missing = [c for c in claims if CLAIMS[c].notebook not in present]
     if missing:
         raise ValueError(f"claim(s) {missing} have no notebook yet; implemented: "
-                         f"{', '.join(c for c, v in CLAIMS.items() if v[2] in present)}")
-    return sorted({PRIORS_NOTEBOOK} | {CLAIMS[c][2] for c in claims})
+                         f"{', '.join(c for c, v in CLAIMS.items() if v.notebook in present)}")
+    return sorted({PRIORS_NOTEBOOK} | {CLAIMS[c].notebook for c in claims})
 
 
 def priors_missing(profile: Profile) -> list[Path]:

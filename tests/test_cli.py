@@ -3,12 +3,12 @@ import argparse
 
 import pytest
 
-from repro import bench, report, reproduce
+from repro import bench, claims, report, reproduce
 from repro.data import __main__ as data_cli
 from repro.experiments import workers
 
 MAINS = {"studies": workers.main, "reproduce": reproduce.main, "report": report.main, "bench": bench.main,
-         "data": data_cli._main}
+         "data": data_cli._main, "claims": claims.main}
 
 
 @pytest.mark.parametrize("name", MAINS)

@@ -4,6 +4,7 @@ import re
 import pandas as pd
 import pytest
 
+from repro.claims import CLAIMS
 from repro import findings, report
 from repro.profiles import get_profile
 
@@ -19,7 +20,7 @@ def test_report_blocks_match_the_committed_csvs(block):
 
 def test_every_claim_has_a_row():
     rows = report.render_summary(CPU).splitlines()[2:]
-    assert list(dict.fromkeys(r.split("|")[1].strip().split(" ")[0] for r in rows)) == list(findings.CLAIMS)
+    assert list(dict.fromkeys(r.split("|")[1].strip().split(" ")[0] for r in rows)) == list(CLAIMS)
 
 
 def test_record_claim_round_trip(tmp_path, monkeypatch):
@@ -214,3 +215,20 @@ def test_third_protocol_block_shows_values_resolution_and_ablation(tmp_path, mon
     assert lines[2] == "| (1) Bayes + learned, cold T | 1000 | 1600 | 3200 | 0.03 | — | 1e+07 | 1 | — | 0.001 | 6 |"
     assert "2 SE = 1.2 accuracy points (median over 3 pairs of neighbours; 0.8 to 2.0)" in lines[4]
     assert lines[-1] == "| (1) Bayes + learned, T = 1 | off | 0.550 | -4.0 ± 1.0 pt | 75% |"
+
+
+def test_a_new_claim_is_one_record(tmp_path, monkeypatch):
+    """A claim added to the registry and nowhere else: the report lists it, the batch selects its notebook, and its
+    verdict is recorded and shown."""
+    from repro import claims, reproduce
+    from repro.analysis import verdicts
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setitem(claims.CLAIMS, "C11", claims.Claim("C11", "a new statement (Fig 9)", "not tested",
+                                                           "04_scale_sweep", verdicts.scale_verdict))
+    assert "| C11 | a new statement (Fig 9) | not tested | — | not yet tested |" in report.render_summary(SMOKE)
+    assert reproduce.notebooks_for(["C11"]) == ["01_prior_fitting", "04_scale_sweep"]
+    findings.record_claim(SMOKE, "C11", "reproduced", "it held", "nb 04")
+    assert "| C11 | a new statement (Fig 9) | not tested | it held | **reproduced** | nb 04 |" in report.render_summary(SMOKE)
+    with pytest.raises(ValueError, match="^unknown claim id 'C12'; valid: C1, "):
+        findings.record_claim(SMOKE, "C12", "reproduced", "", "")

@@ -1,16 +1,17 @@
-"""The claim rules on simulated run tables (repro.analysis.simulate): a known effect, a known null and a known reversal.
+"""The claim rules on simulated run tables (repro.analysis.simulate, paired with the rules by repro.claims): a known effect, a known null and a known reversal.
 
 Noise as in the ``cpu`` grid (3 seeds, 2 000 test images per run). Stated power (also in REPORT.md): claims pooled
 over 4 sizes (C4, C5) detect a 2-point effect; single-size claims with 3 seeds (C2, C10) need about 5 points; C3 and
 C6 compare single sizes or lambdas against each other and have the least power. C8 ((1) against each of (2)-(5) in
 shift accuracy, pooled) detects a 2-point effect; C7 detects an effect of 0.05 (NLL of (1) 0.05 nats below (4) and 0.1
-below the others, (4) 0.05 below (3), (3) over-confident by 5 points; at 0.02: 84 % in repro.analysis.simulate's table); C9
+below the others, (4) 0.05 below (3), (3) over-confident by 5 points; at 0.02: 84 % in python -m repro.claims' table); C9
 (run-level mIoU, paired t-test over 3 seeds) needs about 5 mIoU points (3 points: 62 %). A pure null never returns
 "reproduced" in more than 5 % of simulations. Fixed seeds; 200 bootstrap draws per comparison to keep this fast.
 """
 import pytest
 
 from repro.analysis import simulate
+from repro.claims import CLAIMS
 
 # claim -> (simulations of the null, effect for the power check, simulations of effect and reversal)
 PLAN = {"C2": (60, 0.05, 30), "C10": (120, 0.05, 40), "C3": (40, 0.05, 20), "C6": (40, 0.05, 20),
@@ -21,9 +22,10 @@ PLAN = {"C2": (60, 0.05, 30), "C10": (120, 0.05, 40), "C3": (40, 0.05, 20), "C6"
 def rates():
     out = {}
     for claim, (n_null, delta, n) in PLAN.items():
-        out[claim] = {"null": simulate.rates(claim, 0.0, n_null, seed=1),
-                      "effect": simulate.rates(claim, delta, n, seed=2),
-                      "reversal": simulate.rates(claim, -delta, n, seed=3)}
+        sim = CLAIMS[claim].simulation
+        out[claim] = {"null": simulate.rates(sim, 0.0, n_null, seed=1),
+                      "effect": simulate.rates(sim, delta, n, seed=2),
+                      "reversal": simulate.rates(sim, -delta, n, seed=3)}
     return out
 
 

@@ -13,11 +13,11 @@ Other metrics (C7-C9) follow the same 0/1 outcomes and draw no extra random numb
 ``overconfidence`` is the run's confidence ``p + overconfidence`` (``p`` its true accuracy, the arm's gap added)
 minus ``correct``; the shift set is the test set (``shift_accuracy``/``shift_nll`` equal ``accuracy``/``nll``); a
 run's ``miou`` is run-level only, its ``p`` (true value + seed effect + arm x seed effect, so C9 uses the paired
-t-test over seeds). ``python -m repro.analysis.simulate`` prints each rule's rate of each word.
+t-test over seeds). Each claim's scenario is its truth table (``*_truth``); the claims registry (:mod:`repro.claims`,
+``python -m repro.claims``) pairs them with the rules and prints each rule's rate of each word.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..experiments.approaches import FIVE_WAY
-from . import stats, verdicts, wording
+from . import stats, wording
 
 SIZES = (100, 300, 1000, 5000)
 
@@ -143,67 +143,14 @@ def segmentation_truth(delta: float) -> dict:
     return {_t(approach=a, prior_kind=k, n_train=367, dataset="camvid"): 0.55 + d for (a, k), d in arms.items()}
 
 
-def _ensemble(df: pd.DataFrame, outcomes: dict) -> tuple:
-    return verdicts.ensemble_verdict(df[df.approach == "bayes_learned"], df[df.approach == "deep_ensemble"], outcomes)
-
-
-def _shift(df: pd.DataFrame, outcomes: dict) -> tuple:
-    return verdicts.shift_verdict(df, "simulated (the test set)", outcomes)
-
-
-def _segmentation(df: pd.DataFrame, outcomes: dict) -> tuple:
-    return verdicts.segmentation_verdict(df)      # run-level mIoU only
-
-
-CLAIMS: dict[str, tuple[Callable[[float], dict], Callable, bool]] = {
-    "C2": (rank_truth, verdicts.rank_verdict, False),
-    "C3": (scale_truth, verdicts.scale_verdict, True),
-    "C4": (ordering_truth, verdicts.ordering_verdict, False),
-    "C5": (ssl_truth, verdicts.ssl_vs_supervised_verdict, False),
-    "C6": (efficiency_truth, verdicts.data_efficiency_verdict, False),
-    "C7": (calibration_truth, verdicts.calibration_verdict, False),
-    "C8": (shift_truth, _shift, False),
-    "C9": (segmentation_truth, _segmentation, False),
-    "C10": (ensemble_truth, _ensemble, False),
-}
-
-
-def rates(claim: str, delta: float, n_sims: int = 100, seed: int = 0, n_boot: int = 200) -> pd.Series:
-    """Fraction of ``n_sims`` simulations of ``claim`` with effect ``delta`` that get each verdict word."""
-    truth, rule, val = CLAIMS[claim]
+def rates(simulation, delta: float, n_sims: int = 100, seed: int = 0, n_boot: int = 200) -> pd.Series:
+    """Fraction of ``n_sims`` simulations of an effect ``delta`` under ``simulation`` (:class:`repro.claims.Simulation`:
+    its truth table and rule) that get each verdict word."""
     rng = np.random.default_rng(seed)
     old, stats.N_BOOT = stats.N_BOOT, n_boot
     try:
-        words = [rule(*simulate(truth(delta), rng, val=val))[1] for _ in range(n_sims)]
+        words = [simulation.rule(*simulate(simulation.truth(delta), rng, val=simulation.val)).word
+                 for _ in range(n_sims)]
     finally:
         stats.N_BOOT = old
     return pd.Series(words).value_counts(normalize=True).reindex(wording.VERDICTS, fill_value=0.0)
-
-
-#: What ``main`` simulates: claim -> effects (0 = null; negative = the claimed effect reversed).
-DELTAS = {"C2": (0.0, 0.03, 0.05, -0.05), "C10": (0.0, 0.03, 0.05, -0.05), "C3": (0.0, 0.05, -0.05),
-          "C6": (0.0, 0.05, -0.05), "C4": (0.0, 0.02, -0.02), "C5": (0.0, 0.02, -0.02),
-          "C7": (0.0, 0.02, 0.05, -0.05), "C8": (0.0, 0.01, 0.02, -0.02), "C9": (0.0, 0.03, 0.05, -0.05)}
-
-
-def table(sims: int = 100, null_sims: int = 200) -> pd.DataFrame:
-    """Each claim's rate of each verdict word at each effect of :data:`DELTAS`."""
-    return pd.DataFrame([{"claim": c, "effect_points": 100 * d, "simulations": null_sims if d == 0 else sims,
-                          **rates(c, d, null_sims if d == 0 else sims, seed=1).round(3)}
-                         for c, deltas in DELTAS.items() for d in deltas])
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m repro.analysis.simulate", description=__doc__.splitlines()[0])
-    parser.add_argument("--sims", type=int, default=100)
-    parser.add_argument("--null-sims", type=int, default=200)
-    parser.add_argument("--out", default=None, help="CSV to write (REPORT.md reads results/cpu/claims/simulation.csv)")
-    args = parser.parse_args(argv)
-    df = table(args.sims, args.null_sims)
-    print(df.to_string(index=False))
-    if args.out:
-        df.to_csv(args.out, index=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
 from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, paired_bootstrap, select, stacked
-from .wording import phrase_diff, phrase_regime, word
+from .wording import Verdict, phrase_diff, phrase_regime, word
 
 
 def _family(rows: list[dict]) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def _family(rows: list[dict]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- C2: rank
 
-def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C2: family = rank k vs rank 0 for every k > 0 (Holm). Reproduced if the largest rank beats rank 0; partially if
     another rank does; not reproduced if the largest rank is equivalent to rank 0 (TOST, +-1 point) or worse; else
     inconclusive. Secondary (own family): the largest rank against the isotropic learned-mean prior N(μ, αI)."""
@@ -48,12 +48,12 @@ def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd
                f"Bayes + learned accuracy by rank ({curve}); rank {top} vs 0: {phrase_diff(main, True)}, TOST ±1 pt "
                f"p = {main.p_tost:.2g}; {others}; rank {top} vs isotropic: {phrase_diff(iso.iloc[0], True)}; "
                f"{main.n_seeds} seeds" + (f" × {main.n_images} test images" if main.n_images > 1 else " (run-level metrics)"))
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 # --------------------------------------------------------------------------------------------- C3: scale
 
-def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C3, per approach (MAP and Bayes, learned prior): lambda* is chosen on validation rows, must be interior to the
     test grid and beat both its smallest and largest lambda on test (family of 4, Holm). An approach holds if so; fails
     if lambda* is at an edge or a side is reversed or equivalent (TOST +-1 point). Reproduced if both hold; partially
@@ -82,7 +82,7 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[p
         sides = ", ".join(f"vs λ = {r.versus:.0e}: {phrase_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
         parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} (validation), test {t.mean_a.iloc[0]:.3f}; "
                      f"{sides} → {status[approach]}")
-    return table, verdict, phrase_regime(test, "SSL prior") + "; ".join(parts)
+    return Verdict(table, verdict, phrase_regime(test, "SSL prior") + "; ".join(parts))
 
 
 # ----------------------------------------------------------------------------------------- C4-C6: five-way
@@ -102,7 +102,7 @@ def ordering(df: pd.DataFrame, dataset: str, kind: str, outcomes: Outcomes | Non
     return pd.concat([_family([r[0] for r in rows]), _family([x for r in rows for x in r[1:]])], ignore_index=True)
 
 
-def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C4 (primary: SSL prior, CIFAR-10, pooled over sizes): reproduced if all four adjacent steps show the effect;
     partially if learned beats non-learned ((1)>(4) and (2)>(5)); not reproduced if an adjacent step is reversed or
     equivalent (TOST); else inconclusive. (2) vs (3) is the paper's MAP-vs-transfer step: its TOST is reported."""
@@ -119,10 +119,10 @@ def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tupl
     finding = (phrase_regime(select(df, dataset="cifar10"), "CIFAR-10, SSL prior (primary); mean of per-size effects") +
                "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in prim.itertuples()) +
                f"; (2) vs (3) equivalent within ±1 pt: TOST p = {step23.p_tost:.2g}; " + "; ".join(parts))
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
-def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C5 (CIFAR-10, pooled over sizes). SSL and supervised backbones differ in quality, so a raw SSL-vs-supervised
     difference is confounded: the primary comparison is SSL against the quality-matched supervised prior
     (``prior_kind == "supervised_matched"``) for (1) and (2) (Holm): reproduced if both show the effect, partially if
@@ -159,7 +159,7 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
                          for r in pd.concat([raw, matched]).itertuples()) + "; " +
                "; ".join(f"difference of differences {SHORT[r.approach]}−(3) vs {r.reference}: {phrase_diff(r, True)}, "
                          f"TOST ±1 pt p = {r.p_tost:.2g}" for r in did.itertuples()))
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 def _size_gain_tests(df: pd.DataFrame, ref: str, outcomes: Outcomes | None) -> pd.DataFrame:
@@ -179,7 +179,7 @@ def _size_gain_tests(df: pd.DataFrame, ref: str, outcomes: Outcomes | None) -> p
                      ignore_index=True)
 
 
-def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C6 (SSL prior, CIFAR-10; gain(n) = accuracy of (1) Bayes + learned minus (3) SGD transfer). Family (Holm): for
     each interior size m, gain(m) > 0, gain(m) > gain(smallest), gain(m) > gain(largest) (gain > 0 at the end sizes
     is reported, adjusted apart). Reproduced if some interior
@@ -211,13 +211,13 @@ def data_efficiency_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) 
         n4 = tables["bayes_nonlearned"]
         finding += (f". Gain of (1) over (4) Bayes + non-learned (not the verdict): {curve(n4)}; " +
                     "; ".join(f"{r.comparison}: {phrase_diff(r, True)}" for r in n4[n4.comparison.str.contains(r"> gain")].itertuples()))
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 # ------------------------------------------------------------------------------------------ C10: ensemble
 
 def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcomes | None = None
-                     ) -> tuple[pd.DataFrame, str, str]:
+                     ) -> Verdict:
     """C10: the BMA of (1) Bayes + learned against the deep ensemble of as many SGD-transfer members (pairs = seeds,
     per-image outcomes under the keys of ``bma`` and ``ensemble``; family: accuracy and NLL, Holm). Reproduced if
     better in accuracy; partially if only better in NLL; not reproduced if accuracy is reversed or equivalent."""
@@ -232,17 +232,18 @@ def ensemble_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, outcomes: Outcom
     finding = (phrase_regime(bma.assign(approach="bayes_learned")) +
                f"accuracy: BMA {acc.mean_a:.3f} vs ensemble {acc.mean_b:.3f}, {phrase_diff(acc, True)}; "
                f"NLL: BMA {nll.mean_a:.3f} vs ensemble {nll.mean_b:.3f}, {phrase_diff(nll)}")
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 def c10_verdict(bma: pd.DataFrame, ensemble: pd.DataFrame, equal: pd.DataFrame, outcomes: Outcomes | None = None
-                ) -> tuple[pd.DataFrame, str, str]:
+                ) -> Verdict:
     """C10 as registered: the BMA against the paper's deep ensemble (:func:`ensemble_verdict`) decides; the same test
     against the ensemble of equal compute (``equal``: its ``members`` and ``steps_per_member``) is reported beside it."""
     paper, same = ensemble_verdict(bma, ensemble, outcomes), ensemble_verdict(bma, equal, outcomes)
-    table = pd.concat([paper[0].assign(ensemble="paper"), same[0].assign(ensemble="equal compute")], ignore_index=True)
-    return table, paper[1], (f"{paper[2]}. At equal compute ({int(equal.members.iloc[0])} members of "
-                             f"{int(equal.steps_per_member.iloc[0])} steps): {same[1]}, {same[2]}")
+    table = pd.concat([paper.table.assign(ensemble="paper"), same.table.assign(ensemble="equal compute")],
+                      ignore_index=True)
+    return Verdict(table, paper.word, f"{paper.finding}. At equal compute ({int(equal.members.iloc[0])} members of "
+                                      f"{int(equal.steps_per_member.iloc[0])} steps): {same.word}, {same.finding}")
 
 
 # ---------------------------------------------------------------------------------- C7, C8: calibration, shift
@@ -262,7 +263,7 @@ def _check(outcomes_: Sequence[str]) -> str:
     return next((o for o in outcomes_ if o in ("reversed", "equivalent")), "unclear")
 
 
-def calibration_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def calibration_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
     """C7 (SSL prior, CIFAR-10, pooled over sizes; family of six, Holm): (a) (1) has lower NLL than each of (2)-(5);
     (b) (4) has lower NLL than (3); (c) (3) is over-confident (mean confidence - accuracy > 0, per image; ``df`` has
     ``overconfidence`` per run). Reproduced if all three hold; partially if one or two; not reproduced if none holds
@@ -281,10 +282,10 @@ def calibration_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> t
     finding = (phrase_regime(d, "SSL prior, CIFAR-10") + "; ".join(
         f"{c} {r.comparison} ({r.metric}): {phrase_diff(r)}" for c, r in zip(table.check, table.itertuples())) +
         f"; checks (a), (b), (c): {', '.join(checks)}")
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
-def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None = None) -> tuple[pd.DataFrame, str, str]:
+def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None = None) -> Verdict:
     """C8 (SSL prior, CIFAR-10 runs on the shift set, pooled over sizes; family: the four accuracy comparisons, Holm):
     reproduced if (1) beats each of (2)-(5) in shift accuracy; partially if it beats (4) and (5); not reproduced if a
     comparison is reversed or equivalent; else inconclusive. Shift NLL is reported (its own family)."""
@@ -295,7 +296,7 @@ def shift_verdict(df: pd.DataFrame, shift_name: str, outcomes: Outcomes | None =
     finding = (phrase_regime(df[df.dataset == "cifar10"], f"shift set {shift_name}") + "shift accuracy " +
                "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {phrase_diff(r, True)}" for r in acc.itertuples())
                + "; shift NLL " + "; ".join(f"{r.comparison}: {phrase_diff(r)}" for r in nll_.itertuples()))
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 # ----------------------------------------------------------------------------------------- C9: segmentation
@@ -306,7 +307,7 @@ def _span(counts: pd.Series) -> str:
     return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
-def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
+def segmentation_verdict(df: pd.DataFrame) -> Verdict:
     """C9 (CamVid test mIoU, pairs = seeds, run-level mIoU: paired t-test over seeds; family of four, Holm):
     reproduced if SGLD + supervised learned prior beats both SGD transfer and SGLD + non-learned prior; partially if it
     beats one, or if the SSL learned prior beats both; not reproduced if one is reversed or equivalent (±1 mIoU
@@ -321,7 +322,7 @@ def segmentation_verdict(df: pd.DataFrame) -> tuple[pd.DataFrame, str, str]:
     finding = (phrase_regime(df, "CamVid") + "; ".join(f"{r.comparison}: {r.mean_a:.3f} vs {r.mean_b:.3f}, {phrase_diff(r, True)}"
                                                 for r in table.itertuples())
                + f"; {_span(table.n_seeds)} paired seeds")
-    return table, verdict, finding
+    return Verdict(table, verdict, finding)
 
 
 # ------------------------------------------------------------------------------------ C1: loss geometry
@@ -330,7 +331,7 @@ C1_PRIMARY = ("ssl", "reestimated")       # (prior kind, BatchNorm mode) of C1's
 
 
 def c1_verdict(tests: pd.DataFrame, directions: pd.DataFrame, t_star: float,
-               alpha: float = ALPHA) -> tuple[pd.DataFrame, str, str]:
+               alpha: float = ALPHA) -> Verdict:
     """C1 from the flatness tests (:func:`repro.experiments.geometry.flatness_test`) at ``t_star`` of every (kind, bn)
     pair, Holm-adjusted within each direction of the one-sided Welch test; ``directions`` (one row per direction, with
     its ``radial_share``) for the finding.
@@ -367,4 +368,4 @@ def c1_verdict(tests: pd.DataFrame, directions: pd.DataFrame, t_star: float,
                + "; mean radial share of top directions " + ", ".join(f"{radial[k]['top']:.2f} ({k})" for k in
                                                                       [C1_PRIMARY[0], *kinds])
                + f", random {radial[C1_PRIMARY[0]]['random']:.3f}; ± = SE over directions")
-    return fam, verdict, finding
+    return Verdict(fam, verdict, finding)

@@ -11,7 +11,7 @@ The claims' rules themselves are in :mod:`.verdicts`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import pandas as pd
 
@@ -20,6 +20,14 @@ from .stats import finished
 
 #: The four verdict words, defined in the module docstring and in REPORT.md.
 VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive")
+
+
+class Verdict(NamedTuple):
+    """What a claim's decision rule returns: its test table (None where a rule has none), the verdict ``word`` (one
+    of :data:`VERDICTS`) and the ``finding``, the numbers behind it in a sentence or two."""
+    table: pd.DataFrame | None
+    word: str
+    finding: str
 
 
 def word(outcomes: Sequence[str], partial: bool = False, confounded: bool = False) -> str:

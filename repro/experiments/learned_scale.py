@@ -47,7 +47,7 @@ import math
 import pandas as pd
 
 from ..analysis.stats import Outcomes, adjust, compare, finished
-from ..analysis.wording import word
+from ..analysis.wording import Verdict, word
 from ..data import DATASETS
 from ..models import Classifier, build_backbone
 from ..profiles import Profile
@@ -166,7 +166,7 @@ def selection_time(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFra
 
 def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None = None, primary: str = "de_elbo",
             reported: tuple[str, ...] = (MATCHED, Q_MEAN), against: str = "the validation grid's"
-            ) -> tuple[pd.DataFrame, str, str]:
+            ) -> Verdict:
     """The pre-registered rule (module docstring) on the rows of :func:`arms` and :func:`selection_time`; the verdict
     is the ``primary`` comparison's (the pre-registered ``de_elbo``; :func:`confirm`'s :data:`MATCHED`), the
     ``reported`` ones (the amendment's) are tested and reported beside it, each its own Holm family."""
@@ -195,7 +195,7 @@ def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None 
     for widths, what in ((MATCHED, "kappa x the learned widths"), (Q_MEAN, "q's own mean vs the grid's MAP")):
         if widths in reported and (tests.widths == widths).any():
             finding += f" Amendment (post hoc), {what}: {_tally(tests[tests.widths == widths])}."
-    return tests, w, finding
+    return Verdict(tests, w, finding)
 
 
 def _tally(tests: pd.DataFrame) -> str:
