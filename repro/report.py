@@ -17,7 +17,7 @@ from .cli import add_profile_argument, run_main
 from .claims import CLAIMS, RERUN
 from .findings import VERDICTS, claim_rows, row_label
 from .profiles import PROFILES, Profile, get_profile, results_dir
-from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS
+from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, arm_name
 from .experiments.budget import unconverged
 from .experiments.pretrain import STUDIED_KINDS
 
@@ -308,7 +308,7 @@ def render_budget(profile: Profile) -> str:
               "second, cold T |", "|---|---|---|---|---|---|"]
     for r in old[old.dataset == "cifar10"].itertuples():
         cells = []
-        for arm in (r.approach, f"{r.approach} (T1)", f"{r.approach} (cold)"):
+        for arm in (arm_name(r.approach), arm_name(r.approach, "T1"), arm_name(r.approach, "cold")):
             g = None if new is None else new[(new.dataset == "cifar10") & (new.arm == arm) & (new.prior_kind == r.prior_kind)
                                              & (new.n_train == r.n_train)]
             cells.append("pending" if g is None else f"{g.accuracy_mean.iloc[0]:.3f}" if len(g) else "")

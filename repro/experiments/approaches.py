@@ -127,15 +127,27 @@ def in_regime(df, regime: str):
     return df[df.regime.isin(["map", regime])]
 
 
+def arm_name(approach: str, regime: str = "map") -> str:
+    """How tables and figures name an arm: the approach and, for a sampler, its temperature regime in brackets
+    (``bayes_learned (cold)``); an optimiser's arm (regime ``"map"``) is its approach."""
+    return approach if regime == "map" else f"{approach} ({regime})"
+
+
+def arm_parts(arm: str) -> tuple[str, str]:
+    """(approach, regime) of an arm's name (:func:`arm_name`)."""
+    approach, _, regime = arm.partition(" (")
+    return approach, regime.rstrip(")") or "map"
+
+
 def with_regime(df):
     """``df`` with each row's regime (:func:`regime_of`) in a column ``regime``, and an ``arm`` column naming the
     approach and, for a sampler, its regime (``bayes_learned (cold)``): how tables and figures tell the arms apart."""
     regime = [regime_of(a, t) for a, t in zip(df.approach, df.temperature)] if len(df) else []
     df = df.assign(regime=regime)
-    return df.assign(arm=[a if r == "map" else f"{a} ({r})" for a, r in zip(df.approach, df.regime)])
+    return df.assign(arm=[arm_name(a, r) for a, r in zip(df.approach, df.regime)])
 
 
-ARM_LABELS = LABELS | {f"{a} ({r})": f"{LABELS[a]}, {label}" for a in APPROACHES if APPROACHES[a].bayes
+ARM_LABELS = LABELS | {arm_name(a, r): f"{LABELS[a]}, {label}" for a in APPROACHES if APPROACHES[a].bayes
                        for r, label in REGIMES.items()}
 
 

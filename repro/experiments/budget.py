@@ -38,7 +38,7 @@ import pandas as pd
 from ..analysis.stats import finished
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite
-from .approaches import LABELS, REGIMES, lookup, with_regime
+from .approaches import LABELS, REGIMES, arm_name, lookup, with_regime
 from .grid import Recorded
 from .tuning import setting
 
@@ -76,7 +76,7 @@ def settings(profile: Profile, n: int, steps: int) -> list[dict]:
 
 
 # third amendment (2026-12-05): the sampler arms, each with its own budget: arm -> (approach, prior kind, regime)
-SAMPLER_ARMS = {f"{a} ({r})": (a, k, r) for a, k in (("bayes_learned", "ssl"), ("bayes_nonlearned", "none"))
+SAMPLER_ARMS = {arm_name(a, r): (a, k, r) for a, k in (("bayes_learned", "ssl"), ("bayes_nonlearned", "none"))
                 for r in REGIMES}
 SAMPLER_RUN = dict(split="holdout", dataset="cifar10", precision="bf16", sampler_version=2, bn_refresh=True)
 

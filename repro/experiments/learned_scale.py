@@ -51,7 +51,7 @@ from ..analysis.wording import Verdict, word
 from ..data import DATASETS
 from ..models import Classifier, build_backbone
 from ..profiles import Profile
-from .approaches import lookup
+from .approaches import arm_parts, lookup
 from ..method.variational import SIGMA_INIT
 from .grid import Recorded
 from .own_budget import own_setting
@@ -265,7 +265,7 @@ def confirm(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             grid = own_setting(rec, arm, fit.n_train, seed=fit.seed)
             for widths, s in (("grid", grid), (MATCHED, grid | matched)):
                 settings.append(s)
-                labels.append(dict(family=fit.family, arm="map" if arm.startswith("map") else "cold", widths=widths))
+                labels.append(dict(family=fit.family, arm=arm_parts(arm)[1], widths=widths))
     rows = rec.rows("transfer", settings, "E1 confirmatory arms")
     rows = pd.concat([pd.DataFrame(labels), rows.reset_index(drop=True)], axis=1)
     return fitted, rows, confirm_selection_time(rec, fitted)

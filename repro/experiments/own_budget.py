@@ -16,6 +16,7 @@ import pandas as pd
 from ..analysis.stats import finished
 from ..profiles import Profile
 
+from .approaches import arm_name, arm_parts
 from .budget import THRESHOLD
 from .grid import Recorded
 from .retune import ARMS, retuned
@@ -24,7 +25,7 @@ ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ab
 # The order the workers run the third protocol in, so that each few CPU-hours end with usable runs: the optimisers and
 # the cold sampler arms (tuned, budget-checked, then their test runs and C10's cold ensembles: the cold verdicts),
 # then the T = 1 arms (and with them C4's ablation and C10's T = 1 ensemble).
-PHASES = {"cold": tuple(a for a in ARMS if not a.endswith("(T1)")), "T1": tuple(a for a in ARMS if a.endswith("(T1)"))}
+PHASES = {"cold": tuple(a for a in ARMS if arm_parts(a)[1] != "T1"), "T1": tuple(a for a in ARMS if arm_parts(a)[1] == "T1")}
 
 
 def _mean_accuracy(rec: Recorded, s: dict, steps: int) -> float:
@@ -59,7 +60,7 @@ def own_setting(rec: Recorded, arm: str, n: int, **kw) -> dict:
 
 def seeds_of(rec: Recorded, arm: str) -> tuple[int, ...]:
     """The seeds of an arm's test runs: 5 for a sampler at T = 1 (its spread over seeds is large), else 3."""
-    return rec.profile.t1_seeds if arm.endswith("(T1)") else rec.profile.seeds
+    return rec.profile.t1_seeds if arm_parts(arm)[1] == "T1" else rec.profile.seeds
 
 
 def five_way_own(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
@@ -99,7 +100,7 @@ def ensemble_own(rec: Recorded, regime: str | None = None) -> pd.DataFrame:
     if regime is None:
         members = profile.bma_samples
     else:
-        sampler = own_setting(rec, f"bayes_learned ({regime})", n)
+        sampler = own_setting(rec, arm_name("bayes_learned", regime), n)
         members = sampler["cycles"] - 1
         s |= {"steps": sampler["steps"] // members}
     return rec.rows("transfer", [s | {"seed": k, "member": m} for k in profile.seeds for m in range(members)],
@@ -134,7 +135,7 @@ def arms_of(regimes: tuple[str, ...]) -> tuple[str, ...]:
     those regimes' samplers (``"bayes_learned (cold)"``)."""
     if not regimes:
         return ()
-    return tuple(arm for arm in ARMS if "(" not in arm or any(arm.endswith(f"({r})") for r in regimes))
+    return tuple(arm for arm in ARMS if arm_parts(arm)[1] in ("map", *regimes))
 
 
 def chosen(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:

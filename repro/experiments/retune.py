@@ -26,7 +26,7 @@ import pandas as pd
 from ..analysis.stats import finished, paired_bootstrap
 from ..profiles import Profile
 from ..runner import MissingPrerequisite
-from .approaches import lookup
+from .approaches import arm_parts, lookup
 from .budget import SAMPLER_ARMS, notebook_09_command
 from .grid import Recorded
 from .spec import RunSpec
@@ -44,7 +44,7 @@ CYCLES = (3, 6, 12)
 # then those at T = 1 (see :data:`.own_budget.PHASES`)
 ARMS = {"sgd_transfer": ("sgd_transfer", "ssl", "T1"), "map_learned": ("map_learned", "ssl", "T1"),
         "map_nonlearned": ("map_nonlearned", "none", "T1"),
-        **{arm: SAMPLER_ARMS[arm] for regime in ("cold", "T1") for arm in SAMPLER_ARMS if arm.endswith(f"({regime})")}}
+        **{arm: SAMPLER_ARMS[arm] for regime in ("cold", "T1") for arm in SAMPLER_ARMS if arm_parts(arm)[1] == regime}}
 # arm -> its coordinates in order: (name, log spacing) or (name, fixed grid)
 _LR, _SCALE, _HEAD, _ALPHA = ("lr", 3.0), ("scale", 100.0), ("head_var", 10.0), ("alpha", 10.0)
 COORDINATES: dict[str, tuple[tuple[str, float | tuple], ...]] = {
