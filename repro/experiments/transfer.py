@@ -126,7 +126,9 @@ READ_ONLY = "REPRO_READ_ONLY"
 
 def fit_or_sample(model: nn.Module, prior: Prior | None, a: Approach, p: RunSpec, x: Tensor, y: Tensor,
                   transform, loss_fn, num_data: int | None = None, compile: bool = False) -> Fit:
-    """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y).
+    """Optimise (MAP, SGD transfer) or sample (SGLD/SGHMC with a cyclical schedule) on (x, y): the downstream loop,
+    counted in steps with a per-step schedule and samples kept mid-run (pre-training's :func:`repro.train.fit` counts
+    epochs and checkpoints each one, for hours-long runs that must resume).
 
     The loss is ``loss_fn(model(xb), yb)`` (a mean over the minibatch's observations) plus -log p(theta)/N, the
     temperature convention of :mod:`repro.method.samplers`, at the run's ``temperature`` (0 for MAP, checked by
