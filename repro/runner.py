@@ -254,6 +254,50 @@ def _failed_rows(path: Path) -> dict[str, tuple]:
     return {r["key"]: tuple(sorted(r.items())) for r in _read_rows(path)[1] if r.get("status", "").startswith("failed")}
 
 
+def _finished_keys(path: Path, to_retry: dict[str, tuple]) -> set[str]:
+    """Keys whose run needs nothing more from this call: recorded ok, or failed and not awaiting its retry (a failed
+    row that changed since the call started was retried, here or elsewhere)."""
+    done = set()
+    for r in _read_rows(path)[1]:
+        key, status = r.get("key"), r.get("status", "")
+        if status == "ok" or (status.startswith("failed") and to_retry.get(key) != tuple(sorted(r.items()))):
+            done.add(key)
+    return done
+
+
+def _execute(run: Run, fn: Callable[[Run], Mapping[str, Any]], path: Path, pred_dir: Path | None) -> bool:
+    """Run ``fn(run)`` and record its row (and predictions) in ``path``; whether it succeeded. A
+    :class:`MissingPrerequisite` is recorded, then re-raised."""
+    params = run.params
+    t0 = time.perf_counter()
+    error = None
+    try:
+        result = dict(fn(run))
+        predictions = result.pop("predictions", None)
+        metrics = {}
+        for name, value in result.items():
+            if name in RESERVED_COLUMNS or name in params:
+                raise ValueError(f"metric {name!r} clashes with a hyperparameter or runner column")
+            metrics[name] = _scalar(name, value, "metric")
+        if predictions is not None:
+            if pred_dir is None:
+                log.warning("run %s returned predictions but run_grid has no predictions_dir: not saved", run.key)
+            else:
+                _save_predictions(predictions, pred_dir / f"{run.key}.pt")
+        status = "ok"
+    except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
+        metrics, status, error = {}, f"failed: {_first_line(e)}", e
+        # a missing prerequisite is said in one line; anything else needs its traceback in the log
+        log.warning("run %s %r %s", run.key, params, status, exc_info=not isinstance(e, MissingPrerequisite))
+    row = {"study": run.task, **params, **metrics, "key": run.key, "status": status,
+           "wall_time_s": time.perf_counter() - t0,
+           "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _append_row(path, {k: _cell(v) for k, v in row.items()})
+    if isinstance(error, MissingPrerequisite):
+        raise error
+    return error is None
+
+
 def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_path: str | os.PathLike, *,
              predictions_dir: str | os.PathLike | None = None, desc: str | None = None,
              retry_failed: bool = True, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
@@ -287,42 +331,7 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     to_retry = _failed_rows(path) if retry_failed else {}
 
     def finished() -> set[str]:
-        done = set()
-        for r in _read_rows(path)[1]:
-            key, status = r.get("key"), r.get("status", "")
-            if status == "ok" or (status.startswith("failed") and to_retry.get(key) != tuple(sorted(r.items()))):
-                done.add(key)
-        return done
-
-    def execute(run: Run) -> bool:
-        params = run.params
-        t0 = time.perf_counter()
-        error = None
-        try:
-            result = dict(fn(run))
-            predictions = result.pop("predictions", None)
-            metrics = {}
-            for name, value in result.items():
-                if name in RESERVED_COLUMNS or name in params:
-                    raise ValueError(f"metric {name!r} clashes with a hyperparameter or runner column")
-                metrics[name] = _scalar(name, value, "metric")
-            if predictions is not None:
-                if pred_dir is None:
-                    log.warning("run %s returned predictions but run_grid has no predictions_dir: not saved", run.key)
-                else:
-                    _save_predictions(predictions, pred_dir / f"{run.key}.pt")
-            status = "ok"
-        except Exception as e:  # noqa: BLE001 - one bad setting must not stop the grid
-            metrics, status, error = {}, f"failed: {_first_line(e)}", e
-            # a missing prerequisite is said in one line; anything else needs its traceback in the log
-            log.warning("run %s %r %s", run.key, params, status, exc_info=not isinstance(e, MissingPrerequisite))
-        row = {"study": run.task, **params, **metrics, "key": run.key, "status": status,
-               "wall_time_s": time.perf_counter() - t0,
-               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        _append_row(path, {k: _cell(v) for k, v in row.items()})
-        if isinstance(error, MissingPrerequisite):
-            raise error
-        return error is None
+        return _finished_keys(path, to_retry)
 
     done = finished()
     todo = [r for r in runs if r.key not in done]
@@ -345,7 +354,7 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
                         bar.update(1)
                         continue
                 try:
-                    n_failed += not execute(run)
+                    n_failed += not _execute(run, fn, path, pred_dir)
                 finally:
                     if held is not None:
                         held.release()
