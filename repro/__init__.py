@@ -3,11 +3,11 @@
 The layout follows the paper's pipeline; each floor imports only from the floors above it (a test checks that the
 import graph has no cycle):
 
-``errors``, ``profiles``, ``files``, ``leases``, ``runner``, ``cli``
+``errors``, ``profiles``, ``files``, ``leases``, ``runner``, ``registry``, ``cli``
     the errors a user can fix (one line in a notebook and on the command line), every size knob (``smoke`` / ``cpu``
     / ``paper``), atomic writes, who runs which run of a shared grid (leases, safe on a network filesystem), the
-    resumable CSV grid (failed runs retried), what the ``python -m`` entry points share (``--profile``, one-line
-    errors).
+    resumable CSV grid (failed runs retried), registries of small classes by name, what the ``python -m`` entry
+    points share (``--profile``, one-line errors).
 ``data/``
     the datasets in memory: ``formats`` (registry, readers, packer), ``cache`` (decoded images), ``subsets``
     (stratified subsets, batches), ``transforms``, ``downloads`` and ``checksums`` (``python -m repro.data download``,

@@ -213,13 +213,13 @@ def test_nothing_trains_a_downstream_run_while_reading_only(monkeypatch):
         transfer.fit_or_sample(None, None, None, None, None, None, None, None)
 
 
-def test_a_new_sampler_is_its_own_class_and_one_registration(monkeypatch):
+def test_a_new_sampler_is_its_own_class_and_one_registration(request):
     """A dummy sampler (SGLD under another name), defined and registered here and nowhere else: a run names it, is
     checked and trains with it; an unknown name is one line, never a fallback to another sampler."""
     from repro.experiments import algorithms
     from repro.method.samplers import SGLD
 
-    monkeypatch.setattr(algorithms, "ALGORITHMS", dict(algorithms.ALGORITHMS))     # the registration ends with the test
+    request.addfinalizer(lambda: algorithms.ALGORITHMS.pop("dummy", None))   # the registration ends with the test
     built = []
 
     @algorithms.register

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from ..method.priors import Prior
 from ..method.samplers import SGHMC, SGLD
 from ..method.variational import DataEmphasizedVI
+from ..registry import Registry
 from .families import family
 
 if TYPE_CHECKING:
@@ -37,22 +38,13 @@ class Algorithm:
         raise NotImplementedError
 
 
-ALGORITHMS: dict[str, Algorithm] = {}
-
-
-def register(cls: type[Algorithm]) -> type[Algorithm]:
-    """Add an algorithm to the registry (a class decorator); its inference must be one of :data:`INFERENCES`."""
+def _check(cls: type[Algorithm]) -> None:
     if cls.inference not in INFERENCES:
         raise ValueError(f"{cls.__name__}'s inference must be one of {', '.join(INFERENCES)}, got {cls.inference!r}")
-    ALGORITHMS[cls.name] = cls()
-    return cls
 
 
-def algorithm(name: str) -> Algorithm:
-    """The algorithm called ``name``; one clear error for an unknown one."""
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(ALGORITHMS)}")
-    return ALGORITHMS[name]
+ALGORITHMS: Registry[Algorithm] = Registry("sampler", _check)     # a run names its algorithm in its ``sampler``
+register, algorithm = ALGORITHMS.register, ALGORITHMS.lookup
 
 
 def of(inference: str) -> tuple[str, ...]:

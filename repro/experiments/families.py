@@ -23,6 +23,7 @@ from torch import nn
 
 from ..method.priors import IsotropicGaussianPrior, Prior, transfer_prior
 from ..profiles import Profile
+from ..registry import Registry
 from .pretrain import load_source_prior
 
 if TYPE_CHECKING:
@@ -63,20 +64,8 @@ class PriorFamily:
         raise NotImplementedError(f"the {self.name} prior has no widths to learn")
 
 
-FAMILIES: dict[str, PriorFamily] = {}
-
-
-def register(cls: type[PriorFamily]) -> type[PriorFamily]:
-    """Add a family to the registry (a class decorator)."""
-    FAMILIES[cls.name] = cls()
-    return cls
-
-
-def family(name: str) -> PriorFamily:
-    """The family called ``name``; one clear error for an unknown one."""
-    if name not in FAMILIES:
-        raise ValueError(f"unknown prior family {name!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+FAMILIES: Registry[PriorFamily] = Registry("prior family")
+register, family = FAMILIES.register, FAMILIES.lookup
 
 
 @register
