@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .experiments.approaches import APPROACHES
+from .experiments.approaches import APPROACHES, arm_parts
 from .files import atomic_file
 from .profiles import Profile, results_dir
 
@@ -92,13 +92,13 @@ _ORDER = ("bayes_learned", "map_learned", "sgd_transfer", "bayes_nonlearned", "m
 COLOURS = dict(zip((*_ORDER, *(a for a in APPROACHES if a not in _ORDER)),
                    [*sns.color_palette("tab10"), *sns.color_palette("dark", 6)]))
 MARKERS = {"bayes": "o", "map": "s", "sgd": "^", "deep": "D", "vi": "v"}
-LINESTYLES = {"(cold)": "--", "(mid-slope λ)": ":"}       # T = 1 and optimisers: solid
+LINESTYLES = {"cold": "--", "mid-slope λ": ":"}           # T = 1 and optimisers: solid
 
 
 def style(name: str) -> dict:
     """Colour, marker and line style of an approach or arm (``"bayes_learned (cold)"``) in every figure; other
     names (a setting, a size) take matplotlib's cycle."""
-    approach, _, regime = str(name).partition(" ")
+    approach, regime = arm_parts(str(name))
     if approach not in COLOURS:
         return {"marker": "o"}
     return {"color": COLOURS[approach], "marker": MARKERS[approach.split("_")[0]],

@@ -17,6 +17,8 @@ class Registry(dict, Generic[T]):
 
     def register(self, cls: type[T]) -> type[T]:
         """Register an instance of ``cls`` under ``cls.name`` (a class decorator)."""
+        if cls.name in self:
+            raise ValueError(f"a {self.what} called {cls.name!r} is registered already")
         if self.check is not None:
             self.check(cls)
         self[cls.name] = cls()

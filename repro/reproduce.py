@@ -150,18 +150,39 @@ def stages_of(names: list[str]) -> list[str]:
     return [s for s in STAGES if any(s in NOTEBOOK_STAGES.get(n, ()) for n in names)]
 
 
-def make_runs(profile: Profile, names: list[str]) -> int:
-    """Have the local workers make every run the stages of ``names`` lack (none: nothing starts); their exit code."""
-    from .experiments.grid import Recorded
-    from .experiments.studies import jobs
+BUDGET_NOTEBOOK = "09_training_budget"      # chooses the step budgets every later grid trains at
 
-    stages, rec = stages_of(names), Recorded(profile)
-    if not stages or all(rec.complete(job) for _, job in jobs(profile, stages)):
-        return 0
+
+def make_runs(profile: Profile, names: list[str]) -> tuple[int, list[str]]:
+    """Have the local workers make every run the stages of ``names`` lack (none: nothing starts): their exit code, and
+    the notebooks that can run now. While notebook 09 has not settled the step budgets (a profile whose budgets its
+    rule sets), only its learning curves are made, and only it and the notebooks without a grid run."""
+    from .experiments.budget import mismatches
+    from .experiments.grid import Recorded
+    from .experiments.studies import NOTEBOOK_STAGES, UNTUNED, jobs
+    from .runner import MissingPrerequisite
+
+    stages = stages_of(names)
+    if stages and profile.budget_rule and mismatches(profile):
+        stages = [s for s in stages if s in UNTUNED]
+        names = [n for n in names if n == BUDGET_NOTEBOOK or not NOTEBOOK_STAGES.get(n)]
+        print(f"the step budgets are not settled yet: making notebook 09's learning curves only and running "
+              f"{', '.join(names) or 'no notebook'}; once notebook 09 has chosen the budgets, set them in "
+              f"repro/profiles.py and run this again", flush=True)
+    rec = Recorded(profile)
+
+    def complete(job) -> bool:
+        try:
+            return rec.complete(job)
+        except MissingPrerequisite:        # the workers say what is missing, and how to make it
+            return False
+
+    if not stages or all(complete(job) for _, job in jobs(profile, stages)):
+        return 0, names
     print(f"making the runs of {', '.join(stages)} with the workers (logs: {results_dir(profile)}/studies_<i>.log) ...",
           flush=True)
     return subprocess.call([sys.executable, "-m", "repro.studies", "--profile", profile.name, "--stages",
-                            ",".join(stages)])
+                            ",".join(stages)]), names
 
 
 def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | None = None,
@@ -177,14 +198,20 @@ def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | 
         print(f"{PRIORS_NOTEBOOK}: skipped, its priors and tables exist (run without --claims to re-execute it)")
     expected, kernel = last_wall_s(out_dir / "timings.csv", profile), kernel_name()
     print(_plan(names, expected, out_dir / "timings.csv"), flush=True)
-    pending = runs
-    for i, name in enumerate(names, 1):
+    i, pending = 0, runs
+    while i < len(names):
+        name, i = names[i], i + 1
         if pending and name != PRIORS_NOTEBOOK:      # the workers need notebook 01's priors, the others their runs
             pending = False
-            if code := make_runs(profile, names):
+            code, runnable = make_runs(profile, names[i - 1:])
+            if code:
                 print(f"FAILED: the workers stopped with exit code {code}; no notebook after {PRIORS_NOTEBOOK} ran",
                       file=sys.stderr)
                 return 1
+            names = names[:i - 1] + runnable
+            if i > len(names):
+                break
+            name = names[i - 1]
         out, scratch = out_dir / f"{name}.ipynb", scratch_dir / f"{name}.ipynb"
         eta = f"; last run {expected[name]:.0f} s, ETA {_when(expected[name])}" if name in expected else ""
         print(f"[{i}/{len(names)}] {name} (profile {profile.name}, kernel {kernel}{eta}) ...", flush=True)

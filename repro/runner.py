@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -300,13 +300,14 @@ def _execute(run: Run, fn: Callable[[Run], Mapping[str, Any]], path: Path, pred_
 
 def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_path: str | os.PathLike, *,
              predictions_dir: str | os.PathLike | None = None, desc: str | None = None,
-             retry_failed: bool = True, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
+             retry_failed: bool | Iterable[str] = True, shared: bool = False, poll_s: float = 5.0) -> pd.DataFrame:
     """Run ``fn`` on every run without an ``ok`` row in ``csv_path``; return the rows of all ``runs`` (old and new).
 
     ``fn(run)`` returns a dict of scalar metrics, optionally with ``"predictions"``: a dict of tensors or
     arrays saved atomically to ``predictions_dir/<key>.pt`` before the row is written (an ``ok`` row
     therefore always has its file). Any Exception is recorded as a failed row and the grid continues.
-    A run recorded as failed when the call starts is tried again (``retry_failed=False``: left as it is), once:
+    A run recorded as failed when the call starts is tried again (``retry_failed=False``: left as it is; a set of keys:
+    those runs only), once:
     a run that fails during this call, here or in another process, is not retried by it. A
     :class:`MissingPrerequisite` is recorded, then re-raised: the grid stops, since every run would fail alike.
     KeyboardInterrupt/SystemExit propagate; the CSV is never left half-written.
@@ -329,6 +330,8 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
     with _locked(path):
         _remove_stale_temps(path)
     to_retry = _failed_rows(path) if retry_failed else {}
+    if not isinstance(retry_failed, bool):
+        to_retry = {k: row for k, row in to_retry.items() if k in set(retry_failed)}
 
     def finished() -> set[str]:
         return _finished_keys(path, to_retry)

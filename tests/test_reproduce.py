@@ -78,8 +78,8 @@ def test_claims_skip_notebook_01_when_its_outputs_exist(tmp_path, monkeypatch, c
     timings = tmp_path / "results" / "smoke" / "notebooks" / "timings.csv"
     monkeypatch.setattr(reproduce, "priors_missing", lambda profile: [tmp_path / "ssl_prior.pt"])
     made = []                                     # the workers' turn: after notebook 01, before the notebooks reading
-    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: made.append(
-        pd.read_csv(timings).notebook.tolist()) or 0)
+    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: (made.append(
+        pd.read_csv(timings).notebook.tolist()), (0, names))[1])
     assert reproduce.run(SMOKE, ["C3"]) == 0
     assert list(pd.read_csv(timings).notebook) == ["01_prior_fitting", "04_scale_sweep"]   # a prior missing: run 01
     assert made == [["01_prior_fitting"]]
@@ -101,7 +101,7 @@ def test_the_batch_stops_before_the_notebooks_when_the_workers_fail(tmp_path, mo
     write_notebook(notebooks / "04_scale_sweep.ipynb", "y = 2")
     monkeypatch.setattr(reproduce, "NOTEBOOK_DIR", notebooks)
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: 3)
+    monkeypatch.setattr(reproduce, "make_runs", lambda profile, names: (3, names))
     assert reproduce.run(SMOKE) == 1
     assert "the workers stopped with exit code 3" in capsys.readouterr().err
     assert not (tmp_path / "results" / "smoke" / "notebooks" / "04_scale_sweep.ipynb").exists()
@@ -168,3 +168,21 @@ def test_a_run_is_priced_at_its_training_precisions_recorded_rate():
     assert model.seconds("transfer", "map_learned", 200, "test", "bf16") == (pytest.approx(200 * 0.1 + 10.0), "recorded")
     assert model.seconds("transfer", "map_learned", 200, "test", "fp32")[0] == pytest.approx(200 * 0.3 + 10.0)
     assert model.seconds("transfer", "map_learned", 200, "test", "fp16")[0] == pytest.approx(200 * 0.2 + 10.0)
+
+
+def test_before_notebook_09_settles_the_budgets_only_its_curves_are_made(monkeypatch, capsys):
+    """A profile whose budgets notebook 09's rule sets, before it has: the workers make the learning curves only, and
+    only notebook 09 and the notebooks without a grid run (the others would need runs at budgets not yet chosen)."""
+    from repro.experiments import budget
+
+    cpu = get_profile("cpu")
+    monkeypatch.setattr(budget, "mismatches", lambda profile: ["notebook 09 has not chosen the budgets yet"])
+    started = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda argv: started.append(argv) or 0)
+    monkeypatch.setattr(reproduce, "stages_of", lambda names: ["budget", "sampler_budget", "five_way"])
+    from repro.experiments import grid
+    monkeypatch.setattr(grid.Recorded, "complete", lambda self, job: False)
+    code, names = reproduce.make_runs(cpu, ["02_loss_geometry", "05_five_way", "09_training_budget"])
+    assert code == 0 and names == ["02_loss_geometry", "09_training_budget"]
+    assert started[0][started[0].index("--stages") + 1] == "budget"
+    assert "the step budgets are not settled yet" in capsys.readouterr().out

@@ -117,7 +117,8 @@ def test_failed_run_is_recorded_and_grid_continues(tmp_path):
 
     fn2 = counting()
     run_grid(runs, fn2, out, retry_failed=False)
-    assert fn2.calls == []                         # left as it is ...
+    run_grid(runs, fn2, out, retry_failed={runs[0].key})
+    assert fn2.calls == []                         # left as it is (or not among the keys to retry) ...
     df = run_grid(runs, fn2, out)
     assert fn2.calls == [runs[1].key]              # ... or tried again by the next call
     assert list(df["status"]) == ["ok"] * 4 and df["key"].is_unique and len(load_results(out)) == 4
@@ -362,24 +363,24 @@ def test_two_processes_share_a_grid_and_run_each_setting_once(tmp_path):
     assert not any((tmp_path / ".grid.csv.leases").iterdir())          # leases released
 
 
-def test_shared_grid_waits_for_a_live_claim_and_takes_over_a_dead_one(tmp_path):
+def test_shared_grid_waits_for_a_live_lease_and_takes_over_a_dead_one(tmp_path):
     out = tmp_path / "grid.csv"
     runs = [Run("shared", {"i": i}) for i in range(3)]
-    claims = tmp_path / ".grid.csv.leases"
-    claims.mkdir()
+    leases = tmp_path / ".grid.csv.leases"
+    leases.mkdir()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
-    (claims / f"{runs[0].key}.0").write_text(json.dumps({"host": host, "pid": live.pid}))  # a process running run 0
-    (claims / f"{runs[1].key}.0").write_text(json.dumps({"host": host, "pid": dead.pid}))  # one that died in run 1
+    (leases / f"{runs[0].key}.0").write_text(json.dumps({"host": host, "pid": live.pid}))  # a process running run 0
+    (leases / f"{runs[1].key}.0").write_text(json.dumps({"host": host, "pid": dead.pid}))  # one that died in run 1
     calls = []
 
     def fn(run):
         calls.append(run["i"])
-        if len(calls) == 2:   # meanwhile the live process finishes run 0 and releases its claim
+        if len(calls) == 2:   # meanwhile the live process finishes run 0 and releases its lease
             _append_row(out, {"study": "shared", "i": "0", "acc": "0.5", "key": runs[0].key, "status": "ok"})
-            (claims / f"{runs[0].key}.0").unlink()
+            (leases / f"{runs[0].key}.0").unlink()
         return {"acc": run["i"] / 10}
 
     try:

@@ -27,7 +27,7 @@ from ..analysis.stats import finished
 from ..profiles import Profile
 from ..runner import MissingPrerequisite, load_results
 from .approaches import lookup
-from .grid import MissingRuns, Recorded, grid_csv
+from .grid import MissingRuns, Recorded, failed_keys, grid_csv
 from .studies import NOTEBOOK_STAGES, jobs
 
 # One GPU, per step, where no run has been recorded (the paper profile: ResNet-50 at 224 px, batch 16; segmentation
@@ -112,7 +112,7 @@ def plan(profile: Profile, notebooks: list[str]) -> tuple[pd.DataFrame, pd.DataF
     and one row per
     notebook with its jobs still waiting (on those runs, or, ``blocked``, on a prerequisite such as notebook 09's
     budgets)."""
-    model, rec, out, waiting, seen = rates(profile), Recorded(profile), [], [], set()
+    model, rec, out, waiting, seen = rates(profile), Recorded(profile, retry=failed_keys(profile)), [], [], set()
     for notebook in notebooks:
         stages = NOTEBOOK_STAGES.get(notebook, ())
         pending, blocked = 0, []

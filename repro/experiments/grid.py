@@ -53,6 +53,15 @@ def studies_command(profile: Profile, stages: Sequence[str] = ()) -> str:
     return f"make studies PROFILE={profile.name}" + (f" STAGES={','.join(stages)}" if stages else "")
 
 
+def failed_keys(profile: Profile) -> set[str]:
+    """Keys of the runs recorded as failed on ``profile``'s grids (a worker retries each once; a dry run counts them)."""
+    out = set()
+    for task in ("transfer", "segmentation"):
+        rows = load_results(grid_csv(profile, task))
+        out |= set() if rows.empty else set(rows.key[rows.status != "ok"])
+    return out
+
+
 class MissingRuns(MissingPrerequisite):
     """Runs a study needs that ``task``'s grid has not recorded: ``specs``, in the order the study asked for them."""
 

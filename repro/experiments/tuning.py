@@ -191,6 +191,8 @@ def _where(kind: str, n: int, dataset: str) -> str:
 
 def _tune(rec: Recorded, approach: str, kind: str, n: int, dataset: str, regime: str) -> dict:
     profile, a = rec.profile, lookup(approach)
+    if a.inference == "variational":      # a fit learns its widths: its other values are its MAP counterpart's
+        return tuned(rec, counterpart(approach, "map"), kind, n, dataset)
     if not a.bayes:
         return _tune_map(rec, approach, kind, n, dataset)
     # a sampler: the MAP winners, then the prior's width again (T = 1) or the temperature (cold)

@@ -3,7 +3,7 @@
 The only code that trains a downstream run. A worker takes the jobs of its stages (:func:`.studies.jobs`) one by one
 and *completes* each (:func:`complete`): it calls the job on a fresh snapshot of the grids (:class:`.grid.Recorded`),
 makes the runs the job lacks (:class:`.grid.MissingRuns`) through the resumable grid (:func:`repro.runner.run_grid`,
-shared: several workers claim its runs one by one), and calls it again, until the job returns. A failed run found at
+shared: several workers lease its runs one by one), and calls it again, until the job returns. A failed run found at
 the worker's start is retried once. ``python -m repro.studies --profile cpu --worker 1`` is one such process;
 ``--launcher slurm`` submits many to a cluster (:mod:`.launch`).
 """
@@ -21,10 +21,10 @@ import torch
 from ..analysis.predictions import predictions_dir
 from ..cli import add_profile_argument, run_main
 from ..profiles import Profile, get_profile, results_dir
-from ..runner import MissingPrerequisite, load_results, run_grid
+from ..runner import MissingPrerequisite, run_grid
 from .approaches import TASKS
 from .budget import require_budgets
-from .grid import MissingRuns, Recorded, as_run, grid_csv
+from .grid import MissingRuns, Recorded, as_run, failed_keys, grid_csv
 from .launch import cores, default_workers, launch, launch_local, slurm_executor, slurm_parameters, wait_all
 from .pretrain import require_priors
 from .segmentation import run_segmentation
@@ -39,19 +39,20 @@ RUN: dict[str, Callable[[Profile, RunSpec], dict]] = {"transfer": run_transfer, 
 assert set(RUN) == set(TASKS)
 
 
-def run_specs(profile: Profile, task: str, specs: Sequence[RunSpec], desc: str | None = None) -> None:
-    """Make every run of ``specs`` on ``task``'s grid that has no row, or a failed one from before this call, shared
-    with the other workers (each run claimed by one)."""
+def run_specs(profile: Profile, task: str, specs: Sequence[RunSpec], desc: str | None = None,
+              retry: Iterable[str] = ()) -> None:
+    """Make every run of ``specs`` on ``task``'s grid that has no row, or a failed one whose key is in ``retry``,
+    shared with the other workers (each run leased by one)."""
     run_grid([as_run(s) for s in specs], lambda r: RUN[task](profile, RunSpec.from_record(task, r.params).current()),
-             grid_csv(profile, task), predictions_dir=predictions_dir(profile, task), desc=desc, shared=True)
+             grid_csv(profile, task), predictions_dir=predictions_dir(profile, task), desc=desc, shared=True,
+             retry_failed=set(retry))
 
 
 class Worker:
     """Completes jobs on one profile's grids; retries, once, the failed runs recorded when it started."""
 
     def __init__(self, profile: Profile):
-        self.profile = profile
-        self.retry = {key for task in TASKS for key, status in _statuses(profile, task) if not status == "ok"}
+        self.profile, self.retry = profile, failed_keys(profile)
 
     def complete(self, job: Callable[[Recorded], object]) -> object:
         """``job``'s answer, once every run it needs is made."""
@@ -59,13 +60,8 @@ class Worker:
             try:
                 return job(Recorded(self.profile, retry=self.retry))
             except MissingRuns as missing:
-                run_specs(self.profile, missing.task, missing.specs, missing.desc)
+                run_specs(self.profile, missing.task, missing.specs, missing.desc, retry=self.retry)
                 self.retry -= {s.key for s in missing.specs}
-
-
-def _statuses(profile: Profile, task: str) -> list[tuple[str, str]]:
-    rows = load_results(grid_csv(profile, task))
-    return [] if rows.empty else list(zip(rows.key, rows.status))
 
 
 def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES),
@@ -86,7 +82,7 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
 
 def run_worker(profile_name: str, index: int, stages: Iterable[str] = tuple(STAGES), any_budget: bool = False) -> None:
     """One worker of a launched job array (:mod:`.launch`): worker ``index`` starts on tuning order
-    ``index % len(TUNE_ORDERS)`` and, like every worker, claims runs from the shared grids until all are done."""
+    ``index % len(TUNE_ORDERS)`` and, like every worker, leases runs from the shared grids until all are done."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_profile(get_profile(profile_name), index % len(TUNE_ORDERS), stages, any_budget)
 
