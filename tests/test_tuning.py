@@ -288,3 +288,11 @@ def test_segmentation_sweeps_are_the_runs_that_chose_each_tuned_value(monkeypatc
         assert set(g.seed) == set(tuning.tuning_seeds(P)) and (g.split == "val").all()
         if name != "lr":
             assert (g.lr == best["lr"]).all() and set(g.prior_kind) == {k}     # each width swept at the chosen lr
+
+
+def test_the_third_protocols_phases_can_run_apart_with_a_stage_between():
+    whole = studies.STAGES["own_budget"](P)
+    cold, t1 = (studies.STAGES[stage](P) for stage in ("own_budget_cold", "own_budget_T1"))
+    assert [(j.func, j.keywords) if hasattr(j, "func") else j for j in whole] == \
+        [(j.func, j.keywords) if hasattr(j, "func") else j for j in cold + t1]
+    assert list(studies.STAGES)[-2:] == ["own_budget_cold", "own_budget_T1"]      # not in the default order's way

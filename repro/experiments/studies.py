@@ -231,6 +231,9 @@ STAGES: dict[str, Callable[[Profile], list[Job]]] = {
     "fashion": lambda p: [functools.partial(five_way, dataset="fashion-mnist", kinds=("ssl",))],
     "C3": lambda p: [scale_study], "C2": lambda p: [rank_ablation], "E1": lambda p: [learned_scale_study],
     "E1_confirm": lambda p: [confirm], "segmentation": lambda p: [segmentation_study],
+    # the third protocol's phases one at a time, to put another stage between them (E1's confirmatory runs need
+    # only the cold phase's arms: STAGES=own_budget_cold,E1_confirm,own_budget_T1)
+    **{f"own_budget_{phase}": functools.partial(phase_jobs, phase=phase) for phase in PHASES},
 }
 UNTUNED = ("budget",)          # stages whose runs have fixed hyperparameters: no tuning family runs before them
 # notebook -> the stages whose runs it reads (06 and 07 read 05's runs; 01 and 02 read no grid)
