@@ -173,9 +173,10 @@ def make_runs(profile: Profile, names: list[str]) -> tuple[int, list[str]]:
 
     def complete(job) -> bool:
         try:
-            return rec.complete(job)
-        except MissingPrerequisite:        # the workers say what is missing, and how to make it
+            job(rec)
+        except MissingPrerequisite:        # runs missing (MissingRuns is one), or what the workers say how to make
             return False
+        return True
 
     if not stages or all(complete(job) for _, job in jobs(profile, stages)):
         return 0, names

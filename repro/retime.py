@@ -36,7 +36,7 @@ def required_runs(profile: Profile) -> dict[str, tuple[str, dict]]:
     """
     from .experiments import grid, studies
     rec = grid.Recorded(profile)
-    for _, job in studies.jobs(profile, studies.STAGES):
+    for _, job in studies.jobs(profile, studies.DEFAULT_ORDER):
         job(rec)
     return {key: (spec.task, spec.record()) for key, spec in rec.read.items()}
 

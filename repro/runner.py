@@ -331,7 +331,8 @@ def run_grid(runs: Sequence[Run], fn: Callable[[Run], Mapping[str, Any]], csv_pa
         _remove_stale_temps(path)
     to_retry = _failed_rows(path) if retry_failed else {}
     if not isinstance(retry_failed, bool):
-        to_retry = {k: row for k, row in to_retry.items() if k in set(retry_failed)}
+        keys = set(retry_failed)
+        to_retry = {k: row for k, row in to_retry.items() if k in keys}
 
     def finished() -> set[str]:
         return _finished_keys(path, to_retry)

@@ -180,8 +180,12 @@ def test_before_notebook_09_settles_the_budgets_only_its_curves_are_made(monkeyp
     started = []
     monkeypatch.setattr(reproduce.subprocess, "call", lambda argv: started.append(argv) or 0)
     monkeypatch.setattr(reproduce, "stages_of", lambda names: ["budget", "sampler_budget", "five_way"])
-    from repro.experiments import grid
-    monkeypatch.setattr(grid.Recorded, "complete", lambda self, job: False)
+    from repro.experiments import studies
+    from repro.runner import MissingPrerequisite
+
+    def lacking(rec):                                        # a job whose runs are not recorded
+        raise MissingPrerequisite("runs are not recorded", "make studies")
+    monkeypatch.setattr(studies, "jobs", lambda profile, stages: [(s, lacking) for s in stages])
     code, names = reproduce.make_runs(cpu, ["02_loss_geometry", "05_five_way", "09_training_budget"])
     assert code == 0 and names == ["02_loss_geometry", "09_training_budget"]
     assert started[0][started[0].index("--stages") + 1] == "budget"

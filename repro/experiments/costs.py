@@ -109,8 +109,7 @@ def rates(profile: Profile, recorded: dict[str, pd.DataFrame] | None = None) -> 
 def plan(profile: Profile, notebooks: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What ``notebooks`` lack now: one row per run that can start (not yet recorded; each counted once, as the first
     notebook's that needs it) with notebook, task, approach, steps, estimated seconds, their basis and the run's key;
-    and one row per
-    notebook with its jobs still waiting (on those runs, or, ``blocked``, on a prerequisite such as notebook 09's
+    and one row per notebook with its jobs still waiting (on those runs, or, ``blocked``, on a prerequisite such as notebook 09's
     budgets)."""
     model, rec, out, waiting, seen = rates(profile), Recorded(profile, retry=failed_keys(profile)), [], [], set()
     for notebook in notebooks:

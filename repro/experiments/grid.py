@@ -22,6 +22,7 @@ import pandas as pd
 from ..profiles import Profile, results_dir
 from ..runner import MissingPrerequisite, Run, load_results
 
+from .approaches import TASKS
 from .pretrain import UNHASHED, prior_protocol
 from .spec import RunSpec
 
@@ -56,7 +57,7 @@ def studies_command(profile: Profile, stages: Sequence[str] = ()) -> str:
 def failed_keys(profile: Profile) -> set[str]:
     """Keys of the runs recorded as failed on ``profile``'s grids (a worker retries each once; a dry run counts them)."""
     out = set()
-    for task in ("transfer", "segmentation"):
+    for task in TASKS:
         rows = load_results(grid_csv(profile, task))
         out |= set() if rows.empty else set(rows.key[rows.status != "ok"])
     return out

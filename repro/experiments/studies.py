@@ -235,6 +235,8 @@ STAGES: dict[str, Callable[[Profile], list[Job]]] = {
     # only the cold phase's arms: STAGES=own_budget_cold,E1_confirm,own_budget_T1)
     **{f"own_budget_{phase}": functools.partial(phase_jobs, phase=phase) for phase in PHASES},
 }
+# what a worker runs unless told otherwise: every stage once (the phases are own_budget's, named only to split it)
+DEFAULT_ORDER = tuple(s for s in STAGES if s not in {f"own_budget_{phase}" for phase in PHASES})
 UNTUNED = ("budget",)          # stages whose runs have fixed hyperparameters: no tuning family runs before them
 # notebook -> the stages whose runs it reads (06 and 07 read 05's runs; 01 and 02 read no grid)
 NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),

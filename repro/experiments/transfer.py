@@ -5,6 +5,7 @@ segmentation (:mod:`.segmentation`), which only swaps the model and the loss.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -205,7 +206,7 @@ def run_transfer(profile: Profile, p: RunSpec) -> dict:
     bn_images = data.augmented(x, transform, seed=p.seed) if p.bn_refresh else None
     extra = hooks(profile, p, prior)              # what the studies measure besides the BMA (.evaluations)
     added = [h.images() for h in extra]
-    bounds = torch.tensor([len(ey)] + [0 if i is None else len(i) for i in added]).cumsum(0).tolist()
+    bounds = list(itertools.accumulate((0 if i is None else len(i) for i in added), initial=len(ey)))
     images = torch.cat([ex, *(i for i in added if i is not None)]) if any(i is not None for i in added) else ex
     each = []
     for q in sample_probs(model, states, images, bn_images=bn_images):     # the model holds each state in turn

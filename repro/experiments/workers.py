@@ -29,7 +29,7 @@ from .launch import cores, default_workers, launch, launch_local, slurm_executor
 from .pretrain import require_priors
 from .segmentation import run_segmentation
 from .spec import RunSpec
-from .studies import STAGES, UNTUNED, jobs
+from .studies import DEFAULT_ORDER, STAGES, UNTUNED, jobs
 from .transfer import run_transfer
 from .tuning import TUNE_ORDERS
 
@@ -64,7 +64,7 @@ class Worker:
                 self.retry -= {s.key for s in missing.specs}
 
 
-def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple(STAGES),
+def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = DEFAULT_ORDER,
                 any_budget: bool = False) -> None:
     """Complete every job of ``stages`` (:func:`.studies.jobs`: each tuned stage's tuning families first, in
     ``worker``'s order): a profile's downstream grids. Stops at once, before any run, when a prior is missing
@@ -80,7 +80,7 @@ def run_profile(profile: Profile, worker: int = 0, stages: Iterable[str] = tuple
     log.info("stages %s: every run recorded", ",".join(stages))
 
 
-def run_worker(profile_name: str, index: int, stages: Iterable[str] = tuple(STAGES), any_budget: bool = False) -> None:
+def run_worker(profile_name: str, index: int, stages: Iterable[str] = DEFAULT_ORDER, any_budget: bool = False) -> None:
     """One worker of a launched job array (:mod:`.launch`): worker ``index`` starts on tuning order
     ``index % len(TUNE_ORDERS)`` and, like every worker, leases runs from the shared grids until all are done."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mem-gb", type=int, default=32, help="with --launcher slurm: memory of each worker")
     parser.add_argument("--timeout-min", type=int, default=24 * 60,
                         help="with --launcher slurm: wall-time limit of each worker (resubmit to resume after it)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
+    parser.add_argument("--stages", default=",".join(DEFAULT_ORDER), help=f"comma-separated, from {', '.join(STAGES)}")
     parser.add_argument("--any-budget", action="store_true",
                         help="run the stages after notebook 09's curves at the profile's step budgets even where "
                              "notebook 09 has not chosen them (smoke tests, exploration)")
