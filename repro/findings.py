@@ -97,7 +97,8 @@ def conclude(profile: Profile, claim: str, result: Verdict, tables: list[str] = 
     table, verdict, finding = result
     if basis == "own" and rec is None:
         raise ValueError("an own-budget verdict reads its arms' budgets: pass rec, the snapshot the notebook read")
-    finding += unconverged_note(rec, arms_of((regime,))) if basis == "own" else convergence_note(profile, claim)
+    note = unconverged_note(rec, arms_of((regime,))) if basis == "own" else convergence_note(profile, claim)
+    finding = finding.rstrip(" .;") + "." + note if note else finding      # a sentence of its own
     if table is not None:
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)
         tables = [f"{folder}/{claim.lower()}_tests{suffix}", *tables]

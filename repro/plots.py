@@ -315,3 +315,36 @@ def accuracy_by_cycle(samples: pd.DataFrame, labels: dict | None = None) -> plt.
                title=f"n = {n}, {int(sub.steps.max()) if len(sub) else 0} steps")
     _legend(fig, axes)
     return fig
+
+
+VERDICT_COLOURS = {"reproduced": "#1b9e77", "partially reproduced": "#d95f02", "not reproduced": "#c0392b",
+                   "inconclusive": "#7f7f7f"}
+
+
+def forest(effects: pd.DataFrame) -> plt.Figure:
+    """Every claim's primary effect with its 95 % CI, in units of its equivalence margin (±1 point of accuracy or mIoU,
+    ±0.05 nats of NLL) and signed so that right is the paper's direction, one panel per temperature regime; the grey
+    band is the margin (inside it: no effect that matters), the colour the claim's verdict in that regime."""
+    regimes = list(dict.fromkeys(effects.regime))
+    labels = list(dict.fromkeys(effects.label))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes) + 3, 0.42 * len(labels) + 1.6),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
+    for ax, regime in zip(axes[0], regimes):
+        ax.axvspan(-1, 1, color="0.85", zorder=0)
+        ax.axvline(0, color="0.4", lw=0.8)
+        for r in effects[effects.regime == regime].itertuples():
+            y = labels.index(r.label)
+            ax.errorbar(r.effect, y, xerr=[[r.effect - r.low], [r.high - r.effect]], fmt="o", capsize=3,
+                        color=VERDICT_COLOURS[r.verdict])
+        ax.set_xscale("asinh", linear_width=1)      # linear inside the margin, logarithmic beyond: 0.5 and 20 both read
+        ticks = [t for t in (-50, -20, -5, -1, 0, 1, 5, 20, 50)
+                 if effects.low.min() - 1 <= t <= effects.high.max() + 1 or abs(t) <= 1]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(title=regime)
+        ax.set_yticks(range(len(labels)), labels)
+    axes[0, 0].invert_yaxis()
+    fig.supxlabel("effect in equivalence margins, 95 % CI (right of 0: the paper's direction; grey: within the margin)")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    fig.legend(handles=handles, loc="outside right center", fontsize="small", title="verdict")
+    return fig

@@ -7,37 +7,48 @@ Each claim notebook ends by recording its verdicts (:mod:`repro.findings`: ``res
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from .cli import add_profile_argument, run_main
 from .claims import CLAIMS, RERUN
 from .findings import VERDICTS, claim_rows, row_label
+from .glance import forest_rows, render_summary
 from .profiles import PROFILES, Profile, get_profile, results_dir
 from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, arm_name
 from .experiments.budget import unconverged
 from .experiments.pretrain import STUDIED_KINDS
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
+REPORTED = "cpu"          # the profile whose results REPORT.md reports (make reproduce on it regenerates the blocks)
 
-def render_summary(profile: Profile) -> str:
-    """The markdown summary table for ``profile`` from its claim CSVs."""
-    name = profile.name
-    lines = [f"| id | paper's claim (where) | reproduction report (Flowers-102) | our finding (`{name}`) | verdict | evidence |",
-             "|---|---|---|---|---|---|"]
-    for claim, c in CLAIMS.items():
-        statement, other, notebook = c.statement, c.reproduction, c.notebook
-        rows = claim_rows(profile, claim)
-        rows = rows.to_dict("records") if rows is not None else [
-            dict(label="", finding="—", verdict=None, evidence=f"`notebooks/{notebook}.ipynb`")]
-        for row in rows:   # one line per temperature regime (and basis) where a claim was concluded in each
-            cells = (f"{claim} ({row['label']})" if row["label"] else claim, statement, other, row["finding"],
-                     f"**{row['verdict']}**" if row["verdict"] else "not yet tested", row["evidence"])
-            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")   # a | would split a cell
+def render_findings(profile: Profile, claim: str) -> str:
+    """A claim's recorded verdicts in full, one row per reading (regime and basis): the finding with every comparison,
+    its interval and seeds, and the evidence links (the summary table shows only the primary effect)."""
+    if (rows := claim_rows(profile, claim)) is None:
+        return NOT_RUN
+    lines = ["| reading | verdict | finding | evidence |", "|---|---|---|---|"]
+    lines += [f"| {r['label'] or 'one reading'} | **{r['verdict']}** | {r['finding']} | {r['evidence']} |".replace("\n", " ")
+              for r in rows.to_dict("records")]
     return "\n".join(lines)
+
+
+def render_forest(profile: Profile) -> str:
+    """The forest plot of every claim's primary effect (:func:`repro.glance.forest_rows`), saved as a figure."""
+    from .plots import forest, save_figure
+
+    df = forest_rows(profile)
+    if df.empty:
+        return NOT_RUN
+    path = save_figure(forest(df), profile, "00_verdicts")
+    plt.close("all")
+    return (f"![Each claim's primary effect with its 95 % CI, in units of the ±1-point (NLL: ±0.05-nat) equivalence "
+            f"margin, per temperature regime; colour: the verdict](results/{profile.name}/figures/{path.name})")
 
 
 NOT_RUN = "_Not yet run on this profile._"
@@ -152,6 +163,25 @@ def render_compute(profile: Profile) -> str:
     lines += [f"| **{st}** | **{pr}** | | | **{len(d)}** | {int((d.status != 'ok').sum())} | {d.wall_time_s.mean():.0f} | "
               f"**{d.wall_time_s.sum() / 3600:.2f}** |" for (st, pr), d in df.groupby(keys, sort=False)]
     return "\n".join(lines)
+
+
+def render_totals(profile: Profile) -> str:
+    """The study's compute in one sentence: every downstream run and its recorded CPU time per grid, and how long
+    re-executing the claim notebooks from the recorded runs took (each notebook's last run, ``timings.csv``)."""
+    grids = {study: pd.read_csv(path) for study in ("transfer", "segmentation")
+             if (path := results_dir(profile) / study / "runs.csv").exists()}
+    if not grids:
+        return NOT_RUN
+    runs, hours = sum(len(d) for d in grids.values()), sum(d.wall_time_s.sum() for d in grids.values()) / 3600
+    parts = "; ".join(f"{study} {len(d):,} runs and {d.wall_time_s.sum() / 3600:.1f} CPU-hours" for study, d in grids.items())
+    text = (f"**{runs:,} downstream runs, {hours:.1f} recorded CPU-hours** ({parts}; single-thread wall times summed, "
+            f"every protocol).")
+    if (t := _table(profile, "notebooks/timings")) is not None:
+        last = t[t.ok.astype(str) == "True"].groupby("notebook").last()
+        claims = last[last.index.str[:2].isin([f"{i:02d}" for i in range(3, 11)])]
+        text += (f" Re-executing notebooks 03–10 from the recorded runs takes {claims.wall_s.sum() / 60:.1f} minutes "
+                 f"(`make reproduce NO_RUNS=1`, [timings](results/{profile.name}/notebooks/timings.csv)).")
+    return text
 
 
 def prior_statistics(profile: Profile) -> pd.DataFrame:
@@ -331,10 +361,13 @@ def render_simulation(profile: Profile) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"claims": render_summary, "amendment": render_amendment, "training_budget": render_training_budget,
+BLOCKS = {"claims": render_summary, "forest": render_forest, "amendment": render_amendment,
+          "training_budget": render_training_budget,
           "third_protocol": render_third_protocol,
           "budget": render_budget, "simulation": render_simulation, "source": render_source,
-          "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute}
+          "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute,
+          "totals": render_totals,
+          **{f"finding-{c}": functools.partial(render_findings, claim=c) for c in CLAIMS}}   # each claim's in full
 
 
 def update_report(profile: Profile, path: Path = REPORT) -> bool:
@@ -349,7 +382,7 @@ def update_report(profile: Profile, path: Path = REPORT) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.report", description=__doc__.splitlines()[0])
-    add_profile_argument(parser, default="cpu", help=f"whose results fill REPORT.md's generated blocks, one of "
+    add_profile_argument(parser, default=REPORTED, help=f"whose results fill REPORT.md's generated blocks, one of "
                                                      f"{', '.join(PROFILES)} (default: cpu)")
     args = parser.parse_args(argv)
     return run_main(lambda: print("REPORT.md", "updated" if update_report(get_profile(args.profile))

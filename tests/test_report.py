@@ -18,9 +18,9 @@ def test_report_blocks_match_the_committed_csvs(block):
     assert table == report.BLOCKS[block](CPU), "REPORT.md is stale: run `python -m repro.report --profile cpu`"
 
 
-def test_every_claim_has_a_row():
+def test_every_claim_has_one_row():
     rows = report.render_summary(CPU).splitlines()[2:]
-    assert list(dict.fromkeys(r.split("|")[1].strip().split(" ")[0] for r in rows)) == list(CLAIMS)
+    assert [re.match(r"\| \[(\w+)\]\(#\w+\) \|", r).group(1) for r in rows] == list(CLAIMS)
 
 
 def test_record_claim_round_trip(tmp_path, monkeypatch):
@@ -28,7 +28,8 @@ def test_record_claim_round_trip(tmp_path, monkeypatch):
     findings.record_claim(SMOKE, "C3", "partially reproduced", "acc 0.51 ± 0.02 (3 seeds)", "nb 04")
     row = pd.read_csv(tmp_path / "smoke" / "claims" / "C3.csv").iloc[0]
     assert (row.verdict, row.finding) == ("partially reproduced", "acc 0.51 ± 0.02 (3 seeds)")
-    assert "| C3 |" in report.render_summary(SMOKE) and "**partially reproduced**" in report.render_summary(SMOKE)
+    assert "| [C3](#c3) |" in report.render_summary(SMOKE) and "**partially reproduced**" in report.render_summary(SMOKE)
+    assert "acc 0.51 ± 0.02 (3 seeds)" in report.render_findings(SMOKE, "C3")
 
 
 def test_a_claim_has_one_row_per_temperature_regime(tmp_path, monkeypatch):
@@ -38,9 +39,10 @@ def test_a_claim_has_one_row_per_temperature_regime(tmp_path, monkeypatch):
     findings.record_claim(SMOKE, "C4", "inconclusive", "cold again", "nb 05", regime="cold")     # replaces cold only
     rows = pd.read_csv(tmp_path / "smoke" / "claims" / "C4.csv")
     assert list(rows.regime) == ["T1", "cold"] and list(rows.verdict) == ["not reproduced", "inconclusive"]
-    summary = report.render_summary(SMOKE)
-    assert "| C4 (T = 1) |" in summary and "| C4 (cold T) |" in summary and "cold again" in summary
-    assert "cold finding" not in summary
+    full = report.render_findings(SMOKE, "C4")
+    assert "| T = 1 | **not reproduced** | T1 finding |" in full and "| cold T | **inconclusive** | cold again |" in full
+    assert "cold finding" not in full
+    assert re.search(r"\| \[C4\]\(#c4\) \|.*\*\*inconclusive\*\*.*\*\*not reproduced\*\*", report.render_summary(SMOKE))
 
 
 def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
@@ -58,9 +60,11 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
     rows = findings.claim_rows(SMOKE, "C4")
     assert list(zip(rows.regime, rows.basis)) == [("T1", ""), ("cold", ""), ("cold", "own")]
     assert list(rows.label) == ["T = 1, equal compute", "cold T, equal compute", "cold T, own budget"]
-    summary = report.render_summary(SMOKE)
-    assert "| C4 (cold T, own budget) |" in summary and "cold, own again" in summary and "cold, own |" not in summary
-    assert "| C4 (cold T, equal compute) |" in summary
+    full = report.render_findings(SMOKE, "C4")
+    assert "| cold T, own budget | **partially reproduced** | cold, own again |" in full and "cold, own |" not in full
+    assert "| cold T, equal compute | **not reproduced** |" in full
+    row = next(r for r in report.render_summary(SMOKE).splitlines() if r.startswith("| [C4]"))
+    assert row.split(" | ")[4] == "**partially reproduced**" and row.split(" | ")[6] == "**inconclusive**"  # own first
     assert ("| C4 | not reproduced | T = 1: inconclusive; cold T: not reproduced | cold T: partially reproduced |"
             in report.render_budget(SMOKE))
     with pytest.raises(ValueError, match="unknown basis 'cheap'"):
@@ -226,9 +230,12 @@ def test_a_new_claim_is_one_record(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
     monkeypatch.setitem(claims.CLAIMS, "C11", claims.Claim("C11", "a new statement (Fig 9)", "not tested",
                                                            "04_scale_sweep", verdicts.scale_verdict))
-    assert "| C11 | a new statement (Fig 9) | not tested | — | not yet tested |" in report.render_summary(SMOKE)
+    assert ("| [C11](#c11) | a new statement (Fig 9) | — | not run | — | not run | — | not tested |"
+            in report.render_summary(SMOKE))
     assert reproduce.notebooks_for(["C11"]) == ["01_prior_fitting", "04_scale_sweep"]
     findings.record_claim(SMOKE, "C11", "reproduced", "it held", "nb 04")
-    assert "| C11 | a new statement (Fig 9) | not tested | it held | **reproduced** | nb 04 |" in report.render_summary(SMOKE)
+    assert ("| [C11](#c11) | a new statement (Fig 9) | — | — | **reproduced** | same (no sampler) | same | not tested |"
+            in report.render_summary(SMOKE))
+    assert "| one reading | **reproduced** | it held | nb 04 |" in report.render_findings(SMOKE, "C11")
     with pytest.raises(ValueError, match="^unknown claim id 'C12'; valid: C1, "):
         findings.record_claim(SMOKE, "C12", "reproduced", "", "")

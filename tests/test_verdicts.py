@@ -240,3 +240,20 @@ def test_a_comparison_never_quietly_drops_to_run_level_statistics():
     outcomes = {k: {"accuracy": np.ones(10), "nll": np.ones(10)} for k in ("b0", "b1", "b2", "e0", "e1")}   # e2 lacks its
     with pytest.raises(ValueError, match=r"per-image 'accuracy' is missing for 1 of 6 runs \(e\.g\. e2\)"):
         verdicts.ensemble_verdict(bma, ens, outcomes)
+
+
+def test_ssl_vs_supervised_is_confounded_when_the_matched_centre_is_still_better():
+    acc = dict(ORDERED)
+    for a in ("bayes_learned", "map_learned", "sgd_transfer"):
+        acc[(a, "supervised")] = [x + 0.05 for x in ORDERED[(a, "ssl")]]
+        acc[(a, "supervised_matched")] = [x + 0.03 for x in ORDERED[(a, "ssl")]]     # SSL reversed
+    rows_ = five_way_rows(acc)
+    assert verdicts.ssl_vs_supervised_verdict(rows_)[1] == "not reproduced"
+    close = {"ssl": 0.529, "supervised_matched": 0.535}                  # within the 1-point margin: a fair control
+    assert verdicts.ssl_vs_supervised_verdict(rows_, quality=close)[1] == "not reproduced"
+    far = {"ssl": 0.529, "supervised_matched": 0.583}
+    _, verdict, finding = verdicts.ssl_vs_supervised_verdict(rows_, quality=far)
+    assert verdict == "inconclusive" and "+5.4 pt" in finding
+    for a in ("bayes_learned", "map_learned", "sgd_transfer"):          # SSL wins against the stronger backbone: counts
+        acc[(a, "supervised_matched")] = [x - 0.03 for x in ORDERED[(a, "ssl")]]
+    assert verdicts.ssl_vs_supervised_verdict(five_way_rows(acc), quality=far)[1] == "reproduced"

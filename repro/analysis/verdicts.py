@@ -122,13 +122,23 @@ def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verd
     return Verdict(table, verdict, finding)
 
 
-def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
+#: How close (CIFAR-10 probe accuracy) the quality-matched supervised centre must be to SSL's for C5 to be unconfounded.
+MATCH_MARGIN = 0.01
+
+
+def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
+                              quality: dict[str, float] | None = None) -> Verdict:
     """C5 (CIFAR-10, pooled over sizes). SSL and supervised backbones differ in quality, so a raw SSL-vs-supervised
     difference is confounded: the primary comparison is SSL against the quality-matched supervised prior
     (``prior_kind == "supervised_matched"``) for (1) and (2) (Holm): reproduced if both show the effect, partially if
     one does, not reproduced if one is reversed or equivalent. Without matched runs the verdict is inconclusive
     (confounded). Reported always: the raw differences and the difference of differences
-    [(1 or 2) - (3)]_SSL - [(1 or 2) - (3)]_supervised (what the prior adds beyond its own backbone), with TOST."""
+    [(1 or 2) - (3)]_SSL - [(1 or 2) - (3)]_supervised (what the prior adds beyond its own backbone), with TOST.
+
+    ``quality``: each prior's centre scored on CIFAR-10 (its SWA mean's linear probe, notebook 01). Amended
+    2026-12-06: where the "matched" supervised centre still scores more than the 1-point margin above SSL's, a
+    comparison SSL does not win stays confounded, so the verdict is inconclusive; SSL winning against a stronger
+    backbone would still count."""
     d = df[df.dataset == "cifar10"]
     on = ("n_train", "seed")
     kinds = ["supervised"] + (["supervised_matched"] if not select(d, prior_kind="supervised_matched").empty else [])
@@ -153,8 +163,15 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
     matched = table[table.primary]
     verdict = (word(list(matched.outcome), partial=bool((matched.outcome == "effect").any())) if len(matched)
                else "inconclusive")
+    gap = (quality or {}).get("supervised_matched", np.nan) - (quality or {}).get("ssl", np.nan)
+    unmatched = len(matched) > 0 and gap > MATCH_MARGIN and verdict != "reproduced"
+    verdict = "inconclusive" if unmatched else verdict
     finding = (phrase_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
                                          "supervised prior yet); ") +
+               (f"confounded by backbone quality: the matched supervised prior's centre scores {quality['supervised_matched']:.3f} "
+                f"on the CIFAR-10 linear probe against SSL's {quality['ssl']:.3f} ({100 * gap:+.1f} pt, more than the "
+                f"{100 * MATCH_MARGIN:g}-point margin; amended 2026-12-06), so the verdict is inconclusive; "
+                if unmatched else "") +
                "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs {r.reference} {r.mean_b:.3f}, {phrase_diff(r, True)}"
                          for r in pd.concat([raw, matched]).itertuples()) + "; " +
                "; ".join(f"difference of differences {SHORT[r.approach]}−(3) vs {r.reference}: {phrase_diff(r, True)}, "

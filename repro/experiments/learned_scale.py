@@ -66,6 +66,10 @@ FAMILIES = {"learned": ("vi_learned", "map_learned", "bayes_learned", ("scale", 
 ARMS = ("map", "T1", "cold")          # MAP, and the sampler in each temperature regime
 KIND = "ssl"                          # the learned prior's kind: the paper's headline (SimCLR) prior
 MATCHED, Q_MEAN = "de_elbo_matched", "q_mean"     # the amendment's arms (module docstring)
+#: How figures name the widths' sources and the arms.
+WIDTH_LABELS = {"grid": "validation grid", "de_elbo": "DE-ELBO (registered)", MATCHED: "κ × DE-ELBO (amendment)",
+                "elbo": "plain ELBO", Q_MEAN: "q's own mean (amendment)"}
+ARM_LABELS = {"map": "MAP", "T1": "T = 1", "cold": "cold T"}
 
 
 @functools.lru_cache(maxsize=4)

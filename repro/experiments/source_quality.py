@@ -169,6 +169,17 @@ def matched_epoch(probes: pd.DataFrame) -> int:
     return int(sup.loc[gap == gap.min(), "epoch"].max())
 
 
+def centre_quality(profile: Profile) -> dict[str, float]:
+    """Each prior's centre, its SWA mean, scored by the CIFAR-10 linear probe (notebook 01's ``source_evaluation``):
+    how close C5's quality-matched supervised prior came to SSL's where it counts, the mean the prior pulls toward."""
+    path = results_dir(profile) / "prior_fitting" / "source_evaluation.csv"
+    if not path.exists():
+        raise pretrain.missing(path, profile)
+    df = pd.read_csv(path)
+    centre = df[df.state == "swa_mean"]
+    return dict(zip(centre.kind, centre.probe_cifar10_acc.astype(float)))
+
+
 def snapshot_norms(profile: Profile, kind: str) -> pd.DataFrame:
     """The backbone's norm ||θ|| at the start of SWAG (snapshot 0) and at every snapshot: the filter-norm drift."""
     meta = pretrain.load_source_prior(profile, kind).meta
