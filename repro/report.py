@@ -20,7 +20,7 @@ from .claims import CLAIMS, RERUN
 from .findings import VERDICTS, claim_rows, row_label
 from .glance import forest_rows, render_summary
 from .profiles import PROFILES, Profile, get_profile, results_dir
-from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, arm_name
+from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, TASKS, arm_name
 from .experiments.budget import unconverged
 from .experiments.pretrain import STUDIED_KINDS
 
@@ -145,7 +145,7 @@ def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
     approach, with each grid's total per protocol (the first protocol: 200 steps, T = 1, every cycle kept; the third,
     every arm at its own budget: the only runs in bf16)."""
-    frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
+    frames = [pd.read_csv(path).assign(study=study) for study in TASKS
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
@@ -168,7 +168,7 @@ def render_compute(profile: Profile) -> str:
 def render_totals(profile: Profile) -> str:
     """The study's compute in one sentence: every downstream run and its recorded CPU time per grid, and how long
     re-executing the claim notebooks from the recorded runs took (each notebook's last run, ``timings.csv``)."""
-    grids = {study: pd.read_csv(path) for study in ("transfer", "segmentation")
+    grids = {study: pd.read_csv(path) for study in TASKS
              if (path := results_dir(profile) / study / "runs.csv").exists()}
     if not grids:
         return NOT_RUN
@@ -269,7 +269,7 @@ def render_training_budget(profile: Profile) -> str:
               for r in chosen.to_dict("records")]
     if (seg := _table(profile, "training_budget/segmentation_budget")) is not None:
         lines.append(f"* segmentation (CamVid val mIoU): budget **{_int(seg.budget.iloc[0])}** steps.")
-    lines += [f"* not converged: {note}." for task in ("transfer", "segmentation") for note in unconverged(profile, task)]
+    lines += [f"* not converged: {note}." for task in TASKS for note in unconverged(profile, task)]
     if (cycles := _table(profile, "training_budget/cycle_check")) is not None:
         bad = cycles[~cycles.trained_every_cycle.astype(bool)]
         lines.append("* rule 3: " + ("every kept cycle ends within 2 points of the first kept one at the chosen "
