@@ -288,7 +288,11 @@ def render_third_protocol(profile: Profile) -> str:
     set told two candidates apart (notebook 09: ``training_budget/retune_resolution``) and C4's T = 1 ablation
     (notebook 05: ``transfer/t1_ablation``)."""
     if (choices := _table(profile, "transfer/own_budget_choices")) is None:
-        return NOT_RUN
+        if (runs := _table(profile, "transfer/runs")) is None or not (third := runs[runs.precision.eq("bf16")]).size:
+            return NOT_RUN
+        return (f"_In progress: {len(third)} third-protocol runs recorded ({third.wall_time_s.sum() / 3600:.1f} "
+                f"CPU-hours). Notebook 05 writes this table once every arm of a regime is tuned and its budget "
+                f"checked._")
     names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
     lines = ["| arm | n | tuned at (steps) | budget (steps) | lr | weight decay | λ | head variance | α | T | cycles |",
              "|---" * 11 + "|"]
