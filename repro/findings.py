@@ -7,6 +7,7 @@ finding (numbers with their intervals and seeds) and the evidence (links). :mod:
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from .experiments.approaches import REGIMES
 from .experiments.budget import convergence_note
 from .experiments.own_budget import arms_of, unconverged_note
 from .plots import save_table
-from .profiles import Profile, results_dir
+from .profiles import Profile, results_dir, results_root
 
 if TYPE_CHECKING:
     from .experiments.grid import Recorded
@@ -75,6 +76,24 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
                .sort_values(["o1", "o2"], kind="stable").drop(columns=["o1", "o2"]).reset_index(drop=True))
     save_table(row, profile, f"claims/{claim}")
     return row
+
+
+#: A link to a CSV in an evidence cell (:func:`evidence` writes them): its text and its target.
+CSV_LINK = re.compile(r"\[([^\]]+)\]\(([^)]+\.csv)\)")
+
+
+def tests_table(evidence_cell: str, claim: str) -> str | None:
+    """The link target of ``claim``'s test table in an evidence cell (:func:`conclude` saves it as
+    ``<folder>/<claim>_tests[_<regime>][_<basis>]``), None where the rule had no table."""
+    stem = f"{claim.lower()}_tests"
+    return next((target for _, target in CSV_LINK.findall(evidence_cell) if Path(target).stem.startswith(stem)), None)
+
+
+def local(link: str) -> Path:
+    """Where a ``results/<profile>/...`` link of an evidence cell lives on this machine (``$REPRO_RESULTS_DIR``
+    honoured)."""
+    parts = Path(link).parts
+    return results_root().joinpath(*parts[1:]) if parts and parts[0] == "results" else Path(link)
 
 
 def evidence(profile: Profile, notebook: str, tables: list[str] = (), figures: list[str] = ()) -> str:

@@ -1,30 +1,28 @@
 """The study at a glance: each claim's primary effect in each temperature regime, read from the test table its
 recorded verdict cites, as REPORT.md's summary table and forest plot show them.
 
-A claim's verdict row (:func:`repro.findings.claim_rows`) links its test table first; its
-:class:`~repro.claims.Primary` picks the one comparison of that table the summary shows. Where a re-run claim has an
+A claim's verdict row (:func:`repro.findings.claim_rows`) links its test table (:func:`repro.findings.tests_table`);
+its :class:`~repro.claims.Primary` picks the one comparison of that table the summary shows. Where a re-run claim has an
 own-budget row (every arm at its own converged budget and tuning) that row is the one shown; its equal-compute row stays
 in the claim's section.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
-from .findings import claim_rows
-from .profiles import Profile, results_root
+from .findings import claim_rows, local, tests_table
+from .analysis.stats import MARGINS
+from .profiles import Profile
 
-ROOT = Path(__file__).resolve().parents[1]
-LINK = re.compile(r"\[([^\]]+)\]\(([^)]+\.csv)\)")
-#: The summary's regime columns: cold first, the authors' regime. A claim with one reading (no sampler) fills the first.
-ORDER = ("cold", "T1")
+#: The summary's regime columns, cold first: the authors' regime. A claim with one reading (no sampler) fills the first.
+ORDER = tuple(sorted(REGIMES, key=lambda r: r != "cold"))
 FIRST = ORDER[0]
-assert set(ORDER) == set(REGIMES)
+NOT_RUN = "_Not yet run on this profile._"     # a generated block with nothing to show yet
 
 
 @dataclass(frozen=True)
@@ -57,33 +55,32 @@ class Effect:
         return f"[{text}]({self.table})" + (" (own budget)" if self.basis == "own" else "")
 
 
-def tests_table(evidence: str) -> str | None:
-    """The first CSV an evidence cell links: the claim's test table (:func:`repro.findings.conclude` links it first)."""
-    m = LINK.search(evidence)
-    return m.group(2) if m else None
-
-
-def local(link: str) -> Path:
-    """Where a ``results/<profile>/...`` link of a verdict row lives on this machine (``$REPRO_RESULTS_DIR`` honoured)."""
-    parts = Path(link).parts
-    return results_root().joinpath(*parts[1:]) if parts and parts[0] == "results" else ROOT / link
+def _matches(column: pd.Series, value) -> pd.Series:
+    """Which cells of ``column`` equal ``value`` (a tuple: any of its values); numbers compare as numbers (a CSV
+    column with a NaN reads as float: 1000 must match 1000.0), anything else as text."""
+    values = value if isinstance(value, tuple) else (value,)
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    texts = [str(v) for v in values if v not in numbers]
+    return pd.to_numeric(column, errors="coerce").isin(numbers) | column.astype(str).isin(texts)
 
 
 def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | None:
-    """The row of ``table`` that ``primary`` selects (the least favourable of several, where it picks one)."""
-    mask = pd.Series(True, index=table.index)
+    """The row of ``table`` that ``primary`` selects: its ``where``, the regime in its ``regime_column``, its metric
+    where the table has several; of several rows left, the least favourable to the claim."""
     where = dict(primary.where) | ({primary.regime_column: regime} if primary.regime_column else {})
+    if primary.metric and "metric" in table and "metric" not in where:
+        where["metric"] = primary.metric
+    mask = pd.Series(True, index=table.index)
     for column, value in where.items():
         if column not in table:
             return None
-        values = value if isinstance(value, tuple) else (value,)
-        mask &= table[column].astype(str).isin([str(v) for v in values])
+        mask &= _matches(table[column], value)
     rows = table[mask]
+    if "mean_diff" in rows:
+        rows = rows.dropna(subset=["mean_diff"])
     if rows.empty:
         return None
-    if len(rows) > 1 and "mean_diff" in rows:      # the binding one: the least in the claimed direction
-        return rows.loc[(primary.sign * rows.mean_diff).idxmin()]
-    return rows.iloc[0]
+    return rows.loc[(primary.sign * rows.mean_diff).idxmin()] if "mean_diff" in rows else rows.iloc[0]
 
 
 def effects(profile: Profile, claim: Claim) -> dict[str, Effect]:
@@ -92,16 +89,14 @@ def effects(profile: Profile, claim: Claim) -> dict[str, Effect]:
     if (rows := claim_rows(profile, claim.id)) is None:
         return {}
     out = {}
-    for regime in REGIMES:
+    for regime in ((FIRST,) if single(rows, claim) else ORDER):       # one reading is shown once
         mine = rows[rows.regime == regime] if (rows.regime != "").any() else rows
         if mine.empty:
             continue
         r = mine[mine.basis == "own"].iloc[0] if (mine.basis == "own").any() else mine.iloc[0]
-        path = tests_table(r.evidence)
+        path = tests_table(r.evidence, claim.id)
         table = pd.read_csv(local(path)) if path and local(path).exists() else None
         row = None if table is None or claim.primary is None else _pick(table, claim.primary, regime)
-        if single(rows, claim) and regime != FIRST:
-            continue                                 # one reading, shown once
         out[regime] = Effect(claim.id, regime, r.verdict, r.basis, path or "", row, claim.primary)
     return out
 
@@ -141,9 +136,29 @@ def forest_rows(profile: Profile) -> pd.DataFrame:
     """Every claim's primary effect in margins (:attr:`Effect.in_margins`) per regime: the forest plot's data."""
     rows = []
     for claim in CLAIMS.values():
-        got = effects(profile, claim)
-        for regime, e in ((r, got[r]) for r in ORDER if r in got):
+        for regime, e in effects(profile, claim).items():
             if (m := e.in_margins) is not None:
                 rows.append({"claim": claim.id, "label": f"{claim.id}: {claim.primary.label}", "regime": REGIMES[regime],
                              "effect": m[0], "low": m[1], "high": m[2], "verdict": e.verdict})
     return pd.DataFrame(rows, columns=["claim", "label", "regime", "effect", "low", "high", "verdict"])
+
+
+FOREST = "00_verdicts"          # the forest plot's figure, drawn by update_report
+
+
+def render_forest(profile: Profile) -> str:
+    """The link to the forest plot of every claim's primary effect (:func:`repro.glance.forest_rows`)."""
+    if forest_rows(profile).empty:
+        return NOT_RUN
+    margins = ", ".join(f"{m}: ±{MARGINS[m]:g}" for m in ("accuracy", "nll"))
+    return (f"![Each claim's primary effect with its 95 % CI, in units of its equivalence margin ({margins}), per "
+            f"temperature regime; colour: the verdict](results/{profile.name}/figures/{FOREST}.png)")
+
+
+def save_forest(profile: Profile) -> None:
+    """Draw the forest plot :func:`render_forest` links (nothing where no claim has a primary effect yet)."""
+    from .plots import forest, save_figure
+
+    if not (df := forest_rows(profile)).empty:
+        save_figure(fig := forest(df), profile, FOREST)
+        plt.close(fig)

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .analysis.wording import VERDICTS
 from .experiments.approaches import APPROACHES, arm_parts
 from .files import atomic_file
 from .profiles import Profile, results_dir
@@ -317,8 +318,8 @@ def accuracy_by_cycle(samples: pd.DataFrame, labels: dict | None = None) -> plt.
     return fig
 
 
-VERDICT_COLOURS = {"reproduced": "#1b9e77", "partially reproduced": "#d95f02", "not reproduced": "#c0392b",
-                   "inconclusive": "#7f7f7f"}
+#: One colour per verdict word, in the order of :data:`repro.analysis.wording.VERDICTS`.
+VERDICT_COLOURS = dict(zip(VERDICTS, ("#1b9e77", "#d95f02", "#c0392b", "#7f7f7f"), strict=True))
 
 
 def forest(effects: pd.DataFrame) -> plt.Figure:

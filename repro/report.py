@@ -12,20 +12,26 @@ import re
 import sys
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from .cli import add_profile_argument, run_main
 from .claims import CLAIMS, RERUN
 from .findings import VERDICTS, claim_rows, row_label
-from .glance import forest_rows, render_summary
-from .profiles import PROFILES, Profile, get_profile, results_dir
-from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, arm_name
+from .glance import NOT_RUN, render_forest, render_summary, save_forest
+from .profiles import PROFILES, Profile, get_profile, results_dir, results_root
+from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, TASKS, arm_name
 from .experiments.budget import unconverged
 from .experiments.pretrain import STUDIED_KINDS
+from .experiments.studies import NOTEBOOK_STAGES
 
 REPORT = Path(__file__).resolve().parents[1] / "REPORT.md"
 REPORTED = "cpu"          # the profile whose results REPORT.md reports (make reproduce on it regenerates the blocks)
+
+
+def reports(profile: Profile) -> bool:
+    """Whether ``profile``'s results are the ones REPORT.md reports: the reported profile, in this repository's
+    results folder (not a scratch ``$REPRO_RESULTS_DIR``)."""
+    return profile.name == REPORTED and results_root().resolve() == (REPORT.parent / "results").resolve()
 
 def render_findings(profile: Profile, claim: str) -> str:
     """A claim's recorded verdicts in full, one row per reading (regime and basis): the finding with every comparison,
@@ -33,25 +39,10 @@ def render_findings(profile: Profile, claim: str) -> str:
     if (rows := claim_rows(profile, claim)) is None:
         return NOT_RUN
     lines = ["| reading | verdict | finding | evidence |", "|---|---|---|---|"]
-    lines += [f"| {r['label'] or 'one reading'} | **{r['verdict']}** | {r['finding']} | {r['evidence']} |".replace("\n", " ")
-              for r in rows.to_dict("records")]
+    for r in rows.to_dict("records"):
+        cells = (r["label"] or "one reading", f"**{r['verdict']}**", r["finding"], r["evidence"])
+        lines.append("| " + " | ".join(str(c).replace("\n", " ").replace("|", "\\|") for c in cells) + " |")  # a | splits
     return "\n".join(lines)
-
-
-def render_forest(profile: Profile) -> str:
-    """The forest plot of every claim's primary effect (:func:`repro.glance.forest_rows`), saved as a figure."""
-    from .plots import forest, save_figure
-
-    df = forest_rows(profile)
-    if df.empty:
-        return NOT_RUN
-    path = save_figure(forest(df), profile, "00_verdicts")
-    plt.close("all")
-    return (f"![Each claim's primary effect with its 95 % CI, in units of the ±1-point (NLL: ±0.05-nat) equivalence "
-            f"margin, per temperature regime; colour: the verdict](results/{profile.name}/figures/{path.name})")
-
-
-NOT_RUN = "_Not yet run on this profile._"
 
 
 def _table(profile: Profile, name: str) -> pd.DataFrame | None:
@@ -145,7 +136,7 @@ def render_compute(profile: Profile) -> str:
     """Runs and recorded single-thread wall time of the downstream grids (transfer, segmentation) by protocol, split and
     approach, with each grid's total per protocol (the first protocol: 200 steps, T = 1, every cycle kept; the third,
     every arm at its own budget: the only runs in bf16)."""
-    frames = [pd.read_csv(path).assign(study=study) for study in ("transfer", "segmentation")
+    frames = [pd.read_csv(path).assign(study=study) for study in TASKS
               if (path := results_dir(profile) / study / "runs.csv").exists()]
     if not frames:
         return NOT_RUN
@@ -168,7 +159,7 @@ def render_compute(profile: Profile) -> str:
 def render_totals(profile: Profile) -> str:
     """The study's compute in one sentence: every downstream run and its recorded CPU time per grid, and how long
     re-executing the claim notebooks from the recorded runs took (each notebook's last run, ``timings.csv``)."""
-    grids = {study: pd.read_csv(path) for study in ("transfer", "segmentation")
+    grids = {study: pd.read_csv(path) for study in TASKS
              if (path := results_dir(profile) / study / "runs.csv").exists()}
     if not grids:
         return NOT_RUN
@@ -178,9 +169,10 @@ def render_totals(profile: Profile) -> str:
             f"every protocol).")
     if (t := _table(profile, "notebooks/timings")) is not None:
         last = t[t.ok.astype(str) == "True"].groupby("notebook").last()
-        claims = last[last.index.str[:2].isin([f"{i:02d}" for i in range(3, 11)])]
-        text += (f" Re-executing notebooks 03–10 from the recorded runs takes {claims.wall_s.sum() / 60:.1f} minutes "
-                 f"(`make reproduce NO_RUNS=1`, [timings](results/{profile.name}/notebooks/timings.csv)).")
+        readers = last[last.index.isin(NOTEBOOK_STAGES)]          # the notebooks that read the recorded runs
+        text += (f" Re-executing the {len(readers)} notebooks that read the recorded runs ({readers.index[0][:2]}–"
+                 f"{readers.index[-1][:2]}) takes {readers.wall_s.sum() / 60:.1f} minutes (`make reproduce NO_RUNS=1`, "
+                 f"[timings](results/{profile.name}/notebooks/timings.csv)).")
     return text
 
 
@@ -269,7 +261,7 @@ def render_training_budget(profile: Profile) -> str:
               for r in chosen.to_dict("records")]
     if (seg := _table(profile, "training_budget/segmentation_budget")) is not None:
         lines.append(f"* segmentation (CamVid val mIoU): budget **{_int(seg.budget.iloc[0])}** steps.")
-    lines += [f"* not converged: {note}." for task in ("transfer", "segmentation") for note in unconverged(profile, task)]
+    lines += [f"* not converged: {note}." for task in TASKS for note in unconverged(profile, task)]
     if (cycles := _table(profile, "training_budget/cycle_check")) is not None:
         bad = cycles[~cycles.trained_every_cycle.astype(bool)]
         lines.append("* rule 3: " + ("every kept cycle ends within 2 points of the first kept one at the chosen "
@@ -288,7 +280,11 @@ def render_third_protocol(profile: Profile) -> str:
     set told two candidates apart (notebook 09: ``training_budget/retune_resolution``) and C4's T = 1 ablation
     (notebook 05: ``transfer/t1_ablation``)."""
     if (choices := _table(profile, "transfer/own_budget_choices")) is None:
-        return NOT_RUN
+        if (runs := _table(profile, "transfer/runs")) is None or not (third := runs[runs.precision.eq("bf16")]).size:
+            return NOT_RUN
+        return (f"_In progress: {len(third)} third-protocol runs recorded ({third.wall_time_s.sum() / 3600:.1f} "
+                f"CPU-hours). Notebook 05 writes this table once every arm of a regime is tuned and its budget "
+                f"checked._")
     names = ("lr", "weight_decay", "scale", "head_var", "alpha", "temperature", "cycles")
     lines = ["| arm | n | tuned at (steps) | budget (steps) | lr | weight decay | λ | head variance | α | T | cycles |",
              "|---" * 11 + "|"]
@@ -373,6 +369,7 @@ BLOCKS = {"claims": render_summary, "forest": render_forest, "amendment": render
 def update_report(profile: Profile, path: Path = REPORT) -> bool:
     """Rewrite every generated block (``<!-- name:begin -->`` ... ``<!-- name:end -->``) of REPORT.md."""
     text = new = path.read_text()
+    save_forest(profile)
     for name, render in BLOCKS.items():
         new = re.sub(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)",
                      lambda m: m.group(1) + render(profile) + m.group(2), new, flags=re.S)

@@ -229,8 +229,8 @@ def run(profile: Profile, claims: list[str] | None = None, numbers: list[str] | 
             return 1
         os.replace(scratch, out)       # atomic: the committed notebook is either the old one or the finished one
         print(f"[{i}/{len(names)}] {name} done in {wall:.0f} s wall, {cpu:.0f} s CPU -> {out}", flush=True)
-    from .report import REPORTED, update_report
-    if profile.name == REPORTED:       # REPORT.md's generated blocks never lag the CSVs the notebooks just wrote
+    from .report import reports, update_report
+    if reports(profile):               # REPORT.md's generated blocks never lag the CSVs the notebooks just wrote
         print("REPORT.md", "updated" if update_report(profile) else "already up to date", flush=True)
     return 0
 

@@ -10,7 +10,7 @@ from repro.claims import CLAIMS
 from repro.profiles import get_profile
 
 SMOKE, CPU = get_profile("smoke"), get_profile("cpu")
-ROOT = glance.ROOT
+ROOT = report.REPORT.parent
 
 
 def _tests(tmp_path, name: str, rows: list[dict]) -> str:
@@ -70,39 +70,70 @@ def test_a_claim_without_a_sampler_reads_once_and_a_missing_table_shows_a_dash(t
     assert glance.forest_rows(SMOKE).empty
 
 
+def test_numbers_compare_as_numbers_and_the_metric_is_the_primarys(tmp_path, monkeypatch):
+    """A CSV column with a NaN reads as float (1000.0 must match 1000); a table with several metrics shows the claim's."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    base = dict(widths="de_elbo", family="learned")
+    rows = [{**base, "arm": arm, "n_train": n, "metric": "accuracy", "mean_diff": d, "ci_low": d - 0.01, "ci_high": d + 0.01}
+            for arm, n, d in (("cold", 1000, -0.02), ("T1", 1000, -0.03), ("map", 1000, -0.5), ("cold", 100, -0.4))]
+    rows.append({**base, "arm": "cold", "n_train": None, "metric": "accuracy", "mean_diff": -0.9, "ci_low": -1, "ci_high": -0.8})
+    rows.append({**base, "arm": "cold", "n_train": 1000, "metric": "nll", "mean_diff": -0.7, "ci_low": -0.8, "ci_high": -0.6})
+    evidence = _tests(tmp_path, "e1_tests", rows).replace("05_five_way", "10_learned_scale")
+    findings.record_claim(SMOKE, "E1", "not reproduced", "…", evidence)
+    row = _row(report.render_summary(SMOKE), "E1")
+    assert row[3].startswith("[-2.0 pt (-3.0 to -1.0)]") and row[5].startswith("[-3.0 pt (-4.0 to -2.0)]")
+
+
+def test_the_cited_test_table_is_found_by_name_not_position():
+    cell = ("[notebook](results/cpu/notebooks/05.ipynb) · [summary](results/cpu/transfer/five_way_summary.csv) · "
+            "[c4_tests_cold_own](results/cpu/transfer/c4_tests_cold_own.csv)")
+    assert findings.tests_table(cell, "C4") == "results/cpu/transfer/c4_tests_cold_own.csv"
+    assert findings.tests_table(cell, "C1") is None
+
+
+def test_a_finding_ends_its_convergence_note_as_a_sentence(tmp_path, monkeypatch):
+    from repro.analysis.wording import Verdict
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(findings, "convergence_note", lambda profile, claim: " Not converged (notebook 09): x.")
+    findings.conclude(SMOKE, "C4", Verdict(None, "inconclusive", "a; b;"), regime="cold")
+    assert findings.claim_rows(SMOKE, "C4").finding.iloc[0] == "a; b. Not converged (notebook 09): x."
+
+
+def test_the_forest_plot_draws_every_verdict_in_one_or_two_regimes():
+    from repro import plots
+    from repro.analysis.wording import VERDICTS
+
+    df = pd.DataFrame({"claim": [f"C{i}" for i in range(4)], "label": [f"C{i}: x" for i in range(4)],
+                       "regime": ["cold T"] * 4, "effect": [2.0, 0.5, -3.0, -0.2], "low": [1.0, -0.4, -5.0, -2.0],
+                       "high": [3.0, 1.4, -1.0, 1.5], "verdict": list(VERDICTS)})
+    for frame in (df, pd.concat([df, df.assign(regime="T = 1")])):
+        fig = plots.forest(frame)
+        assert len(fig.axes) == frame.regime.nunique() and fig.axes[0].get_yticklabels()[0].get_text() == "C0: x"
+
+
 # ----------------------------------------------------------------------------- REPORT.md against its own CSVs
 
 def _visible(cell: str) -> str:
     return re.sub(r"\*\*|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", cell)
 
 
-#: The columns a stated result may come from: effects, their intervals and the means compared (not p-values or SEs).
-RESULTS = ("mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "top_mean", "random_mean")
+NUMBER = re.compile(r"[+\-−]?\d+(?:\.\d+)?")
 
 
-def _values(csv: str) -> list[float]:
-    df = pd.read_csv(glance.local(csv))
-    return [float(v) for c in RESULTS if c in df for v in df[c].dropna()]
-
-
-def _rounds_from(shown: str, values: list[float]) -> bool:
-    """``shown`` (e.g. "-3.4", "13.3") is some value of the CSV, in its units or in points (× 100), rounded as shown;
-    a number stated as a gap (no sign) may be the value's magnitude."""
-    decimals = len(shown.split(".")[1]) if "." in shown else 0
-    x = float(shown.replace("−", "-"))
-    signed = shown[0] in "+-−"
-    return any(round(f * v, decimals) == x or (not signed and round(abs(f * v), decimals) == x)
-               for v in values for f in (1, 100))
-
-
-def test_every_summary_cell_is_short_and_every_number_rounds_from_the_csv_it_links():
+def test_every_summary_cell_is_short_and_states_one_row_of_the_csv_it_links():
+    """Δ and its CI in a cell are the mean_diff, ci_low and ci_high of one row of the linked table (points: × 100)."""
     longest = 0
     for line in report.render_summary(CPU).splitlines()[2:]:
-        cells = line.strip("|").split(" | ")
-        longest = max(longest, *(len(_visible(c)) for c in cells))
-        for text, csv in glance.LINK.findall(line):
-            numbers = re.findall(r"[+-−]?\d+(?:\.\d+)?", text)
-            assert numbers and all(_rounds_from(n, _values(csv)) for n in numbers), (text, csv)
+        longest = max(longest, *(len(_visible(c)) for c in line.strip("|").split(" | ")))
+        for text, csv in findings.CSV_LINK.findall(line):
+            table = pd.read_csv(findings.local(csv))
+            shown = [float(n.replace("−", "-")) for n in NUMBER.findall(text)]
+            columns = ("mean_diff", "ci_low", "ci_high") if "mean_diff" in table else ("top_mean", "random_mean")
+            decimals = [len(n.split(".")[1]) if "." in n else 0 for n in NUMBER.findall(text)]
+            scale = 100 if " pt" in text else 1
+            assert any(all(round(scale * r[c], d) == v for c, v, d in zip(columns, shown, decimals))
+                       for _, r in table.iterrows()), (text, csv)
     assert longest <= 150
 
 
@@ -111,14 +142,24 @@ def _abstract() -> str:
     return text[text.index("## Abstract"):text.index("\n## ", text.index("## Abstract") + 1)]
 
 
-def test_every_result_in_the_abstract_rounds_from_a_csv_it_links():
-    abstract = _abstract()
-    csvs = re.findall(r"\]\(([^)]+\.csv)\)", abstract)
-    values = [v for csv in csvs for v in _values(csv)]
-    stated = re.findall(r"(\d+(?:\.\d+)?) (?:mIoU )?points?\b", abstract)
-    assert len(stated) >= 4 and csvs
-    assert [n for n in stated if not _rounds_from(n, values)] == []
-    assert len(abstract.split()) <= 300 + 3          # its heading's words aside
+def test_every_result_in_the_abstract_is_a_difference_in_the_csv_its_sentence_links():
+    """Each decimal number of the abstract (a result) sits in a sentence that links a CSV holding that difference, in
+    points (× 100), signed or as a gap."""
+    abstract = re.sub(r"\s+", " ", _abstract())
+    checked = 0
+    for sentence in re.split(r"(?<=[.)]) (?=[A-Z*])", abstract):
+        numbers = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", sentence)
+        csvs = [t for _, t in findings.CSV_LINK.findall(sentence)]
+        if not numbers:
+            continue
+        assert csvs, f"a result without a CSV in its sentence: {sentence}"
+        diffs = [100 * v for csv in csvs for v in pd.read_csv(findings.local(csv)).mean_diff.dropna()]
+        for n in numbers:
+            x = float(n)
+            assert any(round(abs(d), 1) == x for d in diffs), (n, sentence)
+            checked += 1
+    assert checked >= 5
+    assert len(abstract.split()) <= 300 + 2          # its heading's two words aside
 
 
 def test_every_relative_link_and_anchor_of_the_report_resolves():

@@ -239,3 +239,40 @@ def test_a_new_claim_is_one_record(tmp_path, monkeypatch):
     assert "| one reading | **reproduced** | it held | nb 04 |" in report.render_findings(SMOKE, "C11")
     with pytest.raises(ValueError, match="^unknown claim id 'C12'; valid: C1, "):
         findings.record_claim(SMOKE, "C12", "reproduced", "", "")
+
+
+def test_the_totals_and_the_third_protocols_progress_come_from_the_grids(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    assert report.render_totals(SMOKE) == report.NOT_RUN
+    (tmp_path / "smoke" / "transfer").mkdir(parents=True)
+    pd.DataFrame({"key": list("abc"), "wall_time_s": [3600, 1800, 1800], "precision": ["fp32", "bf16", "bf16"]}).to_csv(
+        tmp_path / "smoke" / "transfer" / "runs.csv", index=False)
+    (tmp_path / "smoke" / "notebooks").mkdir()
+    pd.DataFrame({"notebook": ["03_rank_ablation", "05_five_way", "05_five_way", "01_prior_fitting"],
+                  "wall_s": [30, 999, 60, 5000], "ok": [True, True, True, True]}).to_csv(
+        tmp_path / "smoke" / "notebooks" / "timings.csv", index=False)
+    text = report.render_totals(SMOKE)
+    assert text.startswith("**3 downstream runs, 2.0 recorded CPU-hours** (transfer 3 runs and 2.0 CPU-hours;")
+    assert "the 2 notebooks that read the recorded runs (03–05) takes 1.5 minutes" in text      # each one's last run
+    assert report.render_third_protocol(SMOKE).startswith("_In progress: 2 third-protocol runs recorded (1.0 CPU-hours).")
+
+
+def test_a_priors_centre_quality_is_its_swa_means_cifar10_probe(tmp_path, monkeypatch):
+    from repro.experiments import source_quality
+    from repro.runner import MissingPrerequisite
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(MissingPrerequisite, match="source_evaluation.csv does not exist"):
+        source_quality.centre_quality(SMOKE)
+    (tmp_path / "smoke" / "prior_fitting").mkdir(parents=True)
+    pd.DataFrame({"kind": ["ssl", "ssl", "supervised_matched"], "state": ["pretrained", "swa_mean", "swa_mean"],
+                  "probe_cifar10_acc": [0.545, 0.529, 0.583]}).to_csv(
+        tmp_path / "smoke" / "prior_fitting" / "source_evaluation.csv", index=False)
+    assert source_quality.centre_quality(SMOKE) == {"ssl": 0.529, "supervised_matched": 0.583}
+
+
+def test_only_the_reported_profile_in_the_repositorys_results_rewrites_the_report(tmp_path, monkeypatch):
+    monkeypatch.delenv("REPRO_RESULTS_DIR", raising=False)
+    assert report.reports(CPU) and not report.reports(SMOKE)
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    assert not report.reports(CPU)

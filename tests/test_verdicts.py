@@ -257,3 +257,14 @@ def test_ssl_vs_supervised_is_confounded_when_the_matched_centre_is_still_better
     for a in ("bayes_learned", "map_learned", "sgd_transfer"):          # SSL wins against the stronger backbone: counts
         acc[(a, "supervised_matched")] = [x - 0.03 for x in ORDERED[(a, "ssl")]]
     assert verdicts.ssl_vs_supervised_verdict(five_way_rows(acc), quality=far)[1] == "reproduced"
+    stronger_ssl = {"ssl": 0.583, "supervised_matched": 0.529}        # the same win, SSL's centre the stronger one
+    assert verdicts.ssl_vs_supervised_verdict(five_way_rows(acc), quality=stronger_ssl)[1] == "inconclusive"
+    assert verdicts.ssl_vs_supervised_verdict(five_way_rows(acc), quality={"ssl": 0.529})[1] == "reproduced"  # no gap
+
+
+@pytest.mark.parametrize("verdict, gap, confounded", [
+    ("not reproduced", 0.054, True), ("inconclusive", 0.054, True), ("partially reproduced", 0.054, False),
+    ("reproduced", 0.054, False), ("not reproduced", 0.01, False), ("reproduced", -0.02, True),
+    ("partially reproduced", -0.02, True), ("not reproduced", -0.02, False), ("reproduced", float("nan"), False)])
+def test_c5_is_confounded_only_by_what_the_stronger_backbone_could_explain(verdict, gap, confounded):
+    assert verdicts.quality_confounded(verdict, gap) is confounded

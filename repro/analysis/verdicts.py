@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
-from .stats import ALPHA, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, paired_bootstrap, select, stacked
+from .stats import ALPHA, MARGINS, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, paired_bootstrap, select, stacked
 from .wording import Verdict, phrase_diff, phrase_regime, word
 
 
@@ -122,8 +122,16 @@ def ordering_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verd
     return Verdict(table, verdict, finding)
 
 
-#: How close (CIFAR-10 probe accuracy) the quality-matched supervised centre must be to SSL's for C5 to be unconfounded.
-MATCH_MARGIN = 0.01
+def quality_confounded(verdict: str, gap: float, margin: float = MARGINS["accuracy"]) -> bool:
+    """Whether C5's ``verdict`` could be the backbones' quality rather than the priors': ``gap`` is the matched
+    supervised centre's CIFAR-10 probe minus SSL's. Beyond the margin, only what goes against the stronger side is
+    evidence: SSL losing (not reproduced) to a stronger supervised centre, or winning (partially or fully) against a
+    stronger SSL centre, stays confounded; an SSL win against a stronger supervised centre still counts."""
+    if gap > margin:
+        return verdict not in ("reproduced", "partially reproduced")
+    if gap < -margin:
+        return verdict in ("reproduced", "partially reproduced")
+    return False
 
 
 def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
@@ -136,9 +144,8 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
     [(1 or 2) - (3)]_SSL - [(1 or 2) - (3)]_supervised (what the prior adds beyond its own backbone), with TOST.
 
     ``quality``: each prior's centre scored on CIFAR-10 (its SWA mean's linear probe, notebook 01). Amended
-    2026-12-06: where the "matched" supervised centre still scores more than the 1-point margin above SSL's, a
-    comparison SSL does not win stays confounded, so the verdict is inconclusive; SSL winning against a stronger
-    backbone would still count."""
+    2026-12-06: where the "matched" centres still differ by more than the 1-point margin, a verdict the stronger
+    backbone could explain is inconclusive (:func:`quality_confounded`)."""
     d = df[df.dataset == "cifar10"]
     on = ("n_train", "seed")
     kinds = ["supervised"] + (["supervised_matched"] if not select(d, prior_kind="supervised_matched").empty else [])
@@ -164,13 +171,13 @@ def ssl_vs_supervised_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None
     verdict = (word(list(matched.outcome), partial=bool((matched.outcome == "effect").any())) if len(matched)
                else "inconclusive")
     gap = (quality or {}).get("supervised_matched", np.nan) - (quality or {}).get("ssl", np.nan)
-    unmatched = len(matched) > 0 and gap > MATCH_MARGIN and verdict != "reproduced"
-    verdict = "inconclusive" if unmatched else verdict
+    unmatched = len(matched) > 0 and quality_confounded(verdict, gap)
+    verdict = word([], confounded=True) if unmatched else verdict
     finding = (phrase_regime(d, "CIFAR-10") + ("" if len(matched) else "confounded by backbone quality (no quality-matched "
                                          "supervised prior yet); ") +
                (f"confounded by backbone quality: the matched supervised prior's centre scores {quality['supervised_matched']:.3f} "
-                f"on the CIFAR-10 linear probe against SSL's {quality['ssl']:.3f} ({100 * gap:+.1f} pt, more than the "
-                f"{100 * MATCH_MARGIN:g}-point margin; amended 2026-12-06), so the verdict is inconclusive; "
+                f"on the CIFAR-10 linear probe against SSL's {quality['ssl']:.3f} ({100 * gap:+.1f} pt, beyond the "
+                f"{100 * MARGINS['accuracy']:g}-point margin; amended 2026-12-06), so the verdict is inconclusive; "
                 if unmatched else "") +
                "; ".join(f"{LABELS[r.approach]}: SSL {r.mean_a:.3f} vs {r.reference} {r.mean_b:.3f}, {phrase_diff(r, True)}"
                          for r in pd.concat([raw, matched]).itertuples()) + "; " +

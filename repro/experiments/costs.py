@@ -26,7 +26,7 @@ import pandas as pd
 from ..analysis.stats import finished
 from ..profiles import Profile
 from ..runner import MissingPrerequisite, load_results
-from .approaches import lookup
+from .approaches import TASKS, lookup
 from .grid import MissingRuns, Recorded, failed_keys, grid_csv
 from .studies import NOTEBOOK_STAGES, jobs
 
@@ -47,7 +47,7 @@ def _class(task: str, approach: str) -> str:
 def _recorded(profile: Profile) -> dict[str, pd.DataFrame]:
     """task -> its finished runs on ``profile`` (tasks without any left out)."""
     out = {}
-    for task in ("transfer", "segmentation"):
+    for task in TASKS:
         rows = load_results(grid_csv(profile, task))
         if not rows.empty:
             out[task] = finished(rows)[lambda d: d.steps > 0]

@@ -51,7 +51,7 @@ from ..analysis.wording import Verdict, word
 from ..data import DATASETS
 from ..models import Classifier, build_backbone
 from ..profiles import Profile
-from .approaches import arm_parts, lookup
+from .approaches import REGIMES, arm_parts, lookup
 from ..method.variational import SIGMA_INIT
 from .grid import Recorded
 from .own_budget import own_setting
@@ -69,7 +69,7 @@ MATCHED, Q_MEAN = "de_elbo_matched", "q_mean"     # the amendment's arms (module
 #: How figures name the widths' sources and the arms.
 WIDTH_LABELS = {"grid": "validation grid", "de_elbo": "DE-ELBO (registered)", MATCHED: "κ × DE-ELBO (amendment)",
                 "elbo": "plain ELBO", Q_MEAN: "q's own mean (amendment)"}
-ARM_LABELS = {"map": "MAP", "T1": "T = 1", "cold": "cold T"}
+ARM_NAMES = {"map": "MAP", **REGIMES}
 
 
 @functools.lru_cache(maxsize=4)
