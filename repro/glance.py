@@ -15,7 +15,7 @@ import pandas as pd
 
 from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
-from .findings import claim_rows, local, tests_table
+from .findings import BASES, claim_rows, local, tests_table
 from .analysis.stats import MARGINS
 from .profiles import Profile
 
@@ -51,8 +51,7 @@ class Effect:
         """The summary cell: Δ (95 % CI) in the table's units, linked to the CSV it is read from."""
         if self.row is None or self.primary is None:
             return "—"
-        text = self.primary.describe(self.row)
-        return f"[{text}]({self.table})" + (" (own budget)" if self.basis == "own" else "")
+        return f"[{self.primary.describe(self.row)}]({self.table})"
 
 
 def _matches(column: pd.Series, value) -> pd.Series:
@@ -83,7 +82,7 @@ def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | Non
     return rows.loc[(primary.sign * rows.mean_diff).idxmin()] if "mean_diff" in rows else rows.iloc[0]
 
 
-def effects(profile: Profile, claim: Claim) -> dict[str, Effect]:
+def effects(profile: Profile, claim: Claim) -> dict[str, tuple[Effect, ...]]:
     """``claim``'s primary effect per regime where it is recorded (own budget before equal compute); a claim with one
     reading (no regime) has it under :data:`FIRST`, unless its table holds every regime (``Primary.regime_column``)."""
     if (rows := claim_rows(profile, claim.id)) is None:
@@ -93,11 +92,13 @@ def effects(profile: Profile, claim: Claim) -> dict[str, Effect]:
         mine = rows[rows.regime == regime] if (rows.regime != "").any() else rows
         if mine.empty:
             continue
-        r = mine[mine.basis == "own"].iloc[0] if (mine.basis == "own").any() else mine.iloc[0]
-        path = tests_table(r.evidence, claim.id)
-        table = pd.read_csv(local(path)) if path and local(path).exists() else None
-        row = None if table is None or claim.primary is None else _pick(table, claim.primary, regime)
-        out[regime] = Effect(claim.id, regime, r.verdict, r.basis, path or "", row, claim.primary)
+        readings = []
+        for r in mine.sort_values("basis", key=lambda b: b != "own", kind="stable").itertuples():   # own budget first
+            path = tests_table(r.evidence, claim.id)
+            table = pd.read_csv(local(path)) if path and local(path).exists() else None
+            row = None if table is None or claim.primary is None else _pick(table, claim.primary, regime)
+            readings.append(Effect(claim.id, regime, r.verdict, r.basis, path or "", row, claim.primary))
+        out[regime] = tuple(readings)
     return out
 
 
@@ -112,7 +113,8 @@ def anchor(claim: Claim) -> str:
 
 
 def render_summary(profile: Profile) -> str:
-    """REPORT.md's summary table: one row per claim, every cell short."""
+    """REPORT.md's summary table: one row per claim, every cell short; a claim the third protocol re-ran shows its
+    own-budget reading (primary) and its equal-compute one side by side."""
     cols = ["claim", "the paper (where)", "primary effect", "ours, cold T (the authors' regime)", "verdict, cold T",
             "ours, T = 1", "verdict, T = 1", "Flowers-102 reproduction"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -121,8 +123,11 @@ def render_summary(profile: Profile) -> str:
         cells = [f"[{claim.id}](#{anchor(claim)})", claim.paper or claim.statement,
                  claim.primary.label if claim.primary else "—"]
         for regime in ORDER:
-            if (e := got.get(regime)) is not None:
-                cells += [e.cell(), f"**{e.verdict}**"]
+            if (readings := got.get(regime)) and len(readings) == 1:
+                cells += [readings[0].cell(), f"**{readings[0].verdict}**"]
+            elif readings:                              # a re-run claim: own budget (the primary reading), then equal
+                cells += ["; ".join(f"{BASES[e.basis or 'equal']}: {e.cell()}" for e in readings),
+                          "; ".join(f"{BASES[e.basis or 'equal']}: **{e.verdict}**" for e in readings)]
             elif rows is not None and single(rows, claim):
                 cells += ["same (no sampler)", "same"]
             else:
@@ -136,8 +141,8 @@ def forest_rows(profile: Profile) -> pd.DataFrame:
     """Every claim's primary effect in margins (:attr:`Effect.in_margins`) per regime: the forest plot's data."""
     rows = []
     for claim in CLAIMS.values():
-        for regime, e in effects(profile, claim).items():
-            if (m := e.in_margins) is not None:
+        for regime, readings in effects(profile, claim).items():
+            if (m := (e := readings[0]).in_margins) is not None:          # the primary reading: own budget first
                 rows.append({"claim": claim.id, "label": f"{claim.id}: {claim.primary.label}", "regime": REGIMES[regime],
                              "effect": m[0], "low": m[1], "high": m[2], "verdict": e.verdict})
     return pd.DataFrame(rows, columns=["claim", "label", "regime", "effect", "low", "high", "verdict"])

@@ -35,13 +35,15 @@ def test_the_summary_shows_the_primary_row_of_the_table_the_verdict_cites(tmp_pa
     row = _row(report.render_summary(SMOKE), "C4")
     assert row[3] == "[-3.4 pt (-4.4 to -2.5)](results/smoke/transfer/c4_tests_cold.csv)"
     assert row[4] == "**partially reproduced**" and row[5:7] == ["not run", "—"]
-    # an own-budget reading is the one shown, marked, once it exists; the equal-compute one stays in the section
+    # once a claim has an own-budget reading, the row shows it first and the equal-compute one beside it
     own = _tests(tmp_path, "c4_tests_cold_own", [
         {**base, "comparison": "(1)>(2)", "n_train": "all", "mean_diff": 0.012, "ci_low": 0.002, "ci_high": 0.022}])
     findings.record_claim(SMOKE, "C4", "reproduced", "…", own, regime="cold", basis="own")
     row = _row(report.render_summary(SMOKE), "C4")
-    assert row[3] == "[+1.2 pt (+0.2 to +2.2)](results/smoke/transfer/c4_tests_cold_own.csv) (own budget)"
-    assert row[4] == "**reproduced**"
+    assert row[3] == ("own budget: [+1.2 pt (+0.2 to +2.2)](results/smoke/transfer/c4_tests_cold_own.csv); "
+                      "equal compute: [-3.4 pt (-4.4 to -2.5)](results/smoke/transfer/c4_tests_cold.csv)")
+    assert row[4] == "own budget: **reproduced**; equal compute: **partially reproduced**"
+    assert glance.forest_rows(SMOKE).set_index("claim").loc["C4", "effect"] == pytest.approx(1.2)   # the primary reading
 
 
 def test_several_matching_rows_show_the_least_favourable_and_nll_is_signed(tmp_path, monkeypatch):

@@ -64,7 +64,8 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
     assert "| cold T, own budget | **partially reproduced** | cold, own again |" in full and "cold, own |" not in full
     assert "| cold T, equal compute | **not reproduced** |" in full
     row = next(r for r in report.render_summary(SMOKE).splitlines() if r.startswith("| [C4]"))
-    assert row.split(" | ")[4] == "**partially reproduced**" and row.split(" | ")[6] == "**inconclusive**"  # own first
+    assert row.split(" | ")[4] == "own budget: **partially reproduced**; equal compute: **not reproduced**"  # own first
+    assert row.split(" | ")[6] == "**inconclusive**"
     assert ("| C4 | not reproduced | T = 1: inconclusive; cold T: not reproduced | cold T: partially reproduced |"
             in report.render_budget(SMOKE))
     with pytest.raises(ValueError, match="unknown basis 'cheap'"):
