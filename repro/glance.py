@@ -124,7 +124,8 @@ def render_summary(profile: Profile) -> str:
                  claim.primary.label if claim.primary else "—"]
         for regime in ORDER:
             if (readings := got.get(regime)) and len(readings) == 1:
-                cells += [readings[0].cell(), f"**{readings[0].verdict}**"]
+                overall = " (one verdict for all)" if len(got) > 1 and (rows.regime == "").all() else ""   # E1
+                cells += [readings[0].cell(), f"**{readings[0].verdict}**{overall}"]
             elif readings:                              # a re-run claim: own budget (the primary reading), then equal
                 cells += ["; ".join(f"{BASES[e.basis or 'equal']}: {e.cell()}" for e in readings),
                           "; ".join(f"{BASES[e.basis or 'equal']}: **{e.verdict}**" for e in readings)]
