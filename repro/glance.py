@@ -156,7 +156,7 @@ def render_forest(profile: Profile) -> str:
     """The link to the forest plot of every claim's primary effect (:func:`repro.glance.forest_rows`)."""
     if forest_rows(profile).empty:
         return NOT_RUN
-    margins = ", ".join(f"{m}: ±{MARGINS[m]:g}" for m in ("accuracy", "nll"))
+    margins = f"±{100 * MARGINS['accuracy']:g} point of accuracy or mIoU, ±{MARGINS['nll']:g} nats of NLL"
     return (f"![Each claim's primary effect with its 95 % CI, in units of its equivalence margin ({margins}), per "
             f"temperature regime; colour: the verdict](results/{profile.name}/figures/{FOREST}.png)")
 
