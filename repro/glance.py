@@ -15,7 +15,7 @@ import pandas as pd
 
 from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
-from .findings import BASES, claim_rows, local, tests_table
+from .findings import claim_rows, local, row_label, tests_table
 from .analysis.stats import MARGINS
 from .profiles import Profile
 
@@ -127,8 +127,8 @@ def render_summary(profile: Profile) -> str:
                 overall = " (one verdict for all)" if len(got) > 1 and (rows.regime == "").all() else ""   # E1
                 cells += [readings[0].cell(), f"**{readings[0].verdict}**{overall}"]
             elif readings:                              # a re-run claim: own budget (the primary reading), then equal
-                cells += ["; ".join(f"{BASES[e.basis or 'equal']}: {e.cell()}" for e in readings),
-                          "; ".join(f"{BASES[e.basis or 'equal']}: **{e.verdict}**" for e in readings)]
+                cells += ["; ".join(f"{row_label('', e.basis, own=True)}: {e.cell()}" for e in readings),
+                          "; ".join(f"{row_label('', e.basis, own=True)}: **{e.verdict}**" for e in readings)]
             elif rows is not None and single(rows, claim):
                 cells += ["same (no sampler)", "same"]
             else:
