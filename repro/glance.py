@@ -17,7 +17,7 @@ from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
 from .findings import claim_rows, local, row_label, tests_table
 from .analysis.stats import MARGINS
-from .profiles import Profile
+from .profiles import Profile, results_dir
 
 #: The summary's regime columns, cold first: the authors' regime. A claim with one reading (no sampler) fills the first.
 ORDER = tuple(sorted(REGIMES, key=lambda r: r != "cold"))
@@ -82,10 +82,11 @@ def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | Non
     return rows.loc[(primary.sign * rows.mean_diff).idxmin()] if "mean_diff" in rows else rows.iloc[0]
 
 
-def effects(profile: Profile, claim: Claim) -> dict[str, tuple[Effect, ...]]:
-    """``claim``'s primary effect per regime where it is recorded (own budget before equal compute); a claim with one
-    reading (no regime) has it under :data:`FIRST`, unless its table holds every regime (``Primary.regime_column``)."""
-    if (rows := claim_rows(profile, claim.id)) is None:
+def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) -> dict[str, tuple[Effect, ...]]:
+    """``claim``'s primary effect per regime where it is recorded (own budget before equal compute), read from its
+    verdict ``rows`` (by default :func:`.findings.claim_rows`'); a claim with one reading (no regime) has it under
+    :data:`FIRST`, unless its table holds every regime (``Primary.regime_column``)."""
+    if rows is None and (rows := claim_rows(profile, claim.id)) is None:
         return {}
     out = {}
     for regime in ((FIRST,) if single(rows, claim) else ORDER):       # one reading is shown once
@@ -119,7 +120,8 @@ def render_summary(profile: Profile) -> str:
             "ours, T = 1", "verdict, T = 1", "Flowers-102 reproduction"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for claim in CLAIMS.values():
-        got, rows = effects(profile, claim), claim_rows(profile, claim.id)
+        rows = claim_rows(profile, claim.id)
+        got = effects(profile, claim, rows) if rows is not None else {}
         cells = [f"[{claim.id}](#{anchor(claim)})", claim.paper or claim.statement,
                  claim.primary.label if claim.primary else "—"]
         for regime in ORDER:
@@ -153,8 +155,8 @@ FOREST = "00_verdicts"          # the forest plot's figure, drawn by update_repo
 
 
 def render_forest(profile: Profile) -> str:
-    """The link to the forest plot of every claim's primary effect (:func:`repro.glance.forest_rows`)."""
-    if forest_rows(profile).empty:
+    """The link to the forest plot of every claim's primary effect, once :func:`save_forest` has drawn it."""
+    if not (results_dir(profile) / "figures" / f"{FOREST}.png").exists():
         return NOT_RUN
     margins = f"±{100 * MARGINS['accuracy']:g} point of accuracy or mIoU, ±{MARGINS['nll']:g} nats of NLL"
     return (f"![Each claim's primary effect with its 95 % CI, in units of its equivalence margin ({margins}), per "

@@ -230,6 +230,18 @@ def test_the_dry_run_lists_runs_the_workers_then_record_and_trains_nothing(smoke
     assert check.fitted_on + check.predicted_runs == len(recorded) and abs(check.error) < 0.5
 
 
+def test_a_dry_run_plans_a_stage_several_notebooks_read_once(monkeypatch):
+    """05, 06 and 07 read the five-way grid: the dry run asks for its jobs once, as 05's, and 06 adds only C2's."""
+    from repro.experiments import costs
+    from repro.profiles import get_profile
+
+    asked = []
+    monkeypatch.setattr(costs, "jobs", lambda profile, stages: asked.append(stages) or [])
+    monkeypatch.setattr(costs, "rates", lambda profile: None)
+    costs.plan(get_profile("smoke"), ["05_five_way", "06_calibration", "07_ood_shift"])
+    assert asked[0] == costs.NOTEBOOK_STAGES["05_five_way"] and asked[1:] == [("C2",)]
+
+
 def test_a_worker_retries_each_failure_it_finds_at_its_start_once(tmp_path, monkeypatch):
     """A failed run is missing to a worker that found it failed at its start, until it has tried it once; then it is
     read as what it is (a study decides without it), and the next worker tries it again."""

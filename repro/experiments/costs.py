@@ -110,10 +110,12 @@ def plan(profile: Profile, notebooks: list[str]) -> tuple[pd.DataFrame, pd.DataF
     """What ``notebooks`` lack now: one row per run that can start (not yet recorded; each counted once, as the first
     notebook's that needs it) with notebook, task, approach, steps, estimated seconds, their basis and the run's key;
     and one row per notebook with its jobs still waiting (on those runs, or, ``blocked``, on a prerequisite such as notebook 09's
-    budgets)."""
+    budgets). A stage several notebooks read (05, 06 and 07 read the five-way grid) is planned once, as the first's."""
     model, rec, out, waiting, seen = rates(profile), Recorded(profile, retry=failed_keys(profile)), [], [], set()
+    planned: set[str] = set()
     for notebook in notebooks:
-        stages = NOTEBOOK_STAGES.get(notebook, ())
+        stages = tuple(s for s in NOTEBOOK_STAGES.get(notebook, ()) if s not in planned)
+        planned.update(stages)
         pending, blocked = 0, []
         for _, job in jobs(profile, stages) if stages else ():
             try:
