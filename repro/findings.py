@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 # How the arms of a re-run claim were budgeted (notebook 05's third protocol, 2026-12-05): "own", every arm at its
 # own converged budget and tuning (the primary reading: the paper compares methods each trained to convergence);
 # "equal", every arm at the size's one budget (the second protocol's runs, as recorded). A claim recorded without a
-# basis was run one way only, the second protocol's; once it also has an "own" row, that row reads "equal".
-BASES = {"own": "own budget", "equal": "equal compute"}
+# basis was run one way only, the second protocol's; once it also has an "own" row, that row reads "equal". A claim
+# tested twice by registered rules (E1, no regime) has "confirmatory", the test registered before its runs on fresh
+# seeds (its verdict), and "registered", the first registration's, kept beside it.
+BASES = {"own": "own budget", "equal": "equal compute", "confirmatory": "confirmatory", "registered": "first registration"}
+COMPUTE = ("own", "equal")        # the bases of a re-run claim: recorded per temperature regime
 
 
 def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
@@ -62,15 +65,17 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
         raise ValueError(f"unknown temperature regime {regime!r}; valid: {', '.join(REGIMES)}")
     if basis is not None and basis not in BASES:
         raise ValueError(f"unknown basis {basis!r}; valid: {', '.join(BASES)}")
-    if basis is not None and regime is None:
+    if basis in COMPUTE and regime is None:
         raise ValueError(f"a basis needs a temperature regime: {claim} is recorded per regime where it has a basis")
     basis = None if basis == "equal" else basis        # a row without a basis is the equal-compute one
     row = pd.DataFrame([dict(claim=claim, profile=profile.name, verdict=verdict, finding=finding, evidence=evidence,
                              regime=regime or "", basis=basis or "")])
     old = claim_rows(profile, claim)
-    if regime is not None and old is not None:       # rows of regimes and bases, the old one of this pair replaced
-        kept = old[old.regime.isin(REGIMES) & ((old.regime != regime) | (old.basis != (basis or "")))]
-        order = [*REGIMES], ["", *BASES]
+    if old is not None and (regime is not None or basis is not None):   # rows of regimes and bases, the old one of
+        # this pair replaced (and a stale row of the other kind, e.g. one recorded before the claim had regimes, gone)
+        same_kind = old.regime.isin(REGIMES) if regime is not None else (old.regime == "") & (old.basis != "")
+        kept = old[same_kind & ((old.regime != (regime or "")) | (old.basis != (basis or "")))]
+        order = ["", *REGIMES], ["", *BASES]
         row = (pd.concat([kept.drop(columns="label"), row])
                .assign(o1=lambda d: d.regime.map(order[0].index), o2=lambda d: d.basis.map(order[1].index))
                .sort_values(["o1", "o2"], kind="stable").drop(columns=["o1", "o2"]).reset_index(drop=True))

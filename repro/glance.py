@@ -15,7 +15,7 @@ import pandas as pd
 
 from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
-from .findings import claim_rows, local, row_label, tests_table
+from .findings import BASES, claim_rows, local, row_label, tests_table
 from .analysis.stats import MARGINS
 from .profiles import Profile, results_dir
 
@@ -47,8 +47,15 @@ class Effect:
         lo, hi = sorted((p.sign * r.ci_low / p.margin, p.sign * r.ci_high / p.margin))
         return p.sign * r.mean_diff / p.margin, lo, hi
 
+    @property
+    def untested(self) -> bool:
+        """The cited table has no such comparison: e.g. a regime its test did not run."""
+        return self.primary is not None and bool(self.table) and self.row is None
+
     def cell(self) -> str:
         """The summary cell: Δ (95 % CI) in the table's units, linked to the CSV it is read from."""
+        if self.untested:
+            return "not tested"
         if self.row is None or self.primary is None:
             return "—"
         return f"[{self.primary.describe(self.row)}]({self.table})"
@@ -64,9 +71,12 @@ def _matches(column: pd.Series, value) -> pd.Series:
 
 
 def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | None:
-    """The row of ``table`` that ``primary`` selects: its ``where``, the regime in its ``regime_column``, its metric
-    where the table has several; of several rows left, the least favourable to the claim."""
-    where = dict(primary.where) | ({primary.regime_column: regime} if primary.regime_column else {})
+    """The row of ``table`` that ``primary`` selects: its ``where``, the regime's columns (``Primary.regimes``), its
+    metric where the table has several; of several rows left, the least favourable to the claim. None where the
+    table has no such row (or the regime was not tested)."""
+    if primary.regimes is not None and regime not in primary.regimes:
+        return None
+    where = dict(primary.where) | dict((primary.regimes or {}).get(regime, {}))
     if primary.metric and "metric" in table and "metric" not in where:
         where["metric"] = primary.metric
     mask = pd.Series(True, index=table.index)
@@ -85,7 +95,7 @@ def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | Non
 def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) -> dict[str, tuple[Effect, ...]]:
     """``claim``'s primary effect per regime where it is recorded (own budget before equal compute), read from its
     verdict ``rows`` (by default :func:`.findings.claim_rows`'); a claim with one reading (no regime) has it under
-    :data:`FIRST`, unless its table holds every regime (``Primary.regime_column``)."""
+    :data:`FIRST`, unless its table holds every regime (``Primary.regimes``)."""
     if rows is None and (rows := claim_rows(profile, claim.id)) is None:
         return {}
     out = {}
@@ -94,7 +104,8 @@ def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) ->
         if mine.empty:
             continue
         readings = []
-        for r in mine.sort_values("basis", key=lambda b: b != "own", kind="stable").itertuples():   # own budget first
+        first = mine.basis.map(lambda b: list(BASES).index(b or "equal"))   # own budget, then equal; confirmatory first
+        for r in mine.assign(o=first).sort_values("o", kind="stable").itertuples():
             path = tests_table(r.evidence, claim.id)
             table = pd.read_csv(local(path)) if path and local(path).exists() else None
             row = None if table is None or claim.primary is None else _pick(table, claim.primary, regime)
@@ -105,7 +116,7 @@ def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) ->
 
 def single(rows: pd.DataFrame, claim: Claim) -> bool:
     """Whether ``claim`` was read once, with no temperature regime (no sampler in it)."""
-    return (rows.regime == "").all() and not (claim.primary and claim.primary.regime_column)
+    return (rows.regime == "").all() and not (claim.primary and claim.primary.regimes)
 
 
 def anchor(claim: Claim) -> str:
@@ -128,9 +139,10 @@ def render_summary(profile: Profile) -> str:
             if (readings := got.get(regime)) and len(readings) == 1:
                 overall = " (one verdict for all)" if len(got) > 1 and (rows.regime == "").all() else ""   # E1
                 cells += [readings[0].cell(), f"**{readings[0].verdict}**{overall}"]
-            elif readings:                              # a re-run claim: own budget (the primary reading), then equal
+            elif readings:         # own budget (the primary reading), then equal; E1: confirmatory, then registered
                 cells += ["; ".join(f"{row_label('', e.basis, own=True)}: {e.cell()}" for e in readings),
-                          "; ".join(f"{row_label('', e.basis, own=True)}: **{e.verdict}**" for e in readings)]
+                          "; ".join(f"{row_label('', e.basis, own=True)}: "
+                                    + ("—" if e.untested else f"**{e.verdict}**") for e in readings)]
             elif rows is not None and single(rows, claim):
                 cells += ["same (no sampler)", "same"]
             else:

@@ -83,7 +83,30 @@ def test_numbers_compare_as_numbers_and_the_metric_is_the_primarys(tmp_path, mon
     evidence = _tests(tmp_path, "e1_tests", rows).replace("05_five_way", "10_learned_scale")
     findings.record_claim(SMOKE, "E1", "not reproduced", "…", evidence)
     row = _row(report.render_summary(SMOKE), "E1")
-    assert row[3].startswith("[-2.0 pt (-3.0 to -1.0)]") and row[5].startswith("[-3.0 pt (-4.0 to -2.0)]")
+    # cold: the worse of MAP and the cold sampler at n = 1000 (the NaN n_train row and the NLL row are not read)
+    assert row[3].startswith("[-50.0 pt (-51.0 to -49.0)]") and row[5].startswith("[-3.0 pt (-4.0 to -2.0)]")
+
+
+def test_e1_shows_its_confirmatory_verdict_first_and_the_first_registration_beside_it(tmp_path, monkeypatch):
+    """Two registrations, no regime: the confirmatory reading (MAP and the cold sampler only) first, the first
+    registration's after it; the T = 1 column, which the confirmatory test did not run, says so."""
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    first = [dict(widths=w, family="learned", arm=a, n_train=1000, metric="accuracy", mean_diff=d, ci_low=d - 0.01,
+                  ci_high=d + 0.01) for w, a, d in (("de_elbo", "map", -0.18), ("de_elbo_matched", "map", -0.012),
+                                                    ("de_elbo_matched", "cold", -0.011), ("de_elbo_matched", "T1", -0.02))]
+    again = [dict(r, widths="de_elbo_matched", mean_diff=d, ci_low=d - 0.01, ci_high=d + 0.01)
+             for r, d in zip(first[1:3], (0.004, -0.003))]
+    for basis, word, rows in (("registered", "not reproduced", first), ("confirmatory", "reproduced", again)):
+        evidence = _tests(tmp_path, f"e1_tests_{basis}", rows).replace("05_five_way", "10_learned_scale")
+        findings.record_claim(SMOKE, "E1", word, "…", evidence, basis=basis)
+    assert findings.claim_rows(SMOKE, "E1").basis.tolist() == ["confirmatory", "registered"]
+    row = [_visible(c) for c in _row(report.render_summary(SMOKE), "E1")]
+    assert row[3] == "confirmatory: -0.3 pt (-1.3 to +0.7); first registration: -18.0 pt (-19.0 to -17.0)"
+    assert row[4] == "confirmatory: reproduced; first registration: not reproduced"
+    assert row[5] == "confirmatory: not tested; first registration: -2.0 pt (-3.0 to -1.0)"
+    assert row[6] == "confirmatory: —; first registration: not reproduced"
+    forest = glance.forest_rows(SMOKE)
+    assert forest.effect.tolist() == pytest.approx([-0.3])        # the primary reading, in the regime it tested
 
 
 def test_the_cited_test_table_is_found_by_name_not_position():

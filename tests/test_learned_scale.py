@@ -143,8 +143,12 @@ def test_confirm_pairs_each_arm_at_rule_5_with_kappa_times_the_fits_widths(fit_g
     rec, _ = fit_grid({}, P)                       # every fit: widths 1, sigma 1e-4 (never converges: the cap, 800)
     monkeypatch.setattr(ls, "own_setting", lambda p, arm, n, seed: dict(arm_=arm, n_train=n, seed=seed, split="test",
                                                                          scale=1e7, head_var=1.0, alpha=10.0))
-    monkeypatch.setattr(ls, "retune_runs", lambda p, arm, n: pd.DataFrame(
-        dict(coordinate=["lr", "scale", "head_var", "alpha"], status="ok", train_time_s=[100.0, 200.0, 300.0, 400.0])))
+    # a coordinate starts from the run the previous one chose (the scale's second run is head_var's first: one run,
+    # counted once); a failed run took its CPU time too
+    monkeypatch.setattr(ls, "retune_runs", lambda p, arm, n: pd.DataFrame(dict(
+        coordinate=["lr", "scale", "scale", "head_var", "head_var", "alpha"],
+        key=[f"{arm}:{k}" for k in ("l", "s1", "s2", "s2", "h1", "a")],
+        status=["ok", "ok", "ok", "ok", "failed", "ok"], train_time_s=[100.0, 200.0, 250.0, 250.0, 300.0, 400.0])))
     fitted, rows, times = ls.confirm(rec)
     assert set(fitted.seed) == set(P.confirm_seeds) and len(fitted) == 2 * len(P.confirm_seeds)
     k = ls.kappa(P, "de_elbo", 1000)
@@ -153,4 +157,5 @@ def test_confirm_pairs_each_arm_at_rule_5_with_kappa_times_the_fits_widths(fit_g
     grid_rows = rows[rows.widths == "grid"]
     assert set(grid_rows.scale) == {1e7} and len(grid_rows) == len(rows) / 2
     t = times.set_index("family")
-    assert t.loc["learned", "grid_cpu_s"] == 2 * (200 + 300) and t.loc["non-learned", "grid_cpu_s"] == 2 * 400
+    assert t.loc["learned", "grid_cpu_s"] == 2 * (200 + 250 + 300) and t.loc["non-learned", "grid_cpu_s"] == 2 * 400
+    assert t.loc["learned", "grid_runs"] == 2 * 3

@@ -169,11 +169,12 @@ def selection_time(rec: Recorded, kind: str, fitted: pd.DataFrame) -> pd.DataFra
 
 
 def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None = None, primary: str = "de_elbo",
-            reported: tuple[str, ...] = (MATCHED, Q_MEAN), against: str = "the validation grid's"
-            ) -> Verdict:
+            reported: tuple[str, ...] = (MATCHED, Q_MEAN), against: str = "the validation grid's",
+            expected: int | None = None) -> Verdict:
     """The pre-registered rule (module docstring) on the rows of :func:`arms` and :func:`selection_time`; the verdict
     is the ``primary`` comparison's (the pre-registered ``de_elbo``; :func:`confirm`'s :data:`MATCHED`), the
-    ``reported`` ones (the amendment's) are tested and reported beside it, each its own Holm family."""
+    ``reported`` ones (the amendment's) are tested and reported beside it, each its own Holm family. ``expected``:
+    the registered number of pairs (family, arm, size, seed); fewer finished ones cannot make the claim reproduced."""
     families = []
     for widths in (primary, *reported):
         rows = []
@@ -196,10 +197,19 @@ def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None 
     finding = (f"Regime: n = {', '.join(str(int(n)) for n in sorted(pre.n_train.unique()))}. {what} vs {against}: "
                f"{_tally(pre)}; selection CPU time {times.ratio.min():.2f}-{times.ratio.max():.2f}"
                f" x the grid's (target <= {TIME_RATIO:g}).")
+    if expected is not None and (made := _pairs(table, primary)) < expected:
+        finding += f" Only {made} of the {expected} registered pairs (family, arm, size, seed) finished."
+        w = "inconclusive" if w == "reproduced" else w
     for widths, what in ((MATCHED, "kappa x the learned widths"), (Q_MEAN, "q's own mean vs the grid's MAP")):
         if widths in reported and (tests.widths == widths).any():
             finding += f" Amendment (post hoc), {what}: {_tally(tests[tests.widths == widths])}."
     return Verdict(tests, w, finding)
+
+
+def _pairs(table: pd.DataFrame, widths: str) -> int:
+    """How many (family, arm, size, seed) cells of ``table`` have both ``widths``' run and the grid's finished."""
+    have = finished(table).groupby(["family", "arm", "n_train", "seed"]).widths.agg(set)
+    return int(have.map(lambda w: {widths, "grid"} <= w).sum())
 
 
 def _tally(tests: pd.DataFrame) -> str:
@@ -247,6 +257,24 @@ def converged_fit(rec: Recorded, family: str, n: int, seed: int) -> dict:
         cpu += row["train_time_s"]
 
 
+def confirm_pairs(profile: Profile) -> int:
+    """The confirmatory test's registered pairs: family x arm x size x seed."""
+    return sum(map(len, CONFIRM_ARMS.values())) * len(profile.sampler_budget_sizes) * len(profile.confirm_seeds)
+
+
+def fit_note(fits: pd.DataFrame) -> str:
+    """How many of the confirmatory fits met the registered budget rule, which were used at the cap and which failed."""
+    def cells(d: pd.DataFrame) -> str:
+        return ", ".join(f"{r.family} n = {int(r.n_train)} seed {int(r.seed)}" for r in d.itertuples())
+
+    ok = fits.status == "ok"
+    stuck, failed = fits[ok & ~fits.converged.astype(bool)], fits[~ok]
+    note = f"Fits converged by the registered rule: {len(fits) - len(stuck) - len(failed)} of {len(fits)}"
+    note += f"; used at the cap, not converged: {cells(stuck)}" if len(stuck) else ""
+    note += f"; failed: {cells(failed)}" if len(failed) else ""
+    return note + "."
+
+
 def confirm_ready(rec: Recorded) -> bool:
     """Whether notebook 10 can conclude the confirmatory test: once every run of it is recorded."""
     return rec.complete(confirm)
@@ -278,13 +306,14 @@ def confirm(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 def confirm_selection_time(rec: Recorded, fitted: pd.DataFrame) -> pd.DataFrame:
     """Per family and size: rule 5's CPU time of choosing the widths (the training time of its holdout runs of the
     coordinates that set them, for MAP and the cold sampler, both tuning seeds) and the DE-ELBO's (every fit of its
-    doubling sequence, mean over seeds), in seconds, and their ratio."""
+    doubling sequence, mean over seeds), in seconds, and their ratio. A run counts once (a coordinate starts from the
+    run the previous one chose) and a failed one counts too: it took its CPU time."""
     out = []
     for family, arms_ in CONFIRM_ARMS.items():
         names = FAMILIES[family][3]
         for n in rec.profile.sampler_budget_sizes:
             tried = pd.concat([retune_runs(rec, arm, n) for arm in arms_], ignore_index=True)
-            grid = finished(tried)[lambda d: d.coordinate.isin(names)]
+            grid = tried[tried.coordinate.isin(names)].drop_duplicates("key")
             de = fitted[(fitted.family == family) & (fitted.n_train == n)]
             out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),
                             de_elbo_cpu_s=de.fit_cpu_s.mean()))
