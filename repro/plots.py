@@ -1,6 +1,7 @@
 """Figures and tables the notebooks show and save under ``results/<profile>/``."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -328,7 +329,9 @@ def forest(effects: pd.DataFrame) -> plt.Figure:
     band is the margin (inside it: no effect that matters), the colour the claim's verdict in that regime."""
     regimes = list(dict.fromkeys(effects.regime))
     labels = list(dict.fromkeys(effects.label))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes) + 3, 0.42 * len(labels) + 1.6),
+    shown = [textwrap.fill(label, 50) for label in labels]          # a long label must not squeeze the panels away
+    lines = sum(label.count("\n") + 1 for label in shown)
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes) + 3, 0.3 * lines + 0.25 * len(labels) + 1.6),
                              sharex=True, sharey=True, squeeze=False, layout="constrained")
     for ax, regime in zip(axes[0], regimes):
         ax.axvspan(-1, 1, color="0.85", zorder=0)
@@ -343,7 +346,7 @@ def forest(effects: pd.DataFrame) -> plt.Figure:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set(title=regime)
-        ax.set_yticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), shown)
     axes[0, 0].invert_yaxis()
     fig.supxlabel("effect in equivalence margins, 95 % CI (right of 0: the paper's direction; grey: within the margin)")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
