@@ -329,9 +329,9 @@ def forest(effects: pd.DataFrame) -> plt.Figure:
     band is the margin (inside it: no effect that matters), the colour the claim's verdict in that regime."""
     regimes = list(dict.fromkeys(effects.regime))
     labels = list(dict.fromkeys(effects.label))
-    shown = [textwrap.fill(label, 50) for label in labels]          # a long label must not squeeze the panels away
+    shown = [textwrap.fill(label, 60) for label in labels]          # a long label must not squeeze the panels away
     lines = sum(label.count("\n") + 1 for label in shown)
-    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes) + 3, 0.3 * lines + 0.25 * len(labels) + 1.6),
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5 * len(regimes) + 3, 0.18 * lines + 0.2 * len(labels) + 1.4),
                              sharex=True, sharey=True, squeeze=False, layout="constrained")
     for ax, regime in zip(axes[0], regimes):
         ax.axvspan(-1, 1, color="0.85", zorder=0)
