@@ -125,6 +125,18 @@ def test_a_finding_ends_its_convergence_note_as_a_sentence(tmp_path, monkeypatch
     assert findings.claim_rows(SMOKE, "C4").finding.iloc[0] == "a; b. Not converged (notebook 09): x."
 
 
+def test_an_own_budget_finding_notes_an_arm_at_the_cap_only_where_the_claim_compares_such_arms(tmp_path, monkeypatch):
+    """The cap note names arms trained from a random initialisation: C4 compares them, C10 (BMA vs SGD ensembles) not."""
+    from repro.analysis.wording import Verdict
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(findings, "unconverged_note", lambda rec, arms: " Not converged (notebook 09): x at the cap.")
+    for claim in ("C4", "C10"):
+        findings.conclude(SMOKE, claim, Verdict(None, "inconclusive", "a."), regime="cold", basis="own", rec=object())
+    assert findings.claim_rows(SMOKE, "C4").finding.iloc[0] == "a. Not converged (notebook 09): x at the cap."
+    assert findings.claim_rows(SMOKE, "C10").finding.iloc[0] == "a."
+
+
 def test_the_forest_plot_draws_every_verdict_in_one_or_two_regimes():
     from repro import plots
     from repro.analysis.wording import VERDICTS
