@@ -58,6 +58,10 @@ class Profile:
     sampler_budget_max_steps: int   # ... and the most steps a sampler curve doubles to (unmet there: not converged)
     sampler_steps: tuple[tuple[str, int, int], ...]  # (arm, n, steps): each sampler arm's own budget, as notebook 09
                                     # chose it (empty until then); the retuning and the re-runs train at it
+    checked_steps: tuple[tuple[str, int, int], ...]  # (arm, n, steps): the test budget of each arm whose budget check
+                                    # at its rule-5 values doubled past the budget it was tuned at (notebook 05's
+                                    # own_budget_choices; every other arm tests at its tuning budget): a record,
+                                    # checked against the runs (repro.experiments.own_budget.checked_mismatches)
     elbo_sizes: tuple[int, ...]     # notebook 10: the training-set sizes the DE-ELBO widths are compared at
     confirm_seeds: tuple[int, ...]  # notebook 10's confirmatory E1: seeds no other run of the profile uses
     downstream_batch_size: int
@@ -105,7 +109,7 @@ PROFILES: dict[str, Profile] = {
             source_epochs=2, ssl_epochs=2, swag_burnin_epochs=1, swag_epochs=1, swag_snapshots=6, swag_max_rank=5, batch_size=64, probe_n=300, probe_test_n=500,
             downstream_test_n=500, train_sizes=(100, 300), fashion_sizes=(100,), seeds=(0, 1), t1_seeds=(0, 1, 2), ranks=(0, 1, 5),
             scales=(1.0, 1e2, 1e4), tuning_scales=(1.0, 1e2, 1e4), downstream_steps=((300, 12),), budget_grid=(8, 16), budget_sizes=(100,), budget_rule=False, budget_max_steps=32,
-            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), elbo_sizes=(100,), confirm_seeds=(3, 4),
+            sampler_budget_sizes=(100,), sampler_budget_max_steps=48, sampler_steps=(), checked_steps=(), elbo_sizes=(100,), confirm_seeds=(3, 4),
             downstream_batch_size=32, compile=False, study_n=100,
             lr_grid=(0.03,), factor_grid=(1.0,), cycles=3, bma_samples=2, bn_refresh=False, temperatures=(1.0, 0.0), cold_temperatures=(0.0,), tuning_seeds=1,
             val_fraction=0.2,
@@ -128,6 +132,8 @@ PROFILES: dict[str, Profile] = {
                            ("bayes_nonlearned (T1)", 300, 400), ("bayes_nonlearned (cold)", 300, 800),
                            ("bayes_learned (T1)", 1000, 800), ("bayes_learned (cold)", 1000, 1600),
                            ("bayes_nonlearned (T1)", 1000, 6400), ("bayes_nonlearned (cold)", 1000, 1600)),
+            # the budget checks that doubled (cold regime, 2026-12-06; the cold non-learned sampler at the cap)
+            checked_steps=(("map_nonlearned", 1000, 3200), ("bayes_nonlearned (cold)", 1000, 6400)),
             compile=False, study_n=1000,
             lr_grid=(0.01, 0.03, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=True, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,
@@ -146,7 +152,7 @@ PROFILES: dict[str, Profile] = {
             tuning_scales=(1e1, 1e3, 1e5, 1e7, 1e9),
             downstream_steps=((50000, 5000),), budget_grid=(1250, 2500, 5000), budget_sizes=(1000, 10000), budget_rule=True,
             budget_max_steps=40000, sampler_budget_sizes=(1000, 10000),
-            sampler_budget_max_steps=80000, sampler_steps=(), elbo_sizes=(100, 1000, 10000), confirm_seeds=(5, 6, 7),
+            sampler_budget_max_steps=80000, sampler_steps=(), checked_steps=(), elbo_sizes=(100, 1000, 10000), confirm_seeds=(5, 6, 7),
             downstream_batch_size=16, compile=False, study_n=1000,
             lr_grid=(0.001, 0.01, 0.1), factor_grid=(0.1, 1.0, 10.0), cycles=6, bma_samples=10, bn_refresh=False, temperatures=(1.0, 0.1, 0.01, 0.0),
             cold_temperatures=(0.0, 1e-3, 1e-2, 1e-1), tuning_seeds=2, val_fraction=0.2,

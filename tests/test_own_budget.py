@@ -1,5 +1,7 @@
 """The third protocol's test-split runs: the budget check at the chosen values, and what each study runs, on a fake
 grid whose learning curve is known."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -125,3 +127,22 @@ def test_a_regimes_verdicts_read_the_optimisers_and_its_own_samplers():
 def test_a_runs_sample_mean_is_the_mean_of_its_samples_accuracies():
     rows = pd.DataFrame({"sample_accuracy": ["0.50;0.60;0.70", None]})
     assert own_budget.sample_mean(rows).iloc[0] == pytest.approx(0.6) and pd.isna(own_budget.sample_mean(rows).iloc[1])
+
+
+def test_the_profile_records_every_budget_its_check_doubled():
+    """``checked_steps`` against a choices table: a doubled budget must be listed with its steps, no other arm."""
+    P = get_profile("cpu", checked_steps=(("map_nonlearned", 1000, 3200),))
+    choices = pd.DataFrame(dict(arm=["map_nonlearned", "map_learned", "bayes_nonlearned (cold)"], n_train=[1000] * 3,
+                                tuned_steps=[400, 400, 1600], steps=[3200, 400, 6400]))
+    assert own_budget.checked_mismatches(P, choices) == [
+        "bayes_nonlearned (cold) at n = 1000: the budget check chose 6400 steps (tuned at 1600), the profile's "
+        "checked_steps give None"]
+    assert own_budget.checked_mismatches(P, choices.iloc[:2]) == []
+    assert len(own_budget.checked_mismatches(P, choices.assign(steps=[400, 400, 1600]))) == 1    # listed, not doubled
+
+
+def test_the_cpu_profile_holds_the_budgets_its_recorded_checks_chose():
+    path = Path(__file__).resolve().parents[1] / "results" / "cpu" / "transfer" / "own_budget_choices.csv"
+    if not path.exists():
+        pytest.skip("no recorded third-protocol choices")
+    assert own_budget.checked_mismatches(get_profile("cpu"), pd.read_csv(path)) == []

@@ -49,12 +49,13 @@ COUNT_KNOBS = {
     "decoder_channels": _size, "sampler_budget_sizes": len, "sampler_budget_max_steps": _size, "confirm_seeds": len,
 }
 # knobs a notebook fills once its rule has chosen (empty until then)
-CHOSEN_LATER = {"sampler_steps"}
+CHOSEN_LATER = {"sampler_steps", "checked_steps"}
 # names, a pixel size both CPU profiles share (32 px), a fraction, a device, a burn-in both CPU profiles share (1 epoch),
 # a switch notebook 09 sets, whether downstream training is compiled, whether notebook 09's rule sets the budgets, the
-# sampler budgets notebook 09 chose
+# sampler budgets notebook 09 chose, the budgets notebook 05's checks doubled
 NOT_COUNTS = {"name", "model", "source_dataset", "image_size", "val_fraction", "device", "aspp_rates",
-              "segmentation_dataset", "swag_burnin_epochs", "bn_refresh", "compile", "budget_rule", "sampler_steps"}
+              "segmentation_dataset", "swag_burnin_epochs", "bn_refresh", "compile", "budget_rule", "sampler_steps",
+              "checked_steps"}
 
 
 def test_every_knob_is_classified():

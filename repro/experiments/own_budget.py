@@ -168,6 +168,19 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def checked_mismatches(profile: Profile, choices: pd.DataFrame) -> list[str]:
+    """Where ``Profile.checked_steps`` disagrees with the budgets the checks chose (:func:`chosen`'s table): an arm whose
+    test budget differs from its tuning budget must be listed with it, and no other arm of the table may be."""
+    held = {(arm, n): steps for arm, n, steps in profile.checked_steps}
+    out = []
+    for r in choices.itertuples():
+        want = int(r.steps) if int(r.steps) != int(r.tuned_steps) else None
+        if held.get((r.arm, int(r.n_train))) != want:
+            out.append(f"{r.arm} at n = {r.n_train}: the budget check chose {int(r.steps)} steps (tuned at "
+                       f"{int(r.tuned_steps)}), the profile's checked_steps give {held.get((r.arm, int(r.n_train)))}")
+    return out
+
+
 def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> str:
     """The sentence an own-budget verdict ends with where one of ``arms`` trains at the cap
     (``sampler_budget_max_steps``): its curve or its budget check was still gaining a point per doubling there; empty
