@@ -263,3 +263,22 @@ def test_a_worker_retries_each_failure_it_finds_at_its_start_once(tmp_path, monk
     worker.complete(job)
     assert made == [[spec.key]]                                   # not again by this worker ...
     assert workers.Worker(P).retry == {spec.key}                  # ... but by the next
+
+
+def test_each_asks_for_the_next_run_of_every_chain_at_once(tmp_path, monkeypatch):
+    """Chains that are sequential each (a fit's doubling per seed) must not make a worker wait on one another: one
+    MissingRuns holds every call's missing runs (asked for twice: once); once recorded, each call's answer in order."""
+    from repro.experiments.grid import MissingRuns, Recorded
+    from repro.profiles import get_profile
+
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
+    rec = Recorded(get_profile("smoke"))
+
+    def chain(rec, seed):
+        return rec.rows("transfer", [dict(approach="map_nonlearned", prior_kind="none", seed=seed, n_train=100)])
+
+    with pytest.raises(MissingRuns) as missing:
+        rec.each(chain, [(0,), (1,), (0,)])
+    assert [s.seed for s in missing.value.specs] == [0, 1]
+    monkeypatch.setattr(Recorded, "rows", lambda self, task, settings, desc=None: pd.DataFrame(settings))
+    assert [r.seed.iloc[0] for r in rec.each(chain, [(1,), (0,)])] == [1, 0]

@@ -112,6 +112,20 @@ class Recorded:
         self.read.update(zip(keys, specs))
         return table.loc[keys].reset_index(drop=True)
 
+    def each(self, fn: Callable[..., Any], calls: Iterable[tuple]) -> list:
+        """``[fn(self, *args) for args in calls]``, asking for the missing runs of every call at once (one
+        :class:`MissingRuns`): calls that are sequential chains each (a fit's doubling) run side by side."""
+        out, missing = [], []
+        for args in calls:
+            try:
+                out.append(fn(self, *args))
+            except MissingRuns as m:
+                missing.append(m)
+        if missing:
+            specs = list(dict.fromkeys(s for m in missing for s in m.specs))
+            raise MissingRuns(self.profile, missing[0].task, specs, missing[0].desc, self.stages)
+        return out
+
     def memo(self, fn: Callable[..., Any], *args) -> Any:
         """``fn(self, *args)``, computed once per snapshot (an answer that needs missing runs is not kept)."""
         key = (fn, args)
