@@ -56,8 +56,9 @@ def row_label(regime: str, basis: str, own: bool = False) -> str:
 
 def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evidence: str,
                  regime: str | None = None, basis: str | None = None) -> pd.DataFrame:
-    """Write a claim's verdict row. A claim about samplers has one row per temperature ``regime``, and a re-run claim
-    one per ``basis`` as well: recording one row keeps the claim's rows of the other regimes and bases."""
+    """Write a claim's verdict row. A claim about samplers has one row per temperature ``regime``, a re-run claim
+    one per ``basis`` as well, and a claim registered twice (E1) one per registration (``basis``, no regime): recording
+    one row keeps the claim's rows of the other regimes and bases."""
     claim_of(claim)                               # one clear error for an unknown id
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")

@@ -94,7 +94,7 @@ def _pick(table: pd.DataFrame, primary: Primary, regime: str) -> pd.Series | Non
 
 def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) -> dict[str, tuple[Effect, ...]]:
     """``claim``'s primary effect per regime where it is recorded (own budget before equal compute), read from its
-    verdict ``rows`` (by default :func:`.findings.claim_rows`'); a claim with one reading (no regime) has it under
+    verdict ``rows`` (by default :func:`.findings.claim_rows`); a claim with one reading (no regime) has it under
     :data:`FIRST`, unless its table holds every regime (``Primary.regimes``)."""
     if rows is None and (rows := claim_rows(profile, claim.id)) is None:
         return {}
