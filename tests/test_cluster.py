@@ -277,8 +277,32 @@ def test_each_asks_for_the_next_run_of_every_chain_at_once(tmp_path, monkeypatch
     def chain(rec, seed):
         return rec.rows("transfer", [dict(approach="map_nonlearned", prior_kind="none", seed=seed, n_train=100)])
 
+    def chains(*seeds):
+        return [functools.partial(chain, seed=s) for s in seeds]
+
     with pytest.raises(MissingRuns) as missing:
-        rec.each(chain, [(0,), (1,), (0,)])
+        rec.each(chains(0, 1, 0))
     assert [s.seed for s in missing.value.specs] == [0, 1]
     monkeypatch.setattr(Recorded, "rows", lambda self, task, settings, desc=None: pd.DataFrame(settings))
-    assert [r.seed.iloc[0] for r in rec.each(chain, [(1,), (0,)])] == [1, 0]
+    assert [r.seed.iloc[0] for r in rec.each(chains(1, 0))] == [1, 0]
+
+
+def test_a_phase_asks_for_the_first_runs_of_every_arm_at_once(smoke_priors_dir, tmp_path, monkeypatch):
+    """The third protocol's phase is one job over every arm's chain (tuning, budget check, test runs): a worker is
+    offered every arm's first tuning runs together, not one arm's while the others wait."""
+    import shutil
+
+    from repro.experiments.grid import MissingRuns, Recorded
+    from repro.experiments.own_budget import PHASES, phase_jobs
+    from repro.profiles import get_profile
+
+    shutil.copytree(smoke_priors_dir, tmp_path / "results")
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results"))
+    P = get_profile("smoke")
+    (job,) = phase_jobs(P, "cold")
+    with pytest.raises(MissingRuns) as missing:
+        job(Recorded(P))
+    asked = {(s.approach, s.n_train) for s in missing.value.specs}
+    # the chains that start from nothing (the others start from an optimiser's choice): at every size at once
+    assert asked == {(a, n) for a in ("sgd_transfer", "map_nonlearned") for n in P.sampler_budget_sizes}
+    assert set(PHASES["cold"]) >= {"sgd_transfer", "map_nonlearned"}

@@ -112,13 +112,14 @@ class Recorded:
         self.read.update(zip(keys, specs))
         return table.loc[keys].reset_index(drop=True)
 
-    def each(self, fn: Callable[..., Any], calls: Iterable[tuple]) -> list:
-        """``[fn(self, *args) for args in calls]``, asking for the missing runs of every call at once (one
-        :class:`MissingRuns`): calls that are sequential chains each (a fit's doubling) run side by side."""
+    def each(self, jobs: Iterable[Callable[["Recorded"], Any]]) -> list:
+        """Every job's answer, in order, asking for the missing runs of all of them at once (one
+        :class:`MissingRuns`): jobs that are each a sequential chain (a fit's doubling, an arm's tuning, budget check
+        and test runs) run side by side, and no worker waits on one chain while another has runs to make."""
         out, missing = [], []
-        for args in calls:
+        for job in jobs:
             try:
-                out.append(fn(self, *args))
+                out.append(job(self))
             except MissingRuns as m:
                 missing.append(m)
         if missing:

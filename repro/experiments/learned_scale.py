@@ -286,8 +286,8 @@ def confirm(rec: Recorded) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     and its own budget (``widths`` grid) and the same with kappa x the fit's widths (:data:`MATCHED`); and the
     selection CPU time per family and size (:func:`confirm_selection_time`)."""
     profile = rec.profile
-    fitted = pd.DataFrame(rec.each(converged_fit, [(f, n, s) for f in CONFIRM_ARMS for n in profile.sampler_budget_sizes
-                                                   for s in profile.confirm_seeds]))     # the chains side by side
+    fitted = pd.DataFrame(rec.each(functools.partial(converged_fit, family=f, n=n, seed=s) for f in CONFIRM_ARMS
+                                   for n in profile.sampler_budget_sizes for s in profile.confirm_seeds))
     fitted = fitted.assign(kappa=[kappa(profile, "de_elbo", n) for n in fitted.n_train])
     settings, labels = [], []
     for fit in finished(fitted).itertuples():

@@ -108,13 +108,15 @@ def ensemble_own(rec: Recorded, regime: str | None = None) -> pd.DataFrame:
 
 
 def phase_jobs(profile: Profile, phase: str) -> list[Callable[[Recorded], object]]:
-    """The jobs of one phase of :data:`PHASES`, in the order the workers run them: each arm's test runs at each size
-    (its tuning and budget check first), then the phase's ensembles (cold: C10's paper ensemble and the cold one;
-    T = 1: C4's ablation and C10's T = 1 ensemble)."""
+    """The one job of a phase of :data:`PHASES`: each arm's test runs at each size (each a chain: its tuning and
+    budget check first) and the phase's ensembles (cold: C10's paper ensemble and the cold one; T = 1: C4's ablation
+    and C10's T = 1 ensemble), their next runs asked for all at once (:meth:`.grid.Recorded.each`)."""
     jobs = [functools.partial(own_runs, arm=arm, n=n) for arm in PHASES[phase] for n in profile.sampler_budget_sizes]
     if phase == "cold":
-        return jobs + [ensemble_own, functools.partial(ensemble_own, regime="cold")]
-    return jobs + [t1_ablation, functools.partial(ensemble_own, regime="T1")]
+        jobs += [ensemble_own, functools.partial(ensemble_own, regime="cold")]
+    else:
+        jobs += [t1_ablation, functools.partial(ensemble_own, regime="T1")]
+    return [functools.partial(Recorded.each, jobs=jobs)]
 
 
 def run_phase(rec: Recorded, phase: str) -> None:
