@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 # seeds (its verdict), and "registered", the first registration's, kept beside it.
 BASES = {"own": "own budget", "equal": "equal compute", "confirmatory": "confirmatory", "registered": "first registration"}
 COMPUTE = ("own", "equal")        # the bases of a re-run claim: recorded per temperature regime
+# The report's order of a claim's readings, the one rule for every reader: no regime, then the authors' regime (cold)
+# before T = 1; within a regime, the bases in the order of BASES (own budget first; a row without a basis is the
+# equal-compute one).
+REGIME_ORDER = ("", *sorted(REGIMES, key=lambda r: r != "cold"))
+
+
+def in_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """A claim's verdict rows in the report's order (:data:`REGIME_ORDER`, then :data:`BASES`)."""
+    key = rows.regime.map(REGIME_ORDER.index) * len(BASES) + rows.basis.map(lambda b: list(BASES).index(b or "equal"))
+    return rows.iloc[key.argsort(kind="stable")].reset_index(drop=True)
 
 
 def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
@@ -44,7 +54,7 @@ def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
     df = pd.read_csv(path, keep_default_na=False)
     for column in ("regime", "basis"):
         df[column] = df[column].astype(str) if column in df else ""
-    return df.assign(label=[row_label(r, b, own=(df.basis == "own").any()) for r, b in zip(df.regime, df.basis)])
+    return in_order(df).assign(label=[row_label(r, b, own=(df.basis == "own").any()) for r, b in zip(df.regime, df.basis)])
 
 
 def row_label(regime: str, basis: str, own: bool = False) -> str:
@@ -76,10 +86,7 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
         # this pair replaced (and a stale row of the other kind, e.g. one recorded before the claim had regimes, gone)
         same_kind = old.regime.isin(REGIMES) if regime is not None else (old.regime == "") & (old.basis != "")
         kept = old[same_kind & ((old.regime != (regime or "")) | (old.basis != (basis or "")))]
-        order = ["", *REGIMES], ["", *BASES]
-        row = (pd.concat([kept.drop(columns="label"), row])
-               .assign(o1=lambda d: d.regime.map(order[0].index), o2=lambda d: d.basis.map(order[1].index))
-               .sort_values(["o1", "o2"], kind="stable").drop(columns=["o1", "o2"]).reset_index(drop=True))
+        row = in_order(pd.concat([kept.drop(columns="label"), row]))
     save_table(row, profile, f"claims/{claim}")
     return row
 

@@ -15,12 +15,12 @@ import pandas as pd
 
 from .claims import CLAIMS, Claim, Primary
 from .experiments.approaches import REGIMES
-from .findings import BASES, claim_rows, local, row_label, tests_table
+from .findings import REGIME_ORDER, claim_rows, local, row_label, tests_table
 from .analysis.stats import MARGINS
 from .profiles import Profile, results_dir
 
 #: The summary's regime columns, cold first: the authors' regime. A claim with one reading (no sampler) fills the first.
-ORDER = tuple(sorted(REGIMES, key=lambda r: r != "cold"))
+ORDER = REGIME_ORDER[1:]
 FIRST = ORDER[0]
 NOT_RUN = "_Not yet run on this profile._"     # a generated block with nothing to show yet
 
@@ -104,8 +104,7 @@ def effects(profile: Profile, claim: Claim, rows: pd.DataFrame | None = None) ->
         if mine.empty:
             continue
         readings = []
-        first = mine.basis.map(lambda b: list(BASES).index(b or "equal"))   # own budget, then equal; confirmatory first
-        for r in mine.assign(o=first).sort_values("o", kind="stable").itertuples():
+        for r in mine.itertuples():                      # in the report's order (claim_rows): own budget first
             path = tests_table(r.evidence, claim.id)
             table = pd.read_csv(local(path)) if path and local(path).exists() else None
             row = None if table is None or claim.primary is None else _pick(table, claim.primary, regime)

@@ -38,7 +38,7 @@ def test_a_claim_has_one_row_per_temperature_regime(tmp_path, monkeypatch):
     findings.record_claim(SMOKE, "C4", "not reproduced", "T1 finding", "nb 05", regime="T1")
     findings.record_claim(SMOKE, "C4", "inconclusive", "cold again", "nb 05", regime="cold")     # replaces cold only
     rows = pd.read_csv(tmp_path / "smoke" / "claims" / "C4.csv")
-    assert list(rows.regime) == ["T1", "cold"] and list(rows.verdict) == ["not reproduced", "inconclusive"]
+    assert list(rows.regime) == ["cold", "T1"] and list(rows.verdict) == ["inconclusive", "not reproduced"]  # cold first
     full = report.render_findings(SMOKE, "C4")
     assert "| T = 1 | **not reproduced** | T1 finding |" in full and "| cold T | **inconclusive** | cold again |" in full
     assert "cold finding" not in full
@@ -58,15 +58,15 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
     findings.record_claim(SMOKE, "C4", "inconclusive", "T1, equal", "", regime="T1")
     findings.record_claim(SMOKE, "C4", "partially reproduced", "cold, own again", "", regime="cold", basis="own")
     rows = findings.claim_rows(SMOKE, "C4")
-    assert list(zip(rows.regime, rows.basis)) == [("T1", ""), ("cold", ""), ("cold", "own")]
-    assert list(rows.label) == ["T = 1, equal compute", "cold T, equal compute", "cold T, own budget"]
+    assert list(zip(rows.regime, rows.basis)) == [("cold", "own"), ("cold", ""), ("T1", "")]     # the report's order
+    assert list(rows.label) == ["cold T, own budget", "cold T, equal compute", "T = 1, equal compute"]
     full = report.render_findings(SMOKE, "C4")
     assert "| cold T, own budget | **partially reproduced** | cold, own again |" in full and "cold, own |" not in full
     assert "| cold T, equal compute | **not reproduced** |" in full
     row = next(r for r in report.render_summary(SMOKE).splitlines() if r.startswith("| [C4]"))
     assert row.split(" | ")[4] == "own budget: **partially reproduced**; equal compute: **not reproduced**"  # own first
     assert row.split(" | ")[6] == "**inconclusive**"
-    assert ("| C4 | not reproduced | T = 1: inconclusive; cold T: not reproduced | cold T: partially reproduced |"
+    assert ("| C4 | not reproduced | cold T: not reproduced; T = 1: inconclusive | cold T: partially reproduced |"
             in report.render_budget(SMOKE))
     with pytest.raises(ValueError, match="unknown basis 'cheap'"):
         findings.record_claim(SMOKE, "C4", "reproduced", "", "", regime="cold", basis="cheap")
@@ -74,7 +74,7 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
         findings.record_claim(SMOKE, "C4", "reproduced", "", "", basis="own")
     findings.record_claim(SMOKE, "C4", "reproduced", "T1, equal again", "", regime="T1", basis="equal")
     rows = findings.claim_rows(SMOKE, "C4")                   # "equal" is the row without a basis: replaced, not added
-    assert len(rows) == 3 and rows.finding.iloc[0] == "T1, equal again"
+    assert len(rows) == 3 and rows.finding.iloc[2] == "T1, equal again"
 
 
 @pytest.mark.parametrize("claim, verdict, message", [

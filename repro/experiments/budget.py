@@ -290,6 +290,16 @@ def profile_check(profile: Profile, budgets: pd.DataFrame, segmentation: int | N
     return out.assign(agree=[pd.notna(b) and int(b) == s for b, s in zip(out.budget, out.profile_steps)])
 
 
+def steps_differ(held: tuple[tuple[str, int, int], ...], chosen: list[tuple[str, int, int | None]],
+                 unchosen_differs: bool = False) -> list[tuple[str, int, int | None, int | None]]:
+    """Where a profile's per-arm budgets (``held``: ``(arm, n, steps)``, e.g. ``Profile.sampler_steps``) disagree with
+    the ``chosen`` ones (``(arm, n, steps)``; None: no budget to hold). Each disagreement as ``(arm, n, chosen,
+    held)``; with ``unchosen_differs``, an arm without a chosen budget always counts (the profile cannot hold one)."""
+    have = {(arm, n): steps for arm, n, steps in held}
+    return [(arm, n, want, have.get((arm, n))) for arm, n, want in chosen
+            if have.get((arm, n)) != want or (unchosen_differs and want is None)]
+
+
 def mismatches(profile: Profile) -> list[str]:
     """What stands between the profile and notebook 09's choices: a missing table, a budget not chosen yet, a profile
     budget that differs from the chosen one, a sampler cycle that ends untrained (rule 3), or a ``bn_refresh`` other
@@ -311,12 +321,11 @@ def mismatches(profile: Profile) -> list[str]:
             f"first kept one (rule 3: fewer than {r.cycles} cycles)" for r in cycles.itertuples()
             if not r.trained_every_cycle]
     if (folder / "sampler_budgets.csv").exists():             # the third amendment's, once notebook 09 has run it
-        held = {(arm, n): steps for arm, n, steps in profile.sampler_steps}
-        for r in pd.read_csv(folder / "sampler_budgets.csv").itertuples():
-            if pd.isna(r.budget) or held.get((r.arm, r.n_train)) != int(r.budget):
-                out.append(f"n = {r.n_train}, {r.arm}: notebook 09 " + ("has not chosen its budget (its curve is still "
-                           "rising)" if pd.isna(r.budget) else f"chose {int(r.budget)} steps, the profile's "
-                           f"sampler_steps give {held.get((r.arm, r.n_train))}"))
+        chosen = [(r.arm, r.n_train, None if pd.isna(r.budget) else int(r.budget))
+                  for r in pd.read_csv(folder / "sampler_budgets.csv").itertuples()]
+        out += [f"n = {n}, {arm}: notebook 09 " + ("has not chosen its budget (its curve is still rising)" if want is None
+                else f"chose {want} steps, the profile's sampler_steps give {have}")
+                for arm, n, want, have in steps_differ(profile.sampler_steps, chosen, unchosen_differs=True)]
     adopt = bool(pd.read_csv(folder / "bn_refresh_decision.csv").adopt.iloc[0])
     if adopt != profile.bn_refresh:
         out.append(f"rule 5 {'adopted' if adopt else 'kept the running'} BatchNorm statistics"

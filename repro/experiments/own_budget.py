@@ -17,7 +17,7 @@ from ..analysis.stats import finished
 from ..profiles import Profile
 
 from .approaches import arm_name, arm_parts
-from .budget import THRESHOLD
+from .budget import THRESHOLD, steps_differ
 from .grid import Recorded
 from .retune import ARMS, retuned
 
@@ -173,14 +173,11 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
 def checked_mismatches(profile: Profile, choices: pd.DataFrame) -> list[str]:
     """Where ``Profile.checked_steps`` disagrees with the budgets the checks chose (:func:`chosen`'s table): an arm whose
     test budget differs from its tuning budget must be listed with it, and no other arm of the table may be."""
-    held = {(arm, n): steps for arm, n, steps in profile.checked_steps}
-    out = []
-    for r in choices.itertuples():
-        want = int(r.steps) if int(r.steps) != int(r.tuned_steps) else None
-        if held.get((r.arm, int(r.n_train))) != want:
-            out.append(f"{r.arm} at n = {r.n_train}: the budget check chose {int(r.steps)} steps (tuned at "
-                       f"{int(r.tuned_steps)}), the profile's checked_steps give {held.get((r.arm, int(r.n_train)))}")
-    return out
+    tuned = {(r.arm, int(r.n_train)): int(r.tuned_steps) for r in choices.itertuples()}
+    chosen = [(r.arm, int(r.n_train), int(r.steps) if int(r.steps) != int(r.tuned_steps) else None)
+              for r in choices.itertuples()]
+    return [f"{arm} at n = {n}: the budget check chose {want or tuned[arm, n]} steps (tuned at {tuned[arm, n]}), the "
+            f"profile's checked_steps give {have}" for arm, n, want, have in steps_differ(profile.checked_steps, chosen)]
 
 
 def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> str:
