@@ -54,7 +54,8 @@ def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
     df = pd.read_csv(path, keep_default_na=False)
     for column in ("regime", "basis"):
         df[column] = df[column].astype(str) if column in df else ""
-    return in_order(df).assign(label=[row_label(r, b, own=(df.basis == "own").any()) for r, b in zip(df.regime, df.basis)])
+    df = in_order(df)                     # a file written before this order holds its rows in another
+    return df.assign(label=[row_label(r, b, own=(df.basis == "own").any()) for r, b in zip(df.regime, df.basis)])
 
 
 def row_label(regime: str, basis: str, own: bool = False) -> str:

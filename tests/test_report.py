@@ -75,6 +75,11 @@ def test_a_rerun_claim_has_one_row_per_regime_and_basis(tmp_path, monkeypatch):
     findings.record_claim(SMOKE, "C4", "reproduced", "T1, equal again", "", regime="T1", basis="equal")
     rows = findings.claim_rows(SMOKE, "C4")                   # "equal" is the row without a basis: replaced, not added
     assert len(rows) == 3 and rows.finding.iloc[2] == "T1, equal again"
+    pd.read_csv(claims / "C4.csv").iloc[::-1].to_csv(claims / "C4.csv", index=False)   # a file in another order
+    rows = findings.claim_rows(SMOKE, "C4")
+    assert list(zip(rows.label, rows.finding)) == [("cold T, own budget", "cold, own again"),
+                                                   ("cold T, equal compute", "cold, equal"),
+                                                   ("T = 1, equal compute", "T1, equal again")]   # each label its row's
 
 
 @pytest.mark.parametrize("claim, verdict, message", [
