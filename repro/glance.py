@@ -137,7 +137,9 @@ def render_summary(profile: Profile) -> str:
         for regime in ORDER:
             if (readings := got.get(regime)) and len(readings) == 1:
                 overall = " (one verdict for all)" if len(got) > 1 and (rows.regime == "").all() else ""   # E1
-                cells += [readings[0].cell(), f"**{readings[0].verdict}**{overall}"]
+                # a claim read more than one way says which reading a lone cell is (e.g. T = 1 before its re-run)
+                which = f"{row_label('', readings[0].basis, own=True)}: " if (rows.basis != "").any() else ""
+                cells += [which + readings[0].cell(), f"{which}**{readings[0].verdict}**{overall}"]
             elif readings:         # own budget (the primary reading), then equal; E1: confirmatory, then registered
                 cells += ["; ".join(f"{row_label('', e.basis, own=True)}: {e.cell()}" for e in readings),
                           "; ".join(f"{row_label('', e.basis, own=True)}: "
