@@ -293,7 +293,7 @@ def render_third_protocol(profile: Profile) -> str:
               for r in choices.to_dict("records")]
     if (res := _table(profile, "training_budget/retune_resolution")) is not None and len(res):
         two = 200 * res.se
-        lines.append(f"\nTwo neighbouring candidates of rule 5 are told apart at 2 SE = {two.median():.1f} accuracy "
+        lines.append(f"\nTwo neighbouring candidates of the holdout tuning are told apart at 2 SE = {two.median():.1f} accuracy "
                      f"points (median over {len(res)} pairs of neighbours; {two.min():.1f} to {two.max():.1f}), "
                      f"images and seeds both counted; the tie band is 1 point.")
     if (abl := _table(profile, "transfer/t1_ablation")) is not None:
