@@ -271,7 +271,7 @@ def render_training_budget(profile: Profile) -> str:
         r = bn.iloc[0]
         lines.append(f"* rule 5: BatchNorm statistics re-estimated per sample change the sampler arms' mean holdout "
                      f"accuracy by {r.mean_gain:+.4f} and NLL by {r.mean_nll_change:+.4f}: "
-                     + ("adopted (`bn_refresh`)." if r.adopt else "not adopted."))
+                     + ("adopted for every sampler run." if r.adopt else "not adopted."))
     return "\n".join(lines)
 
 
