@@ -10,7 +10,7 @@ NOTEBOOKS ?=
 STAGES ?=
 export REPRO_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup data reproduce studies test unit bench bench-grid lab check-lab check-sequence
+.PHONY: setup data reproduce studies sensitivity test unit bench bench-grid lab check-lab check-sequence
 
 # The venv is rebuilt when pyproject.toml (the pinned package list) changes.
 $(VENV)/.installed: pyproject.toml
@@ -70,6 +70,12 @@ test: setup
 	$(PY) -m pytest tests -p no:cacheprovider; unit=$$?; \
 	echo "notebooks (nbval), the end of $(NBVAL_LOG):"; wait $$nb; notebooks=$$?; tail -n 40 $(NBVAL_LOG); \
 	exit $$(( unit || notebooks ))
+
+## How much the verdicts rest on the registered degrees of freedom: every claim notebook but C1's re-read on a
+## scratch copy of the recorded runs at the seeds' own degrees of freedom (minutes; trains nothing). REPORT.md shows
+## the readings that change (claims/df_sensitivity.csv).
+sensitivity: setup
+	$(PY) -m repro.sensitivity --profile $(PROFILE)
 
 unit: setup
 	$(PY) -m pytest tests

@@ -45,10 +45,11 @@ def in_order(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.iloc[key.argsort(kind="stable")].reset_index(drop=True)
 
 
-def claim_rows(profile: Profile, claim: str) -> pd.DataFrame | None:
+def claim_rows(profile: Profile, claim: str, folder: Path | None = None) -> pd.DataFrame | None:
     """The recorded rows of ``claim`` (None before it is concluded), with ``regime`` and ``basis`` ("" where a claim
-    has none) and ``label``: how the report names the row, e.g. "cold T, own budget"."""
-    path = results_dir(profile) / "claims" / f"{claim}.csv"
+    has none) and ``label``: how the report names the row, e.g. "cold T, own budget"; ``folder``: another results
+    folder of the profile than :func:`.profiles.results_dir` (a scratch copy)."""
+    path = (folder or results_dir(profile)) / "claims" / f"{claim}.csv"
     if not path.exists():
         return None
     df = pd.read_csv(path, keep_default_na=False)

@@ -357,10 +357,32 @@ def render_simulation(profile: Profile) -> str:
     return "\n".join(lines)
 
 
+def render_df_sensitivity(profile: Profile) -> str:
+    """The claim readings whose verdict changes at the seeds' degrees of freedom (``claims/df_sensitivity.csv``,
+    :mod:`repro.sensitivity`), and how many keep theirs; says so where the verdicts have moved since it was made."""
+    if (df := _table(profile, "claims/df_sensitivity")) is None:
+        return "_Not yet re-read on this profile (`python -m repro.sensitivity`)._"
+    df, stale = df.fillna(""), False
+    for claim, g in df.groupby("claim"):
+        rows = claim_rows(profile, claim)
+        recorded = {} if rows is None else dict(zip(zip(rows.regime, rows.basis), rows.verdict))
+        stale |= recorded != dict(zip(zip(g.regime, g.basis), g.registered))
+    changed = df[df.changed.astype(bool)]
+    lines = [f"{len(df) - len(changed)} of {len(df)} claim readings keep their verdict at the seeds' degrees of freedom"
+             + (":" if len(changed) else ".")]
+    if len(changed):
+        lines += ["", "| claim | reading | registered verdict | at the seeds' degrees of freedom |", "|---|---|---|---|"]
+        lines += [f"| {r.claim} | {r.label or 'one reading'} | {r.registered} | {r.seeds_df} |" for r in changed.itertuples()]
+    if stale:
+        lines += ["", "_Made before the latest verdicts: run `python -m repro.sensitivity` again._"]
+    return "\n".join(lines)
+
+
 BLOCKS = {"claims": render_summary, "forest": render_forest, "amendment": render_amendment,
           "training_budget": render_training_budget,
           "third_protocol": render_third_protocol,
-          "budget": render_budget, "simulation": render_simulation, "source": render_source,
+          "budget": render_budget, "simulation": render_simulation, "df_sensitivity": render_df_sensitivity,
+          "source": render_source,
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute,
           "totals": render_totals,
           **{f"finding-{c}": functools.partial(render_findings, claim=c) for c in CLAIMS}}   # each claim's in full

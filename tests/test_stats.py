@@ -43,6 +43,29 @@ def test_run_level_values_reduce_to_the_paired_t_test_over_seeds():
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
 
 
+def test_the_seeds_df_rule_keeps_the_se_and_reads_it_on_the_seeds_own_degrees_of_freedom(monkeypatch):
+    # seeds that agree within the images' noise: the registered rule floors the seed part and gives ~N - 1 df; the
+    # sensitivity rule reads the same SE on K(S - 1) = 2 x 2 df, so its p-values, TOST and CI are those of t(4)
+    rng = np.random.default_rng(5)
+    images = 0.02 + (rng.random(1000) < 0.5) * 0.2 - 0.1             # each image's difference, shared by the seeds
+    d = images + (rng.random((2, 3, 1000)) < 0.05) * rng.choice([-0.2, 0.2], (2, 3, 1000))    # a few flip per seed
+    registered = stats.paired_bootstrap(d)
+    assert registered["df"] > 500
+    monkeypatch.setenv("REPRO_DF_RULE", "seeds")
+    r = stats.paired_bootstrap(d)
+    assert r["df"] == 4 and r["se_diff"] == registered["se_diff"]
+    t = r["mean_diff"] / r["se_diff"]
+    assert r["p"] == pytest.approx(sps.t.sf(t, 4)) and r["p_reverse"] == pytest.approx(sps.t.cdf(t, 4))
+    assert r["p_tost"] == pytest.approx(max(sps.t.sf(t + 0.01 / r["se_diff"], 4), sps.t.cdf(t - 0.01 / r["se_diff"], 4)))
+    assert r["ci_high"] - r["mean_diff"] == pytest.approx(sps.t.ppf(0.975, 4) * r["se_diff"])
+    one_seed = stats.paired_bootstrap(d[:, :1])["df"]            # one seed has no seed df: the binomial SE's stays
+    monkeypatch.delenv("REPRO_DF_RULE")
+    assert one_seed == pytest.approx(stats.paired_bootstrap(d[:, :1])["df"]) and one_seed > 500
+    monkeypatch.setenv("REPRO_DF_RULE", "loose")
+    with pytest.raises(ValueError, match="valid: satterthwaite, seeds"):
+        stats.paired_bootstrap(d)
+
+
 def test_sizes_are_averaged_not_pooled_as_seeds():
     # per-size effects 0.1 and 0.3 with no seed noise: the effect is their mean, and the spread between sizes is
     # not noise (size is a fixed factor), so the SE is 0 instead of the SE of six "pairs"

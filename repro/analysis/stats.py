@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,6 +38,11 @@ ALPHA = 0.05
 MARGINS = {"accuracy": 0.01, "shift_accuracy": 0.01, "miou": 0.01, "gain": 0.01, "nll": 0.05, "shift_nll": 0.05,
            "overconfidence": 0.01}
 N_BOOT = 1000
+#: How a comparison's degrees of freedom are set. "satterthwaite", the registered rule: Welch-Satterthwaite over the
+#: variance parts. "seeds": the seeds' own K(S - 1), as if the whole SE were seed noise, the most conservative reading;
+#: only the sensitivity analysis uses it (``python -m repro.sensitivity``), through $REPRO_DF_RULE, so that a batch of
+#: notebooks can be re-read under it.
+DF_RULES = ("satterthwaite", "seeds")
 Outcomes = Mapping[str, Mapping[str, np.ndarray]]     # run key -> metric -> per-image values
 
 
@@ -48,6 +54,15 @@ def _weights(n_sizes: int, n_seeds: int, n_images: int, n_boot: int, seed: int) 
     ws = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=(n_sizes, n_boot)).astype(np.float64)
     wi = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=n_boot).astype(np.float64)
     return ws, wi
+
+
+def df_rule() -> str:
+    """The degrees-of-freedom rule in force (:data:`DF_RULES`): $REPRO_DF_RULE, read at call time, else the
+    registered one."""
+    rule = os.environ.get("REPRO_DF_RULE", DF_RULES[0])
+    if rule not in DF_RULES:
+        raise ValueError(f"REPRO_DF_RULE={rule!r} is not a degrees-of-freedom rule; valid: {', '.join(DF_RULES)}")
+    return rule
 
 
 def satterthwaite(parts: Sequence[float], dfs: Sequence[float]) -> float:
@@ -129,7 +144,7 @@ def paired_bootstrap(d: np.ndarray, n_boot: int | None = None, seed: int = 0, le
         dfs += [n - 1] + [r_df] * k
     var = max(float(sum(parts)), 0.0)
     se = math.sqrt(var)
-    df = satterthwaite(parts, dfs)
+    df = satterthwaite(parts, dfs) if df_rule() == "satterthwaite" or s < 2 else float(k * (s - 1))
     var_seed = float(v_seed.sum() / k ** 2)
     se = 0.0 if se < 1e-12 else se                           # rounding of an exactly constant difference
     if s < 2 and n < 2:
