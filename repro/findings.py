@@ -7,12 +7,14 @@ finding (numbers with their intervals and seeds) and the evidence (links). :mod:
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .analysis.stats import DF_RULES, df_rule
 from .analysis.wording import VERDICTS, Verdict   # the verdict words and record: repro.analysis.wording owns them
 from .claims import claim as claim_of
 from .experiments.approaches import REGIMES
@@ -72,6 +74,9 @@ def record_claim(profile: Profile, claim: str, verdict: str, finding: str, evide
     one per ``basis`` as well, and a claim registered twice (E1) one per registration (``basis``, no regime): recording
     one row keeps the claim's rows of the other regimes and bases."""
     claim_of(claim)                               # one clear error for an unknown id
+    if df_rule() != DF_RULES[0] and "REPRO_RESULTS_DIR" not in os.environ:
+        raise ValueError(f"REPRO_DF_RULE={df_rule()} is the sensitivity analysis's rule: it records verdicts only in a "
+                         "scratch results folder ($REPRO_RESULTS_DIR); unset it to record the registered ones")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if regime is not None and regime not in REGIMES:

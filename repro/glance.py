@@ -20,7 +20,7 @@ from .analysis.stats import MARGINS
 from .profiles import Profile, results_dir
 
 #: The summary's regime columns, cold first: the authors' regime. A claim with one reading (no sampler) fills the first.
-ORDER = REGIME_ORDER[1:]
+ORDER = tuple(r for r in REGIME_ORDER if r)
 FIRST = ORDER[0]
 NOT_RUN = "_Not yet run on this profile._"     # a generated block with nothing to show yet
 

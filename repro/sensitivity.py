@@ -3,9 +3,9 @@
 Where the seeds of a comparison agree more closely than the test images' own noise allows, the registered rule floors
 the seed component at zero and Welch-Satterthwaite gives the test about as many degrees of freedom as there are test
 images, as if the seed-to-seed spread were known to be nil (:mod:`repro.analysis.stats`). This command re-reads every
-claim whose test is the paired bootstrap under the most conservative rule instead, the seeds' own K(S - 1)
-(``REPRO_DF_RULE=seeds``): it executes their notebooks on a scratch copy of the recorded results (nothing is trained;
-a few minutes on the ``cpu`` profile) and writes each reading's two verdicts side by side to
+claim whose test is the paired bootstrap under a conservative rule instead, at most the seeds' own K(S - 1)
+(``REPRO_DF_RULE=seeds``): it executes their notebooks twice on one scratch copy of the recorded results, under each
+rule (nothing is trained; a few minutes on the ``cpu`` profile), and writes each reading's two verdicts side by side to
 ``results/<profile>/claims/df_sensitivity.csv``, which REPORT.md shows. The registered verdicts stay the verdicts.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ RUNS = "runs.csv"
 def side_by_side(registered: dict[str, pd.DataFrame | None], conservative: dict[str, pd.DataFrame | None]) -> pd.DataFrame:
     """Per claim reading (claim, regime, basis, label), its ``registered`` verdict and the one at the seeds' degrees of
     freedom (``seeds_df``), from each claim's verdict rows (:func:`.findings.claim_rows`; None: not concluded), and
-    whether they differ."""
+    whether they differ ("not concluded" where the second reading is missing: it counts as a change)."""
     rows = []
     for claim, now in registered.items():
         if now is None:
@@ -53,36 +53,46 @@ def side_by_side(registered: dict[str, pd.DataFrame | None], conservative: dict[
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """A consistent copy of a results folder while workers may be writing it: every ``runs.csv`` last, so that each
-    row it holds has its predictions copied already (a run saves them before its row)."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tmp", "*.log", RUNS))
+    """A consistent copy of a results folder while workers may be writing it: every ``runs.csv`` first, then the
+    rest, so that each row of the copied tables has its predictions copied too (a run saves them before its row)."""
     for path in src.rglob(RUNS):
-        shutil.copy2(path, dst / path.relative_to(src))
+        if "tmp" not in path.relative_to(src).parts:
+            (dst / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst / path.relative_to(src))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tmp", "*.log", "*.tmp", RUNS), dirs_exist_ok=True)
+
+
+def conclude_all(profile: Profile, folder: Path, claims: list[str], rule: str) -> dict[str, pd.DataFrame | None]:
+    """``claims`` concluded afresh under the degrees-of-freedom ``rule`` on the results copy ``folder`` (its
+    notebooks executed by :mod:`repro.reproduce` on the recorded runs only): each claim's verdict rows, None where a
+    notebook concluded nothing (its earlier rows are removed first, so none passes for a new one)."""
+    for claim in claims:
+        (folder / "claims" / f"{claim}.csv").unlink(missing_ok=True)
+    env = os.environ | {"REPRO_RESULTS_DIR": str(folder.parent), "REPRO_DF_RULE": rule, "REPRO_READ_ONLY": "1"}
+    code = subprocess.call([sys.executable, "-m", "repro.reproduce", "--profile", profile.name, "--claims",
+                            ",".join(claims), "--no-runs"], env=env)
+    if code:
+        raise RuntimeError(f"the notebooks failed under the {rule} rule (exit code {code}); {TABLE}.csv is unchanged")
+    return {c: claim_rows(profile, c, folder=folder) for c in claims}
 
 
 def reread(profile: Profile) -> pd.DataFrame:
-    """Every claim but :data:`UNTOUCHED` concluded again at the seeds' degrees of freedom on a scratch copy of
-    ``profile``'s results (its notebooks executed by :mod:`repro.reproduce`, reading the recorded runs only), set
-    beside the registered verdicts (:func:`side_by_side`); saved as :data:`TABLE`."""
+    """Every claim but :data:`UNTOUCHED` concluded twice on one scratch copy of ``profile``'s recorded results, under
+    the registered rule and at the seeds' degrees of freedom (:func:`conclude_all`), the two set side by side
+    (:func:`side_by_side`) and saved as :data:`TABLE`. Both readings see the same runs, so a change is the rule's, not
+    that of runs recorded since the notebooks last ran."""
     claims = [c for c in CLAIMS if c not in UNTOUCHED]
     with tempfile.TemporaryDirectory(prefix="repro_sensitivity_") as tmp:
         scratch = Path(tmp) / profile.name
         _copy(results_dir(profile), scratch)
-        for claim in claims:                   # a reading the notebooks do not conclude again must not pass as one
-            (scratch / "claims" / f"{claim}.csv").unlink(missing_ok=True)
-        env = os.environ | {"REPRO_RESULTS_DIR": tmp, "REPRO_DF_RULE": RULE, "REPRO_READ_ONLY": "1"}
-        code = subprocess.call([sys.executable, "-m", "repro.reproduce", "--profile", profile.name, "--claims",
-                                ",".join(claims), "--no-runs"], env=env)
-        if code:
-            raise RuntimeError(f"the notebooks failed at the seeds' degrees of freedom (exit code {code}); "
-                               f"{TABLE}.csv is unchanged")
-        table = side_by_side({c: claim_rows(profile, c) for c in claims},
-                             {c: claim_rows(profile, c, folder=scratch) for c in claims})
+        registered = conclude_all(profile, scratch, claims, DF_RULES[0])
+        table = side_by_side(registered, conclude_all(profile, scratch, claims, RULE))
     save_table(table, profile, TABLE)
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: re-read, save, and print the readings that change."""
     parser = argparse.ArgumentParser(prog="python -m repro.sensitivity", description=__doc__.splitlines()[0])
     add_profile_argument(parser)
     args = parser.parse_args(argv)

@@ -61,6 +61,12 @@ def test_the_seeds_df_rule_keeps_the_se_and_reads_it_on_the_seeds_own_degrees_of
     one_seed = stats.paired_bootstrap(d[:, :1])["df"]            # one seed has no seed df: the binomial SE's stays
     monkeypatch.delenv("REPRO_DF_RULE")
     assert one_seed == pytest.approx(stats.paired_bootstrap(d[:, :1])["df"]) and one_seed > 500
+    monkeypatch.setenv("REPRO_DF_RULE", "seeds")     # seed-dominated sizes of unequal spread: Satterthwaite gives
+    spread = np.stack([np.array([0.0, 0.1, -0.1])[:, None] + 0 * d[0], np.array([0.0, 0.01, -0.01])[:, None] + 0 * d[0]])
+    monkeypatch.delenv("REPRO_DF_RULE")                # fewer df than K(S - 1) = 4, and the rule never gives more
+    fewer = stats.paired_bootstrap(spread + 0.05)["df"]
+    monkeypatch.setenv("REPRO_DF_RULE", "seeds")
+    assert fewer < 3 and stats.paired_bootstrap(spread + 0.05)["df"] == pytest.approx(fewer)
     monkeypatch.setenv("REPRO_DF_RULE", "loose")
     with pytest.raises(ValueError, match="valid: satterthwaite, seeds"):
         stats.paired_bootstrap(d)

@@ -39,9 +39,9 @@ MARGINS = {"accuracy": 0.01, "shift_accuracy": 0.01, "miou": 0.01, "gain": 0.01,
            "overconfidence": 0.01}
 N_BOOT = 1000
 #: How a comparison's degrees of freedom are set. "satterthwaite", the registered rule: Welch-Satterthwaite over the
-#: variance parts. "seeds": the seeds' own K(S - 1), as if the whole SE were seed noise, the most conservative reading;
-#: only the sensitivity analysis uses it (``python -m repro.sensitivity``), through $REPRO_DF_RULE, so that a batch of
-#: notebooks can be re-read under it.
+#: variance parts. "seeds": at most the seeds' own K(S - 1), as if the whole SE were seed noise (Satterthwaite's where
+#: that is fewer: unequal seed variances across sizes), a conservative reading; only the sensitivity analysis uses it
+#: (``python -m repro.sensitivity``), through $REPRO_DF_RULE, so that a batch of notebooks can be re-read under it.
 DF_RULES = ("satterthwaite", "seeds")
 Outcomes = Mapping[str, Mapping[str, np.ndarray]]     # run key -> metric -> per-image values
 
@@ -144,7 +144,9 @@ def paired_bootstrap(d: np.ndarray, n_boot: int | None = None, seed: int = 0, le
         dfs += [n - 1] + [r_df] * k
     var = max(float(sum(parts)), 0.0)
     se = math.sqrt(var)
-    df = satterthwaite(parts, dfs) if df_rule() == "satterthwaite" or s < 2 else float(k * (s - 1))
+    df = satterthwaite(parts, dfs)
+    if df_rule() == "seeds" and s > 1:
+        df = min(df, float(k * (s - 1)))
     var_seed = float(v_seed.sum() / k ** 2)
     se = 0.0 if se < 1e-12 else se                           # rounding of an exactly constant difference
     if s < 2 and n < 2:

@@ -291,13 +291,14 @@ def profile_check(profile: Profile, budgets: pd.DataFrame, segmentation: int | N
 
 
 def steps_differ(held: tuple[tuple[str, int, int], ...], chosen: list[tuple[str, int, int | None]],
-                 unchosen_differs: bool = False) -> list[tuple[str, int, int | None, int | None]]:
+                 none_is_missing: bool = False) -> list[tuple[str, int, int | None, int | None]]:
     """Where a profile's per-arm budgets (``held``: ``(arm, n, steps)``, e.g. ``Profile.sampler_steps``) disagree with
-    the ``chosen`` ones (``(arm, n, steps)``; None: no budget to hold). Each disagreement as ``(arm, n, chosen,
-    held)``; with ``unchosen_differs``, an arm without a chosen budget always counts (the profile cannot hold one)."""
+    the ``chosen`` ones (``(arm, n, steps)``), each as ``(arm, n, chosen, held)``. A chosen None means "the profile
+    must not list this arm" (``Profile.checked_steps``: its budget was not doubled), or, with ``none_is_missing``,
+    "no budget chosen yet", which always counts (``Profile.sampler_steps``: a curve still rising)."""
     have = {(arm, n): steps for arm, n, steps in held}
     return [(arm, n, want, have.get((arm, n))) for arm, n, want in chosen
-            if have.get((arm, n)) != want or (unchosen_differs and want is None)]
+            if have.get((arm, n)) != want or (none_is_missing and want is None)]
 
 
 def mismatches(profile: Profile) -> list[str]:
@@ -325,7 +326,7 @@ def mismatches(profile: Profile) -> list[str]:
                   for r in pd.read_csv(folder / "sampler_budgets.csv").itertuples()]
         out += [f"n = {n}, {arm}: notebook 09 " + ("has not chosen its budget (its curve is still rising)" if want is None
                 else f"chose {want} steps, the profile's sampler_steps give {have}")
-                for arm, n, want, have in steps_differ(profile.sampler_steps, chosen, unchosen_differs=True)]
+                for arm, n, want, have in steps_differ(profile.sampler_steps, chosen, none_is_missing=True)]
     adopt = bool(pd.read_csv(folder / "bn_refresh_decision.csv").adopt.iloc[0])
     if adopt != profile.bn_refresh:
         out.append(f"rule 5 {'adopted' if adopt else 'kept the running'} BatchNorm statistics"

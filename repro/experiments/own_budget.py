@@ -173,11 +173,10 @@ def ablation_table(rows: pd.DataFrame, second_gap: float) -> pd.DataFrame:
 def checked_mismatches(profile: Profile, choices: pd.DataFrame) -> list[str]:
     """Where ``Profile.checked_steps`` disagrees with the budgets the checks chose (:func:`chosen`'s table): an arm whose
     test budget differs from its tuning budget must be listed with it, and no other arm of the table may be."""
-    tuned = {(r.arm, int(r.n_train)): int(r.tuned_steps) for r in choices.itertuples()}
-    chosen = [(r.arm, int(r.n_train), int(r.steps) if int(r.steps) != int(r.tuned_steps) else None)
-              for r in choices.itertuples()]
-    return [f"{arm} at n = {n}: the budget check chose {want or tuned[arm, n]} steps (tuned at {tuned[arm, n]}), the "
-            f"profile's checked_steps give {have}" for arm, n, want, have in steps_differ(profile.checked_steps, chosen)]
+    steps = {(r.arm, int(r.n_train)): (int(r.steps), int(r.tuned_steps)) for r in choices.itertuples()}
+    chosen = [(arm, n, test if test != tuned else None) for (arm, n), (test, tuned) in steps.items()]
+    return [f"{arm} at n = {n}: the budget check chose {steps[arm, n][0]} steps (tuned at {steps[arm, n][1]}), the "
+            f"profile's checked_steps give {have}" for arm, n, _, have in steps_differ(profile.checked_steps, chosen)]
 
 
 def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> str:
