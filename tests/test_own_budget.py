@@ -78,6 +78,30 @@ def test_the_ablation_turns_augmentation_off_for_the_sampler_arms_only(fake):
     assert set(rows.n_train) == {P.study_n} and set(rows.seed) == set(P.seeds)
 
 
+def test_c2_reruns_every_rank_and_the_isotropic_prior_at_the_learned_samplers_own_budget(fake, monkeypatch):
+    monkeypatch.setattr(own_budget, "setting", lambda rec, approach, kind, regime, **kw: {"alpha": 0.1})
+    rows = own_budget.rank_own(Scripted(P, fake))
+    learned, iso = rows[rows.approach == "bayes_learned"], rows[rows.approach == "bayes_isotropic"]
+    for regime, seeds, steps in (("cold", P.seeds, 3200), ("T1", P.t1_seeds, 3200)):      # the checked budgets
+        mine = learned[learned.arm == f"bayes_learned ({regime})"]
+        assert {(r, k) for r, k in zip(mine["rank"], mine.seed)} == {(r, k) for r in P.ranks for k in seeds}
+        theirs = iso[iso.arm == f"bayes_isotropic ({regime})"]
+        assert set(theirs.seed) == set(seeds) and set(theirs.steps) == set(mine.steps) == {steps}
+    assert set(rows.split) == {"test"} and "scale" not in iso.dropna(axis=1, how="all")
+    tuned = [s for s in fake.asked if s["approach"] == "bayes_isotropic" and s["split"] == "holdout"]
+    assert {s["alpha"] for s in tuned} == {0.01, 0.1, 1.0} and {s["steps"] for s in tuned} == {3200}   # α re-chosen
+
+
+def test_c3_sweeps_lambda_at_each_arms_own_budget_covering_what_its_holdout_tuning_tried(fake, monkeypatch):
+    tried = pd.DataFrame({"coordinate": ["lr", "scale", "scale", "scale"], "scale": [1e7, 1e5, 1e7, 1e9]})
+    monkeypatch.setattr(own_budget, "retune_runs", lambda rec, arm, n: tried)
+    rows = own_budget.scale_own(Scripted(P, fake))
+    sampler = rows[rows.arm == "bayes_learned (T1)"]
+    assert set(sampler.seed) == set(P.t1_seeds) and set(rows[rows.arm == "map_learned"].seed) == set(P.seeds)
+    assert min(sampler.scale) <= 1.0 and max(sampler.scale) >= 1e9 and set(rows.split) == {"test"}
+    assert set(sampler.steps) == {3200} and set(rows[rows.arm == "map_learned"].steps) == {3200}
+
+
 def test_the_ablation_table_pairs_each_arm_with_map_by_seed():
     rows = pd.DataFrame([dict(arm=a, augment=aug, seed=s, accuracy=acc, status="ok") for a, aug, s, acc in (
         ("map_learned", True, 0, 0.60), ("map_learned", True, 1, 0.62),

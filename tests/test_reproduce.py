@@ -106,7 +106,7 @@ def test_the_batch_stops_before_the_notebooks_when_the_workers_fail(tmp_path, mo
     assert "the workers stopped with exit code 3" in capsys.readouterr().err
     assert not (tmp_path / "results" / "smoke" / "notebooks" / "04_scale_sweep.ipynb").exists()
     assert reproduce.stages_of(["03_rank_ablation", "09_training_budget"]) == ["budget", "sampler_budget", "retune",
-                                                                                 "C2"]
+                                                                                 "C2", "own_budget_C2C3"]
 
 
 def test_the_batch_uses_the_project_kernel_only_in_this_environment(monkeypatch):

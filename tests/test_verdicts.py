@@ -77,6 +77,18 @@ def test_scale_verdict_picks_lambda_on_validation_not_on_test():
         verdicts.scale_verdict(scale_rows({"map_learned": hump, "bayes_learned": hump}).query("split == 'test'"))
 
 
+def test_scale_verdict_takes_a_given_lambda_star_instead_of_validation():
+    hump = [0.4, 0.5, 0.6, 0.5, 0.3]
+    test = scale_rows({"map_learned": hump, "bayes_learned": hump}).query("split == 'test'")
+    table, verdict, finding = verdicts.scale_verdict(test, chosen={"map_learned": 1e2, "bayes_learned": 1e1})
+    assert table.groupby("approach", sort=False).best_scale.first().tolist() == [1e2, 1e1] and "(holdout)" in finding
+    assert verdict == "reproduced"                        # 0.5 at λ* = 10 beats 0.4 at λ = 1 and 0.3 at λ = 1e4
+    at_edge = verdicts.scale_verdict(test, chosen={"map_learned": 1.0, "bayes_learned": 1e4})
+    assert at_edge[1] == "not reproduced" and set(at_edge[0].groupby("approach").size()) == {1}   # one side only
+    with pytest.raises(ValueError, match="not on its test grid"):
+        verdicts.scale_verdict(test, chosen={"map_learned": 3.0, "bayes_learned": 1e2})
+
+
 def five_way_rows(acc):
     """acc[(approach, kind)] = list of accuracies per training-set size."""
     recs = []

@@ -11,7 +11,8 @@ value (C3's lambda*) is chosen on validation rows. The rules before the amendmen
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,16 +54,23 @@ def rank_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
 
 # --------------------------------------------------------------------------------------------- C3: scale
 
-def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict:
-    """C3, per approach (MAP and Bayes, learned prior): lambda* is chosen on validation rows, must be interior to the
-    test grid and beat both its smallest and largest lambda on test (family of 4, Holm). An approach holds if so; fails
-    if lambda* is at an edge or a side is reversed or equivalent (TOST +-1 point). Reproduced if both hold; partially
-    if one does; not reproduced if one fails and none holds; else inconclusive."""
+def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
+                  chosen: Mapping[str, float] | None = None) -> Verdict:
+    """C3, per approach (MAP and Bayes, learned prior): lambda* is chosen on validation rows (or given: ``chosen``,
+    approach -> the lambda the third protocol's holdout tuning chose), must be interior to the test grid and beat both
+    its smallest and largest lambda on test (family of 4, Holm). An approach holds if so; fails if lambda* is at an
+    edge or a side is reversed or equivalent (TOST +-1 point). Reproduced if both hold; partially if one does; not
+    reproduced if one fails and none holds; else inconclusive."""
     test = df[df.split == "test"] if "split" in df else df
     rows, status = [], {}
     for approach in ("map_learned", "bayes_learned"):
         grid = sorted(select(test, approach=approach).scale.unique())
-        best = best_on_validation(df, approach, grid)
+        if chosen is None:
+            best = best_on_validation(df, approach, grid)
+        else:            # the holdout's value as the test grid spells it (a grid widened by division rounds)
+            best = next((g for g in grid if math.isclose(g, chosen[approach], rel_tol=1e-6)), None)
+            if best is None:
+                raise ValueError(f"lambda* = {chosen[approach]:g} of {approach} is not on its test grid {grid}")
         if best is None:
             raise ValueError(f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
         for end in (grid[0], grid[-1]):
@@ -80,7 +88,8 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None) -> Verdict
     parts = []
     for approach, t in table.groupby("approach", sort=False):
         sides = ", ".join(f"vs λ = {r.versus:.0e}: {phrase_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
-        parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} (validation), test {t.mean_a.iloc[0]:.3f}; "
+        parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} ({'validation' if chosen is None else 'holdout'}), "
+                     f"test {t.mean_a.iloc[0]:.3f}; "
                      f"{sides} → {status[approach]}")
     return Verdict(table, verdict, phrase_regime(test, "SSL prior") + "; ".join(parts))
 

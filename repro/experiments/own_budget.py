@@ -19,9 +19,13 @@ from ..profiles import Profile
 from .approaches import arm_name, arm_parts
 from .budget import THRESHOLD, steps_differ
 from .grid import Recorded
-from .retune import ARMS, retuned
+from .retune import ARMS, COORDINATES, coordinate, retune_runs, retuned
+from .tuning import setting, sweep, widened
+
+ALPHA_SPACING = dict(COORDINATES["bayes_nonlearned (T1)"])["alpha"]     # an isotropic width's grid spacing
 
 ABLATION_ARMS = ("bayes_learned (T1)", "bayes_learned (cold)")   # C4's T = 1 ablation, augmentation off
+SCALE_ARMS = ("map_learned", "bayes_learned (T1)")                # C3's λ sweep (the sampler at T = 1)
 # The order the workers run the third protocol in, so that each few CPU-hours end with usable runs: the optimisers and
 # the cold sampler arms (tuned, budget-checked, then their test runs and C10's cold ensembles: the cold verdicts),
 # then the T = 1 arms (and with them C4's ablation and C10's T = 1 ensemble).
@@ -88,6 +92,57 @@ def t1_ablation(rec: Recorded) -> pd.DataFrame:
                                          for k in rec.profile.seeds], f"T = 1 ablation: {arm}")
             frames.append(rows.assign(arm=arm, augment=augment))
     return pd.concat(frames, ignore_index=True)
+
+
+def rank_own(rec: Recorded) -> pd.DataFrame:
+    """C2 at ``study_n`` (notebook 03's amendment of 2026-12-06): Bayes + learned at every rank of ``ranks`` and the
+    isotropic learned-mean prior (:func:`isotropic_own`), in both regimes, each at the learned sampler's own budget
+    and values, on the test split (3 seeds cold, 5 at T = 1); ``arm`` names each row's arm."""
+    n, frames = rec.profile.study_n, []
+    for regime in ("cold", "T1"):
+        arm = arm_name("bayes_learned", regime)
+        seeds = seeds_of(rec, arm)
+        rows = rec.rows("transfer", [own_setting(rec, arm, n, rank=r, seed=k) for r in rec.profile.ranks
+                                     for k in seeds], f"C2 own budget: {arm}")
+        iso = rec.rows("transfer", [isotropic_own(rec, regime) | {"split": "test", "seed": k} for k in seeds],
+                       f"C2 own budget: isotropic prior ({regime})")
+        frames += [rows.assign(arm=arm), iso.assign(arm=arm_name("bayes_isotropic", regime))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def isotropic_own(rec: Recorded, regime: str) -> dict:
+    """The isotropic learned-mean prior N(μ, αI) at ``study_n`` in ``regime``, on the holdout set: the learned
+    sampler's own budget and values (lr, head variance, T, cycles), its α chosen again at that budget by rule 5's
+    coordinate rule (:func:`.retune.coordinate`), starting from its second-protocol choice."""
+    return dict(rec.memo(_isotropic_own, regime))
+
+
+def _isotropic_own(rec: Recorded, regime: str) -> dict:
+    n, learned = rec.profile.study_n, arm_name("bayes_learned", regime)
+    base = retuned(rec, learned, n) | {"steps": checked_budget(rec, learned, n)}
+    base = {k: v for k, v in base.items() if k not in ("scale", "rank")} | {
+        "approach": "bayes_isotropic", "alpha": setting(rec, "bayes_isotropic", "ssl", regime, n_train=n)["alpha"]}
+    return coordinate(rec, base, "alpha", ALPHA_SPACING, f"C2 own budget: isotropic α ({regime})")[1]
+
+
+def scale_own(rec: Recorded) -> pd.DataFrame:
+    """C3 at ``study_n`` (notebook 04's amendment of 2026-12-06): MAP + learned and the T = 1 sampler over λ on the
+    test split, each at its own budget and values (the sampler's 5 seeds), on ``scales`` widened to cover the λ its
+    holdout tuning tried and extended while the best λ is at an edge, as the second protocol's sweep was; ``arm``
+    names each row's arm. Each arm's λ* is its holdout choice (:func:`scale_chosen`)."""
+    n, frames = rec.profile.study_n, []
+    for arm in SCALE_ARMS:
+        tried = retune_runs(rec, arm, n)
+        tried = tried.loc[tried.coordinate == "scale", "scale"]
+        grid = widened(rec.profile.scales, tried.min(), tried.max())
+        rows, _ = sweep(rec, own_setting(rec, arm, n), "scale", grid, f"C3 own budget: {arm}", seeds=seeds_of(rec, arm))
+        frames.append(rows.assign(arm=arm))
+    return pd.concat(frames, ignore_index=True)
+
+
+def scale_chosen(rec: Recorded) -> dict[str, float]:
+    """Approach -> λ* of C3's own-budget reading: each arm's λ chosen on the holdout set at its own budget."""
+    return {arm_parts(arm)[0]: float(retuned(rec, arm, rec.profile.study_n)["scale"]) for arm in SCALE_ARMS}
 
 
 def ensemble_own(rec: Recorded, regime: str | None = None) -> pd.DataFrame:

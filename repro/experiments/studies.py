@@ -22,11 +22,11 @@ from .budget import learning_curves, sampler_curves, segmentation_curves
 from .families import family
 from .grid import Recorded
 from .learned_scale import confirm, learned_scale_study
-from .own_budget import PHASES, phase_jobs
+from .own_budget import PHASES, phase_jobs, rank_own, scale_own
 from .pretrain import PRIMARY, STUDIED_KINDS
 from .retune import retune_all
 from .tuning import (TUNE_ORDERS, bayes_width_sweep, mid_slope, scale_sweep, segmentation_sweep, setting, sweep,
-                     tuned, tuning_point, tuned_segmentation)
+                     tuned, tuning_point, tuned_segmentation, widened)
 
 
 
@@ -104,19 +104,6 @@ def scale_study(rec: Recorded, kind: str = "ssl") -> pd.DataFrame:
         rows.append(sweep(rec, s, "scale", grid, f"C3 scale sweep ({approach})",
                           seeds=dict(arms(profile, approach))["T1"])[0])     # 5 seeds for the T = 1 sampler
     return pd.concat(rows, ignore_index=True)
-
-
-def widened(scales: Iterable[float], low: float, high: float) -> list[float]:
-    """The log grid ``scales`` extended at its own spacing until it covers [low, high]."""
-    grid = sorted(scales)
-    step = grid[1] / grid[0]
-    if step <= 1.01:
-        raise ValueError(f"scales must be a log grid of distinct values, got {tuple(scales)}")
-    while grid[0] > low * 1.01:
-        grid.insert(0, grid[0] / step)
-    while grid[-1] < high / 1.01:
-        grid.append(grid[-1] * step)
-    return grid
 
 
 def five_way(rec: Recorded, dataset: str = "cifar10", kinds: Iterable[str] = STUDIED_KINDS) -> pd.DataFrame:
@@ -231,6 +218,8 @@ STAGES: dict[str, Callable[[Profile], list[Job]]] = {
     "fashion": lambda p: [functools.partial(five_way, dataset="fashion-mnist", kinds=("ssl",))],
     "C3": lambda p: [scale_study], "C2": lambda p: [rank_ablation], "E1": lambda p: [learned_scale_study],
     "E1_confirm": lambda p: [confirm], "segmentation": lambda p: [segmentation_study],
+    # C2's and C3's sampler arms at their own budget (notebooks 03 and 04, amended 2026-12-06): they need both phases
+    "own_budget_C2C3": lambda p: [functools.partial(Recorded.each, jobs=[rank_own, scale_own])],
     # the third protocol's phases one at a time, to put another stage between them (E1's confirmatory runs need
     # only the cold phase's arms: STAGES=own_budget_cold,E1_confirm,own_budget_T1)
     **{f"own_budget_{phase}": functools.partial(phase_jobs, phase=phase) for phase in PHASES},
@@ -239,7 +228,7 @@ STAGES: dict[str, Callable[[Profile], list[Job]]] = {
 DEFAULT_ORDER = tuple(s for s in STAGES if s not in {f"own_budget_{phase}" for phase in PHASES})
 UNTUNED = ("budget",)          # stages whose runs have fixed hyperparameters: no tuning family runs before them
 # notebook -> the stages whose runs it reads (06 and 07 read 05's runs; 01 and 02 read no grid)
-NOTEBOOK_STAGES = {"03_rank_ablation": ("C2",), "04_scale_sweep": ("C3",),
+NOTEBOOK_STAGES = {"03_rank_ablation": ("C2", "own_budget_C2C3"), "04_scale_sweep": ("C3", "own_budget_C2C3"),
                    "05_five_way": ("five_way", "temperature", "mid_slope", "C10", "C10_equal", "fashion", "own_budget"),
                    "06_calibration": ("five_way", "C2", "C10", "own_budget"), "07_ood_shift": ("five_way", "own_budget"),
                    "08_segmentation": ("segmentation",), "09_training_budget": ("budget", "sampler_budget", "retune"),

@@ -157,6 +157,19 @@ def mid_slope_scale(curve: pd.Series) -> float:
     return float(rising[rising >= target].index[0])
 
 
+def widened(scales: Iterable[float], low: float, high: float) -> list[float]:
+    """The log grid ``scales`` extended at its own spacing until it covers [low, high]."""
+    grid = sorted(scales)
+    step = grid[1] / grid[0]
+    if step <= 1.01:
+        raise ValueError(f"scales must be a log grid of distinct values, got {tuple(scales)}")
+    while grid[0] > low * 1.01:
+        grid.insert(0, grid[0] / step)
+    while grid[-1] < high / 1.01:
+        grid.append(grid[-1] * step)
+    return grid
+
+
 def setting(rec: Recorded, approach: str, kind: str = "ssl", regime: str = "T1", **kw) -> dict:
     """A test-split setting of ``approach`` with the hyperparameters tuned at its size and dataset (``n_train``,
     ``dataset`` in ``kw``; ``study_n`` and CIFAR-10 by default), a sampler's in temperature ``regime``; ``kw`` win."""
