@@ -19,7 +19,7 @@ from .claims import CLAIMS, RERUN
 from .findings import VERDICTS, claim_rows, row_label
 from .glance import NOT_RUN, render_forest, render_summary, save_forest
 from .profiles import PROFILES, Profile, get_profile, results_dir, results_root
-from .sensitivity import TABLE, UNTOUCHED
+from . import sensitivity
 from .experiments.approaches import APPROACHES, ARM_LABELS, LABELS, TASKS, arm_name
 from .experiments.budget import unconverged
 from .experiments.pretrain import STUDIED_KINDS
@@ -358,32 +358,10 @@ def render_simulation(profile: Profile) -> str:
     return "\n".join(lines)
 
 
-def render_df_sensitivity(profile: Profile) -> str:
-    """The claim readings whose verdict changes at the seeds' degrees of freedom (``claims/df_sensitivity.csv``,
-    :mod:`repro.sensitivity`), and how many keep theirs; says so where the verdicts have moved since it was made."""
-    if not (path := results_dir(profile) / f"{TABLE}.csv").exists():
-        return "_Not yet re-read on this profile (`make sensitivity`)._"
-    df, stale = pd.read_csv(path, keep_default_na=False), False          # "" for a reading without regime or basis
-    for claim in (c for c in CLAIMS if c not in UNTOUCHED):     # a verdict (or a claim) recorded since: stale
-        rows, g = claim_rows(profile, claim), df[df.claim == claim]
-        recorded = {} if rows is None else dict(zip(zip(rows.regime, rows.basis), rows.verdict))
-        stale |= recorded != dict(zip(zip(g.regime, g.basis), g.registered))
-    changed = df[df.changed.astype(bool)]
-    lines = [f"{len(df) - len(changed)} of {len(df)} claim readings keep their verdict at the seeds' degrees of freedom"
-             + (":" if len(changed) else ".")]
-    if len(changed):
-        lines += ["", "| claim | reading | registered verdict | at the seeds' degrees of freedom |", "|---|---|---|---|"]
-        lines += [f"| {r.claim} | {r.label or 'one reading'} | {r.registered} | {r.seeds_df} |" for r in changed.itertuples()]
-    if stale:
-        lines += ["", "_The recorded verdicts differ from this table's registered ones (made before the latest runs or "
-                  "verdicts): run `make sensitivity` again._"]
-    return "\n".join(lines)
-
-
 BLOCKS = {"claims": render_summary, "forest": render_forest, "amendment": render_amendment,
           "training_budget": render_training_budget,
           "third_protocol": render_third_protocol,
-          "budget": render_budget, "simulation": render_simulation, "df_sensitivity": render_df_sensitivity,
+          "budget": render_budget, "simulation": render_simulation, "df_sensitivity": sensitivity.render,
           "source": render_source,
           "priors": render_priors, "geometry": render_geometry, "tuning": render_tuning, "compute": render_compute,
           "totals": render_totals,

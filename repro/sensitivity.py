@@ -91,6 +91,28 @@ def reread(profile: Profile) -> pd.DataFrame:
     return table
 
 
+def render(profile: Profile) -> str:
+    """REPORT.md's block of the re-read (:data:`TABLE`): the claim readings whose verdict changes at the seeds' degrees
+    of freedom, and how many keep theirs; says so where the recorded verdicts have moved since it was made."""
+    if not (path := results_dir(profile) / f"{TABLE}.csv").exists():
+        return "_Not yet re-read on this profile (`make sensitivity`)._"
+    df, stale = pd.read_csv(path, keep_default_na=False), False          # "" for a reading without regime or basis
+    for claim in (c for c in CLAIMS if c not in UNTOUCHED):     # a verdict (or a claim) recorded since: stale
+        rows, g = claim_rows(profile, claim), df[df.claim == claim]
+        recorded = {} if rows is None else dict(zip(zip(rows.regime, rows.basis), rows.verdict))
+        stale |= recorded != dict(zip(zip(g.regime, g.basis), g.registered))
+    changed = df[df.changed.astype(bool)]
+    lines = [f"{len(df) - len(changed)} of {len(df)} claim readings keep their verdict at the seeds' degrees of freedom"
+             + (":" if len(changed) else ".")]
+    if len(changed):
+        lines += ["", "| claim | reading | registered verdict | at the seeds' degrees of freedom |", "|---|---|---|---|"]
+        lines += [f"| {r.claim} | {r.label or 'one reading'} | {r.registered} | {r.seeds_df} |" for r in changed.itertuples()]
+    if stale:
+        lines += ["", "_The recorded verdicts differ from this table's registered ones (made before the latest runs or "
+                  "verdicts): run `make sensitivity` again._"]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: re-read, save, and print the readings that change."""
     parser = argparse.ArgumentParser(prog="python -m repro.sensitivity", description=__doc__.splitlines()[0])

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from repro import findings, report, sensitivity
+from repro import findings, sensitivity
 from repro.plots import save_table
 from repro.profiles import get_profile
 
@@ -27,11 +27,11 @@ def test_readings_are_paired_by_regime_and_basis_and_the_block_lists_those_that_
         ("C2", "cold T", "inconclusive", True), ("C2", "T = 1", "not reproduced", False),
         ("C4", "cold T, own budget", "not concluded", True)]
     save_table(table, SMOKE, sensitivity.TABLE)
-    block = report.render_df_sensitivity(SMOKE)
+    block = sensitivity.render(SMOKE)
     assert block.startswith("1 of 3 claim readings keep their verdict")
     assert "| C2 | cold T | not reproduced | inconclusive |" in block and "run `make sensitivity` again" not in block
     findings.record_claim(SMOKE, "C2", "inconclusive", "", "", regime="T1")    # a verdict moves after the re-read
-    assert "run `make sensitivity` again" in report.render_df_sensitivity(SMOKE)
+    assert "run `make sensitivity` again" in sensitivity.render(SMOKE)
 
 
 def _notebooks(verdicts: dict[str, str], exit_code: int = 0):
@@ -68,7 +68,7 @@ def test_the_two_readings_see_one_copy_and_a_failure_leaves_the_committed_result
     # both readings come from the copy's runs: "registered" is the re-read's, not the committed "reproduced"
     assert list(zip(table.registered, table.seeds_df, table.changed)) == [("not reproduced", "inconclusive", True)]
     assert (tmp_path / "smoke" / "claims" / "C2.csv").read_text() == committed
-    assert "run `make sensitivity` again" in report.render_df_sensitivity(SMOKE)   # the committed verdict is older
+    assert "run `make sensitivity` again" in sensitivity.render(SMOKE)   # the committed verdict is older
 
 
 def test_the_sensitivity_rule_records_no_verdict_outside_a_scratch_folder(monkeypatch):

@@ -65,14 +65,11 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
     rows, status = [], {}
     for approach in ("map_learned", "bayes_learned"):
         grid = sorted(select(test, approach=approach).scale.unique())
-        if chosen is None:
-            best = best_on_validation(df, approach, grid)
-        else:            # the holdout's value as the test grid spells it (a grid widened by division rounds)
-            best = next((g for g in grid if math.isclose(g, chosen[approach], rel_tol=1e-6)), None)
-            if best is None:
-                raise ValueError(f"lambda* = {chosen[approach]:g} of {approach} is not on its test grid {grid}")
-        if best is None:
-            raise ValueError(f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
+        best = best_on_validation(df, approach, grid) if chosen is None else next(   # as the test grid spells it
+            (g for g in grid if math.isclose(g, chosen[approach], rel_tol=1e-6)), f"{chosen[approach]:g}")
+        if best is None or isinstance(best, str):
+            raise ValueError(f"lambda* = {best} of {approach} is not on its test grid {grid}" if best else
+                             f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
         for end in (grid[0], grid[-1]):
             if end != best:
                 rows.append({"approach": approach, "best_scale": best, "versus": end,
@@ -88,9 +85,8 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
     parts = []
     for approach, t in table.groupby("approach", sort=False):
         sides = ", ".join(f"vs λ = {r.versus:.0e}: {phrase_diff(r, True)}, TOST p = {r.p_tost:.2g}" for r in t.itertuples())
-        parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} ({'validation' if chosen is None else 'holdout'}), "
-                     f"test {t.mean_a.iloc[0]:.3f}; "
-                     f"{sides} → {status[approach]}")
+        parts.append(f"{LABELS[approach]}: λ* = {t.best_scale.iloc[0]:.0e} ({'holdout' if chosen else 'validation'}), "
+                     f"test {t.mean_a.iloc[0]:.3f}; {sides} → {status[approach]}")
     return Verdict(table, verdict, phrase_regime(test, "SSL prior") + "; ".join(parts))
 
 
