@@ -307,6 +307,14 @@ def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
     return pd.DataFrame(rows, columns=cols)
 
 
+def on_grid(value: float, grid: Sequence[float]) -> float:
+    """``value`` as the test ``grid`` spells it (a grid widened by division rounds its values); one clear error where
+    it is not on the grid."""
+    if (spelled := next((g for g in grid if math.isclose(g, value, rel_tol=1e-6)), None)) is None:
+        raise ValueError(f"{value:g} is not on its test grid {list(grid)}")
+    return spelled
+
+
 def best_on_validation(df: pd.DataFrame, approach: str, grid: Sequence[float]) -> float | None:
     """lambda* of ``approach``: the highest mean validation accuracy (ties: lower NLL) among the ``split == "val"``
     rows with the test rows' other settings, restricted to the test ``grid``; None without validation rows."""

@@ -11,14 +11,13 @@ value (C3's lambda*) is chosen on validation rows. The rules before the amendmen
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..experiments.approaches import FIVE_WAY as ORDER, LABELS, SHORT
-from .stats import ALPHA, MARGINS, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, paired_bootstrap, select, stacked
+from .stats import ALPHA, MARGINS, Outcomes, adjust, best_on_validation, compare, contrast, finished, holm, on_grid, paired_bootstrap, select, stacked
 from .wording import Verdict, phrase_diff, phrase_regime, word
 
 
@@ -65,11 +64,9 @@ def scale_verdict(df: pd.DataFrame, outcomes: Outcomes | None = None,
     rows, status = [], {}
     for approach in ("map_learned", "bayes_learned"):
         grid = sorted(select(test, approach=approach).scale.unique())
-        best = best_on_validation(df, approach, grid) if chosen is None else next(   # as the test grid spells it
-            (g for g in grid if math.isclose(g, chosen[approach], rel_tol=1e-6)), f"{chosen[approach]:g}")
-        if best is None or isinstance(best, str):
-            raise ValueError(f"lambda* = {best} of {approach} is not on its test grid {grid}" if best else
-                             f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
+        best = best_on_validation(df, approach, grid) if chosen is None else on_grid(chosen[approach], grid)
+        if best is None:
+            raise ValueError(f"no validation rows (split == 'val') for {approach}: lambda* must be chosen on them")
         for end in (grid[0], grid[-1]):
             if end != best:
                 rows.append({"approach": approach, "best_scale": best, "versus": end,
