@@ -18,8 +18,8 @@ from .analysis.stats import DF_RULES, df_rule
 from .analysis.wording import VERDICTS, Verdict   # the verdict words and record: repro.analysis.wording owns them
 from .claims import claim as claim_of
 from .experiments.approaches import REGIMES
-from .experiments.budget import CAVEATED, convergence_note
-from .experiments.own_budget import arms_of, unconverged_note
+from .experiments.budget import convergence_note
+from .experiments.own_budget import cap_note
 from .plots import save_table
 from .profiles import Profile, results_dir, results_root
 
@@ -136,10 +136,7 @@ def conclude(profile: Profile, claim: str, result: Verdict, tables: list[str] = 
     table, verdict, finding = result
     if basis == "own" and rec is None:
         raise ValueError("an own-budget verdict reads its arms' budgets: pass rec, the snapshot the notebook read")
-    if basis == "own":          # only a claim that compares an arm trained from scratch (CAVEATED) reads its cap note
-        note = unconverged_note(rec, arms_of((regime,))) if claim in CAVEATED else ""
-    else:
-        note = convergence_note(profile, claim)
+    note = cap_note(rec, claim, regime) if basis == "own" else convergence_note(profile, claim)
     finding = finding.rstrip(" .;") + "." + note if note else finding      # a sentence of its own
     if table is not None:
         suffix = "".join(f"_{w}" for w in (regime, basis) if w)

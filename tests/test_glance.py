@@ -125,16 +125,30 @@ def test_a_finding_ends_its_convergence_note_as_a_sentence(tmp_path, monkeypatch
     assert findings.claim_rows(SMOKE, "C4").finding.iloc[0] == "a; b. Not converged (notebook 09): x."
 
 
-def test_an_own_budget_finding_notes_an_arm_at_the_cap_only_where_the_claim_compares_such_arms(tmp_path, monkeypatch):
-    """The cap note names arms trained from a random initialisation: C4 compares them, C10 (BMA vs SGD ensembles) not."""
+def test_an_own_budget_finding_notes_an_arm_at_the_cap_only_among_the_arms_it_reads(tmp_path, monkeypatch):
+    """The cap note names arms trained from a random initialisation where the claim compares them (C4: every size),
+    C2's and C3's arms at the size they are read at; C10 (BMA vs SGD ensembles) reads none."""
+    from types import SimpleNamespace
+
     from repro.analysis.wording import Verdict
+    from repro.experiments import own_budget
+
+    asked = {}
+
+    def note(rec, arms, sizes=None):
+        asked[len(asked)] = (arms, sizes)
+        return " Not converged (notebook 09): x at the cap."
 
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path))
-    monkeypatch.setattr(findings, "unconverged_note", lambda rec, arms: " Not converged (notebook 09): x at the cap.")
-    for claim in ("C4", "C10"):
-        findings.conclude(SMOKE, claim, Verdict(None, "inconclusive", "a."), regime="cold", basis="own", rec=object())
+    monkeypatch.setattr(own_budget, "unconverged_note", note)
+    for claim in ("C4", "C10", "C2"):
+        findings.conclude(SMOKE, claim, Verdict(None, "inconclusive", "a."), regime="cold", basis="own",
+                          rec=SimpleNamespace(profile=SMOKE))
     assert findings.claim_rows(SMOKE, "C4").finding.iloc[0] == "a. Not converged (notebook 09): x at the cap."
     assert findings.claim_rows(SMOKE, "C10").finding.iloc[0] == "a."
+    assert findings.claim_rows(SMOKE, "C2").finding.iloc[0] == "a. Not converged (notebook 09): x at the cap."
+    assert asked == {0: (own_budget.arms_of(("cold",)), None), 1: (("bayes_learned (cold)",), (SMOKE.study_n,))}
+    assert own_budget.AT_STUDY_N["C3"] == ("map_learned", "bayes_learned (T1)")   # C3 is read at T = 1: both its arms
 
 
 def test_the_forest_plot_draws_every_verdict_in_one_or_two_regimes():

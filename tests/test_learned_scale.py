@@ -63,6 +63,16 @@ def test_map_met_but_a_sampler_arm_missed_is_partial_only_without_a_reversal():
     assert ls.verdict(t.assign(accuracy=np.where(hit, t.accuracy - 0.1, t.accuracy)), times(0.1))[1] == "not reproduced"
     noisy = t.assign(accuracy=np.where(hit, t.accuracy + np.resize([0.03, -0.03, 0.0], len(t)), t.accuracy))
     assert ls.verdict(noisy, times(0.1))[1] == "partially reproduced"      # T = 1 unclear, MAP and cold met
+    # MAP's target must be met at every (family, size): with one of them missing, MAP cannot carry a partial verdict
+    gone = (noisy.arm == "map") & (noisy.family == "learned") & (noisy.n_train == 1000)
+    assert ls.verdict(noisy[~gone], times(0.1))[1] != "partially reproduced"
+
+
+def test_a_failed_run_counts_the_time_it_ran_until_it_failed():
+    assert ls._spent({"train_time_s": float("nan"), "wall_time_s": 5.0}) == 5.0
+    assert ls._spent({"train_time_s": 3.0, "wall_time_s": 5.0}) == 3.0
+    runs = pd.DataFrame({"train_time_s": [3.0, np.nan], "wall_time_s": [5.0, 7.0]})
+    assert ls._spent(runs).sum() == 10.0
 
 
 def test_arms_pairs_each_fit_with_the_grid_at_its_widths_times_kappa_and_adds_q_mean(monkeypatch):
@@ -108,7 +118,8 @@ class FitGrid:
         out = []
         for s in settings:
             scale, sigma = self.trace.get(s.get("steps"), (1.0, 1e-4))
-            out.append(s | dict(status="ok", accuracy=0.5, train_time_s=s.get("steps", 0) / 10, learned_scale=scale,
+            out.append(s | dict(status="ok", accuracy=0.5, train_time_s=s.get("steps", 0) / 10,
+                                wall_time_s=s.get("steps", 0) / 10 + 1, learned_scale=scale,
                                 learned_head_var=1.0, learned_alpha=scale, learned_sigma=sigma, key=str(len(self.asked))))
         return pd.DataFrame(out)
 
@@ -144,11 +155,12 @@ def test_confirm_pairs_each_arm_at_rule_5_with_kappa_times_the_fits_widths(fit_g
     monkeypatch.setattr(ls, "own_setting", lambda p, arm, n, seed: dict(arm_=arm, n_train=n, seed=seed, split="test",
                                                                          scale=1e7, head_var=1.0, alpha=10.0))
     # a coordinate starts from the run the previous one chose (the scale's second run is head_var's first: one run,
-    # counted once); a failed run took its CPU time too
+    # counted once); a failed run took its CPU time too: the time it ran until it failed
     monkeypatch.setattr(ls, "retune_runs", lambda p, arm, n: pd.DataFrame(dict(
         coordinate=["lr", "scale", "scale", "head_var", "head_var", "alpha"],
         key=[f"{arm}:{k}" for k in ("l", "s1", "s2", "s2", "h1", "a")],
-        status=["ok", "ok", "ok", "ok", "failed", "ok"], train_time_s=[100.0, 200.0, 250.0, 250.0, 300.0, 400.0])))
+        status=["ok", "ok", "ok", "ok", "failed", "ok"], train_time_s=[100.0, 200.0, 250.0, 250.0, np.nan, 400.0],
+        wall_time_s=[110.0, 210.0, 260.0, 260.0, 300.0, 410.0])))     # the failed run: only its wall time
     fitted, rows, times = ls.confirm(rec)
     assert set(fitted.seed) == set(P.confirm_seeds) and len(fitted) == 2 * len(P.confirm_seeds)
     k = ls.kappa(P, "de_elbo", 1000)

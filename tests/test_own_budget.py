@@ -125,6 +125,8 @@ def test_chosen_lists_every_arm_and_size_with_its_checked_budget(fake):
 def test_an_arm_at_the_cap_is_named_in_the_own_budget_verdicts(fake):
     capped = Scripted(get_profile("cpu", sampler_budget_max_steps=3200), fake)   # every check runs to 3 200: the cap
     assert "sgd_transfer at n = 100 trains the cap of 3200 steps" in own_budget.unconverged_note(capped)
+    at_300 = own_budget.unconverged_note(capped, ("map_learned",), sizes=(300,))     # C3's kind of reading: one size
+    assert at_300 == " Not converged (notebook 09): map_learned at n = 300 trains the cap of 3200 steps."
     fake.curve = lambda steps: 0.5                                # flat: every arm keeps its tuned budget
     assert own_budget.unconverged_note(Scripted(P, fake)) == ""
 
@@ -170,3 +172,18 @@ def test_the_cpu_profile_holds_the_budgets_its_recorded_checks_chose():
     if not path.exists():
         pytest.skip("no recorded third-protocol choices")
     assert own_budget.checked_mismatches(get_profile("cpu"), pd.read_csv(path)) == []
+
+
+def test_c3s_holdout_table_holds_every_lambda_its_coordinate_tried_the_start_included(monkeypatch):
+    # the scale coordinate starts from the lr coordinate's choice (key "s"): that run is listed under both
+    runs = pd.DataFrame(dict(coordinate=["lr", "lr", "scale", "scale", "scale", "scale", "scale", "scale"],
+                             scale=[1e7, 1e7, 1e5, 1e5, 1e7, 1e7, 1e9, 1e9], seed=[0, 1] * 4,
+                             key=["s0", "s1", "a0", "a1", "s0", "s1", "b0", "b1"], status="ok",
+                             accuracy=[0.58, 0.60, 0.57, 0.59, 0.58, 0.60, 0.59, 0.60], nll=1.0))
+    monkeypatch.setattr(own_budget, "retune_runs", lambda rec, arm, n: runs)
+    monkeypatch.setattr(own_budget, "scale_chosen", lambda rec: {"map_learned": 1e7, "bayes_learned": 1e5})
+    table = own_budget.scale_holdout(Scripted(P, FakeGrid(lambda steps: 0.5))).set_index(["arm", "scale"])
+    assert table.loc[("map_learned", 1e7), "accuracy"] == pytest.approx(0.59)      # the start, both seeds, once each
+    assert table.loc[("map_learned", 1e9), "accuracy"] == pytest.approx(0.595)     # the best mean: not rule 5's choice
+    assert table.chosen.groupby("arm").sum().to_dict() == {"bayes_learned (T1)": 1, "map_learned": 1}
+    assert bool(table.loc[("bayes_learned (T1)", 1e5), "chosen"]) and len(table) == 6

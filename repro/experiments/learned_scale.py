@@ -189,7 +189,8 @@ def verdict(table: pd.DataFrame, times: pd.DataFrame, outcomes: Outcomes | None 
     pre = tests[tests.widths == primary]
     fast = bool((times.ratio <= TIME_RATIO).all())
     outcomes_ = ["effect" if t == "met" else "reversed" if t == "missed" else "unclear" for t in pre.target]
-    map_met = bool((pre[pre.arm == "map"].target == "met").all())
+    maps = pre[pre.arm == "map"]       # met at every (family, size) the table holds, none of them missing
+    map_met = len(maps) == len(table[["family", "n_train"]].drop_duplicates()) and bool((maps.target == "met").all())
     w = word(outcomes_, partial=map_met and "reversed" not in outcomes_)
     if w == "reproduced" and not fast:
         w = "partially reproduced"
@@ -229,6 +230,13 @@ WIDTH_TOLERANCE = math.log(1.1)     # a doubling that moves every learned width 
 LEFT_INIT = 2.0                     # ... once sigma is at least twice its initial value (it left its initialisation)
 
 
+def _spent(runs: pd.DataFrame | dict) -> pd.Series | float:
+    """A run's training time in seconds; a failed run's, which recorded none, is the time it ran until it failed."""
+    if isinstance(runs, dict):
+        return runs["train_time_s"] if pd.notna(runs.get("train_time_s")) else runs["wall_time_s"]
+    return runs.train_time_s.fillna(runs.wall_time_s)
+
+
 def converged_fit(rec: Recorded, family: str, n: int, seed: int) -> dict:
     """The registered fit of ``family`` at n and ``seed``: the DE-ELBO at MAP's rule-5 lr, from MAP's budget, doubled
     (each budget its own fit) until the last doubling moves every width by less than :data:`WIDTH_TOLERANCE` (log)
@@ -245,7 +253,7 @@ def converged_fit(rec: Recorded, family: str, n: int, seed: int) -> dict:
 
     steps, prev = profile.steps_for(n), None
     row = fit(steps)
-    cpu = row["train_time_s"]
+    cpu = _spent(row)
     while True:
         done = prev is not None and row["status"] == prev["status"] == "ok" and all(
             abs(math.log(row[f"learned_{w}"] / prev[f"learned_{w}"])) < WIDTH_TOLERANCE for w in names
@@ -254,7 +262,7 @@ def converged_fit(rec: Recorded, family: str, n: int, seed: int) -> dict:
             return row | {"family": family, "converged": bool(done), "fit_cpu_s": cpu}
         prev, steps = row, 2 * steps
         row = fit(steps)
-        cpu += row["train_time_s"]
+        cpu += _spent(row)
 
 
 def confirm_pairs(profile: Profile) -> int:
@@ -315,6 +323,6 @@ def confirm_selection_time(rec: Recorded, fitted: pd.DataFrame) -> pd.DataFrame:
             tried = pd.concat([retune_runs(rec, arm, n) for arm in arms_], ignore_index=True)
             grid = tried[tried.coordinate.isin(names)].drop_duplicates("key")
             de = fitted[(fitted.family == family) & (fitted.n_train == n)]
-            out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=grid.train_time_s.sum(),
+            out.append(dict(family=family, n_train=n, grid_runs=len(grid), grid_cpu_s=_spent(grid).sum(),
                             de_elbo_cpu_s=de.fit_cpu_s.mean()))
     return pd.DataFrame(out).assign(ratio=lambda d: d.de_elbo_cpu_s / d.grid_cpu_s)

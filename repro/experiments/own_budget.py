@@ -17,7 +17,7 @@ from ..analysis.stats import finished
 from ..profiles import Profile
 
 from .approaches import arm_name, arm_parts
-from .budget import THRESHOLD, steps_differ
+from .budget import CAVEATED, THRESHOLD, steps_differ
 from .grid import Recorded
 from .retune import ARMS, COORDINATES, coordinate, retune_runs, retuned
 from .tuning import setting, sweep, widened
@@ -145,6 +145,18 @@ def scale_chosen(rec: Recorded) -> dict[str, float]:
     return {arm_parts(arm)[0]: float(retuned(rec, arm, rec.profile.study_n)["scale"]) for arm in SCALE_ARMS}
 
 
+def scale_holdout(rec: Recorded) -> pd.DataFrame:
+    """C3's λ on the holdout set: per arm of :data:`SCALE_ARMS`, the mean holdout accuracy and NLL at each λ its
+    tuning tried (the tuning seeds), and whether rule 5 chose it (:func:`scale_chosen`)."""
+    picked, frames = scale_chosen(rec), []
+    for arm in SCALE_ARMS:
+        tried = finished(retune_runs(rec, arm, rec.profile.study_n))
+        tried = tried[tried.coordinate == "scale"].drop_duplicates("key")      # its start: the previous one's choice
+        means = tried.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
+        frames.append(means.assign(arm=arm, chosen=means.scale == picked[arm_parts(arm)[0]]))
+    return pd.concat(frames, ignore_index=True)
+
+
 def ensemble_own(rec: Recorded, regime: str | None = None) -> pd.DataFrame:
     """C10 at ``study_n``: ``bma_samples`` SGD-transfer members per seed at SGD transfer's own budget and values; with
     ``regime``, at equal compute with that regime's Bayes + learned arm: one member per kept cycle of it, each
@@ -234,14 +246,31 @@ def checked_mismatches(profile: Profile, choices: pd.DataFrame) -> list[str]:
             f"profile's checked_steps give {have}" for arm, n, _, have in steps_differ(profile.checked_steps, chosen)]
 
 
-def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS)) -> str:
+def unconverged_note(rec: Recorded, arms: tuple[str, ...] = tuple(ARMS), sizes: tuple[int, ...] | None = None) -> str:
     """The sentence an own-budget verdict ends with where one of ``arms`` trains at the cap
-    (``sampler_budget_max_steps``): its curve or its budget check was still gaining a point per doubling there; empty
-    otherwise."""
+    (``sampler_budget_max_steps``) at one of ``sizes`` (default: every size): its curve or its budget check was still
+    gaining a point per doubling there; empty otherwise."""
     table = chosen(rec, arms)
-    capped = table[table.steps >= rec.profile.sampler_budget_max_steps]
+    capped = table[(table.steps >= rec.profile.sampler_budget_max_steps)
+                   & table.n_train.isin(sizes or rec.profile.sampler_budget_sizes)]
     notes = [f"{r.arm} at n = {r.n_train} trains the cap of {r.steps} steps" for r in capped.itertuples()]
     return f" Not converged (notebook 09): {'; '.join(notes)}." if notes else ""
+
+
+# The arms C2's and C3's own-budget re-runs read, all at ``study_n`` (a regime's verdict reads those of its regime)
+AT_STUDY_N = {"C2": ("bayes_learned (cold)", "bayes_learned (T1)"), "C3": SCALE_ARMS}
+
+
+def cap_note(rec: Recorded, claim: str, regime: str | None) -> str:
+    """:func:`unconverged_note` for an own-budget verdict of ``claim`` in ``regime``: a five-way claim's optimisers and
+    the regime's samplers at every size (:data:`.budget.CAVEATED`), C2's or C3's arms at ``study_n``
+    (:data:`AT_STUDY_N`); empty for any other claim."""
+    arms = arms_of((regime,))
+    if claim in CAVEATED:
+        return unconverged_note(rec, arms)
+    if claim in AT_STUDY_N:
+        return unconverged_note(rec, tuple(a for a in AT_STUDY_N[claim] if a in arms), (rec.profile.study_n,))
+    return ""
 
 
 def sample_mean(rows: pd.DataFrame) -> pd.Series:
