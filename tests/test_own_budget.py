@@ -93,7 +93,8 @@ def test_c2_reruns_every_rank_and_the_isotropic_prior_at_the_learned_samplers_ow
 
 
 def test_c3_sweeps_lambda_at_each_arms_own_budget_covering_what_its_holdout_tuning_tried(fake, monkeypatch):
-    tried = pd.DataFrame({"coordinate": ["lr", "scale", "scale", "scale"], "scale": [1e7, 1e5, 1e7, 1e9]})
+    tried = pd.DataFrame({"coordinate": ["lr", "scale", "scale", "scale"], "scale": [1e7, 1e5, 1e7, 1e9],
+                          "key": ["s", "a", "s", "b"]})        # the λ coordinate starts from the lr coordinate's run
     monkeypatch.setattr(own_budget, "retune_runs", lambda rec, arm, n: tried)
     rows = own_budget.scale_own(Scripted(P, fake))
     sampler = rows[rows.arm == "bayes_learned (T1)"]

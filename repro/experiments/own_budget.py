@@ -125,6 +125,13 @@ def _isotropic_own(rec: Recorded, regime: str) -> dict:
     return coordinate(rec, base, "alpha", ALPHA_SPACING, f"C2 own budget: isotropic α ({regime})")[1]
 
 
+def scale_tried(rec: Recorded, arm: str) -> pd.DataFrame:
+    """The holdout runs of ``arm``'s λ coordinate at ``study_n`` (rule 5), each once: its first value's run is also
+    the previous coordinate's choice."""
+    tried = retune_runs(rec, arm, rec.profile.study_n)
+    return tried[tried.coordinate == "scale"].drop_duplicates("key")
+
+
 def scale_own(rec: Recorded) -> pd.DataFrame:
     """C3 at ``study_n`` (notebook 04's amendment of 2026-12-06): MAP + learned and the T = 1 sampler over λ on the
     test split, each at its own budget and values (the sampler's 5 seeds), on ``scales`` widened to cover the λ its
@@ -132,8 +139,7 @@ def scale_own(rec: Recorded) -> pd.DataFrame:
     names each row's arm. Each arm's λ* is its holdout choice (:func:`scale_chosen`)."""
     n, frames = rec.profile.study_n, []
     for arm in SCALE_ARMS:
-        tried = retune_runs(rec, arm, n)
-        tried = tried.loc[tried.coordinate == "scale", "scale"]
+        tried = scale_tried(rec, arm).scale
         grid = widened(rec.profile.scales, tried.min(), tried.max())
         rows, _ = sweep(rec, own_setting(rec, arm, n), "scale", grid, f"C3 own budget: {arm}", seeds=seeds_of(rec, arm))
         frames.append(rows.assign(arm=arm))
@@ -150,9 +156,7 @@ def scale_holdout(rec: Recorded) -> pd.DataFrame:
     tuning tried (the tuning seeds), and whether rule 5 chose it (:func:`scale_chosen`)."""
     picked, frames = scale_chosen(rec), []
     for arm in SCALE_ARMS:
-        tried = finished(retune_runs(rec, arm, rec.profile.study_n))
-        tried = tried[tried.coordinate == "scale"].drop_duplicates("key")      # its start: the previous one's choice
-        means = tried.groupby("scale")[["accuracy", "nll"]].mean().reset_index()
+        means = finished(scale_tried(rec, arm)).groupby("scale")[["accuracy", "nll"]].mean().reset_index()
         frames.append(means.assign(arm=arm, chosen=means.scale == picked[arm_parts(arm)[0]]))
     return pd.concat(frames, ignore_index=True)
 
