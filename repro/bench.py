@@ -1,8 +1,8 @@
 """Benchmarks (not timed tests): ``python -m repro.bench [all|prior|step|loader|bma|eval|grid]``.
 
 * ``step``: one training step of the ``cpu`` profile's model for SGD, SGD + learned rank-20 prior (MAP),
-  SGLD + prior and SGHMC + prior, the last also in bf16 and compiled (:mod:`repro.compute`) (median over interleaved
-  steps after warm-up), and the ratio to SGD;
+  SGLD + prior and SGHMC + prior, the last also in bf16 and compiled (:mod:`repro.compute`), and the DE-ELBO fit of
+  the prior's widths (median over interleaved steps after warm-up), and the ratio to SGD;
 * ``prior``: the learned prior's log-prob + gradient versus ``torch.distributions.LowRankMultivariateNormal``
   + autograd on the same covariance, at ResNet-20/18/50 sizes;
 * ``loader``: images/s the in-memory pipeline (augmentation included) delivers, versus the model's
@@ -40,6 +40,7 @@ from .profiles import Profile, get_profile, results_root
 from .retime import precision_rule, retime, retime_csv
 from .runner import MissingPrerequisite
 from .method.samplers import SGHMC, SGLD, bma_probs
+from .method.variational import DataEmphasizedVI
 
 PRIOR_DIMS = {"ResNet-20 (0.27 M)": 271_824, "ResNet-18 (11 M)": 11_176_512, "ResNet-50 (23.5 M)": 23_508_032}
 
@@ -127,6 +128,9 @@ def bench_step(profile: Profile, steps: int = 80, warmup: int = 3, rank: int = 2
         "sgld+prior": (model, x, SGLD(params, lr=1e-3, num_data=N, temperature=1.0, prior=prior), training_loss(ce)),
         "sghmc+prior": (model, x, sghmc, training_loss(ce)),
         "sghmc+prior, bf16": (model, x, sghmc, training_loss(ce, "bf16")),
+        # E1's fit: the MAP step plus the widths' and sigma's updates (fp32: repro.method.variational)
+        "de_elbo (variational)": (model, x, DataEmphasizedVI(params, lr=1e-3, num_data=N, blocks=[
+            ("scale", learned), ("head_var", prior.parts[1])]), training_loss(ce)),
     }
     if can_compile():
         variants |= {"sghmc+prior, compiled": (model, x, sghmc, training_loss(ce, "fp32", compile=True)),

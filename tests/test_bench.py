@@ -19,7 +19,7 @@ def test_step_benchmark_covers_every_optimiser():
     df = bench.bench_step(SMOKE, steps=1, warmup=0, rank=2)
     compiled = ["sghmc+prior, compiled", "sghmc+prior, bf16 compiled"] if bench.can_compile() else []
     assert list(df.variant) == ["sgd, default layout", "sgd", "sgd+prior (MAP)", "sgld+prior", "sghmc+prior",
-                                "sghmc+prior, bf16"] + compiled
+                                "sghmc+prior, bf16", "de_elbo (variational)"] + compiled
     assert (df.value > 0).all() and df.set_index("variant").ratio_to_sgd["sgd"] == 1.0
 
 

@@ -278,7 +278,7 @@ class Widened(Prior):
     def __init__(self, base: Prior, width: float = 1.0):
         self.base, self.dim, self.width = base, base.dim, float(width)
         self._base_log_det = base.log_det()
-        self._base_trace = base.trace_precision()
+        self.base_trace = base.trace_precision()      # tr(Sigma^-1) of the base, read every step: computed once
 
     def log_prob_and_grad(self, theta: Tensor, without_diagonal: bool = False) -> tuple[Tensor, Tensor]:
         logp, grad = self.base.log_prob_and_grad(theta, without_diagonal)
@@ -296,7 +296,7 @@ class Widened(Prior):
         return self._base_log_det + self.dim * math.log(self.width)
 
     def trace_precision(self) -> float:
-        return self._base_trace / self.width
+        return self.base_trace / self.width
 
 
 # ---------------------------------------------------------------------------------------------

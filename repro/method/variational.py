@@ -58,8 +58,7 @@ SIGMA_INIT = 1e-4                    # q's initial standard deviation (the autho
 def optimal_width(block: Widened, m: Tensor, var: float) -> float:
     """w* = (var tr(Sigma^-1) + (m - mu)^T Sigma^-1 (m - mu)) / d: the width of ``block`` minimising KL(N(m, var I) || it)
     (Sigma is the block's unit-width covariance)."""
-    base = block.base
-    return (var * base.trace_precision() + float(base.mahalanobis(m))) / base.dim
+    return (var * block.base_trace + float(block.base.mahalanobis(m))) / block.dim
 
 
 class DataEmphasizedVI(SGHMC):
@@ -105,7 +104,7 @@ class DataEmphasizedVI(SGHMC):
     def learned(self) -> dict[str, float]:
         """The widths, q's sigma, and the share of each width that comes from sigma (module docstring)."""
         var = self.sigma ** 2
-        spread = {f"{name}_from_sigma": var * b.base.trace_precision() / (b.dim * b.width)
+        spread = {f"{name}_from_sigma": var * b.base_trace / (b.dim * b.width)
                   for name, b in zip(self.names, self.blocks)}
         return self.widths | {"sigma": self.sigma} | spread
 
