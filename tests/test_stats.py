@@ -141,6 +141,20 @@ def test_two_runs_in_one_pairing_cell_are_refused():
         stats.compare(df, {"approach": "a"}, {"approach": "b"})
 
 
+def test_a_seed_missing_at_one_size_costs_only_that_sizes_row():
+    """Sizes 100 and 300, seeds 0-2, arm a's seed 2 failed at n = 300: the pooled test pairs the two seeds every size
+    has, each size's own test every seed that size has (by hand: the per-seed differences' means)."""
+    acc = {("a", 100): [0.50, 0.60, 0.70], ("b", 100): [0.40, 0.45, 0.50], ("a", 300): [0.80, 0.90],
+           ("b", 300): [0.70, 0.70, 0.60]}
+    df = pd.DataFrame([dict(approach=arm, n_train=n, seed=s, accuracy=v, status="ok")
+                       for (arm, n), vals in acc.items() for s, v in enumerate(vals)])
+    pooled, at100, at300 = stats.compare(df, {"approach": "a"}, {"approach": "b"}, ("n_train", "seed"), by_size=True)
+    assert pooled["mean_diff"] == pytest.approx(np.mean([0.10, 0.15, 0.10, 0.20]))     # seeds 0 and 1 only
+    assert at100["mean_diff"] == pytest.approx(np.mean([0.10, 0.15, 0.20]))            # all three seeds
+    assert at100["mean_a"] == pytest.approx(0.60)
+    assert at300["mean_diff"] == pytest.approx(0.15) and at300["mean_b"] == pytest.approx(0.70)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         stats.paired_bootstrap(np.array([[np.nan, 1.0]]))

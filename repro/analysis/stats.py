@@ -238,16 +238,18 @@ def contrast(df: pd.DataFrame, terms: Sequence[tuple[dict, float]], on: Sequence
              metric: str = "accuracy", alternative: str = "greater", outcomes: Outcomes | None = None,
              by_size: bool = False) -> list[dict]:
     """Bootstrap test of sum_j w_j * arm_j (``terms`` = (spec, w_j)), paired on ``on``: the pooled row (``n_train`` =
-    "all"), then, if ``by_size``, one row per size."""
+    "all", on the seeds every size has), then, if ``by_size``, one row per size (on every seed that size has)."""
     arrays, means, levels = stacked(df, [t[0] for t in terms], on, metric, outcomes)
     d = sum(w * a for a, (_, w) in zip(arrays, terms))
     base = {"metric": metric, **{f"mean_{'ab'[j]}": m for j, m in enumerate(means[:2])}}
     kw = dict(margin=MARGINS.get(metric, 0.01), alternative=alternative)
     rows = [{"n_train": "all" if levels[0] is not None else None, **base, **paired_bootstrap(d, **kw)}]
     if by_size and levels[0] is not None:
-        rows += [{"n_train": lv, "metric": metric, "mean_a": float(arrays[0][k].mean()),
-                  "mean_b": float(arrays[1][k].mean()) if len(arrays) > 1 else np.nan,
-                  **paired_bootstrap(d[k], **kw)} for k, lv in enumerate(levels)]
+        for lv in levels:     # each size on every seed it has: the pooled row keeps only the seeds common to all sizes
+            at, _, _ = stacked(df[df[on[0]] == lv], [t[0] for t in terms], on[1:], metric, outcomes)
+            rows.append({"n_train": lv, "metric": metric, "mean_a": float(at[0].mean()),
+                         "mean_b": float(at[1].mean()) if len(at) > 1 else np.nan,
+                         **paired_bootstrap(sum(w * a[0] for a, (_, w) in zip(at, terms)), **kw)})
     return rows
 
 
