@@ -162,12 +162,13 @@ def metric_curves(rows: pd.DataFrame, x: str, xlabel: str, title: str, labels: d
 
 
 def panel_curves(rows: pd.DataFrame, x: str, xlabel: str, panel: str, hue: str, title: str,
-                 metric: str = "accuracy", xscale: str = "log") -> plt.Figure:
+                 metric: str = "accuracy", xscale: str = "log", hues: list | None = None) -> plt.Figure:
     """Test ``metric`` against ``x``, one panel per ``panel`` value and one line per ``hue`` value, a hue in the same
-    colour in every panel (mean ± SE over seeds): many series that one panel could not show apart."""
-    names, hues = list(dict.fromkeys(rows[panel])), list(dict.fromkeys(rows[hue]))
+    colour in every panel (mean ± SE over seeds): many series that one panel could not show apart. ``hues`` fixes
+    the colour order (a hue keeps its colour across figures that show only some of them)."""
+    names, hues = list(dict.fromkeys(rows[panel])), hues or list(dict.fromkeys(rows[hue]))
     colours = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
-    cols = min(3, len(names))
+    cols = 2 if len(names) == 4 else min(3, len(names))             # four panels as a square
     fig, axes = plt.subplots(-(-len(names) // cols), cols, figsize=(4.2 * cols + 2.4, 3.2 * -(-len(names) // cols)),
                              squeeze=False, layout="constrained")
     for ax, name in zip(axes.flat, names):

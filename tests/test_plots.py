@@ -44,6 +44,18 @@ def test_panel_curves_keep_a_series_in_one_colour_across_panels():
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
 
 
+def test_panel_curves_give_a_series_the_colour_of_its_place_in_hues():
+    rows = pd.DataFrame([dict(setting="learned, map", widths=w, n_train=n, seed=s, accuracy=0.5)
+                         for w in ("grid", "matched") for n in (100, 1000) for s in (0, 1)])
+
+    def colours(**kw):
+        fig = plots.panel_curves(rows, "n_train", "training images", "setting", "widths", "E1", **kw)
+        return {bars.get_label(): bars.lines[0].get_color() for bars in fig.axes[0].containers}
+
+    alone, placed = colours(), colours(hues=["grid", "de_elbo", "matched"])
+    assert alone["grid"] == placed["grid"] and alone["matched"] != placed["matched"]   # "matched" takes the third
+
+
 def test_model_comparison_lists_the_models_top_down_in_order():
     rows = pd.DataFrame([dict(model=m, seed=s, accuracy=0.5 + 0.01 * s, nll=1.0) for m in ("BMA", "ensemble", "equal")
                          for s in (0, 1, 2)])

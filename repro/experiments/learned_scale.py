@@ -67,8 +67,8 @@ ARMS = ("map", "T1", "cold")          # MAP, and the sampler in each temperature
 KIND = "ssl"                          # the learned prior's kind: the paper's headline (SimCLR) prior
 MATCHED, Q_MEAN = "de_elbo_matched", "q_mean"     # the amendment's arms (module docstring)
 #: How figures name the widths' sources and the arms.
-WIDTH_LABELS = {"grid": "validation grid", "de_elbo": "DE-ELBO (registered)", MATCHED: "κ × DE-ELBO (amendment)",
-                "elbo": "plain ELBO", Q_MEAN: "q's own mean (amendment)"}
+WIDTH_LABELS = {"grid": "validation grid", "de_elbo": "DE-ELBO (registered)", MATCHED: "κ × DE-ELBO",
+                "elbo": "plain ELBO", Q_MEAN: "q's own mean"}
 ARM_NAMES = {"map": "MAP", **REGIMES}
 
 
