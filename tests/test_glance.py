@@ -85,6 +85,12 @@ def test_numbers_compare_as_numbers_and_the_metric_is_the_primarys(tmp_path, mon
     row = _row(report.render_summary(SMOKE), "E1")
     # cold: the worse of MAP and the cold sampler at n = 1000 (the NaN n_train row and the NLL row are not read)
     assert row[3].startswith("[-50.0 pt (-51.0 to -49.0)]") and row[5].startswith("[-3.0 pt (-4.0 to -2.0)]")
+    # ... over both priors: a worse non-learned comparison is the one shown
+    rows.append({**base, "family": "non-learned", "arm": "cold", "n_train": 1000, "metric": "accuracy",
+                 "mean_diff": -0.6, "ci_low": -0.61, "ci_high": -0.59})
+    findings.record_claim(SMOKE, "E1", "not reproduced", "…", _tests(tmp_path, "e1_tests", rows).replace(
+        "05_five_way", "10_learned_scale"))
+    assert _row(report.render_summary(SMOKE), "E1")[3].startswith("[-60.0 pt (-61.0 to -59.0)]")
 
 
 def test_e1_shows_its_confirmatory_verdict_first_and_the_first_registration_beside_it(tmp_path, monkeypatch):
