@@ -70,6 +70,14 @@ MATCHED, Q_MEAN = "de_elbo_matched", "q_mean"     # the amendment's arms (module
 WIDTH_LABELS = {"grid": "validation grid", "de_elbo": "DE-ELBO (registered)", MATCHED: "κ × DE-ELBO",
                 "elbo": "plain ELBO", Q_MEAN: "q's own mean"}
 ARM_NAMES = {"map": "MAP", **REGIMES}
+WIDTH_HUES = list(WIDTH_LABELS.values())    # their colour order: a source keeps its colour in both of E1's figures
+
+
+def figure_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` as E1's figures show them: a panel per prior and arm (``setting``), each source of widths by its name
+    in :data:`WIDTH_LABELS` (``widths``)."""
+    return rows.assign(setting=[f"{f} prior, {ARM_NAMES[a]}" for f, a in zip(rows.family, rows.arm)],
+                       widths=rows.widths.map(WIDTH_LABELS).fillna(rows.widths))
 
 
 @functools.lru_cache(maxsize=4)
